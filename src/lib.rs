@@ -1,0 +1,11 @@
+//! meterbridge: read utility meters over wired and wireless M-Bus, decode them and publish
+//! the readings.
+//!
+//! Modules follow the path a telegram takes: bytes arrive (later: `transport`, `receivers`),
+//! [`wire`] turns them into validated structures without any I/O, [`telegram`] is the one parse
+//! that the rest of the program works on, and [`output`] renders it for people and scripts.
+
+pub mod cli;
+pub mod output;
+pub mod telegram;
+pub mod wire;

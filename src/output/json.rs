@@ -1,0 +1,390 @@
+//! Our JSON rendering of a decoded telegram (schema in `docs/json.md`). Written by hand into a
+//! reused `String`: it is on the hot path of `decode` and the daemon, and the shape is fixed.
+
+use std::fmt::Write;
+
+use crate::telegram::Telegram;
+use crate::wire::application::{self, Application, FixedData, Header, Status};
+use crate::wire::datetime::MeterDateTime;
+use crate::wire::hex;
+use crate::wire::medium::Medium;
+use crate::wire::records::{Decimal, RawValue, Record, RecordKind, Value};
+use crate::wire::vif::{Combinable, Unit};
+
+/// Appends a JSON string literal.
+pub fn push_str(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+fn push_hex(out: &mut String, bytes: &[u8]) {
+    out.push('"');
+    hex::push_upper(out, bytes);
+    out.push('"');
+}
+
+fn push_hex_byte(out: &mut String, b: u8) {
+    let _ = write!(out, "\"{b:02X}\"");
+}
+
+/// Appends a number that is exactly the decimal value, or `null` for non-finite floats.
+fn push_decimal(out: &mut String, d: Decimal) {
+    let _ = write!(out, "{d}");
+}
+
+fn push_float(out: &mut String, f: f64) {
+    if f.is_finite() {
+        let _ = write!(out, "{f}");
+    } else {
+        out.push_str("null");
+    }
+}
+
+/// Text sent by a meter is reversed on the wire and may not be ASCII; bytes above 0x7F are
+/// read as Latin-1 so nothing is lost.
+fn push_meter_text(out: &mut String, text: &[u8]) {
+    let s: String = text.iter().rev().map(|&b| b as char).collect();
+    push_str(out, &s);
+}
+
+fn push_datetime(out: &mut String, t: &MeterDateTime) {
+    let _ = write!(out, "\"{t}\"");
+}
+
+fn push_status(out: &mut String, status: Status) {
+    let _ = write!(out, "\"status\":\"{:02X}\",\"status_flags\":[", status.0);
+    for (i, f) in status.flags().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        push_str(out, f);
+    }
+    out.push(']');
+}
+
+fn push_medium(out: &mut String, key: &str, medium: Medium) {
+    let _ = write!(
+        out,
+        "\"{key}\":\"{}\",\"{key}_code\":\"{:02X}\"",
+        medium.name(),
+        medium.code()
+    );
+}
+
+/// Renders one telegram as a single-line JSON object.
+pub fn render(t: &Telegram<'_>, out: &mut String) {
+    let _ = write!(
+        out,
+        "{{\"kind\":\"wired\",\"link\":{{\"c\":\"{:02X}\",\"a\":{},\"ci\":\"{:02X}\",\"direction\":\"{}\"}}",
+        t.link.control,
+        t.link.address,
+        t.link.ci,
+        if t.link.master_to_slave() {
+            "master_to_slave"
+        } else {
+            "slave_to_master"
+        }
+    );
+    match &t.application {
+        Application::Variable { header, .. } => {
+            out.push_str(",\"header\":");
+            render_header(header, out);
+            out.push_str(",\"records\":[");
+            for (i, r) in t.records.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                render_record(i, r, out);
+            }
+            out.push(']');
+            let _ = write!(out, ",\"more_records_follow\":{}", t.more_records_follow());
+        }
+        Application::Fixed(f) => render_fixed(f, out),
+        Application::Error(e) => {
+            out.push_str(",\"application_error\":{\"code\":");
+            match e.code {
+                Some(c) => {
+                    let _ = write!(out, "{c}");
+                }
+                None => out.push_str("null"),
+            }
+            out.push_str(",\"text\":");
+            push_str(out, e.text());
+            if !e.extra.is_empty() {
+                out.push_str(",\"extra\":");
+                push_hex(out, e.extra);
+            }
+            out.push('}');
+        }
+        Application::Alarm { status } => {
+            out.push_str(",\"alarm\":{\"status\":");
+            match status {
+                Some(s) => push_hex_byte(out, *s),
+                None => out.push_str("null"),
+            }
+            out.push('}');
+        }
+        Application::Other { ci, data } => {
+            out.push_str(",\"payload\":{\"ci_name\":");
+            push_str(out, application::CiField::from_byte(*ci).name());
+            out.push_str(",\"data\":");
+            push_hex(out, data);
+            out.push('}');
+        }
+    }
+    out.push('}');
+}
+
+fn render_header(h: &Header, out: &mut String) {
+    match h {
+        Header::Long(h) => {
+            let _ = write!(
+                out,
+                "{{\"type\":\"long\",\"id\":\"{}\",\"manufacturer\":\"{}\",\"version\":{},",
+                h.id, h.manufacturer, h.version
+            );
+            push_medium(out, "medium", h.medium);
+            let _ = write!(out, ",\"access_number\":{},", h.access_number);
+            push_status(out, h.status);
+            let _ = write!(
+                out,
+                ",\"signature\":\"{:04X}\",\"secondary_address\":\"{}\"}}",
+                h.signature,
+                h.secondary_address()
+            );
+        }
+        Header::Short(h) => {
+            let _ = write!(
+                out,
+                "{{\"type\":\"short\",\"access_number\":{},",
+                h.access_number
+            );
+            push_status(out, h.status);
+            let _ = write!(out, ",\"signature\":\"{:04X}\"}}", h.signature);
+        }
+        Header::None => out.push_str("{\"type\":\"none\"}"),
+    }
+}
+
+fn render_fixed(f: &FixedData<'_>, out: &mut String) {
+    let _ = write!(
+        out,
+        ",\"header\":{{\"type\":\"fixed\",\"id\":\"{}\",\"access_number\":{},\"status\":\"{:02X}\",\"counter_coding\":\"{}\",\"values\":\"{}\",\"medium_code\":\"{:X}\"}}",
+        f.id,
+        f.access_number,
+        f.status,
+        if f.binary_counters() { "binary" } else { "bcd" },
+        if f.stored_values() { "stored" } else { "actual" },
+        f.medium_code
+    );
+    out.push_str(",\"records\":[");
+    for (i, (unit_code, counter)) in [(f.unit1, f.counter1), (f.unit2, f.counter2)]
+        .into_iter()
+        .enumerate()
+    {
+        if i > 0 {
+            out.push(',');
+        }
+        let _ = write!(out, "{{\"index\":{i},\"unit_code\":\"{unit_code:02X}\",");
+        let raw = f.counter_value(counter);
+        let unit = application::fixed_unit(unit_code);
+        out.push_str("\"quantity\":");
+        match unit {
+            Some((q, _, _)) => push_str(out, q),
+            None => out.push_str("null"),
+        }
+        out.push_str(",\"unit\":");
+        push_str(out, unit.map(|(_, u, _)| u.symbol()).unwrap_or(""));
+        out.push_str(",\"value\":");
+        match (raw, unit) {
+            (Some(v), Some((_, _, e))) => push_decimal(out, Decimal::new(i128::from(v), e.into())),
+            (Some(v), None) => {
+                let _ = write!(out, "{v}");
+            }
+            (None, _) => out.push_str("null"),
+        }
+        out.push_str(",\"raw\":");
+        match raw {
+            Some(v) => {
+                let _ = write!(out, "{v}");
+            }
+            None => push_hex(out, counter),
+        }
+        out.push('}');
+    }
+    out.push(']');
+}
+
+fn render_record(index: usize, r: &Record<'_>, out: &mut String) {
+    let _ = write!(out, "{{\"index\":{index},\"offset\":{},", r.offset);
+    out.push_str("\"dif\":");
+    push_hex_byte(out, r.dif());
+    if !r.difes().is_empty() {
+        out.push_str(",\"dife\":");
+        push_hex(out, r.difes());
+    }
+    match r.kind {
+        RecordKind::Data => {}
+        RecordKind::ManufacturerData | RecordKind::MoreRecordsFollow => {
+            out.push_str(",\"type\":");
+            push_str(
+                out,
+                if r.kind == RecordKind::ManufacturerData {
+                    "manufacturer_data"
+                } else {
+                    "more_records_follow"
+                },
+            );
+            out.push_str(",\"data\":");
+            push_hex(out, r.data);
+            out.push('}');
+            return;
+        }
+        RecordKind::SpecialFunction(dif) => {
+            let _ = write!(out, ",\"type\":\"special_function_{dif:02X}\",\"data\":");
+            push_hex(out, r.data);
+            out.push('}');
+            return;
+        }
+    }
+    out.push_str(",\"vif\":\"");
+    for b in r.vib_bytes() {
+        let _ = write!(out, "{b:02X}");
+    }
+    let _ = write!(
+        out,
+        "\",\"storage\":{},\"tariff\":{},\"subunit\":{},\"function\":\"{}\"",
+        r.storage,
+        r.tariff,
+        r.subunit,
+        r.function.name()
+    );
+    let vi = r.value_information();
+    out.push_str(",\"quantity\":");
+    match vi {
+        Some(v) => push_str(out, v.description.quantity),
+        None => out.push_str("null"),
+    }
+    out.push_str(",\"unit\":");
+    let unit = r.scale().map(|s| s.unit).unwrap_or(Unit::None);
+    if !r.plain_text.is_empty() {
+        push_meter_text(out, r.plain_text);
+    } else {
+        push_str(out, unit.symbol());
+    }
+    out.push_str(",\"value\":");
+    let value = r.value();
+    match value {
+        Value::None => out.push_str("null"),
+        Value::Decimal(d) => push_decimal(out, d),
+        Value::Float(f) => push_float(out, f),
+        Value::InvalidBcd(d) => push_str(out, d.as_str()),
+        Value::DateTime(t) => push_datetime(out, &t),
+        Value::Text(t) => push_meter_text(out, t),
+        Value::Bytes(b) => push_hex(out, b),
+    }
+    out.push_str(",\"raw\":");
+    match r.raw_value() {
+        RawValue::None => out.push_str("null"),
+        RawValue::Integer(i) => {
+            let _ = write!(out, "{i}");
+        }
+        RawValue::Real(f) => push_float(out, f64::from(f)),
+        RawValue::InvalidBcd(d) => push_str(out, d.as_str()),
+        RawValue::DateTime(_) | RawValue::Text(_) | RawValue::Bytes(_) => push_hex(out, r.data),
+    }
+    if let Value::DateTime(t) = value {
+        if t.invalid {
+            out.push_str(",\"invalid\":true");
+        }
+        if t.summer_time {
+            out.push_str(",\"summer_time\":true");
+        }
+    }
+    if let Some(v) = vi {
+        let mut first = true;
+        for c in v.combinable.iter().map(|&b| Combinable::from_code(b)) {
+            out.push_str(if first { ",\"vife\":[" } else { "," });
+            first = false;
+            push_str(out, &c.describe());
+        }
+        if !first {
+            out.push(']');
+        }
+        if let Some(err) = v
+            .combinable
+            .iter()
+            .find_map(|&b| match Combinable::from_code(b) {
+                Combinable::RecordError(e) => Some(e),
+                _ => None,
+            })
+        {
+            out.push_str(",\"error\":");
+            push_str(out, err.text());
+        }
+        if !v.manufacturer_vifes.is_empty() {
+            out.push_str(",\"manufacturer_vife\":");
+            push_hex(out, v.manufacturer_vifes);
+        }
+        if v.description.is_reserved() {
+            out.push_str(",\"reserved_vif\":true");
+        }
+    }
+    out.push('}');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::telegram::decode_wired;
+
+    #[test]
+    fn renders_scaled_values_exactly() {
+        // Corpus frame `filler`: fillers around one record, `04 83 3B 88 13 00 00`: energy in
+        // Wh (VIF 0x03 with extension) with VIFE 0x3B, raw 0x1388 = 5000.
+        let bytes = hex::decode(
+            "68 1F 1F 68 08 00 72 31 77 67 17 2D 2C 01 02 00 00 00 00 2F 2F 04 83 3B 88 13 00 00 2F 2F 2F 2F 2F 2F 2F 00 16",
+        )
+        .unwrap();
+        let t = decode_wired(&bytes).unwrap();
+        let mut s = String::new();
+        render(&t, &mut s);
+        assert!(
+            s.starts_with("{\"kind\":\"wired\",\"link\":{\"c\":\"08\",\"a\":0,\"ci\":\"72\""),
+            "{s}"
+        );
+        assert!(
+            s.contains("\"id\":\"17677731\",\"manufacturer\":\"KAM\""),
+            "{s}"
+        );
+        assert!(s.contains("\"vif\":\"833B\""), "{s}");
+        assert!(
+            s.contains("\"quantity\":\"energy\",\"unit\":\"Wh\",\"value\":5000,\"raw\":5000"),
+            "{s}"
+        );
+        assert!(
+            s.contains("\"vife\":[\"accumulation only if positive\"]"),
+            "{s}"
+        );
+    }
+
+    #[test]
+    fn escapes_strings() {
+        let mut s = String::new();
+        push_str(&mut s, "a\"b\\c\n\u{1}");
+        assert_eq!(s, "\"a\\\"b\\\\c\\n\\u0001\"");
+    }
+}

@@ -1,0 +1,3 @@
+//! Renderings of a decoded telegram: our JSON, and libmbus-compatible XML.
+
+pub mod json;

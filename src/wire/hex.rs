@@ -1,0 +1,103 @@
+//! Hex text as people paste it: `68 1F 1F 68`, `681f1f68`, `68|1F_1F`, with line noise around it.
+
+use thiserror::Error;
+
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum HexError {
+    #[error("not a hex digit: {found:?} at character {offset}")]
+    InvalidCharacter { offset: usize, found: char },
+    #[error("odd number of hex digits ({digits}): the last byte is missing a digit")]
+    OddLength { digits: usize },
+    #[error("no hex digits in input")]
+    Empty,
+}
+
+/// Characters that only separate bytes for readability.
+fn is_separator(c: char) -> bool {
+    c.is_whitespace() || c == '|' || c == '_' || c == ':' || c == '-'
+}
+
+/// Decodes hex text into bytes, ignoring separators. Separators may also split a byte
+/// (`6|8` is `68`), because dumps from some tools group by nibble.
+pub fn decode(text: &str) -> Result<Vec<u8>, HexError> {
+    let mut out = Vec::with_capacity(text.len() / 2);
+    decode_into(text, &mut out)?;
+    Ok(out)
+}
+
+/// Like [`decode`] but appends into a caller-owned buffer (reused across lines).
+pub fn decode_into(text: &str, out: &mut Vec<u8>) -> Result<(), HexError> {
+    let mut high: Option<u8> = None;
+    let mut digits = 0usize;
+    for (offset, c) in text.char_indices() {
+        if is_separator(c) {
+            continue;
+        }
+        let nibble = match c.to_digit(16) {
+            Some(v) => v as u8,
+            None => return Err(HexError::InvalidCharacter { offset, found: c }),
+        };
+        digits += 1;
+        match high.take() {
+            Some(h) => out.push(h << 4 | nibble),
+            None => high = Some(nibble),
+        }
+    }
+    if high.is_some() {
+        return Err(HexError::OddLength { digits });
+    }
+    if digits == 0 {
+        return Err(HexError::Empty);
+    }
+    Ok(())
+}
+
+/// Uppercase hex without separators, the form our JSON uses.
+pub fn encode_upper(bytes: &[u8]) -> String {
+    let mut s = String::with_capacity(bytes.len() * 2);
+    push_upper(&mut s, bytes);
+    s
+}
+
+pub fn push_upper(s: &mut String, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789ABCDEF";
+    for b in bytes {
+        s.push(DIGITS[(b >> 4) as usize] as char);
+        s.push(DIGITS[(b & 0xF) as usize] as char);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn separators_are_ignored() {
+        assert_eq!(
+            decode("68 1f|1F_68\n").unwrap(),
+            vec![0x68, 0x1F, 0x1F, 0x68]
+        );
+        assert_eq!(decode("E5").unwrap(), vec![0xE5]);
+        assert_eq!(decode("0|A").unwrap(), vec![0x0A]);
+    }
+
+    #[test]
+    fn errors_name_the_position() {
+        assert_eq!(
+            decode("68 1G"),
+            Err(HexError::InvalidCharacter {
+                offset: 4,
+                found: 'G'
+            })
+        );
+        assert_eq!(decode("681"), Err(HexError::OddLength { digits: 3 }));
+        assert_eq!(decode("  "), Err(HexError::Empty));
+    }
+
+    #[test]
+    fn encode_round_trips() {
+        let bytes = [0x00, 0x7F, 0xA5, 0xFF];
+        assert_eq!(encode_upper(&bytes), "007FA5FF");
+        assert_eq!(decode(&encode_upper(&bytes)).unwrap(), bytes);
+    }
+}

@@ -1,0 +1,11 @@
+//! Bytes to structures and back, one protocol layer per file. Nothing here does I/O, allocates
+//! per record, or panics on any input: every parser returns a typed error with the byte offset.
+
+pub mod application;
+pub mod datetime;
+pub mod hex;
+pub mod manufacturer;
+pub mod medium;
+pub mod records;
+pub mod vif;
+pub mod wired;
