@@ -55,7 +55,9 @@ impl Telegram<'_> {
 
 /// Decodes one whole wired M-Bus frame (`68 L L 68 … 16`).
 pub fn decode_wired(bytes: &[u8]) -> Result<Telegram<'_>, DecodeError> {
-    let mut records = Vec::new();
+    // A record takes at least two bytes; a quarter of the frame is a tight upper bound for
+    // real telegrams and saves the regrowth copies.
+    let mut records = Vec::with_capacity(bytes.len() / 4);
     decode_wired_into(bytes, &mut records).map(|(link, application, plain_text_order)| Telegram {
         link,
         application,

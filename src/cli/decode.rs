@@ -4,7 +4,7 @@ use std::io::{self, BufRead, Write};
 
 use clap::{Args, ValueEnum};
 
-use crate::output::json;
+use crate::output::{json, libmbus_xml};
 use crate::telegram::decode_wired;
 use crate::wire::hex;
 
@@ -111,7 +111,12 @@ impl Decoder {
                 self.text.push('\n');
             }
             Format::Xml | Format::XmlNormalized => {
-                return Err("XML output is being wired in".to_string());
+                let style = if self.format == Format::Xml {
+                    libmbus_xml::XmlStyle::Plain
+                } else {
+                    libmbus_xml::XmlStyle::Normalized
+                };
+                libmbus_xml::render(&telegram, style, &mut self.text).map_err(|e| e.to_string())?;
             }
         }
         Ok(&self.text)

@@ -37,12 +37,20 @@ fn push_hex(out: &mut String, bytes: &[u8]) {
 }
 
 fn push_hex_byte(out: &mut String, b: u8) {
-    let _ = write!(out, "\"{b:02X}\"");
+    out.push('"');
+    hex::push_upper(out, &[b]);
+    out.push('"');
 }
 
 /// Appends a number that is exactly the decimal value, or `null` for non-finite floats.
 fn push_decimal(out: &mut String, d: Decimal) {
-    let _ = write!(out, "{d}");
+    let mut buf = [0u8; 256];
+    out.push_str(d.format(&mut buf));
+}
+
+/// Integers without going through `fmt` (this runs several times per record).
+fn push_int(out: &mut String, v: i128) {
+    push_decimal(out, Decimal::new(v, 0));
 }
 
 fn push_float(out: &mut String, f: f64) {
@@ -159,12 +167,13 @@ fn render_header(h: &Header, out: &mut String) {
             push_medium(out, "medium", h.medium);
             let _ = write!(out, ",\"access_number\":{},", h.access_number);
             push_status(out, h.status);
-            let _ = write!(
-                out,
-                ",\"signature\":\"{:04X}\",\"secondary_address\":\"{}\"}}",
-                h.signature,
-                h.secondary_address()
-            );
+            out.push_str(",\"signature\":\"");
+            hex::push_upper(out, &h.signature.to_be_bytes());
+            out.push_str("\",\"secondary_address\":\"");
+            let m = h.manufacturer.0.to_le_bytes();
+            hex::push_upper(out, &h.id.0.to_be_bytes());
+            hex::push_upper(out, &[m[0], m[1], h.version, h.medium.code()]);
+            out.push_str("\"}");
         }
         Header::Short(h) => {
             let _ = write!(
@@ -229,8 +238,11 @@ fn render_fixed(f: &FixedData<'_>, out: &mut String) {
 }
 
 fn render_record(index: usize, r: &Record<'_>, out: &mut String) {
-    let _ = write!(out, "{{\"index\":{index},\"offset\":{},", r.offset);
-    out.push_str("\"dif\":");
+    out.push_str("{\"index\":");
+    push_int(out, index as i128);
+    out.push_str(",\"offset\":");
+    push_int(out, r.offset as i128);
+    out.push_str(",\"dif\":");
     push_hex_byte(out, r.dif());
     if !r.difes().is_empty() {
         out.push_str(",\"dife\":");
@@ -261,17 +273,19 @@ fn render_record(index: usize, r: &Record<'_>, out: &mut String) {
         }
     }
     out.push_str(",\"vif\":\"");
-    for b in r.vib_bytes() {
-        let _ = write!(out, "{b:02X}");
+    if let Some(vif) = r.vif {
+        hex::push_upper(out, &[vif]);
     }
-    let _ = write!(
-        out,
-        "\",\"storage\":{},\"tariff\":{},\"subunit\":{},\"function\":\"{}\"",
-        r.storage,
-        r.tariff,
-        r.subunit,
-        r.function.name()
-    );
+    hex::push_upper(out, r.vifes);
+    out.push_str("\",\"storage\":");
+    push_int(out, i128::from(r.storage));
+    out.push_str(",\"tariff\":");
+    push_int(out, i128::from(r.tariff));
+    out.push_str(",\"subunit\":");
+    push_int(out, i128::from(r.subunit));
+    out.push_str(",\"function\":\"");
+    out.push_str(r.function.name());
+    out.push('"');
     let vi = r.value_information();
     out.push_str(",\"quantity\":");
     match vi {
@@ -279,14 +293,15 @@ fn render_record(index: usize, r: &Record<'_>, out: &mut String) {
         None => out.push_str("null"),
     }
     out.push_str(",\"unit\":");
-    let unit = r.scale().map(|s| s.unit).unwrap_or(Unit::None);
+    let unit = vi.map(|v| v.scale().unit).unwrap_or(Unit::None);
     if !r.plain_text.is_empty() {
         push_meter_text(out, r.plain_text);
     } else {
         push_str(out, unit.symbol());
     }
     out.push_str(",\"value\":");
-    let value = r.value();
+    let raw = r.raw_value_with(vi.as_ref());
+    let value = r.value_from(raw, vi.as_ref());
     match value {
         Value::None => out.push_str("null"),
         Value::Decimal(d) => push_decimal(out, d),
@@ -297,11 +312,9 @@ fn render_record(index: usize, r: &Record<'_>, out: &mut String) {
         Value::Bytes(b) => push_hex(out, b),
     }
     out.push_str(",\"raw\":");
-    match r.raw_value() {
+    match raw {
         RawValue::None => out.push_str("null"),
-        RawValue::Integer(i) => {
-            let _ = write!(out, "{i}");
-        }
+        RawValue::Integer(i) => push_int(out, i128::from(i)),
         RawValue::Real(f) => push_float(out, f64::from(f)),
         RawValue::InvalidBcd(d) => push_str(out, d.as_str()),
         RawValue::DateTime(_) | RawValue::Text(_) | RawValue::Bytes(_) => push_hex(out, r.data),

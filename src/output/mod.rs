@@ -1,3 +1,4 @@
 //! Renderings of a decoded telegram: our JSON, and libmbus-compatible XML.
 
 pub mod json;
+pub mod libmbus_xml;

@@ -301,8 +301,10 @@ impl<'a> RecordParser<'a> {
         let Some(&dif) = d.get(start) else {
             return Ok(None);
         };
-        if dif & 0x0F == 0x0F && dif & 0x80 == 0 {
-            // Special functions: everything after the DIF is opaque.
+        if dif & 0x0F == 0x0F {
+            // Special functions: everything after the DIF is opaque. The standard defines no
+            // DIFEs for them, so a set extension bit (0x8F, seen only in corrupted frames)
+            // gets the same treatment instead of being read as a variable-length field.
             let kind = match dif {
                 0x0F => RecordKind::ManufacturerData,
                 0x1F => RecordKind::MoreRecordsFollow,
@@ -576,19 +578,18 @@ impl<'a> Record<'a> {
 
     /// True when the VIF (or a combinable VIFE) says the data is a point in time.
     pub fn is_time_point(&self) -> bool {
-        match self.value_information() {
-            Some(v) => {
-                v.description.kind == ValueKind::TimePoint
-                    || v.combinable
-                        .iter()
-                        .any(|&b| Combinable::from_code(b).is_time_point())
-            }
-            None => false,
-        }
+        self.value_information().is_some_and(|v| v.is_time_point())
     }
 
     /// Decodes the data field according to the DIF, reading dates where the VIF asks for them.
     pub fn raw_value(&self) -> RawValue<'a> {
+        self.raw_value_with(self.value_information().as_ref())
+    }
+
+    /// [`Self::raw_value`] for callers that already looked up the value information (it is
+    /// needed for the unit too, and renderers should look it up once per record).
+    pub fn raw_value_with(&self, vi: Option<&ValueInformation<'a>>) -> RawValue<'a> {
+        let time_point = vi.is_some_and(|v| v.is_time_point());
         match self.kind {
             RecordKind::Data => {}
             _ => return RawValue::Bytes(self.data),
@@ -598,16 +599,12 @@ impl<'a> Record<'a> {
         use DataField::*;
         match self.field {
             NoData | SelectionForReadout | Special => RawValue::None,
-            Int16 if self.is_time_point() => {
-                RawValue::DateTime(MeterDateTime::type_g([b[0], b[1]]))
-            }
-            Int24 if self.is_time_point() => {
-                RawValue::DateTime(MeterDateTime::type_j([b[0], b[1], b[2]]))
-            }
-            Int32 if self.is_time_point() => {
+            Int16 if time_point => RawValue::DateTime(MeterDateTime::type_g([b[0], b[1]])),
+            Int24 if time_point => RawValue::DateTime(MeterDateTime::type_j([b[0], b[1], b[2]])),
+            Int32 if time_point => {
                 RawValue::DateTime(MeterDateTime::type_f([b[0], b[1], b[2], b[3]]))
             }
-            Int48 if self.is_time_point() => {
+            Int48 if time_point => {
                 RawValue::DateTime(MeterDateTime::type_i([b[0], b[1], b[2], b[3], b[4], b[5]]))
             }
             Int8 | Int16 | Int24 | Int32 | Int48 | Int64 => RawValue::Integer(nb.signed()),
@@ -625,8 +622,13 @@ impl<'a> Record<'a> {
     /// The value in base units: raw × factor × 10^exponent, with multiplicative corrections
     /// from combinable VIFEs applied. Dates, text and bytes are returned unscaled.
     pub fn value(&self) -> Value<'a> {
-        let raw = self.raw_value();
-        let scale = self.scale();
+        let vi = self.value_information();
+        self.value_from(self.raw_value_with(vi.as_ref()), vi.as_ref())
+    }
+
+    /// Scales an already decoded raw value (see [`Self::raw_value_with`]).
+    pub fn value_from(&self, raw: RawValue<'a>, vi: Option<&ValueInformation<'a>>) -> Value<'a> {
+        let scale = vi.map(|v| v.scale());
         match raw {
             RawValue::Integer(i) => match scale {
                 Some(s) => Value::Decimal(Decimal::new(
@@ -647,24 +649,39 @@ impl<'a> Record<'a> {
         }
     }
 
-    /// Unit and scale of the record's numeric value, `None` when it has no unit
-    /// (identifiers, plain-text or manufacturer VIFs still get factor 1).
+    /// Unit and scale of the record's numeric value, `None` for special-function records
+    /// (identifiers, plain-text or manufacturer VIFs get factor 1 and no unit).
     pub fn scale(&self) -> Option<Scale> {
-        let vi = self.value_information()?;
-        let d = vi.description;
+        self.value_information().map(|v| v.scale())
+    }
+}
+
+impl ValueInformation<'_> {
+    /// True when the VIF (or a combinable VIFE) says the data is a point in time.
+    pub fn is_time_point(&self) -> bool {
+        self.description.kind == ValueKind::TimePoint
+            || self
+                .combinable
+                .iter()
+                .any(|&b| Combinable::from_code(b).is_time_point())
+    }
+
+    /// The VIF's scale with multiplicative and additive correction VIFEs applied.
+    pub fn scale(&self) -> Scale {
+        let d = self.description;
         let mut exponent = i16::from(d.exponent);
-        for c in vi.combinable.iter().map(|&b| Combinable::from_code(b)) {
+        for c in self.combinable.iter().map(|&b| Combinable::from_code(b)) {
             match c {
                 Combinable::MultiplicativeCorrection { exponent: e }
                 | Combinable::AdditiveCorrection { exponent: e } => exponent += i16::from(e),
                 _ => {}
             }
         }
-        Some(Scale {
+        Scale {
             unit: d.unit,
             factor: d.factor,
             exponent,
-        })
+        }
     }
 }
 
@@ -699,37 +716,83 @@ impl Decimal {
     }
 }
 
-impl fmt::Display for Decimal {
-    /// Plain decimal notation without exponent and without trailing zeros after the point.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let neg = self.mantissa < 0;
-        let digits = self.mantissa.unsigned_abs().to_string();
-        if neg {
-            f.write_str("-")?;
+impl Decimal {
+    /// Writes plain decimal notation (no exponent, no trailing zeros after the point) into
+    /// `buf` and returns the text. Exponents come from VIF tables and correction VIFEs and stay
+    /// within ±100; anything beyond falls back to `<mantissa>e<exponent>`.
+    pub fn format<'b>(&self, buf: &'b mut [u8; 256]) -> &'b str {
+        let mut digits = [0u8; 40];
+        let mut n = self.mantissa.unsigned_abs();
+        let mut dl = 0;
+        loop {
+            digits[dl] = b'0' + (n % 10) as u8;
+            dl += 1;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
         }
-        if self.exponent >= 0 {
-            f.write_str(&digits)?;
+        digits[..dl].reverse();
+        let digits = &digits[..dl];
+        let mut len = 0;
+        let mut push = |buf: &mut [u8; 256], b: u8| {
+            buf[len] = b;
+            len += 1;
+        };
+        if self.mantissa < 0 {
+            push(buf, b'-');
+        }
+        let exp = self.exponent;
+        if !(-100..=100).contains(&exp) {
+            for &d in digits {
+                push(buf, d);
+            }
+            push(buf, b'e');
+            let e = exp.to_string();
+            for &b in e.as_bytes() {
+                push(buf, b);
+            }
+        } else if exp >= 0 {
+            for &d in digits {
+                push(buf, d);
+            }
             if self.mantissa != 0 {
-                for _ in 0..self.exponent {
-                    f.write_str("0")?;
+                for _ in 0..exp {
+                    push(buf, b'0');
                 }
             }
-            return Ok(());
-        }
-        let frac = usize::from(self.exponent.unsigned_abs());
-        let (int_part, frac_part) = if digits.len() > frac {
-            let (a, b) = digits.split_at(digits.len() - frac);
-            (a.to_string(), b.to_string())
         } else {
-            ("0".to_string(), format!("{digits:0>frac$}"))
-        };
-        let frac_part = frac_part.trim_end_matches('0');
-        f.write_str(&int_part)?;
-        if !frac_part.is_empty() {
-            f.write_str(".")?;
-            f.write_str(frac_part)?;
+            let frac = usize::from(exp.unsigned_abs());
+            let (int_part, frac_digits, lead_zeros) = if dl > frac {
+                (&digits[..dl - frac], &digits[dl - frac..], 0)
+            } else {
+                (&b"0"[..], digits, frac - dl)
+            };
+            for &d in int_part {
+                push(buf, d);
+            }
+            // Trailing zeros of the fraction carry no information.
+            let significant =
+                frac_digits.len() - frac_digits.iter().rev().take_while(|&&d| d == b'0').count();
+            if significant > 0 {
+                push(buf, b'.');
+                for _ in 0..lead_zeros {
+                    push(buf, b'0');
+                }
+                for &d in &frac_digits[..significant] {
+                    push(buf, d);
+                }
+            }
         }
-        Ok(())
+        // Only ASCII digits, '-', '.', 'e' were written.
+        std::str::from_utf8(&buf[..len]).unwrap_or("")
+    }
+}
+
+impl fmt::Display for Decimal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut buf = [0u8; 256];
+        f.write_str(self.format(&mut buf))
     }
 }
 
@@ -956,5 +1019,10 @@ mod tests {
         assert_eq!(Decimal::new(-1234, -2).to_string(), "-12.34");
         assert_eq!(Decimal::new(1200, -2).to_string(), "12");
         assert_eq!(Decimal::new(0, 3).to_string(), "0");
+        assert_eq!(Decimal::new(0, -3).to_string(), "0");
+        assert_eq!(Decimal::new(-5, -1).to_string(), "-0.5");
+        assert_eq!(Decimal::new(100, -3).to_string(), "0.1");
+        assert_eq!(Decimal::new(i128::MIN, -60).to_string().len(), 63);
+        assert_eq!(Decimal::new(7, 120).to_string(), "7e120");
     }
 }
