@@ -64,9 +64,18 @@ fn bad_telegrams_are_reported_and_the_rest_still_decode() {
     assert_eq!(errors.len(), 4, "{err}");
     assert!(errors[0].starts_with("error: line 2: checksum"), "{err}");
     assert!(errors[0].contains("35"), "names the byte offset: {err}");
-    assert!(errors[1].starts_with("error: line 4:") && errors[1].contains("stop"), "{err}");
-    assert!(errors[2].starts_with("error: line 5: not valid hex"), "{err}");
-    assert!(errors[3].starts_with("error: line 6:") && errors[3].contains("L"), "{err}");
+    assert!(
+        errors[1].starts_with("error: line 4:") && errors[1].contains("stop"),
+        "{err}"
+    );
+    assert!(
+        errors[2].starts_with("error: line 5: not valid hex"),
+        "{err}"
+    );
+    assert!(
+        errors[3].starts_with("error: line 6:") && errors[3].contains("L"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -161,9 +161,13 @@ fn render_header(h: &Header, out: &mut String) {
         Header::Long(h) => {
             let _ = write!(
                 out,
-                "{{\"type\":\"long\",\"id\":\"{}\",\"manufacturer\":\"{}\",\"version\":{},",
-                h.id, h.manufacturer, h.version
+                "{{\"type\":\"long\",\"id\":\"{}\",\"manufacturer\":",
+                h.id
             );
+            // Codes 27-31 are not letters: 28 is a backslash, so the letters must be escaped.
+            let letters = h.manufacturer.letters();
+            push_str(out, std::str::from_utf8(&letters).unwrap_or("???"));
+            let _ = write!(out, ",\"version\":{},", h.version);
             push_medium(out, "medium", h.medium);
             let _ = write!(out, ",\"access_number\":{},", h.access_number);
             push_status(out, h.status);
