@@ -253,9 +253,8 @@ pub fn table_fb(code: u8) -> VifDescription {
         0x02..=0x03 => desc(T, code, "reactive_energy", Unit::VarHour, n + 3),
         0x04..=0x05 => desc(T, code, "apparent_energy", Unit::VoltAmpereHour, n + 3),
         0x08..=0x09 => desc(T, code, "energy", Unit::J, n + 8),
-        // MCal: 1 cal = 4.1868 J is not a power of ten; keep the unit as energy in J would need
-        // a non-decimal factor, so we report the value scaled in units of 10^3 kcal... as
-        // reserved-with-raw instead of guessing.
+        // 0x0C-0x0F (MCal) fall through to reserved: a calorie is 4.1868 J, which the exact
+        // decimal scale cannot express; the raw value is still reported.
         0x10..=0x11 => desc(T, code, "volume", Unit::CubicMetre, n + 2),
         0x14..=0x17 => desc(T, code, "reactive_power", Unit::Var, nn),
         0x18..=0x19 => desc(T, code, "mass", Unit::Kilogram, n + 5),
