@@ -2,6 +2,7 @@
 //! per record, or panics on any input: every parser returns a typed error with the byte offset.
 
 pub mod application;
+pub mod crc;
 pub mod datetime;
 pub mod hex;
 pub mod manufacturer;
