@@ -7,5 +7,6 @@
 
 pub mod cli;
 pub mod output;
+pub mod security;
 pub mod telegram;
 pub mod wire;

@@ -909,8 +909,11 @@ fn valid_long_frames_reach_the_records() {
                             assert_valid_json(object);
                         }
                         (Ok(_), Err(e)) => panic!("CLI decoded a frame the library refused: {e}"),
-                        (Err(message), Ok(_)) => {
-                            panic!("CLI refused a frame the library decoded: {message}")
+                        (Err(failure), Ok(_)) => {
+                            panic!(
+                                "CLI refused a frame the library decoded: {}",
+                                failure.message
+                            )
                         }
                         (Err(_), Err(_)) => {}
                     }

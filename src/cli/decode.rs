@@ -5,7 +5,9 @@ use std::io::{self, BufRead, Write};
 use clap::{Args, ValueEnum};
 
 use crate::output::{json, libmbus_xml};
-use crate::telegram::decode_wired;
+use crate::security::KeyStore;
+use crate::telegram::wireless::parse_key_argument;
+use crate::telegram::{decode_wired, Telegram, WirelessDecoder};
 use crate::wire::hex;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -23,32 +25,48 @@ pub struct DecodeArgs {
     /// Output format.
     #[arg(long, value_enum, default_value = "json")]
     pub format: Format,
-    /// Telegrams as hex; spaces and `|` `_` `:` `-` separators are ignored. Without any, one
+    /// AES key for wireless telegrams: `HEX` (32 hex digits) for every meter of the run, or
+    /// `ID=HEX` for one meter (repeatable).
+    #[arg(long = "key", value_name = "[ID=]HEX")]
+    pub keys: Vec<String>,
+    /// Telegrams as hex, wired (`68 L L 68 …`) or wireless (from the L field, with or without
+    /// data-link CRCs); spaces and `|` `_` `:` `-` separators are ignored. Without any, one
     /// telegram per line is read from standard input (empty lines and lines starting with `#`
-    /// are skipped).
+    /// are skipped). Telegrams of one run share per-meter state: compact-frame layouts learned
+    /// from a full frame apply to later compact frames.
     pub hex: Vec<String>,
 }
 
 /// Exit status when at least one telegram could not be decoded.
 pub const EXIT_BAD_INPUT: i32 = 2;
+/// Exit status when a wireless telegram could not be decrypted (no key, wrong key, bad MAC).
+pub const EXIT_KEY: i32 = 3;
 
 pub fn run(args: &DecodeArgs) -> i32 {
-    let stdout = io::stdout();
-    let mut out = io::BufWriter::new(stdout.lock());
     let stderr = io::stderr();
     let mut err = stderr.lock();
-    let mut decoder = Decoder::new(args.format);
-    let mut failed = false;
+    let mut keys = KeyStore::new();
+    for k in &args.keys {
+        if let Err(message) = parse_key_argument(&mut keys, k) {
+            let _ = writeln!(err, "error: {message}");
+            return EXIT_BAD_INPUT;
+        }
+    }
+    let stdout = io::stdout();
+    let mut out = io::BufWriter::new(stdout.lock());
+    let mut decoder = Decoder::with_keys(args.format, keys);
+    let mut status = 0;
     let mut report = |label: String, text: &str, decoder: &mut Decoder| -> bool {
         match decoder.decode_line(text) {
-            Ok(rendered) => {
-                // A closed pipe (`| head`) ends the run quietly.
-                out.write_all(rendered.as_bytes()).is_ok()
-            }
-            Err(message) => {
-                failed = true;
-                let _ = writeln!(err, "error: {label}: {message}");
-                true
+            // A closed pipe (`| head`) ends the run quietly.
+            Ok(rendered) => out.write_all(rendered.as_bytes()).is_ok(),
+            Err(failure) => {
+                status = status.max(failure.exit_status);
+                let _ = writeln!(err, "error: {label}: {}", failure.message);
+                match failure.header_json {
+                    Some(header) => out.write_all(header.as_bytes()).is_ok(),
+                    None => true,
+                }
             }
         }
     };
@@ -75,50 +93,116 @@ pub fn run(args: &DecodeArgs) -> i32 {
         }
     }
     let _ = out.flush();
-    if failed {
-        EXIT_BAD_INPUT
-    } else {
-        0
+    status
+}
+
+/// Why a telegram did not decode, and what to print about it.
+#[derive(Debug)]
+pub struct Failure {
+    pub message: String,
+    pub exit_status: i32,
+    /// For key errors in JSON format: the unencrypted header data, one JSON line.
+    pub header_json: Option<String>,
+}
+
+impl Failure {
+    fn input(message: String) -> Self {
+        Failure {
+            message,
+            exit_status: EXIT_BAD_INPUT,
+            header_json: None,
+        }
     }
 }
 
-/// Decodes and renders telegrams, reusing its buffers between calls.
+/// Decodes and renders telegrams, reusing its buffers and per-meter state between calls.
 pub struct Decoder {
     format: Format,
     bytes: Vec<u8>,
     text: String,
+    wireless: WirelessDecoder,
+}
+
+/// Wired frames have a shape of their own: `68 L L 68 …`, a 5-byte `10 …` or a lone `E5`.
+/// Anything else is a wireless telegram starting at its L field. (A wireless telegram would
+/// need L = 0x68, C equal to the manufacturer's first byte and 0x68 as its second to look wired.)
+fn looks_wired(bytes: &[u8]) -> bool {
+    match bytes {
+        [0xE5] => true,
+        [0x10, ..] => bytes.len() == 5,
+        [0x68, l1, l2, 0x68, ..] => l1 == l2,
+        _ => false,
+    }
 }
 
 impl Decoder {
     pub fn new(format: Format) -> Self {
+        Self::with_keys(format, KeyStore::new())
+    }
+
+    pub fn with_keys(format: Format, keys: KeyStore) -> Self {
         Decoder {
             format,
             bytes: Vec::with_capacity(256),
             text: String::with_capacity(4096),
+            wireless: WirelessDecoder::new(keys),
         }
     }
 
-    /// Renders one telegram given as hex text; the error is a one-line message that names the
+    /// Renders one telegram given as hex text; the error message is one line that names the
     /// problem and the byte offset.
-    pub fn decode_line(&mut self, text: &str) -> Result<&str, String> {
+    pub fn decode_line(&mut self, text: &str) -> Result<&str, Failure> {
         self.bytes.clear();
         self.text.clear();
-        hex::decode_into(text, &mut self.bytes).map_err(|e| format!("not valid hex: {e}"))?;
-        let telegram = decode_wired(&self.bytes).map_err(|e| e.to_string())?;
-        match self.format {
-            Format::Json => {
-                json::render(&telegram, &mut self.text);
-                self.text.push('\n');
-            }
-            Format::Xml | Format::XmlNormalized => {
-                let style = if self.format == Format::Xml {
-                    libmbus_xml::XmlStyle::Plain
-                } else {
-                    libmbus_xml::XmlStyle::Normalized
-                };
-                libmbus_xml::render(&telegram, style, &mut self.text).map_err(|e| e.to_string())?;
-            }
+        hex::decode_into(text, &mut self.bytes)
+            .map_err(|e| Failure::input(format!("not valid hex: {e}")))?;
+        if looks_wired(&self.bytes) {
+            let telegram = decode_wired(&self.bytes).map_err(|e| Failure::input(e.to_string()))?;
+            render(self.format, &telegram, &mut self.text).map_err(Failure::input)?;
+            return Ok(&self.text);
         }
+        let frame = match self.wireless.decode(&self.bytes) {
+            Ok(frame) => frame,
+            Err(e) => {
+                let key_error = e.is_key_error();
+                let header_json = match (&e.link, self.format) {
+                    (Some(link), Format::Json) if key_error => {
+                        let mut s = String::new();
+                        json::render_wireless_link(link, &mut s);
+                        s.push_str(",\"error\":");
+                        json::push_str(&mut s, &e.to_string());
+                        s.push_str("}\n");
+                        Some(s)
+                    }
+                    _ => None,
+                };
+                return Err(Failure {
+                    message: e.to_string(),
+                    exit_status: if key_error { EXIT_KEY } else { EXIT_BAD_INPUT },
+                    header_json,
+                });
+            }
+        };
+        let telegram = frame
+            .telegram()
+            .map_err(|e| Failure::input(format!("meter {}: {e}", frame.link.meter_id())))?;
+        render(self.format, &telegram, &mut self.text).map_err(Failure::input)?;
         Ok(&self.text)
     }
+}
+
+fn render(format: Format, telegram: &Telegram<'_>, out: &mut String) -> Result<(), String> {
+    match format {
+        Format::Json => {
+            json::render(telegram, out);
+            out.push('\n');
+        }
+        Format::Xml => libmbus_xml::render(telegram, libmbus_xml::XmlStyle::Plain, out)
+            .map_err(|e| e.to_string())?,
+        Format::XmlNormalized => {
+            libmbus_xml::render(telegram, libmbus_xml::XmlStyle::Normalized, out)
+                .map_err(|e| e.to_string())?
+        }
+    }
+    Ok(())
 }

@@ -3,7 +3,8 @@
 
 use std::fmt::Write;
 
-use crate::telegram::Telegram;
+use crate::telegram::wireless::WirelessLink;
+use crate::telegram::{Link, Telegram};
 use crate::wire::application::{self, Application, FixedData, Header, Status};
 use crate::wire::datetime::MeterDateTime;
 use crate::wire::hex;
@@ -94,18 +95,23 @@ fn push_medium(out: &mut String, key: &str, medium: Medium) {
 
 /// Renders one telegram as a single-line JSON object.
 pub fn render(t: &Telegram<'_>, out: &mut String) {
-    let _ = write!(
-        out,
-        "{{\"kind\":\"wired\",\"link\":{{\"c\":\"{:02X}\",\"a\":{},\"ci\":\"{:02X}\",\"direction\":\"{}\"}}",
-        t.link.control,
-        t.link.address,
-        t.link.ci,
-        if t.link.master_to_slave() {
-            "master_to_slave"
-        } else {
-            "slave_to_master"
+    match &t.link {
+        Link::Wired(l) => {
+            let _ = write!(
+                out,
+                "{{\"kind\":\"wired\",\"link\":{{\"kind\":\"wired\",\"c\":\"{:02X}\",\"a\":{},\"ci\":\"{:02X}\",\"direction\":\"{}\"}}",
+                l.control,
+                l.address,
+                l.ci,
+                if l.master_to_slave() {
+                    "master_to_slave"
+                } else {
+                    "slave_to_master"
+                }
+            );
         }
-    );
+        Link::Wireless(l) => render_wireless_link(l, out),
+    }
     match &t.application {
         Application::Variable { header, .. } => {
             out.push_str(",\"header\":");
@@ -119,6 +125,10 @@ pub fn render(t: &Telegram<'_>, out: &mut String) {
             }
             out.push(']');
             let _ = write!(out, ",\"more_records_follow\":{}", t.more_records_follow());
+            if let Some(e) = &t.record_error {
+                out.push_str(",\"record_error\":");
+                push_str(out, &e.to_string());
+            }
         }
         Application::Fixed(f) => render_fixed(f, out),
         Application::Error(e) => {
@@ -154,6 +164,88 @@ pub fn render(t: &Telegram<'_>, out: &mut String) {
         }
     }
     out.push('}');
+}
+
+/// The wireless layers: data link, ELL, AFL, TPL and how the payload was made readable.
+pub fn render_wireless_link(l: &WirelessLink, out: &mut String) {
+    let d = &l.dll;
+    out.push_str("{\"kind\":\"wireless\",\"link\":{\"kind\":\"wireless\",\"c\":");
+    push_hex_byte(out, d.c);
+    out.push_str(",\"c_name\":");
+    push_str(out, d.link_control().name());
+    out.push_str(",\"manufacturer\":");
+    let letters = d.manufacturer.letters();
+    push_str(out, std::str::from_utf8(&letters).unwrap_or("???"));
+    let _ = write!(out, ",\"id\":\"{}\",\"version\":{},", d.id, d.version);
+    push_medium(out, "device_type", d.device_type);
+    let _ = write!(
+        out,
+        ",\"secondary_address\":\"{}\",\"dll_crcs\":",
+        d.secondary_address()
+    );
+    match l.crcs {
+        Some(f) => {
+            let _ = write!(out, "\"{f}\"");
+        }
+        None => out.push_str("null"),
+    }
+    out.push('}');
+    if let Some(e) = &l.ell {
+        let _ = write!(
+            out,
+            ",\"ell\":{{\"ci\":\"{:02X}\",\"cc\":\"{:02X}\",\"access_number\":{}",
+            e.ci, e.cc, e.access_number
+        );
+        if let Some(sn) = e.session_number {
+            out.push_str(",\"session_number\":");
+            push_hex(out, &sn);
+        }
+        if let Some(p) = l.ell_protection {
+            let _ = write!(
+                out,
+                ",\"encryption\":\"aes_ctr\",\"protection\":\"{}\"",
+                p.name()
+            );
+        }
+        out.push('}');
+    }
+    if let Some(a) = &l.afl {
+        let _ = write!(out, ",\"afl\":{{\"fcl\":\"{:04X}\"", a.fcl);
+        if let Some(mcl) = a.mcl {
+            let _ = write!(out, ",\"mcl\":\"{mcl:02X}\"");
+        }
+        if let Some(mcr) = a.mcr {
+            let _ = write!(out, ",\"message_counter\":{}", u32::from_le_bytes(mcr));
+        }
+        if let Some(n) = a.mac_len() {
+            let _ = write!(out, ",\"mac_len\":{n}");
+        }
+        out.push('}');
+    }
+    if let Some(t) = &l.tpl {
+        let _ = write!(
+            out,
+            ",\"tpl\":{{\"ci\":\"{:02X}\",\"security_mode\":{},\"encrypted_blocks\":{},\"protection\":\"{}\"",
+            t.ci,
+            l.security_mode,
+            l.encrypted_blocks,
+            l.protection.name()
+        );
+        if let Some(c) = t.config {
+            let _ = write!(out, ",\"config\":\"{:04X}\"", c.0);
+        }
+        if let Some(x) = t.config_ext {
+            let _ = write!(out, ",\"config_ext\":\"{x:02X}\"");
+        }
+        out.push('}');
+    }
+    if let Some(c) = &l.compact {
+        let _ = write!(
+            out,
+            ",\"compact\":{{\"signature\":\"{:04X}\",\"full_frame_crc\":\"{:04X}\",\"full_frame_crc_ok\":{},\"built_in_format\":{}}}",
+            c.signature, c.full_frame_crc, c.full_frame_crc_ok, c.built_in_format
+        );
+    }
 }
 
 fn render_header(h: &Header, out: &mut String) {
@@ -380,7 +472,7 @@ mod tests {
         let mut s = String::new();
         render(&t, &mut s);
         assert!(
-            s.starts_with("{\"kind\":\"wired\",\"link\":{\"c\":\"08\",\"a\":0,\"ci\":\"72\""),
+            s.starts_with("{\"kind\":\"wired\",\"link\":{\"kind\":\"wired\",\"c\":\"08\",\"a\":0,\"ci\":\"72\""),
             "{s}"
         );
         assert!(

@@ -31,6 +31,8 @@ pub enum XmlStyle {
 /// Frames for which libmbus prints no XML, so there is nothing compatible to print.
 #[derive(Debug, Error)]
 pub enum XmlError {
+    #[error("libmbus XML is for wired M-Bus; this is a wireless telegram (use --format json)")]
+    Wireless,
     #[error(
         "libmbus defines no normalized XML for an application error report (CI 0x70); \
          use the plain libmbus XML format for this frame"
@@ -60,7 +62,9 @@ pub enum XmlError {
 ///
 /// On error nothing is appended.
 pub fn render(t: &Telegram<'_>, style: XmlStyle, out: &mut String) -> Result<(), XmlError> {
-    let link = t.link;
+    let Some(&link) = t.link.wired() else {
+        return Err(XmlError::Wireless);
+    };
     if link.master_to_slave() {
         return Err(XmlError::MasterToSlave(link.control));
     }

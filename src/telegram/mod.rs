@@ -1,11 +1,19 @@
-//! The one parse: bytes to a [`Telegram`] (link layer, application layer and records).
-//! Everything downstream (output, drivers, MQTT) works on this and never re-reads bytes.
+//! The one parse: bytes to a [`Telegram`] (link layers, security, application layer and
+//! records). Everything downstream (output, drivers, MQTT) works on this and never re-reads
+//! bytes.
+
+pub mod compact;
+mod wired;
+pub mod wireless;
+
+pub use wired::{decode_wired, decode_wired_into};
+pub use wireless::{WirelessDecoder, WirelessError, WirelessFrame, WirelessLink};
 
 use thiserror::Error;
 
-use crate::wire::application::{self, Application, ApplicationLayerError};
+use crate::wire::application::{Application, ApplicationLayerError};
 use crate::wire::records::{ByteOrder, PlainTextOrder, Record, RecordError, RecordParser};
-use crate::wire::wired::{Frame, FrameError};
+use crate::wire::wired::FrameError;
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum DecodeError {
@@ -34,14 +42,42 @@ impl WiredLink {
     }
 }
 
-/// A decoded telegram. Records borrow the input bytes.
+/// The link layer a telegram came over.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Link {
+    Wired(WiredLink),
+    Wireless(Box<WirelessLink>),
+}
+
+impl Link {
+    /// True for frames a master (or a gateway) sent rather than a meter.
+    pub fn master_to_slave(&self) -> bool {
+        match self {
+            Link::Wired(l) => l.master_to_slave(),
+            Link::Wireless(l) => l.dll.c & 0x40 != 0 && l.dll.c != 0x44 && l.dll.c != 0x46,
+        }
+    }
+
+    pub fn wired(&self) -> Option<&WiredLink> {
+        match self {
+            Link::Wired(l) => Some(l),
+            Link::Wireless(_) => None,
+        }
+    }
+}
+
+/// A decoded telegram. Records borrow the input bytes (or, for wireless, the decrypted copy).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Telegram<'a> {
-    pub link: WiredLink,
+    pub link: Link,
     pub application: Application<'a>,
     pub records: Vec<Record<'a>>,
     /// Which plain-text layout made the record stream parse (see [`PlainTextOrder`]).
     pub plain_text_order: PlainTextOrder,
+    /// Wireless only: the record area did not frame to its end. The records before the
+    /// problem are kept (the telegram passed its CRC and security checks; meters such as
+    /// Qundis append bytes that are no record), and the problem is reported with them.
+    pub record_error: Option<RecordError>,
 }
 
 impl Telegram<'_> {
@@ -53,74 +89,9 @@ impl Telegram<'_> {
     }
 }
 
-/// Decodes one whole wired M-Bus frame (`68 L L 68 … 16`).
-pub fn decode_wired(bytes: &[u8]) -> Result<Telegram<'_>, DecodeError> {
-    // A record takes at least two bytes; a quarter of the frame is a tight upper bound for
-    // real telegrams and saves the regrowth copies.
-    let mut records = Vec::with_capacity(bytes.len() / 4);
-    decode_wired_into(bytes, &mut records).map(|(link, application, plain_text_order)| Telegram {
-        link,
-        application,
-        records,
-        plain_text_order,
-    })
-}
-
-type Decoded<'a> = (WiredLink, Application<'a>, PlainTextOrder);
-
-/// Like [`decode_wired`] but fills a caller-owned record vector, so a loop over many telegrams
-/// allocates nothing once the vector has grown.
-pub fn decode_wired_into<'a>(
-    bytes: &'a [u8],
-    records: &mut Vec<Record<'a>>,
-) -> Result<Decoded<'a>, DecodeError> {
-    records.clear();
-    let frame = Frame::parse(bytes)?;
-    let (control, address, ci, data) = match frame {
-        Frame::Long {
-            control,
-            address,
-            ci,
-            data,
-        } => (control, address, ci, data),
-        Frame::Control {
-            control,
-            address,
-            ci,
-        } => (control, address, ci, &[][..]),
-        Frame::Ack => {
-            return Err(DecodeError::NoUserData {
-                kind: "single character ACK",
-            })
-        }
-        Frame::Short { .. } => {
-            return Err(DecodeError::NoUserData {
-                kind: "short frame",
-            })
-        }
-    };
-    let link = WiredLink {
-        control,
-        address,
-        ci,
-    };
-    // User data starts after 68 L L 68 C A CI.
-    let application = application::parse(ci, data, 7)?;
-    let order = match application {
-        Application::Variable {
-            records: area,
-            records_offset,
-            byte_order,
-            ..
-        } => parse_records(area, records_offset, byte_order, records)?,
-        _ => PlainTextOrder::TextAfterVif,
-    };
-    Ok((link, application, order))
-}
-
 /// Frames the record area. Plain-text units come in two layouts in the field; the one after
 /// the VIF (libmbus, Elvaco) is tried first, the standard's if that fails to reach the end.
-fn parse_records<'a>(
+pub(crate) fn parse_records<'a>(
     area: &'a [u8],
     offset: usize,
     byte_order: ByteOrder,
@@ -145,6 +116,29 @@ fn parse_records<'a>(
     }
     out.clear();
     Err(first_error)
+}
+
+/// Like [`parse_records`], but a framing error keeps the records before it and is returned
+/// next to them instead of failing the telegram.
+pub(crate) fn parse_records_lenient<'a>(
+    area: &'a [u8],
+    offset: usize,
+    byte_order: ByteOrder,
+    out: &mut Vec<Record<'a>>,
+) -> (PlainTextOrder, Option<RecordError>) {
+    match parse_records(area, offset, byte_order, out) {
+        Ok(order) => (order, None),
+        Err(e) => {
+            out.clear();
+            for r in RecordParser::new(area, offset, PlainTextOrder::TextAfterVif, byte_order) {
+                match r {
+                    Ok(r) => out.push(r),
+                    Err(_) => break,
+                }
+            }
+            (PlainTextOrder::TextAfterVif, Some(e))
+        }
+    }
 }
 
 fn collect<'a>(
