@@ -94,3 +94,86 @@ fn unknown_format_is_refused_by_the_parser() {
     assert_eq!(code, 2);
     assert!(err.contains("yaml"));
 }
+
+const V5A: &str = "6e4401068888888805077a85006085bc2630713819512eb4cd87fba554fb43f67cf9654a68ee8e194088160df752e716238292e8af1ac20986202ee561d743602466915e42f1105d9c6782a54504e4f099e65a7656b930c73a30775122d2fdf074b5035cfaa7e0050bf32faae03a77";
+
+#[test]
+fn wireless_with_key_decodes() {
+    let (code, out, err) = meterbridge(
+        &["decode", "--key", "00000000000000000000000000000000", V5A],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("\"kind\":\"wireless\""), "{out}");
+    assert!(
+        out.contains("\"security_mode\":5,\"encrypted_blocks\":6,\"protection\":\"decrypted\""),
+        "{out}"
+    );
+    let (code, _, err) = meterbridge(
+        &[
+            "decode",
+            "--key",
+            "88888888=00000000000000000000000000000000",
+            V5A,
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+}
+
+#[test]
+fn wrong_and_missing_keys_exit_3_with_the_header() {
+    let (code, out, err) = meterbridge(
+        &["decode", "--key", "00000000000000000000000000000001", V5A],
+        None,
+    );
+    assert_eq!(code, 3);
+    assert_eq!(
+        err.trim(),
+        "error: telegram 1: decryption failed for meter 88888888 (APA): wrong key?"
+    );
+    // The unencrypted header is printed, never decoded garbage.
+    assert!(out.contains("\"id\":\"88888888\""), "{out}");
+    assert!(!out.contains("\"records\""), "{out}");
+    let (code, _, err) = meterbridge(&["decode", V5A], None);
+    assert_eq!(code, 3);
+    assert!(err.contains("meter 88888888 sends encrypted telegrams (security mode 5): add its key"));
+}
+
+#[test]
+fn bad_key_arguments_are_explained_without_echoing_the_key() {
+    let (code, _, err) = meterbridge(&["decode", "--key", "0011223344", V5A], None);
+    assert_eq!(code, 2);
+    assert!(err.contains("32 hex digits"), "{err}");
+    assert!(!err.contains("0011223344"), "{err}");
+}
+
+#[test]
+fn compact_frames_use_layouts_learned_earlier_in_the_run() {
+    // The Multical 21 pair from the security vectors: the full frame teaches the layout, and
+    // the compact frame is rebuilt from what was learned (not from the built-in layouts).
+    let key = "28F64A24988064A079AA2C807D6102AE";
+    let input = "2A442D2C998734761B168D2091D37CAC21E1D68CDAFFCD3DC452BD802913FF7B1706CA9E355D6C2701CC24\n23442D2C998734761B168D20983081B2227A6FA1F10E1B79B5EB4B17E81F930E937EE06C\n";
+    let (code, out, err) = meterbridge(&["decode", "--key", key], Some(input));
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2);
+    assert!(
+        lines[1].contains("\"compact\":{\"signature\":\"A8ED\""),
+        "{}",
+        lines[1]
+    );
+    assert!(lines[1].contains("\"value\":6.409"), "{}", lines[1]);
+    assert!(
+        lines[1].contains("\"built_in_format\":false"),
+        "{}",
+        lines[1]
+    );
+    // Alone, the compact frame still decodes, from the built-in layout.
+    let (code, out, _) = meterbridge(
+        &["decode", "--key", key],
+        Some(input.lines().nth(1).unwrap()),
+    );
+    assert_eq!(code, 0);
+    assert!(out.contains("\"built_in_format\":true"), "{out}");
+}

@@ -117,6 +117,15 @@ impl CompactFormats {
         signature
     }
 
+    /// True when this layout was learned (built-in layouts do not count: a meter's own full
+    /// frame is the better source).
+    pub fn is_learned(&self, manufacturer: u16, signature: u16) -> bool {
+        self.learned.contains_key(&FormatKey {
+            manufacturer,
+            signature,
+        })
+    }
+
     /// Learned layouts, for persistence.
     pub fn learned(&self) -> impl Iterator<Item = (&FormatKey, &[u8])> {
         self.learned.iter().map(|(k, v)| (k, v.as_slice()))

@@ -561,12 +561,11 @@ impl WirelessDecoder {
             .collect();
             if let Ok(records) = records {
                 self.scratch = CompactFormats::layout_of(&records);
-                if self
+                if !self
                     .compact
-                    .lookup(manufacturer, CompactFormats::signature(&self.scratch))
-                    .is_none()
+                    .is_learned(manufacturer, CompactFormats::signature(&self.scratch))
                 {
-                    self.compact.learn(manufacturer, &records);
+                    self.compact.insert(manufacturer, self.scratch.clone());
                 }
             }
         }
