@@ -126,6 +126,10 @@ impl CompactFormats {
         })
     }
 
+    pub fn learned_count(&self) -> usize {
+        self.learned.len()
+    }
+
     /// Learned layouts, for persistence.
     pub fn learned(&self) -> impl Iterator<Item = (&FormatKey, &[u8])> {
         self.learned.iter().map(|(k, v)| (k, v.as_slice()))
@@ -190,7 +194,7 @@ pub struct CompactInfo {
 
 pub enum LayoutRef<'a> {
     Learned(&'a [u8]),
-    BuiltIn(Vec<u8>),
+    BuiltIn(&'static [u8]),
 }
 
 impl LayoutRef<'_> {
@@ -202,15 +206,26 @@ impl LayoutRef<'_> {
     }
 }
 
-fn built_in(manufacturer: u16, signature: u16) -> Option<Vec<u8>> {
-    BUILT_IN.iter().find_map(|(m, layout_hex)| {
-        let m = crate::wire::manufacturer::Manufacturer::from_letters(m)?;
-        if m.0 != manufacturer & 0x7FFF {
-            return None;
-        }
-        let layout = crate::wire::hex::decode(layout_hex).ok()?;
-        (CompactFormats::signature(&layout) == signature).then_some(layout)
+/// The built-in table, decoded once: (manufacturer, signature, layout).
+fn built_in_table() -> &'static [(u16, u16, Vec<u8>)] {
+    static TABLE: std::sync::OnceLock<Vec<(u16, u16, Vec<u8>)>> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        BUILT_IN
+            .iter()
+            .filter_map(|(m, layout_hex)| {
+                let m = crate::wire::manufacturer::Manufacturer::from_letters(m)?;
+                let layout = crate::wire::hex::decode(layout_hex).ok()?;
+                Some((m.0, CompactFormats::signature(&layout), layout))
+            })
+            .collect()
     })
+}
+
+fn built_in(manufacturer: u16, signature: u16) -> Option<&'static [u8]> {
+    built_in_table()
+        .iter()
+        .find(|(m, s, _)| *m == manufacturer & 0x7FFF && *s == signature)
+        .map(|(_, _, layout)| layout.as_slice())
 }
 
 /// Writes DIB, VIB and value for each record of the layout.

@@ -1,9 +1,11 @@
 //! Wireless M-Bus telegrams (EN 13757-4 / OMS) into telegrams: data-link CRCs, ELL with
 //! AES-CTR, AFL with its MAC, TPL with security modes 5 and 7, compact frames and Diehl PRIOS.
 //!
-//! Every check that can tell a wrong key from a right one (ELL payload CRC, AFL MAC, the
-//! `2F 2F` after CBC decryption, the PRIOS check byte, the compact full-frame CRC) runs before a
-//! record is framed, so nothing decoded from a wrong key ever reaches the output.
+//! Every check that can tell a wrong key from a right one (AFL MAC, ELL payload CRC and the CI
+//! behind it, the `2F 2F` after CBC decryption, the PRIOS check byte) runs before a record is
+//! framed. Mode 7's MAC makes a wrong key certain to be caught; mode 5 has only its 16-bit
+//! `2F 2F` check, so about one wrong-key telegram in 65,536 passes it — a limit of the protocol
+//! that `tests/wireless_robustness.rs` measures and `docs/conformance.md` explains.
 
 use thiserror::Error;
 
@@ -19,6 +21,10 @@ use crate::wire::wireless::{strip_dll_crcs, DllError, DllHeader, FrameFormat};
 
 /// Offset of the first CI after the data-link header (L C M M A A A A A A).
 const FIRST_CI: usize = 10;
+
+/// A run meets a few layouts per meter model; the cap keeps a decoder fed with noise (or many
+/// unrelated meters) from growing without bound.
+const MAX_LEARNED_LAYOUTS: usize = 1024;
 
 /// How the payload came to be readable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -236,6 +242,15 @@ impl WirelessFrame {
     }
 }
 
+/// CIs that may follow an ELL payload CRC: network and authentication layers, transport
+/// headers, compact frames, error and alarm reports, manufacturer-specific payloads.
+fn is_known_inner_ci(ci: Option<u8>) -> bool {
+    matches!(
+        ci,
+        Some(0x70..=0x75 | 0x78..=0x7B | 0x81 | 0x90 | 0xA0..=0xB7)
+    )
+}
+
 /// Diehl and the brands it makes meters for.
 fn is_diehl(manufacturer: &str) -> bool {
     matches!(manufacturer, "DME" | "HYD" | "SAP" | "SPL" | "EWT")
@@ -338,6 +353,16 @@ impl WirelessDecoder {
                             Some(key) => {
                                 let mut copy = region.to_vec();
                                 match security::decrypt_ell(key, &iv, &mut copy) {
+                                    // The payload CRC is only 16 bits: a wrong key passes it
+                                    // once in 65,536 tries. What follows must also be a layer
+                                    // we know, which garbage almost never is.
+                                    Ok(()) if !is_known_inner_ci(copy.get(2).copied()) => {
+                                        link.ell = Some(ell);
+                                        return Err(WirelessErrorKind::WrongKey {
+                                            id: dll_id,
+                                            manufacturer,
+                                        });
+                                    }
                                     Ok(()) => {
                                         region.copy_from_slice(&copy);
                                         Protection::Decrypted
@@ -549,7 +574,21 @@ impl WirelessDecoder {
             link.compact = Some(info);
             return Ok((tpl_offset, app_offset, Some(expanded)));
         }
-        if matches!(tpl.kind, TplKind::Long | TplKind::Short | TplKind::None) {
+        // Learn layouts only from frames we can trust as much as the compact frames they will
+        // decode: decrypted with the meter's key, or from a meter that has no key at all (a
+        // forged plaintext frame must not teach the layout of an encrypted meter).
+        let trusted = link.ell_protection == Some(Protection::Decrypted)
+            || match link.protection {
+                Protection::Decrypted | Protection::DecryptedDefaultKey => true,
+                Protection::Plain | Protection::StoredDecrypted => {
+                    self.keys.get(&link.meter_id()).is_none()
+                }
+                Protection::Descrambled => false,
+            };
+        if trusted
+            && self.compact.learned_count() < MAX_LEARNED_LAYOUTS
+            && matches!(tpl.kind, TplKind::Long | TplKind::Short | TplKind::None)
+        {
             // Learn the layout for later compact frames of this model. Framing errors surface
             // when the records are framed for output.
             let records: Result<Vec<_>, _> = RecordParser::new(
