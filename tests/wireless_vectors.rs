@@ -254,3 +254,33 @@ fn fragmented_and_unsupported_modes_are_named() {
         "{err}"
     );
 }
+
+#[test]
+fn prios_with_a_configured_customer_key() {
+    use meterbridge::security::{prios_apply, PriosKey};
+    // V7's DME header and plaintext, scrambled with a customer key instead of the public one.
+    let clear = &hex::decode(
+        "2944A511780729662366A20118001378D3B3DB8CEDD77731F25832AAF3DA8CADF9774EA673172E8C61F2",
+    )
+    .unwrap()[..15];
+    let mut plain = clear.to_vec();
+    plain.extend_from_slice(
+        &hex::decode("4B78410000402E00007E2B0000000000000000000000000000").unwrap(),
+    );
+    plain[0] = (plain.len() - 1) as u8;
+    let custom = PriosKey::from_hex("0123456789ABCDEF").unwrap();
+    let mut telegram = plain[..15].to_vec();
+    telegram.extend_from_slice(&prios_apply(&plain, &custom).unwrap());
+
+    let err = decoder(None).decode(&telegram).unwrap_err();
+    assert!(err.to_string().contains("add its PRIOS key"), "{err}");
+
+    let mut keys = KeyStore::new();
+    meterbridge::telegram::wireless::parse_key_argument(&mut keys, "66290778=0123456789ABCDEF")
+        .unwrap();
+    let frame = WirelessDecoder::new(keys)
+        .decode(&telegram)
+        .expect("descrambles");
+    let payload = &frame.bytes[frame.app_offset..];
+    assert_eq!(&payload[..5], &[0x4B, 0x78, 0x41, 0x00, 0x00]);
+}

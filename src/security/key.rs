@@ -208,11 +208,13 @@ fn meter_id(text: &str) -> Result<MeterId, KeyError> {
     Ok(id)
 }
 
-/// AES keys by meter: a per-meter key wins over the default key.
+/// AES keys by meter: a per-meter key wins over the default key. Diehl PRIOS meters with a
+/// customer key (8 bytes) have their own table.
 #[derive(Clone, Default)]
 pub struct KeyStore {
     default: Option<Key>,
     meters: BTreeMap<MeterId, Key>,
+    prios: BTreeMap<MeterId, PriosKey>,
 }
 
 impl KeyStore {
@@ -244,6 +246,16 @@ impl KeyStore {
         self.default.is_some()
     }
 
+    /// A PRIOS key (16 hex digits) for one meter; tried before the public default keys.
+    pub fn insert_prios(&mut self, id: &str, key: PriosKey) -> Result<(), KeyError> {
+        self.prios.insert(meter_id(id)?, key);
+        Ok(())
+    }
+
+    pub fn get_prios(&self, id: &str) -> Option<&PriosKey> {
+        meter_id(id).ok().and_then(|id| self.prios.get(&id))
+    }
+
     /// Number of per-meter keys (the default key is not counted).
     pub fn len(&self) -> usize {
         self.meters.len()
@@ -251,7 +263,7 @@ impl KeyStore {
 
     /// No default and no per-meter key: every encrypted telegram will be undecryptable.
     pub fn is_empty(&self) -> bool {
-        self.default.is_none() && self.meters.is_empty()
+        self.default.is_none() && self.meters.is_empty() && self.prios.is_empty()
     }
 }
 
@@ -267,6 +279,14 @@ impl fmt::Debug for KeyStore {
         f.debug_struct("KeyStore")
             .field("default", &self.default.as_ref().map(|_| "<redacted>"))
             .field("meters", &ids)
+            .field(
+                "prios_meters",
+                &self
+                    .prios
+                    .keys()
+                    .map(|id| std::str::from_utf8(id).unwrap_or("?"))
+                    .collect::<Vec<_>>(),
+            )
             .finish()
     }
 }

@@ -18,7 +18,7 @@ pub use ell_ctr::{decrypt_ell, ell_iv, payload_crc_ok};
 pub use key::{diehl_oms_default_key, Key, KeyError, KeyStore, PriosKey, PRIOS_DEFAULT_KEY_BYTES};
 pub use mode5::{decrypt_mode5, mode5_iv};
 pub use mode7::{decrypt_mode7, derive_keys, verify_mac};
-pub use prios::{prios_descramble, prios_try_default_keys};
+pub use prios::{prios_apply, prios_descramble, prios_try_default_keys};
 
 use thiserror::Error;
 

@@ -28,6 +28,17 @@ fn step_byte(state: &mut u32) -> u8 {
 /// the descrambled bytes from frame offset 15 on (so `out[0]` is 0x4B and the totals start at
 /// `out[1]`).
 pub fn prios_descramble(frame: &[u8], key: &PriosKey) -> Result<Vec<u8>, SecurityError> {
+    let out = prios_apply(frame, key)?;
+    match out.first() {
+        Some(&PRIOS_MARKER) => Ok(out),
+        Some(&found) => Err(SecurityError::PriosCheckFailed { found }),
+        None => Err(SecurityError::PriosTooShort { len: frame.len() }),
+    }
+}
+
+/// XORs everything after the 15-byte clear header with the key stream. Scrambling and
+/// descrambling are the same operation; the stick simulator uses this to send PRIOS frames.
+pub fn prios_apply(frame: &[u8], key: &PriosKey) -> Result<Vec<u8>, SecurityError> {
     let too_short = SecurityError::PriosTooShort { len: frame.len() };
     let Some((header, scrambled)) = frame.split_first_chunk::<HEADER_LEN>() else {
         return Err(too_short);
@@ -44,15 +55,10 @@ pub fn prios_descramble(frame: &[u8], key: &PriosKey) -> Result<Vec<u8>, Securit
         ^ be32([h[6], h[7], h[8], h[9]])
         ^ be32([h[10], h[11], h[12], h[13]]);
 
-    let out: Vec<u8> = scrambled
+    Ok(scrambled
         .iter()
         .map(|&b| b ^ step_byte(&mut state))
-        .collect();
-    match out.first() {
-        Some(&PRIOS_MARKER) => Ok(out),
-        Some(&found) => Err(SecurityError::PriosCheckFailed { found }),
-        None => Err(too_short),
-    }
+        .collect())
 }
 
 /// Tries the two public default keys in turn.

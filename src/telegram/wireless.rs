@@ -11,7 +11,7 @@ use thiserror::Error;
 
 use super::compact::{CompactError, CompactFormats, CompactInfo};
 use super::{parse_records_lenient, DecodeError, Link, Telegram};
-use crate::security::{self, Key, KeyStore, SecurityError};
+use crate::security::{self, Key, KeyStore, PriosKey, SecurityError};
 use crate::wire::afl::{self, Afl, AflError};
 use crate::wire::application::{Application, Header};
 use crate::wire::ell::{Ell, EllEncryption, EllError};
@@ -133,7 +133,7 @@ pub enum WirelessErrorKind {
     },
     #[error("meter {id}: {source}")]
     Compact { id: String, source: CompactError },
-    #[error("meter {id}: Diehl PRIOS descrambling failed with both public keys")]
+    #[error("meter {id}: Diehl PRIOS descrambling failed with the configured and both public keys: add its PRIOS key (--key {id}=<16 hex digits>)")]
     Prios { id: String },
 }
 
@@ -444,8 +444,15 @@ impl WirelessDecoder {
         let manufacturer = link.manufacturer_letters();
 
         if tpl.kind == TplKind::ManufacturerSpecific && is_prios(&dll, tpl.ci) {
-            let plain = security::prios_try_default_keys(&w.bytes)
-                .map_err(|_| WirelessErrorKind::Prios { id: id.clone() })?;
+            let configured = self
+                .keys
+                .get_prios(&id)
+                .and_then(|k| security::prios_descramble(&w.bytes, k).ok());
+            let plain = match configured {
+                Some(plain) => plain,
+                None => security::prios_try_default_keys(&w.bytes)
+                    .map_err(|_| WirelessErrorKind::Prios { id: id.clone() })?,
+            };
             // The descrambled payload replaces everything after the 15-byte clear header.
             w.bytes.truncate(15);
             w.bytes.extend_from_slice(&plain);
@@ -639,6 +646,15 @@ pub fn parse_key_argument(keys: &mut KeyStore, arg: &str) -> Result<(), String> 
                 return Err(format!(
                     "--key {id}=…: the meter id must be 8 hex digits as printed by `decode` or `listen`"
                 ));
+            }
+            let digits = hex.chars().filter(|c| !c.is_whitespace()).count();
+            if digits == 16 {
+                // 8-byte keys are Diehl PRIOS keys.
+                let key =
+                    PriosKey::from_hex(hex).map_err(|e| format!("--key for meter {id}: {e}"))?;
+                return keys
+                    .insert_prios(id, key)
+                    .map_err(|e| format!("--key for meter {id}: {e}"));
             }
             let key = Key::from_hex(hex).map_err(|e| format!("--key for meter {id}: {e}"))?;
             keys.insert(&id.to_ascii_uppercase(), key)
