@@ -26,7 +26,7 @@ pub struct DecodeArgs {
     #[arg(long, value_enum, default_value = "json")]
     pub format: Format,
     /// AES key for wireless telegrams: `HEX` (32 hex digits) for every meter of the run, or
-    /// `ID=HEX` for one meter (repeatable).
+    /// `ID=HEX` for one meter (repeatable; 16 hex digits give a Diehl PRIOS key).
     #[arg(long = "key", value_name = "[ID=]HEX")]
     pub keys: Vec<String>,
     /// Telegrams as hex, wired (`68 L L 68 …`) or wireless (from the L field, with or without
