@@ -2,3 +2,4 @@
 
 pub mod json;
 pub mod libmbus_xml;
+pub mod wmbusmeters;

@@ -1,0 +1,660 @@
+//! Applying a driver to a decoded telegram: match records, scale them to the field's unit,
+//! look up status texts, and keep the last value of every field per meter.
+
+use std::fmt::Write as _;
+
+use super::model::{DriverFile, Field, Lookup, Match, NumberRange, Quantity};
+use super::{DriverError, Mvt};
+use crate::telegram::{Link, Telegram};
+use crate::wire::application::{Application, Header};
+use crate::wire::datetime::{DateTimeKind, MeterDateTime};
+use crate::wire::records::{DataField, Function, RawValue, Record, RecordKind, Value};
+use crate::wire::vif::{Combinable, Unit};
+
+/// A loaded, checked driver.
+#[derive(Debug, Clone)]
+pub struct Driver {
+    pub file: DriverFile,
+    pub detect: Vec<Mvt>,
+    fields: Vec<CompiledField>,
+}
+
+#[derive(Debug, Clone)]
+struct CompiledField {
+    /// JSON key: name plus unit suffix.
+    key: String,
+    difvif: Option<Vec<u8>>,
+    measurement: Option<Function>,
+    combinable: CombinableRule,
+    /// Multiplier from the record's base unit to the display unit (`None`: no unit to check).
+    units: &'static [(Unit, f64)],
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum CombinableRule {
+    /// The record carries no combinable VIFE.
+    None,
+    /// Any combinable VIFEs.
+    Any,
+    /// Exactly these VIFE codes (extension bit ignored), in any order.
+    Exactly(Vec<u8>),
+}
+
+/// A reading's value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReadingValue {
+    Number(f64),
+    Text(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reading {
+    pub key: String,
+    pub value: ReadingValue,
+}
+
+/// Display units per quantity: (unit name, record base unit, factor from base to display).
+fn unit_table(q: Quantity, unit: &str) -> Option<&'static [(Unit, f64)]> {
+    use Quantity as Q;
+    Some(match (q, unit) {
+        (Q::Volume, "m3") => &[(Unit::CubicMetre, 1.0)],
+        (Q::Volume, "l") => &[(Unit::CubicMetre, 1000.0)],
+        (Q::Energy, "kwh") => &[(Unit::Wh, 1e-3), (Unit::J, 1.0 / 3.6e6)],
+        (Q::Energy, "mwh") => &[(Unit::Wh, 1e-6), (Unit::J, 1.0 / 3.6e9)],
+        (Q::Energy, "wh") => &[(Unit::Wh, 1.0), (Unit::J, 1.0 / 3600.0)],
+        (Q::Energy, "gj") => &[(Unit::J, 1e-9), (Unit::Wh, 3.6e-6)],
+        (Q::Energy, "mj") => &[(Unit::J, 1e-6), (Unit::Wh, 3.6e-3)],
+        (Q::Power, "kw") => &[(Unit::Watt, 1e-3), (Unit::JoulePerHour, 1.0 / 3.6e6)],
+        (Q::Power, "w") => &[(Unit::Watt, 1.0), (Unit::JoulePerHour, 1.0 / 3600.0)],
+        (Q::Flow, "m3h") => &[(Unit::CubicMetrePerHour, 1.0)],
+        (Q::Flow, "lh") => &[(Unit::CubicMetrePerHour, 1000.0)],
+        (Q::Temperature, "c") => &[(Unit::Celsius, 1.0), (Unit::Kelvin, 1.0)],
+        (Q::Temperature, "k") => &[(Unit::Kelvin, 1.0)],
+        (Q::Temperature, "f") => &[(Unit::Fahrenheit, 1.0)],
+        (Q::Pressure, "bar") => &[(Unit::Bar, 1.0)],
+        (Q::Hca, "hca") => &[(Unit::HcaUnits, 1.0), (Unit::None, 1.0)],
+        (Q::Time, "s") => &[(Unit::Second, 1.0)],
+        (Q::Time, "min") => &[(Unit::Second, 1.0 / 60.0)],
+        (Q::Time, "h") => &[(Unit::Second, 1.0 / 3600.0)],
+        (Q::Time, "d") => &[(Unit::Second, 1.0 / 86400.0), (Unit::Day, 1.0)],
+        (Q::Time, "month") => &[(Unit::Month, 1.0)],
+        (Q::Time, "y") => &[(Unit::Year, 1.0), (Unit::Second, 1.0 / 31_536_000.0)],
+        (Q::Voltage, "v") => &[(Unit::Volt, 1.0)],
+        (Q::Current, "a") => &[(Unit::Ampere, 1.0)],
+        (Q::Frequency, "hz") => &[(Unit::Hertz, 1.0)],
+        (Q::RelativeHumidity, "rh") => &[(Unit::Percent, 1.0)],
+        (Q::Mass, "kg") => &[(Unit::Kilogram, 1.0)],
+        (Q::Mass, "t") => &[(Unit::Kilogram, 1e-3)],
+        (Q::ApparentEnergy, "kvah") => &[(Unit::VoltAmpereHour, 1e-3)],
+        (Q::ReactiveEnergy, "kvarh") => &[(Unit::VarHour, 1e-3)],
+        (Q::ApparentPower, "kva") => &[(Unit::VoltAmpere, 1e-3)],
+        (Q::ReactivePower, "kvar") => &[(Unit::Var, 1e-3)],
+        (Q::Angle, "deg") => &[(Unit::Degree, 1.0)],
+        (Q::Counter | Q::Dimensionless, _) => &[],
+        (Q::Datetime | Q::Date | Q::Text, _) => &[],
+        _ => return None,
+    })
+}
+
+fn default_unit(q: Quantity) -> &'static str {
+    use Quantity as Q;
+    match q {
+        Q::Volume => "m3",
+        Q::Energy => "kwh",
+        Q::Power => "kw",
+        Q::Flow => "m3h",
+        Q::Temperature => "c",
+        Q::Pressure => "bar",
+        Q::Hca => "hca",
+        Q::Time => "h",
+        Q::Voltage => "v",
+        Q::Current => "a",
+        Q::Frequency => "hz",
+        Q::RelativeHumidity => "rh",
+        Q::Mass => "kg",
+        Q::ApparentEnergy => "kvah",
+        Q::ReactiveEnergy => "kvarh",
+        Q::ApparentPower => "kva",
+        Q::ReactivePower => "kvar",
+        Q::Angle => "deg",
+        Q::Counter => "counter",
+        Q::Dimensionless | Q::Datetime | Q::Date | Q::Text => "",
+    }
+}
+
+/// Quantity names the VIF tables give (`vif_range` values).
+const VIF_RANGES: &[&str] = &[
+    "energy",
+    "volume",
+    "mass",
+    "on_time",
+    "operating_time",
+    "power",
+    "volume_flow",
+    "mass_flow",
+    "flow_temperature",
+    "return_temperature",
+    "temperature_difference",
+    "external_temperature",
+    "pressure",
+    "date",
+    "date_time",
+    "hca_units",
+    "averaging_duration",
+    "actuality_duration",
+    "fabrication_number",
+    "enhanced_identification",
+    "bus_address",
+    "manufacturer_specific",
+    "credit",
+    "debit",
+    "access_number",
+    "medium",
+    "manufacturer",
+    "parameter_set_id",
+    "model_version",
+    "hardware_version",
+    "firmware_version",
+    "software_version",
+    "customer_location",
+    "customer",
+    "error_flags",
+    "error_mask",
+    "digital_output",
+    "digital_input",
+    "storage_interval",
+    "duration_since_last_readout",
+    "tariff_start",
+    "tariff_duration",
+    "tariff_period",
+    "dimensionless",
+    "voltage",
+    "current",
+    "reset_counter",
+    "cumulation_counter",
+    "control_signal",
+    "day_of_week",
+    "week_number",
+    "day_change_time_point",
+    "special_supplier_information",
+    "duration_since_last_cumulation",
+    "battery_operating_time",
+    "battery_change",
+    "rf_level",
+    "remaining_battery_life",
+    "reactive_energy",
+    "apparent_energy",
+    "reactive_power",
+    "apparent_power",
+    "relative_humidity",
+    "frequency",
+    "temperature_limit",
+    "cumulative_max_power",
+    "phase_voltage_voltage",
+    "phase_voltage_current",
+    "plain_text_unit",
+    "time_point_second",
+    "transmission_period",
+];
+
+fn invalid(file: &str, message: String) -> DriverError {
+    DriverError::Invalid {
+        file: file.to_string(),
+        message,
+    }
+}
+
+fn parse_hex(s: &str) -> Option<Vec<u8>> {
+    crate::wire::hex::decode(s).ok()
+}
+
+impl Driver {
+    pub fn from_yaml(file: &str, text: &str) -> Result<Driver, DriverError> {
+        let parsed: DriverFile = serde_saphyr::from_str(text).map_err(|e| DriverError::Parse {
+            file: file.to_string(),
+            message: e.to_string(),
+        })?;
+        Driver::compile(file, parsed)
+    }
+
+    fn compile(file: &str, d: DriverFile) -> Result<Driver, DriverError> {
+        let mut detect = Vec::new();
+        for m in &d.detect {
+            detect.push(Mvt::parse(m).ok_or_else(|| {
+                invalid(
+                    file,
+                    format!(
+                        "detect entry {m:?} is not MFCT,version,type (hex or *), e.g. KAM,1b,16"
+                    ),
+                )
+            })?);
+        }
+        let mut fields = Vec::new();
+        for f in &d.fields {
+            let where_ = format!("field {:?}", f.name);
+            let unit = f
+                .unit
+                .clone()
+                .unwrap_or_else(|| default_unit(f.quantity).to_string());
+            let units = unit_table(f.quantity, &unit).ok_or_else(|| {
+                invalid(
+                    file,
+                    format!(
+                        "{where_}: unit {unit:?} does not fit quantity {:?}",
+                        f.quantity
+                    ),
+                )
+            })?;
+            let m = f.matcher.clone().unwrap_or_default();
+            let difvif =
+                match &m.difvif {
+                    Some(h) => Some(parse_hex(h).ok_or_else(|| {
+                        invalid(file, format!("{where_}: difvif {h:?} is not hex"))
+                    })?),
+                    None => None,
+                };
+            let measurement = match m.measurement.as_deref() {
+                None | Some("instantaneous") => Some(Function::Instantaneous),
+                Some("maximum") => Some(Function::Maximum),
+                Some("minimum") => Some(Function::Minimum),
+                Some("error") => Some(Function::DuringError),
+                Some("any") => None,
+                Some(other) => {
+                    return Err(invalid(
+                        file,
+                        format!("{where_}: measurement {other:?} is not instantaneous, maximum, minimum, error or any"),
+                    ))
+                }
+            };
+            if let Some(r) = &m.vif_range {
+                if !VIF_RANGES.contains(&r.as_str()) {
+                    return Err(invalid(
+                        file,
+                        format!("{where_}: vif_range {r:?} is not a quantity of the VIF tables (e.g. volume, energy, flow_temperature)"),
+                    ));
+                }
+            }
+            if m.difvif.is_none() && m.vif_range.is_none() && f.lookup.is_none() && !f.has("status")
+            {
+                return Err(invalid(
+                    file,
+                    format!("{where_}: a match needs difvif or vif_range"),
+                ));
+            }
+            let combinable = match m.combinable.as_slice() {
+                [] => CombinableRule::None,
+                [a] if a == "any" => CombinableRule::Any,
+                list => CombinableRule::Exactly(
+                    list.iter()
+                        .map(|c| {
+                            u8::from_str_radix(c.trim_start_matches("0x"), 16)
+                                .map(|b| b & 0x7F)
+                                .map_err(|_| {
+                                    invalid(
+                                        file,
+                                        format!("{where_}: combinable {c:?} is not a hex byte"),
+                                    )
+                                })
+                        })
+                        .collect::<Result<_, _>>()?,
+                ),
+            };
+            if let Some(l) = &f.lookup {
+                if l.kind != "bits" && l.kind != "index" {
+                    return Err(invalid(
+                        file,
+                        format!("{where_}: lookup type {:?} is not bits or index", l.kind),
+                    ));
+                }
+            }
+            if let Some(ha) = &f.ha {
+                const STATE: &[&str] = &["measurement", "total", "total_increasing", "none"];
+                if !STATE.contains(&ha.state_class.as_str()) {
+                    return Err(invalid(
+                        file,
+                        format!("{where_}: state_class {:?} is not measurement, total, total_increasing or none", ha.state_class),
+                    ));
+                }
+            }
+            let key = if unit.is_empty() {
+                f.name.clone()
+            } else {
+                format!("{}_{}", f.name, unit)
+            };
+            fields.push(CompiledField {
+                key,
+                difvif,
+                measurement,
+                combinable,
+                units,
+            });
+        }
+        Ok(Driver {
+            file: d,
+            detect,
+            fields,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.file.name
+    }
+
+    /// JSON keys of the fields, in declaration order (hidden ones included).
+    pub fn field_keys(&self) -> impl Iterator<Item = &str> {
+        self.fields.iter().map(|f| f.key.as_str())
+    }
+
+    /// Decodes the driver's fields from a telegram into the meter's state.
+    pub fn apply(&self, t: &Telegram<'_>, state: &mut MeterState) {
+        if state.values.len() != self.fields.len() {
+            state.values = vec![None; self.fields.len()];
+        }
+        let tpl_status = tpl_status(t);
+        let mut injected: Vec<String> = Vec::new();
+        let mut status_index = None;
+        let mut status_texts: Vec<String> = Vec::new();
+        let mut status_matched = false;
+        for (i, (f, c)) in self.file.fields.iter().zip(&self.fields).enumerate() {
+            let record = find_record(t, f, c);
+            if f.has("status") {
+                status_index = Some(i);
+                if let Some(r) = record {
+                    status_matched = true;
+                    if let (Some(l), Some(raw)) = (&f.lookup, raw_integer(r)) {
+                        status_texts.extend(lookup_texts(l, raw));
+                    }
+                }
+                continue;
+            }
+            let Some(r) = record else { continue };
+            let value = match f.quantity {
+                Quantity::Text => text_value(f, r),
+                Quantity::Datetime | Quantity::Date => match r.value() {
+                    Value::DateTime(d) => Some(ReadingValue::Text(format_datetime(&d))),
+                    _ => None,
+                },
+                _ => number_value(f, c, r).map(ReadingValue::Number),
+            };
+            if f.has("inject_into_status") {
+                status_matched = true;
+                if let (Some(l), Some(raw)) = (&f.lookup, raw_integer(r)) {
+                    injected.extend(lookup_texts(l, raw));
+                }
+            }
+            if value.is_some() {
+                state.values[i] = value;
+            }
+        }
+        if let Some(i) = status_index {
+            let f = &self.file.fields[i];
+            if f.has("include_tpl_status") {
+                if let Some(s) = tpl_status {
+                    status_texts.extend(tpl_status_texts(s, self.file.tpl_status_bits.as_ref()));
+                    status_matched = true;
+                }
+            }
+            if status_matched {
+                status_texts.extend(injected);
+                let mut seen = Vec::new();
+                for t in status_texts {
+                    if !t.is_empty() && t != "OK" && !seen.contains(&t) {
+                        seen.push(t);
+                    }
+                }
+                let text = if seen.is_empty() {
+                    "OK".to_string()
+                } else {
+                    seen.join(" ")
+                };
+                state.values[i] = Some(ReadingValue::Text(text));
+            }
+        }
+    }
+
+    /// The readings of a meter's state, in declaration order, hidden fields left out.
+    pub fn readings(&self, state: &MeterState) -> Vec<Reading> {
+        self.file
+            .fields
+            .iter()
+            .zip(&self.fields)
+            .zip(&state.values)
+            .filter(|((f, _), _)| !f.has("hide"))
+            .filter_map(|((_, c), v)| {
+                v.clone().map(|value| Reading {
+                    key: c.key.clone(),
+                    value,
+                })
+            })
+            .collect()
+    }
+}
+
+/// The last value of every field of one meter (wmbusmeters keeps them across telegrams).
+#[derive(Debug, Clone, Default)]
+pub struct MeterState {
+    values: Vec<Option<ReadingValue>>,
+}
+
+fn tpl_status(t: &Telegram<'_>) -> Option<u8> {
+    match &t.application {
+        Application::Variable {
+            header: Header::Long(h),
+            ..
+        } => Some(h.status.0),
+        Application::Variable {
+            header: Header::Short(h),
+            ..
+        } => Some(h.status.0),
+        _ => match &t.link {
+            Link::Wireless(l) => l.tpl.and_then(|t| match t.header {
+                Header::Long(h) => Some(h.status.0),
+                Header::Short(h) => Some(h.status.0),
+                Header::None => None,
+            }),
+            Link::Wired(_) => None,
+        },
+    }
+}
+
+/// wmbusmeters' names for the standard status bits, plus the driver's names for the others.
+fn tpl_status_texts(status: u8, extra: Option<&Lookup>) -> Vec<String> {
+    let mut out = Vec::new();
+    match status & 0x03 {
+        1 => out.push("BUSY".to_string()),
+        2 => out.push("ERROR".to_string()),
+        3 => out.push("ALARM".to_string()),
+        _ => {}
+    }
+    let named: u8 = extra
+        .map(|l| l.map.keys().fold(0u8, |acc, &k| acc | (k as u8)))
+        .unwrap_or(0);
+    for (bit, name) in [
+        (0x04u8, "POWER_LOW"),
+        (0x08, "PERMANENT_ERROR"),
+        (0x10, "TEMPORARY_ERROR"),
+    ] {
+        if status & bit != 0 && named & bit == 0 {
+            out.push(name.to_string());
+        }
+    }
+    if let Some(l) = extra {
+        let mask = l.mask.unwrap_or(0xF8) as u8;
+        for (&bit, name) in &l.map {
+            if status & mask & (bit as u8) != 0 {
+                out.push(name.clone());
+            }
+        }
+    }
+    out
+}
+
+fn measurement_matches(c: &CompiledField, r: &Record<'_>) -> bool {
+    c.measurement.is_none_or(|m| m == r.function)
+}
+
+fn find_record<'r, 'a>(
+    t: &'r Telegram<'a>,
+    f: &Field,
+    c: &CompiledField,
+) -> Option<&'r Record<'a>> {
+    let m = f.matcher.clone().unwrap_or_default();
+    let nth = m.nth.unwrap_or(1).max(1);
+    t.records
+        .iter()
+        .filter(|r| r.kind == RecordKind::Data)
+        .filter(|r| record_matches(&m, c, r))
+        .nth(nth - 1)
+}
+
+fn record_matches(m: &Match, c: &CompiledField, r: &Record<'_>) -> bool {
+    if let Some(key) = &c.difvif {
+        let mut bytes = r.dib.iter().copied().chain(r.vib_bytes());
+        return key.iter().all(|k| bytes.next() == Some(*k)) && bytes.next().is_none();
+    }
+    let in_range =
+        |range: Option<NumberRange>, v: u64| range.unwrap_or(NumberRange::One(0)).contains(v);
+    if !measurement_matches(c, r)
+        || !in_range(m.storage, r.storage)
+        || !in_range(m.tariff, u64::from(r.tariff))
+        || !in_range(m.subunit, u64::from(r.subunit))
+    {
+        return false;
+    }
+    let Some(vi) = r.value_information() else {
+        return false;
+    };
+    if let Some(range) = &m.vif_range {
+        if vi.description.quantity != range {
+            return false;
+        }
+    }
+    let codes = vi
+        .combinable
+        .iter()
+        .map(|b| b & 0x7F)
+        .filter(|&b| !matches!(Combinable::from_code(b), Combinable::ManufacturerSpecific));
+    match &c.combinable {
+        CombinableRule::Any => true,
+        CombinableRule::None => codes.count() == 0,
+        CombinableRule::Exactly(want) => {
+            let have: Vec<u8> = codes.collect();
+            have.len() == want.len() && want.iter().all(|w| have.contains(w))
+        }
+    }
+}
+
+fn raw_integer(r: &Record<'_>) -> Option<u64> {
+    match r.raw_value() {
+        RawValue::Integer(i) => Some(i as u64),
+        RawValue::Bytes(b) => {
+            let mut v = 0u64;
+            for (i, &byte) in b.iter().take(8).enumerate() {
+                v |= u64::from(byte) << (8 * i);
+            }
+            Some(v)
+        }
+        _ => None,
+    }
+}
+
+fn lookup_texts(l: &Lookup, raw: u64) -> Vec<String> {
+    let mask = l.mask.unwrap_or(u64::MAX);
+    let v = raw & mask;
+    let name = l.name.as_deref().unwrap_or("FLAGS");
+    let mut out = Vec::new();
+    if l.kind == "index" {
+        match l.map.get(&v) {
+            Some(t) => out.push(t.clone()),
+            None => out.push(format!("{name}_{v:X}")),
+        }
+        return out;
+    }
+    let mut unknown = v;
+    for (&bit, text) in &l.map {
+        if bit != 0 && v & bit == bit {
+            out.push(text.clone());
+            unknown &= !bit;
+        }
+    }
+    if unknown != 0 {
+        out.push(format!("{name}_{unknown:X}"));
+    }
+    if out.is_empty() {
+        if let Some(d) = &l.default {
+            out.push(d.clone());
+        }
+    }
+    out
+}
+
+fn number_value(f: &Field, c: &CompiledField, r: &Record<'_>) -> Option<f64> {
+    let scale = f.scale.unwrap_or(1.0);
+    let v = match r.value() {
+        Value::Decimal(d) => d.to_f64(),
+        Value::Float(x) => x,
+        _ => return None,
+    };
+    if c.units.is_empty() {
+        return Some(v * scale);
+    }
+    let unit = r.scale().map(|s| s.unit).unwrap_or(Unit::None);
+    c.units
+        .iter()
+        .find(|(u, _)| *u == unit)
+        .map(|(_, factor)| v * factor * scale)
+}
+
+fn text_value(f: &Field, r: &Record<'_>) -> Option<ReadingValue> {
+    if let Some(l) = &f.lookup {
+        let texts = lookup_texts(l, raw_integer(r)?);
+        return Some(ReadingValue::Text(texts.join(" ")));
+    }
+    let text = match r.value() {
+        Value::Text(t) => t.iter().rev().map(|&b| b as char).collect(),
+        Value::InvalidBcd(d) => d.as_str().to_string(),
+        Value::DateTime(d) => format_datetime(&d),
+        Value::Bytes(b) => crate::wire::hex::encode_upper(b),
+        Value::Decimal(_) | Value::Float(_) => match (r.raw_value(), r.field) {
+            // BCD keeps its leading zeros: a fabrication number is a string of digits.
+            (RawValue::Integer(i), field) if field.is_bcd() => {
+                let digits = 2 * field.size().unwrap_or(0);
+                format!("{i:0digits$}")
+            }
+            (RawValue::Integer(i), DataField::VariableLength) => i.to_string(),
+            (RawValue::Integer(i), _) => i.to_string(),
+            (RawValue::Real(x), _) => x.to_string(),
+            _ => return None,
+        },
+        Value::None => return None,
+    };
+    Some(ReadingValue::Text(text))
+}
+
+/// wmbusmeters' date formats: `2020-07-30 10:40`, `2021-03-31`.
+pub fn format_datetime(d: &MeterDateTime) -> String {
+    let mut s = String::new();
+    match d.kind {
+        DateTimeKind::Date => {
+            let _ = write!(s, "{:04}-{:02}-{:02}", d.year, d.month, d.day);
+        }
+        DateTimeKind::DateTime => {
+            let _ = write!(
+                s,
+                "{:04}-{:02}-{:02} {:02}:{:02}",
+                d.year, d.month, d.day, d.hour, d.minute
+            );
+        }
+        DateTimeKind::DateTimeSeconds => {
+            let _ = write!(
+                s,
+                "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
+                d.year, d.month, d.day, d.hour, d.minute, d.second
+            );
+        }
+        DateTimeKind::Time => {
+            let _ = write!(s, "{:02}:{:02}:{:02}", d.hour, d.minute, d.second);
+        }
+    }
+    s
+}

@@ -1,0 +1,217 @@
+//! The driver file format (`drivers/<name>.yaml`, documented in `docs/drivers.md`). One
+//! declaration per reading: its name, unit, record matcher, lookup and Home Assistant classes
+//! drive both the decoded JSON and (later) discovery.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DriverFile {
+    pub name: String,
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    /// `water`, `heat`, `electricity`, `gas`, `hca`, `temperature`, `smoke`, `pressure`, …
+    pub meter_type: String,
+    /// wmbusmeters' `media` string; by default taken from the telegram's device type.
+    #[serde(default)]
+    pub media: Option<String>,
+    #[serde(default)]
+    pub info: Option<String>,
+    /// `MFCT,version,type` in hex, `*` for any: `KAM,1b,16`.
+    #[serde(default)]
+    pub detect: Vec<String>,
+    #[serde(default)]
+    pub link_modes: Vec<String>,
+    #[serde(default)]
+    pub default_fields: Vec<String>,
+    /// Names for the bits of the TPL status byte that the manufacturer defines (bits 5-7 and
+    /// the ones a meter uses differently): `{0x08: PERMANENT_ERROR}`.
+    #[serde(default)]
+    pub tpl_status_bits: Option<Lookup>,
+    #[serde(default)]
+    pub fields: Vec<Field>,
+    #[serde(default)]
+    pub tests: Vec<TestCase>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Quantity {
+    Volume,
+    Energy,
+    Power,
+    Flow,
+    Temperature,
+    Pressure,
+    Hca,
+    Time,
+    Voltage,
+    Current,
+    Frequency,
+    RelativeHumidity,
+    Mass,
+    ApparentEnergy,
+    ReactiveEnergy,
+    ApparentPower,
+    ReactivePower,
+    Angle,
+    Datetime,
+    Date,
+    Text,
+    Counter,
+    Dimensionless,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Field {
+    pub name: String,
+    pub quantity: Quantity,
+    /// Display unit; the JSON key is `<name>_<unit>`. Defaults per quantity (m3, kwh, c, …).
+    #[serde(default)]
+    pub unit: Option<String>,
+    #[serde(default)]
+    pub info: Option<String>,
+    #[serde(default, rename = "match")]
+    pub matcher: Option<Match>,
+    #[serde(default)]
+    pub lookup: Option<Lookup>,
+    /// `status` (the meter's status text; `OK` when nothing is set), `include_tpl_status`
+    /// (add the transport header's status bits), `inject_into_status` (add this field's texts to
+    /// the status field), `hide` (decoded but not printed).
+    #[serde(default)]
+    pub attributes: Vec<String>,
+    /// Multiplies the value (for meters that send a wrong exponent).
+    #[serde(default)]
+    pub scale: Option<f64>,
+    #[serde(default)]
+    pub ha: Option<HaMeta>,
+}
+
+impl Field {
+    pub fn has(&self, attribute: &str) -> bool {
+        self.attributes.iter().any(|a| a == attribute)
+    }
+}
+
+/// A storage, tariff or subunit number, or an inclusive range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum NumberRange {
+    One(u64),
+    Range([u64; 2]),
+}
+
+impl NumberRange {
+    pub fn contains(self, v: u64) -> bool {
+        match self {
+            NumberRange::One(n) => v == n,
+            NumberRange::Range([lo, hi]) => (lo..=hi).contains(&v),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Match {
+    /// `instantaneous` (default), `maximum`, `minimum`, `error`, `any`.
+    #[serde(default)]
+    pub measurement: Option<String>,
+    /// A quantity name from the VIF tables (`volume`, `energy`, `flow_temperature`, …).
+    #[serde(default)]
+    pub vif_range: Option<String>,
+    /// Default 0.
+    #[serde(default)]
+    pub storage: Option<NumberRange>,
+    /// Default 0.
+    #[serde(default)]
+    pub tariff: Option<NumberRange>,
+    /// Default 0.
+    #[serde(default)]
+    pub subunit: Option<NumberRange>,
+    /// Exact DIF, DIFEs, VIF and VIFEs in hex: `04FF23`.
+    #[serde(default)]
+    pub difvif: Option<String>,
+    /// Combinable VIFE codes (hex) the record must carry; `any` accepts any.
+    #[serde(default)]
+    pub combinable: Vec<String>,
+    /// The n-th matching record (1-based), default 1.
+    #[serde(default)]
+    pub nth: Option<usize>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Lookup {
+    /// Used for bits no entry names: `<name>_<hex>`.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// `bits` (every set bit that has a name), `index` (the masked value names one state).
+    #[serde(default = "default_lookup_kind", rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub mask: Option<u64>,
+    /// Text when no bit is set (`OK`), for `bits`.
+    #[serde(default)]
+    pub default: Option<String>,
+    #[serde(default)]
+    pub map: BTreeMap<u64, String>,
+}
+
+fn default_lookup_kind() -> String {
+    "bits".into()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HaMeta {
+    /// A Home Assistant sensor device class, or `none`.
+    pub device_class: String,
+    /// `measurement`, `total`, `total_increasing`, or `none`.
+    pub state_class: String,
+    #[serde(default)]
+    pub entity_category: Option<String>,
+    #[serde(default)]
+    pub icon: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TestCase {
+    /// Meter name as given to wmbusmeters (`name` in the output).
+    pub name: String,
+    /// Meter id (8 hex digits) or `*`.
+    pub id: String,
+    /// AES key (32 hex digits); absent for meters without encryption.
+    #[serde(default)]
+    pub key: Option<String>,
+    /// Driver name as the user gives it (an alias works); default the file's name.
+    #[serde(default)]
+    pub driver: Option<String>,
+    /// Telegrams fed in order to the same meter; the expected output is after the last one.
+    pub telegrams: Vec<String>,
+    /// The expected wmbusmeters-format JSON (timestamp ignored).
+    pub expected: serde_json_value::Map,
+    #[serde(default)]
+    pub comment: Option<String>,
+}
+
+/// A small JSON-like value for expected outputs in YAML (numbers, strings, booleans, null).
+pub mod serde_json_value {
+    use std::collections::BTreeMap;
+
+    use serde::Deserialize;
+
+    #[derive(Debug, Clone, PartialEq, Deserialize)]
+    #[serde(untagged)]
+    pub enum Value {
+        Null,
+        Bool(bool),
+        Number(f64),
+        Text(String),
+    }
+
+    pub type Map = BTreeMap<String, Value>;
+}
