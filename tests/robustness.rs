@@ -288,7 +288,7 @@ fn exercise(t: &Telegram<'_>, out: &mut String) {
                     r.offset
                 );
                 assert!(
-                    previous.map_or(true, |p| r.offset > p),
+                    previous.is_none_or(|p| r.offset > p),
                     "record at byte {} does not come after the one at {previous:?}",
                     r.offset
                 );

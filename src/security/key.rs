@@ -47,7 +47,7 @@ fn parse_hex<const N: usize>(text: &str, what: &'static str) -> Result<[u8; N], 
         // many were given.
         if let Some(byte) = out.get_mut(digits / 2) {
             let nibble = nibble as u8;
-            *byte = if digits % 2 == 0 {
+            *byte = if digits.is_multiple_of(2) {
                 nibble << 4
             } else {
                 *byte | nibble

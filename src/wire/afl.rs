@@ -475,7 +475,7 @@ mod tests {
             let len = (rng.next() % 40) as usize;
             let mut buf: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
             // Plausible CI and AFL.L most of the time, so the field checks are what runs.
-            if buf.len() >= 2 && rng.next() % 8 != 0 {
+            if buf.len() >= 2 && !rng.next().is_multiple_of(8) {
                 buf[0] = CI_AFL;
                 buf[1] = (rng.next() % (buf.len() as u64 - 1)) as u8;
             }

@@ -366,7 +366,7 @@ mod tests {
             let mut buf: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
             // Mostly valid CIs, so the layouts are exercised rather than rejected up front.
             if let Some(ci) = buf.first_mut() {
-                if rng.next() % 8 != 0 {
+                if !rng.next().is_multiple_of(8) {
                     *ci = 0x8C + (rng.next() % 4) as u8;
                 }
             }
