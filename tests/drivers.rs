@@ -90,3 +90,20 @@ fn every_driver_passes_its_own_tests() {
     eprintln!("driver tests: {cases} cases, {} failing", failures.len());
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+#[test]
+fn every_field_has_home_assistant_metadata() {
+    let registry = Registry::built_in();
+    let mut missing = Vec::new();
+    for d in registry.iter() {
+        for f in &d.file.fields {
+            if f.ha.is_none() && !f.has("hide") {
+                missing.push(format!("{}: {}", d.name(), f.name));
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "fields without `ha` (device_class/state_class, or `none`): {missing:?}"
+    );
+}
