@@ -37,7 +37,14 @@ fn every_driver_passes_its_own_tests() {
     let registry = Registry::built_in();
     let mut cases = 0;
     let mut failures = Vec::new();
+    // MB_DRIVERS=a,b limits the run to some drivers while writing them.
+    let only: Option<Vec<String>> = std::env::var("MB_DRIVERS")
+        .ok()
+        .map(|v| v.split(',').map(|s| s.trim().to_string()).collect());
     for driver in registry.iter() {
+        if only.as_ref().is_some_and(|o| !o.iter().any(|n| n == driver.name())) {
+            continue;
+        }
         for case in &driver.file.tests {
             cases += 1;
             let mut keys = KeyStore::new();
