@@ -4,6 +4,10 @@ use std::io::{self, BufRead, Write};
 
 use clap::{Args, ValueEnum};
 
+use std::fmt::Write as _;
+
+use crate::drivers::run::DriverRun;
+use crate::drivers::{ReadingValue, Registry};
 use crate::output::{json, libmbus_xml};
 use crate::security::KeyStore;
 use crate::telegram::wireless::parse_key_argument;
@@ -18,6 +22,8 @@ pub enum Format {
     Xml,
     /// What libmbus's mbus_frame_data_xml_normalized prints.
     XmlNormalized,
+    /// The flat object wmbusmeters prints (driver fields; `--driver auto` by default).
+    Wmbusmeters,
 }
 
 #[derive(Debug, Args)]
@@ -29,6 +35,13 @@ pub struct DecodeArgs {
     /// `ID=HEX` for one meter (repeatable; 16 hex digits give a Diehl PRIOS key).
     #[arg(long = "key", value_name = "[ID=]HEX")]
     pub keys: Vec<String>,
+    /// Driver for named readings: a driver name or alias, or `auto` to detect it from the
+    /// manufacturer, version and device type. Adds `driver` and `fields` to the JSON.
+    #[arg(long)]
+    pub driver: Option<String>,
+    /// Meter name for `--format wmbusmeters` (wmbusmeters' `name`).
+    #[arg(long, default_value = "meter")]
+    pub name: String,
     /// Telegrams as hex, wired (`68 L L 68 …`) or wireless (from the L field, with or without
     /// data-link CRCs); spaces and `|` `_` `:` `-` separators are ignored. Without any, one
     /// telegram per line is read from standard input (empty lines and lines starting with `#`
@@ -55,6 +68,21 @@ pub fn run(args: &DecodeArgs) -> i32 {
     let stdout = io::stdout();
     let mut out = io::BufWriter::new(stdout.lock());
     let mut decoder = Decoder::with_keys(args.format, keys);
+    let driver = match (&args.driver, args.format) {
+        (Some(d), _) => Some(d.clone()),
+        (None, Format::Wmbusmeters) => Some("auto".to_string()),
+        (None, _) => None,
+    };
+    if let Some(d) = driver {
+        if d != "auto" && Registry::built_in_static().get(&d).is_none() {
+            let _ = writeln!(
+                err,
+                "error: no driver named {d:?} (`meterbridge drivers` lists them)"
+            );
+            return EXIT_BAD_INPUT;
+        }
+        decoder.use_driver(&d, &args.name);
+    }
     let mut status = 0;
     let mut report = |label: String, text: &str, decoder: &mut Decoder| -> bool {
         match decoder.decode_line(text) {
@@ -121,6 +149,13 @@ pub struct Decoder {
     bytes: Vec<u8>,
     text: String,
     wireless: WirelessDecoder,
+    drivers: Option<DriverChoice>,
+}
+
+struct DriverChoice {
+    run: DriverRun<'static>,
+    driver: String,
+    name: String,
 }
 
 /// Wired frames have a shape of their own: `68 L L 68 …`, a 5-byte `10 …` or a lone `E5`.
@@ -146,7 +181,19 @@ impl Decoder {
             bytes: Vec::with_capacity(256),
             text: String::with_capacity(4096),
             wireless: WirelessDecoder::new(keys),
+            drivers: None,
         }
+    }
+
+    /// Applies a driver (name, alias or `auto`) to every telegram; the keys move to the
+    /// driver run, which decodes from now on.
+    pub fn use_driver(&mut self, driver: &str, name: &str) {
+        let keys = std::mem::take(&mut self.wireless.keys);
+        self.drivers = Some(DriverChoice {
+            run: DriverRun::new(Registry::built_in_static(), keys),
+            driver: driver.to_string(),
+            name: name.to_string(),
+        });
     }
 
     /// Renders one telegram given as hex text; the error message is one line that names the
@@ -161,7 +208,11 @@ impl Decoder {
             render(self.format, &telegram, &mut self.text).map_err(Failure::input)?;
             return Ok(&self.text);
         }
-        let frame = match self.wireless.decode(&self.bytes) {
+        let wireless = match &mut self.drivers {
+            Some(d) => d.run.decoder(),
+            None => &mut self.wireless,
+        };
+        let frame = match wireless.decode(&self.bytes) {
             Ok(frame) => frame,
             Err(e) => {
                 let key_error = e.is_key_error();
@@ -186,9 +237,84 @@ impl Decoder {
         let telegram = frame
             .telegram()
             .map_err(|e| Failure::input(format!("meter {}: {e}", frame.link.meter_id())))?;
-        render(self.format, &telegram, &mut self.text).map_err(Failure::input)?;
+        self.render_with_driver(&telegram)?;
         Ok(&self.text)
     }
+
+    fn render_with_driver(&mut self, telegram: &Telegram<'_>) -> Result<(), Failure> {
+        let Some(choice) = &mut self.drivers else {
+            return render(self.format, telegram, &mut self.text).map_err(Failure::input);
+        };
+        let output = choice.run.apply(telegram, &choice.driver);
+        match (self.format, output) {
+            (Format::Wmbusmeters, Ok(o)) => {
+                o.render_wmbusmeters(&choice.name, &now_utc(), &mut self.text);
+                self.text.push('\n');
+                Ok(())
+            }
+            (Format::Wmbusmeters, Err(e)) => Err(Failure::input(e)),
+            (Format::Json, result) => {
+                json::render(telegram, &mut self.text);
+                // Reopen the object to add the driver's view next to the records.
+                self.text.pop();
+                match result {
+                    Ok(o) => {
+                        self.text.push_str(",\"driver\":");
+                        json::push_str(&mut self.text, &o.driver);
+                        self.text.push_str(",\"fields\":{");
+                        for (i, r) in o.readings.iter().enumerate() {
+                            if i > 0 {
+                                self.text.push(',');
+                            }
+                            json::push_str(&mut self.text, &r.key);
+                            self.text.push(':');
+                            match &r.value {
+                                ReadingValue::Number(v) if v.is_finite() => {
+                                    let _ = write!(self.text, "{v}");
+                                }
+                                ReadingValue::Number(_) => self.text.push_str("null"),
+                                ReadingValue::Text(t) => json::push_str(&mut self.text, t),
+                            }
+                        }
+                        self.text.push('}');
+                    }
+                    Err(hint) => {
+                        self.text.push_str(",\"driver\":null,\"hint\":");
+                        json::push_str(&mut self.text, &hint);
+                    }
+                }
+                self.text.push_str("}\n");
+                Ok(())
+            }
+            (format, _) => render(format, telegram, &mut self.text).map_err(Failure::input),
+        }
+    }
+}
+
+/// The current time as ISO 8601 UTC (`2026-11-21T08:30:00Z`), wmbusmeters' `timestamp`.
+fn now_utc() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let days = (secs / 86400) as i64;
+    let rem = secs % 86400;
+    // Civil date from days since 1970-01-01 (proleptic Gregorian calendar).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 fn render(format: Format, telegram: &Telegram<'_>, out: &mut String) -> Result<(), String> {
@@ -203,6 +329,8 @@ fn render(format: Format, telegram: &Telegram<'_>, out: &mut String) -> Result<(
             libmbus_xml::render(telegram, libmbus_xml::XmlStyle::Normalized, out)
                 .map_err(|e| e.to_string())?
         }
+        // A driver is always set for this format (`auto` by default).
+        Format::Wmbusmeters => return Err("--format wmbusmeters needs a driver".into()),
     }
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! The command line: one file per subcommand; parsing arguments and printing only.
 
 pub mod decode;
+pub mod drivers;
 
 use clap::{Parser, Subcommand};
 
@@ -20,6 +21,8 @@ pub struct Cli {
 pub enum Command {
     /// Decode M-Bus telegrams given as hex (arguments, or one per line on standard input).
     Decode(decode::DecodeArgs),
+    /// List the meter drivers, or show one.
+    Drivers(drivers::DriversArgs),
 }
 
 /// Runs the command line and returns the process exit status.
@@ -27,5 +30,6 @@ pub fn run() -> i32 {
     let cli = Cli::parse();
     match cli.command {
         Command::Decode(args) => decode::run(&args),
+        Command::Drivers(args) => drivers::run(&args),
     }
 }

@@ -48,6 +48,12 @@ impl Registry {
         r
     }
 
+    /// The built-in registry, loaded once per process.
+    pub fn built_in_static() -> &'static Registry {
+        static REGISTRY: std::sync::OnceLock<Registry> = std::sync::OnceLock::new();
+        REGISTRY.get_or_init(Registry::built_in)
+    }
+
     /// Every built-in file parsed, with its error if it does not load.
     pub fn check_built_in() -> Vec<(&'static str, Result<Driver, DriverError>)> {
         built_in::BUILT_IN_DRIVERS

@@ -57,6 +57,34 @@ fn identity(t: &Telegram<'_>) -> Option<Identity> {
     }
 }
 
+/// A meter's readings after a telegram.
+#[derive(Debug, Clone)]
+pub struct MeterOutput {
+    pub driver: String,
+    pub media: String,
+    /// Lowercase hex, as wmbusmeters prints it.
+    pub id: String,
+    pub readings: Vec<super::Reading>,
+    /// The driver was chosen by auto-detection.
+    pub detected: bool,
+}
+
+impl MeterOutput {
+    pub fn render_wmbusmeters(&self, name: &str, timestamp: &str, out: &mut String) {
+        wmbusmeters::render(
+            &MeterLine {
+                media: &self.media,
+                driver: &self.driver,
+                name,
+                id: &self.id,
+                readings: &self.readings,
+                timestamp,
+            },
+            out,
+        );
+    }
+}
+
 impl<'r> DriverRun<'r> {
     pub fn new(registry: &'r Registry, keys: KeyStore) -> Self {
         DriverRun {
@@ -66,8 +94,47 @@ impl<'r> DriverRun<'r> {
         }
     }
 
-    /// Decodes one telegram with `driver` (a name or alias, or `auto`) and returns the
-    /// meter's line in wmbusmeters' format.
+    /// The wireless decoder of the run (keys and compact layouts live there).
+    pub fn decoder(&mut self) -> &mut WirelessDecoder {
+        &mut self.decoder
+    }
+
+    /// Applies `driver` (a name or alias, or `auto`) to a decoded telegram, updating the
+    /// meter's state.
+    pub fn apply(&mut self, telegram: &Telegram<'_>, driver: &str) -> Result<MeterOutput, String> {
+        let who = identity(telegram).ok_or("the telegram does not identify its meter")?;
+        let detected = driver == "auto";
+        let d: &Driver = if detected {
+            self.registry
+                .detect(&who.manufacturer, who.version, who.device_type)
+                .ok_or_else(|| {
+                    format!(
+                        "no driver knows meter {} ({}, version 0x{:02x}, type 0x{:02x}); its records are in the telegram JSON — a driver file in drivers_dir can name them",
+                        who.id, who.manufacturer, who.version, who.device_type
+                    )
+                })?
+        } else {
+            self.registry.get(driver).ok_or_else(|| {
+                format!("no driver named {driver:?} (`meterbridge drivers` lists them)")
+            })?
+        };
+        let state = self.meters.entry(who.id.clone()).or_default();
+        d.apply(telegram, state);
+        Ok(MeterOutput {
+            driver: d.name().to_string(),
+            media: d
+                .file
+                .media
+                .clone()
+                .unwrap_or_else(|| wmbusmeters::media_name(who.device_type).to_string()),
+            id: who.id.to_ascii_lowercase(),
+            readings: d.readings(state),
+            detected,
+        })
+    }
+
+    /// Decodes one telegram, applies `driver` and returns the meter's line in wmbusmeters'
+    /// format.
     pub fn process(
         &mut self,
         bytes: &[u8],
@@ -75,51 +142,16 @@ impl<'r> DriverRun<'r> {
         name: &str,
         timestamp: &str,
     ) -> Result<String, String> {
-        let wired_bytes;
         let frame;
         let telegram = if matches!(bytes, [0x68, a, b, 0x68, ..] if a == b) {
-            wired_bytes = bytes;
-            decode_wired(wired_bytes).map_err(|e| e.to_string())?
+            decode_wired(bytes).map_err(|e| e.to_string())?
         } else {
             frame = self.decoder.decode(bytes).map_err(|e| e.to_string())?;
             frame.telegram().map_err(|e| e.to_string())?
         };
-        let who = identity(&telegram).ok_or("the telegram does not identify its meter")?;
-        let d: &Driver = if driver == "auto" {
-            self.registry
-                .detect(&who.manufacturer, who.version, who.device_type)
-                .ok_or_else(|| {
-                    format!(
-                        "no driver knows meter {} ({}, version 0x{:02x}, type 0x{:02x})",
-                        who.id, who.manufacturer, who.version, who.device_type
-                    )
-                })?
-        } else {
-            self.registry
-                .get(driver)
-                .ok_or_else(|| format!("no driver named {driver:?}"))?
-        };
-        let state = self.meters.entry(who.id.clone()).or_default();
-        d.apply(&telegram, state);
-        let readings = d.readings(state);
-        let media = d
-            .file
-            .media
-            .clone()
-            .unwrap_or_else(|| wmbusmeters::media_name(who.device_type).to_string());
-        let id = who.id.to_ascii_lowercase();
+        let output = self.apply(&telegram, driver)?;
         let mut out = String::new();
-        wmbusmeters::render(
-            &MeterLine {
-                media: &media,
-                driver: d.name(),
-                name,
-                id: &id,
-                readings: &readings,
-                timestamp,
-            },
-            &mut out,
-        );
+        output.render_wmbusmeters(name, timestamp, &mut out);
         Ok(out)
     }
 }

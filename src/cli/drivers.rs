@@ -1,0 +1,77 @@
+//! `meterbridge drivers [show NAME]`: what the built-in (and later user) drivers know.
+
+use clap::{Args, Subcommand};
+
+use crate::drivers::Registry;
+
+#[derive(Debug, Args)]
+pub struct DriversArgs {
+    #[command(subcommand)]
+    pub command: Option<DriversCommand>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DriversCommand {
+    /// One driver: detection, fields with units and Home Assistant classes.
+    Show {
+        /// Driver name or alias.
+        name: String,
+    },
+}
+
+pub fn run(args: &DriversArgs) -> i32 {
+    let registry = Registry::built_in_static();
+    match &args.command {
+        None => {
+            println!(
+                "{:<16} {:<12} {:<40} detection",
+                "driver", "type", "aliases"
+            );
+            let mut drivers: Vec<_> = registry.iter().collect();
+            drivers.sort_by(|a, b| a.name().cmp(b.name()));
+            for d in drivers {
+                println!(
+                    "{:<16} {:<12} {:<40} {}",
+                    d.name(),
+                    d.file.meter_type,
+                    d.file.aliases.join(","),
+                    d.file.detect.join(" ")
+                );
+            }
+            0
+        }
+        Some(DriversCommand::Show { name }) => {
+            let Some(d) = registry.get(name) else {
+                eprintln!("error: no driver named {name:?} (`meterbridge drivers` lists them)");
+                return 2;
+            };
+            println!("driver:     {}", d.name());
+            if !d.file.aliases.is_empty() {
+                println!("aliases:    {}", d.file.aliases.join(", "));
+            }
+            println!("meter type: {}", d.file.meter_type);
+            if let Some(info) = &d.file.info {
+                println!("info:       {info}");
+            }
+            println!("detection:  {}", d.file.detect.join(" "));
+            println!("tests:      {}", d.file.tests.len());
+            println!("fields:");
+            for (f, key) in d.file.fields.iter().zip(d.field_keys()) {
+                if f.has("hide") {
+                    continue;
+                }
+                let ha =
+                    f.ha.as_ref()
+                        .map(|h| format!("{}/{}", h.device_class, h.state_class))
+                        .unwrap_or_else(|| "-".into());
+                println!(
+                    "  {:<40} {:<24} {}",
+                    key,
+                    ha,
+                    f.info.as_deref().unwrap_or("")
+                );
+            }
+            0
+        }
+    }
+}
