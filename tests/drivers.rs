@@ -42,7 +42,10 @@ fn every_driver_passes_its_own_tests() {
         .ok()
         .map(|v| v.split(',').map(|s| s.trim().to_string()).collect());
     for driver in registry.iter() {
-        if only.as_ref().is_some_and(|o| !o.iter().any(|n| n == driver.name())) {
+        if only
+            .as_ref()
+            .is_some_and(|o| !o.iter().any(|n| n == driver.name()))
+        {
             continue;
         }
         for case in &driver.file.tests {
