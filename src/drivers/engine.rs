@@ -3,6 +3,7 @@
 
 use std::fmt::Write as _;
 
+use super::formula::Expr;
 use super::model::{DriverFile, Field, Lookup, Match, NumberRange, Quantity};
 use super::{DriverError, Mvt};
 use crate::telegram::{Link, Telegram};
@@ -28,6 +29,7 @@ struct CompiledField {
     combinable: CombinableRule,
     /// Multiplier from the record's base unit to the display unit (`None`: no unit to check).
     units: &'static [(Unit, f64)],
+    formula: Option<Expr>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -274,7 +276,17 @@ impl Driver {
                     ));
                 }
             }
-            if m.difvif.is_none() && m.vif_range.is_none() && f.lookup.is_none() && !f.has("status")
+            let formula = match &f.formula {
+                Some(text) => {
+                    Some(Expr::parse(text).map_err(|e| invalid(file, format!("{where_}: {e}")))?)
+                }
+                None => None,
+            };
+            if formula.is_none()
+                && m.difvif.is_none()
+                && m.vif_range.is_none()
+                && f.lookup.is_none()
+                && !f.has("status")
             {
                 return Err(invalid(
                     file,
@@ -327,7 +339,22 @@ impl Driver {
                 measurement,
                 combinable,
                 units,
+                formula,
             });
+        }
+        // Formulas may only name fields of this driver.
+        let keys: Vec<&str> = fields.iter().map(|c| c.key.as_str()).collect();
+        for c in &fields {
+            if let Some(e) = &c.formula {
+                let mut names = Vec::new();
+                e.fields(&mut names);
+                if let Some(unknown) = names.iter().find(|n| !keys.contains(&n.as_str())) {
+                    return Err(invalid(
+                        file,
+                        format!("field {:?}: formula names {unknown:?}, which is no field key of this driver", c.key),
+                    ));
+                }
+            }
         }
         Ok(Driver {
             file: d,
@@ -356,6 +383,9 @@ impl Driver {
         let mut status_texts: Vec<String> = Vec::new();
         let mut status_matched = false;
         for (i, (f, c)) in self.file.fields.iter().zip(&self.fields).enumerate() {
+            if c.formula.is_some() {
+                continue;
+            }
             let record = find_record(t, f, c);
             if f.has("status") {
                 status_index = Some(i);
@@ -384,6 +414,23 @@ impl Driver {
             }
             if value.is_some() {
                 state.values[i] = value;
+            }
+        }
+        // Formulas last, in declaration order, so one may use another's result.
+        for i in 0..self.fields.len() {
+            let Some(e) = &self.fields[i].formula else {
+                continue;
+            };
+            let value = e.eval(&|name| {
+                let j = self.fields.iter().position(|c| c.key == name)?;
+                match state.values.get(j)? {
+                    Some(ReadingValue::Number(v)) => Some(*v),
+                    _ => None,
+                }
+            });
+            if let Some(v) = value {
+                let scale = self.file.fields[i].scale.unwrap_or(1.0);
+                state.values[i] = Some(ReadingValue::Number(v * scale));
             }
         }
         if let Some(i) = status_index {

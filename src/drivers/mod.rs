@@ -3,6 +3,7 @@
 //! them from wmbusmeters (`total_m3`, `flow_temperature_c`, `status`).
 
 pub mod engine;
+pub mod formula;
 pub mod model;
 pub mod run;
 

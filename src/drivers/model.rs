@@ -86,6 +86,11 @@ pub struct Field {
     /// Multiplies the value (for meters that send a wrong exponent).
     #[serde(default)]
     pub scale: Option<f64>,
+    /// Computed from other fields of this driver: `+ - * /`, parentheses, numbers and field
+    /// keys (`current_kwh + previous_kwh`). Evaluated after every matched field; absent when a
+    /// field it names has no value yet.
+    #[serde(default)]
+    pub formula: Option<String>,
     #[serde(default)]
     pub ha: Option<HaMeta>,
 }
