@@ -177,3 +177,63 @@ fn compact_frames_use_layouts_learned_earlier_in_the_run() {
     assert_eq!(code, 0);
     assert!(out.contains("\"built_in_format\":true"), "{out}");
 }
+
+#[test]
+fn wmbusmeters_format_with_a_driver_and_auto_detection() {
+    let logged =
+        "2A442D2C998734761B168D2091D37CAC21576C7802FF207100041308190000441308190000615B7F616713";
+    let (code, out, err) = meterbridge(
+        &[
+            "decode",
+            "--format",
+            "wmbusmeters",
+            "--name",
+            "MyTapWater",
+            logged,
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON object");
+    assert_eq!(v["meter"], "kamwater");
+    assert_eq!(v["name"], "MyTapWater");
+    assert_eq!(v["total_m3"], 6.408);
+    assert_eq!(v["status"], "DRY");
+    assert_eq!(v["time_dry"], "22-31 days");
+    let (code, out, _) = meterbridge(&["decode", "--driver", "multical21", logged], None);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("\"driver\":\"kamwater\",\"fields\":{"),
+        "{out}"
+    );
+    let (code, _, err) = meterbridge(&["decode", "--driver", "nosuch", logged], None);
+    assert_eq!(code, 2);
+    assert!(err.contains("no driver named \"nosuch\""), "{err}");
+}
+
+#[test]
+fn unknown_meters_get_generic_readings_and_a_hint() {
+    let (code, out, _) = meterbridge(&["decode", "--driver", "auto", FILLER_FRAME], None);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("\"driver\":\"unknown\",\"fields\":{\"energy_kwh\":5}"),
+        "{out}"
+    );
+    assert!(
+        out.contains("\"hint\":\"no driver knows meter 17677731"),
+        "{out}"
+    );
+}
+
+#[test]
+fn drivers_are_listed_and_shown() {
+    let (code, out, _) = meterbridge(&["drivers"], None);
+    assert_eq!(code, 0);
+    assert!(out.lines().any(|l| l.starts_with("kamwater ")), "{out}");
+    let (code, out, _) = meterbridge(&["drivers", "show", "flowiq2200"], None);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("total_m3") && out.contains("water/total_increasing"),
+        "{out}"
+    );
+}

@@ -204,8 +204,14 @@ impl Decoder {
         hex::decode_into(text, &mut self.bytes)
             .map_err(|e| Failure::input(format!("not valid hex: {e}")))?;
         if looks_wired(&self.bytes) {
-            let telegram = decode_wired(&self.bytes).map_err(|e| Failure::input(e.to_string()))?;
-            render(self.format, &telegram, &mut self.text).map_err(Failure::input)?;
+            // The telegram borrows the bytes while the renderer writes into `self`.
+            let bytes = std::mem::take(&mut self.bytes);
+            let result = match decode_wired(&bytes) {
+                Ok(telegram) => self.render_with_driver(&telegram),
+                Err(e) => Err(Failure::input(e.to_string())),
+            };
+            self.bytes = bytes;
+            result?;
             return Ok(&self.text);
         }
         let wireless = match &mut self.drivers {
@@ -277,6 +283,10 @@ impl Decoder {
                             }
                         }
                         self.text.push('}');
+                        if let Some(hint) = &o.hint {
+                            self.text.push_str(",\"hint\":");
+                            json::push_str(&mut self.text, hint);
+                        }
                     }
                     Err(hint) => {
                         self.text.push_str(",\"driver\":null,\"hint\":");

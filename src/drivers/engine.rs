@@ -705,3 +705,70 @@ pub fn format_datetime(d: &MeterDateTime) -> String {
     }
     s
 }
+
+/// Readings for a meter no driver knows: every data record, named from its quantity, with
+/// storage, tariff and subunit when they are not 0, and the unit wmbusmeters would use.
+pub fn generic_readings(t: &Telegram<'_>) -> Vec<Reading> {
+    let mut out: Vec<Reading> = Vec::new();
+    for r in t.records.iter().filter(|r| r.kind == RecordKind::Data) {
+        let Some(vi) = r.value_information() else {
+            continue;
+        };
+        let q = vi.description.quantity;
+        if q == "manufacturer_specific" || q == "reserved" {
+            continue;
+        }
+        let mut key = q.to_string();
+        let function = match r.function {
+            Function::Instantaneous => "",
+            Function::Maximum => "max_",
+            Function::Minimum => "min_",
+            Function::DuringError => "error_",
+        };
+        key.insert_str(0, function);
+        if r.storage != 0 {
+            let _ = write!(key, "_storage_{}", r.storage);
+        }
+        if r.tariff != 0 {
+            let _ = write!(key, "_tariff_{}", r.tariff);
+        }
+        if r.subunit != 0 {
+            let _ = write!(key, "_subunit_{}", r.subunit);
+        }
+        let value = match r.value() {
+            Value::Decimal(d) => {
+                let (suffix, factor) = match vi.scale().unit {
+                    Unit::CubicMetre => ("_m3", 1.0),
+                    Unit::Wh => ("_kwh", 1e-3),
+                    Unit::J => ("_mj", 1e-6),
+                    Unit::Watt => ("_kw", 1e-3),
+                    Unit::JoulePerHour => ("_kw", 1.0 / 3.6e6),
+                    Unit::CubicMetrePerHour => ("_m3h", 1.0),
+                    Unit::Celsius => ("_c", 1.0),
+                    Unit::Kelvin => ("_k", 1.0),
+                    Unit::Bar => ("_bar", 1.0),
+                    Unit::Volt => ("_v", 1.0),
+                    Unit::Ampere => ("_a", 1.0),
+                    Unit::Second => ("_s", 1.0),
+                    Unit::HcaUnits => ("_hca", 1.0),
+                    Unit::Hertz => ("_hz", 1.0),
+                    Unit::Percent => ("_rh", 1.0),
+                    _ => ("", 1.0),
+                };
+                key.push_str(suffix);
+                ReadingValue::Number(d.to_f64() * factor)
+            }
+            Value::Float(f) => ReadingValue::Number(f),
+            Value::DateTime(d) => ReadingValue::Text(format_datetime(&d)),
+            Value::Text(t) => ReadingValue::Text(t.iter().rev().map(|&b| b as char).collect()),
+            Value::InvalidBcd(d) => ReadingValue::Text(d.as_str().to_string()),
+            Value::Bytes(b) => ReadingValue::Text(crate::wire::hex::encode_upper(b)),
+            Value::None => continue,
+        };
+        // Keep the first record of a name, as drivers do.
+        if !out.iter().any(|o| o.key == key) {
+            out.push(Reading { key, value });
+        }
+    }
+    out
+}

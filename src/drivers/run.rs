@@ -67,6 +67,8 @@ pub struct MeterOutput {
     pub readings: Vec<super::Reading>,
     /// The driver was chosen by auto-detection.
     pub detected: bool,
+    /// Set when no driver knows the meter: the readings are generic, named from the records.
+    pub hint: Option<String>,
 }
 
 impl MeterOutput {
@@ -104,20 +106,28 @@ impl<'r> DriverRun<'r> {
     pub fn apply(&mut self, telegram: &Telegram<'_>, driver: &str) -> Result<MeterOutput, String> {
         let who = identity(telegram).ok_or("the telegram does not identify its meter")?;
         let detected = driver == "auto";
-        let d: &Driver = if detected {
+        let found = if detected {
             self.registry
                 .detect(&who.manufacturer, who.version, who.device_type)
-                .ok_or_else(|| {
-                    format!(
-                        "no driver knows meter {} ({}, version 0x{:02x}, type 0x{:02x}); its records are in the telegram JSON — a driver file in drivers_dir can name them",
-                        who.id, who.manufacturer, who.version, who.device_type
-                    )
-                })?
         } else {
-            self.registry.get(driver).ok_or_else(|| {
+            Some(self.registry.get(driver).ok_or_else(|| {
                 format!("no driver named {driver:?} (`meterbridge drivers` lists them)")
-            })?
+            })?)
         };
+        let Some(d) = found else {
+            return Ok(MeterOutput {
+                driver: "unknown".to_string(),
+                media: wmbusmeters::media_name(who.device_type).to_string(),
+                id: who.id.to_ascii_lowercase(),
+                readings: super::engine::generic_readings(telegram),
+                detected: true,
+                hint: Some(format!(
+                    "no driver knows meter {} ({}, version 0x{:02x}, type 0x{:02x}); the readings are named from its records — a driver file in drivers_dir can name them properly",
+                    who.id, who.manufacturer, who.version, who.device_type
+                )),
+            });
+        };
+        let d: &Driver = d;
         let state = self.meters.entry(who.id.clone()).or_default();
         d.apply(telegram, state);
         Ok(MeterOutput {
@@ -130,6 +140,7 @@ impl<'r> DriverRun<'r> {
             id: who.id.to_ascii_lowercase(),
             readings: d.readings(state),
             detected,
+            hint: None,
         })
     }
 
