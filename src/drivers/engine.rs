@@ -311,6 +311,14 @@ impl Driver {
                         .collect::<Result<_, _>>()?,
                 ),
             };
+            if let Some(tf) = &f.text_format {
+                if !["hex", "wire", "digits"].contains(&tf.as_str()) {
+                    return Err(invalid(
+                        file,
+                        format!("{where_}: text_format {tf:?} is not hex, wire or digits"),
+                    ));
+                }
+            }
             if let Some(l) = &f.lookup {
                 if l.kind != "bits" && l.kind != "index" {
                     return Err(invalid(
@@ -449,6 +457,8 @@ impl Driver {
                         seen.push(t);
                     }
                 }
+                // wmbusmeters lists status texts in alphabetical order.
+                seen.sort();
                 let text = if seen.is_empty() {
                     "OK".to_string()
                 } else {
@@ -525,13 +535,19 @@ fn tpl_status_texts(status: u8, extra: Option<&Lookup>) -> Vec<String> {
             out.push(name.to_string());
         }
     }
+    // Bits 5-7 are the manufacturer's: named by the driver, else UNKNOWN_<hex>.
+    let mut unnamed = status & 0xE0;
     if let Some(l) = extra {
         let mask = l.mask.unwrap_or(0xF8) as u8;
         for (&bit, name) in &l.map {
             if status & mask & (bit as u8) != 0 {
                 out.push(name.clone());
             }
+            unnamed &= !(bit as u8);
         }
+    }
+    if unnamed != 0 {
+        out.push(format!("UNKNOWN_{unnamed:02X}"));
     }
     out
 }
@@ -637,6 +653,9 @@ fn lookup_texts(l: &Lookup, raw: u64) -> Vec<String> {
 
 fn number_value(f: &Field, c: &CompiledField, r: &Record<'_>) -> Option<f64> {
     let scale = f.scale.unwrap_or(1.0);
+    if let Some(mask) = f.mask {
+        return raw_integer(r).map(|raw| (raw & mask) as f64 * scale);
+    }
     let v = match r.value() {
         Value::Decimal(d) => d.to_f64(),
         Value::Float(x) => x,
@@ -656,6 +675,21 @@ fn text_value(f: &Field, r: &Record<'_>) -> Option<ReadingValue> {
     if let Some(l) = &f.lookup {
         let texts = lookup_texts(l, raw_integer(r)?);
         return Some(ReadingValue::Text(texts.join(" ")));
+    }
+    match f.text_format.as_deref() {
+        Some("hex") => return Some(ReadingValue::Text(crate::wire::hex::encode_upper(r.data))),
+        Some("wire") => {
+            if let Value::Text(t) = r.value() {
+                return Some(ReadingValue::Text(t.iter().map(|&b| b as char).collect()));
+            }
+        }
+        Some("digits") => {
+            if let RawValue::Integer(i) = r.raw_value() {
+                let width = f.width.unwrap_or(2);
+                return Some(ReadingValue::Text(format!("{i:0width$}")));
+            }
+        }
+        _ => {}
     }
     let text = match r.value() {
         Value::Text(t) => t.iter().rev().map(|&b| b as char).collect(),
@@ -692,11 +726,12 @@ pub fn format_datetime(d: &MeterDateTime) -> String {
                 d.year, d.month, d.day, d.hour, d.minute
             );
         }
+        // wmbusmeters prints type I date-times to the minute as well.
         DateTimeKind::DateTimeSeconds => {
             let _ = write!(
                 s,
-                "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
-                d.year, d.month, d.day, d.hour, d.minute, d.second
+                "{:04}-{:02}-{:02} {:02}:{:02}",
+                d.year, d.month, d.day, d.hour, d.minute
             );
         }
         DateTimeKind::Time => {

@@ -91,6 +91,15 @@ pub struct Field {
     /// field it names has no value yet.
     #[serde(default)]
     pub formula: Option<String>,
+    /// Numbers: keep only these bits of the raw integer (before `scale`).
+    #[serde(default)]
+    pub mask: Option<u64>,
+    /// Texts: `hex` (the data bytes in hex, as sent), `wire` (text in the order sent, for
+    /// meters that do not reverse it), or `digits` (an integer zero-padded to `width`).
+    #[serde(default)]
+    pub text_format: Option<String>,
+    #[serde(default)]
+    pub width: Option<usize>,
     #[serde(default)]
     pub ha: Option<HaMeta>,
 }

@@ -25,8 +25,14 @@ struct Identity {
     manufacturer: String,
     version: u8,
     device_type: u8,
+    /// The data-link triple of a wireless telegram whose identity came from its long header:
+    /// detection tries it second.
+    sender: Option<(String, u8, u8)>,
 }
 
+/// A long transport header names the meter (behind a radio converter, or when the data link
+/// carries the radio module's own address), as wmbusmeters reads it; else the data link or,
+/// for wired M-Bus, the header.
 fn identity(t: &Telegram<'_>) -> Option<Identity> {
     let long = match &t.application {
         Application::Variable {
@@ -35,25 +41,30 @@ fn identity(t: &Telegram<'_>) -> Option<Identity> {
         } => Some(*h),
         _ => None,
     };
-    let from_long = |h: crate::wire::application::LongHeader| Identity {
-        id: h.id.to_string(),
-        manufacturer: h.manufacturer.to_string(),
-        version: h.version,
-        device_type: h.medium.code(),
+    let sender = match &t.link {
+        Link::Wireless(l) => Some((
+            l.dll.manufacturer.to_string(),
+            l.dll.version,
+            l.dll.device_type.code(),
+        )),
+        Link::Wired(_) => None,
     };
-    match &t.link {
-        // A radio converter (device type 0x37) forwards the meter in the long header;
-        // otherwise a wireless meter is named by its data-link address, as wmbusmeters does.
-        Link::Wireless(l) if l.dll.device_type.code() == 0x37 && long.is_some() => {
-            long.map(from_long)
-        }
-        Link::Wireless(l) => Some(Identity {
+    match (long, &t.link) {
+        (Some(h), _) => Some(Identity {
+            id: h.id.to_string(),
+            manufacturer: h.manufacturer.to_string(),
+            version: h.version,
+            device_type: h.medium.code(),
+            sender,
+        }),
+        (None, Link::Wireless(l)) => Some(Identity {
             id: l.dll.id.to_string(),
             manufacturer: l.dll.manufacturer.to_string(),
             version: l.dll.version,
             device_type: l.dll.device_type.code(),
+            sender: None,
         }),
-        Link::Wired(_) => long.map(from_long),
+        (None, Link::Wired(_)) => None,
     }
 }
 
@@ -109,6 +120,10 @@ impl<'r> DriverRun<'r> {
         let found = if detected {
             self.registry
                 .detect(&who.manufacturer, who.version, who.device_type)
+                .or_else(|| {
+                    let (m, v, t) = who.sender.as_ref()?;
+                    self.registry.detect(m, *v, *t)
+                })
         } else {
             Some(self.registry.get(driver).ok_or_else(|| {
                 format!("no driver named {driver:?} (`meterbridge drivers` lists them)")
