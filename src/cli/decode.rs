@@ -278,7 +278,9 @@ impl Decoder {
                                 ReadingValue::Number(v) if v.is_finite() => {
                                     let _ = write!(self.text, "{v}");
                                 }
-                                ReadingValue::Number(_) => self.text.push_str("null"),
+                                ReadingValue::Number(_) | ReadingValue::Null => {
+                                    self.text.push_str("null")
+                                }
                                 ReadingValue::Text(t) => json::push_str(&mut self.text, t),
                             }
                         }

@@ -47,6 +47,9 @@ enum CombinableRule {
 pub enum ReadingValue {
     Number(f64),
     Text(String),
+    /// The meter marked the value invalid (a date with the IV bit or `FF FF`), or a formula's
+    /// input is missing: printed as `null`, as wmbusmeters does.
+    Null,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -409,6 +412,11 @@ impl Driver {
             let value = match f.quantity {
                 Quantity::Text => text_value(f, r),
                 Quantity::Datetime | Quantity::Date => match r.value() {
+                    // wmbusmeters prints an unset date (all bits 1) as null; it ignores the
+                    // IV bit, so do we here (our telegram JSON still reports it).
+                    Value::DateTime(_) if r.data.iter().all(|&b| b == 0xFF) => {
+                        Some(ReadingValue::Null)
+                    }
                     Value::DateTime(d) => Some(ReadingValue::Text(format_datetime(&d))),
                     _ => None,
                 },
@@ -436,10 +444,11 @@ impl Driver {
                     _ => None,
                 }
             });
-            if let Some(v) = value {
-                let scale = self.file.fields[i].scale.unwrap_or(1.0);
-                state.values[i] = Some(ReadingValue::Number(v * scale));
-            }
+            let scale = self.file.fields[i].scale.unwrap_or(1.0);
+            state.values[i] = Some(match value {
+                Some(v) => ReadingValue::Number(v * scale),
+                None => ReadingValue::Null,
+            });
         }
         if let Some(i) = status_index {
             let f = &self.file.fields[i];
@@ -449,7 +458,9 @@ impl Driver {
                     status_matched = true;
                 }
             }
-            if status_matched {
+            // The status is always printed; `OK` when nothing reports a problem.
+            let _ = status_matched;
+            {
                 status_texts.extend(injected);
                 let mut seen = Vec::new();
                 for t in status_texts {
@@ -677,7 +688,14 @@ fn text_value(f: &Field, r: &Record<'_>) -> Option<ReadingValue> {
         return Some(ReadingValue::Text(texts.join(" ")));
     }
     match f.text_format.as_deref() {
-        Some("hex") => return Some(ReadingValue::Text(crate::wire::hex::encode_upper(r.data))),
+        // Identifiers (versions, parameter sets) read as the number's hex digits, most
+        // significant byte first: 02FD0F 9500 is "0095".
+        Some("hex") => {
+            let msb_first: Vec<u8> = r.data.iter().rev().copied().collect();
+            return Some(ReadingValue::Text(crate::wire::hex::encode_upper(
+                &msb_first,
+            )));
+        }
         Some("wire") => {
             if let Value::Text(t) = r.value() {
                 return Some(ReadingValue::Text(t.iter().map(|&b| b as char).collect()));
@@ -694,6 +712,7 @@ fn text_value(f: &Field, r: &Record<'_>) -> Option<ReadingValue> {
     let text = match r.value() {
         Value::Text(t) => t.iter().rev().map(|&b| b as char).collect(),
         Value::InvalidBcd(d) => d.as_str().to_string(),
+        Value::DateTime(_) if r.data.iter().all(|&b| b == 0xFF) => String::new(),
         Value::DateTime(d) => format_datetime(&d),
         Value::Bytes(b) => crate::wire::hex::encode_upper(b),
         Value::Decimal(_) | Value::Float(_) => match (r.raw_value(), r.field) {

@@ -84,7 +84,7 @@ pub fn render(line: &MeterLine<'_>, out: &mut String) {
                 let rounded = (v * 1e6).round() / 1e6;
                 let _ = write!(out, "{rounded}");
             }
-            ReadingValue::Number(_) => out.push_str("null"),
+            ReadingValue::Number(_) | ReadingValue::Null => out.push_str("null"),
             ReadingValue::Text(t) => push_str(out, t),
         }
     }
