@@ -417,6 +417,9 @@ impl Driver {
                     Value::DateTime(_) if r.data.iter().all(|&b| b == 0xFF) => {
                         Some(ReadingValue::Null)
                     }
+                    Value::DateTime(d) if f.precision.as_deref() == Some("second") => {
+                        Some(ReadingValue::Text(format_datetime_seconds(&d)))
+                    }
                     Value::DateTime(d) => Some(ReadingValue::Text(format_datetime(&d))),
                     _ => None,
                 },
@@ -729,6 +732,17 @@ fn text_value(f: &Field, r: &Record<'_>) -> Option<ReadingValue> {
         Value::None => return None,
     };
     Some(ReadingValue::Text(text))
+}
+
+/// `2023-05-20 10:08:12` for date-times with seconds, else as [`format_datetime`].
+pub fn format_datetime_seconds(d: &MeterDateTime) -> String {
+    match d.kind {
+        DateTimeKind::DateTimeSeconds => format!(
+            "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
+            d.year, d.month, d.day, d.hour, d.minute, d.second
+        ),
+        _ => format_datetime(d),
+    }
 }
 
 /// wmbusmeters' date formats: `2020-07-30 10:40`, `2021-03-31`.

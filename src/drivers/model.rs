@@ -100,6 +100,9 @@ pub struct Field {
     pub text_format: Option<String>,
     #[serde(default)]
     pub width: Option<usize>,
+    /// Date-times with seconds (type I) print to the minute unless this is `second`.
+    #[serde(default)]
+    pub precision: Option<String>,
     #[serde(default)]
     pub ha: Option<HaMeta>,
 }

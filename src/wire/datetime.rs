@@ -58,7 +58,9 @@ impl MeterDateTime {
         let (year, month, day) = date_fields(b[0], b[1]);
         MeterDateTime {
             kind: DateTimeKind::Date,
-            year: full_year(year, 0),
+            // Type G has no century field; meters mean 20xx for the whole 0-127 range
+            // (libmbus and wmbusmeters read it so too).
+            year: 2000 + u16::from(year),
             month,
             day,
             hour: 0,
