@@ -461,9 +461,9 @@ impl Driver {
                     status_matched = true;
                 }
             }
-            // The status is always printed; `OK` when nothing reports a problem.
-            let _ = status_matched;
-            {
+            // Printed when something speaks to it: its record, the transport header's status
+            // byte, or an injecting field; `OK` when none of them reports a problem.
+            if status_matched {
                 status_texts.extend(injected);
                 let mut seen = Vec::new();
                 for t in status_texts {
