@@ -296,4 +296,73 @@ fn main() {
             t.records.len()
         }),
     );
+
+    drivers_bench();
+}
+
+/// Decode + auto-detected driver + wmbusmeters line over the corpus mix, first with only the
+/// corpus meters known, then with 10,000 more meters in the run's state: the per-telegram cost
+/// must not grow with the number of meters (state is looked up by meter id).
+fn drivers_bench() {
+    use meterbridge::drivers::run::{DriverRun, FIXED_TIMESTAMP};
+    use meterbridge::drivers::Registry;
+
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/wmbus/wmbusmeters_driver_tests.jsonl");
+    let text = std::fs::read_to_string(path).expect("corpus");
+    let registry = Registry::built_in();
+    let mut keys = KeyStore::new();
+    let mut telegrams = Vec::new();
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).expect("json");
+        let t = v["telegram"].as_str().unwrap_or("");
+        let Ok(bytes) = hex::decode(&t[..t.len() & !1]) else {
+            continue;
+        };
+        if let (Some(k), Some(id)) = (v["key"].as_str(), v["id"].as_str()) {
+            if let Ok(key) = Key::from_hex(k) {
+                let _ = keys.insert(id, key);
+            }
+        }
+        telegrams.push(bytes);
+    }
+    let mut run = DriverRun::new(&registry, keys);
+    // Keep the telegrams a driver turns into readings.
+    telegrams.retain(|b| run.process(b, "auto", "m", FIXED_TIMESTAMP).is_ok());
+    let mut measure_run = |run: &mut DriverRun<'_>| {
+        let start = Instant::now();
+        let mut n = 0u64;
+        while start.elapsed() < Duration::from_secs(2) {
+            for b in &telegrams {
+                black_box(run.process(black_box(b), "auto", "m", FIXED_TIMESTAMP).ok());
+            }
+            n += telegrams.len() as u64;
+        }
+        n as f64 / start.elapsed().as_secs_f64()
+    };
+    let few = measure_run(&mut run);
+    println!(
+        "{:<40} {:>12.0} telegrams/s ({} telegrams, {} meters)",
+        "decode + auto driver + wmbusmeters line",
+        few,
+        telegrams.len(),
+        telegrams.len()
+    );
+    // 10,000 more Multical 21 meters (a stored-decrypted telegram with its id rewritten).
+    let template = hex::decode(
+        "2A442D2C998734761B168D2091D37CAC21576C7802FF207100041308190000441308190000615B7F616713",
+    )
+    .expect("hex");
+    for i in 0..10_000u32 {
+        let mut t = template.clone();
+        t[4..8].copy_from_slice(&(0x1000_0000 + i).to_le_bytes());
+        let _ = run.process(&t, "auto", "m", FIXED_TIMESTAMP);
+    }
+    let many = measure_run(&mut run);
+    println!(
+        "{:<40} {:>12.0} telegrams/s (same telegrams, 10,000 more meters known: {:+.1} %)",
+        "decode + auto driver, 10k meters",
+        many,
+        (many / few - 1.0) * 100.0
+    );
 }

@@ -11,9 +11,9 @@ use meterbridge::wire::hex;
 use serde_json::Value;
 
 /// Cases that pass with the driver wmbusmeters was given. Raise when drivers improve.
-const FLOOR_NAMED: usize = 101;
+const FLOOR_NAMED: usize = 220;
 /// Cases that pass with `auto`.
-const FLOOR_AUTO: usize = 84;
+const FLOOR_AUTO: usize = 202;
 
 fn close(a: &Value, b: &Value) -> bool {
     match (a.as_f64(), b.as_f64()) {
@@ -94,8 +94,12 @@ fn corpus_pass_rate() {
             named += 1;
             entry.1 += 1;
         }
-        if run_case(&registry, &case, "auto").is_ok() {
-            auto += 1;
+        match run_case(&registry, &case, "auto") {
+            Ok(()) => auto += 1,
+            Err(e) if ok && std::env::var("MB_VERBOSE").is_ok() => {
+                eprintln!("auto differs for {arg}: {e}");
+            }
+            Err(_) => {}
         }
     }
     let drivers_passing = by_driver.values().filter(|(n, p)| n == p).count();

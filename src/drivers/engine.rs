@@ -461,9 +461,10 @@ impl Driver {
                     status_matched = true;
                 }
             }
-            // Printed when something speaks to it: its record, the transport header's status
-            // byte, or an injecting field; `OK` when none of them reports a problem.
-            if status_matched {
+            // Printed when something speaks to it (its record, the transport header's status
+            // byte, an injecting field) or when the driver says `always`; `OK` when none of
+            // them reports a problem.
+            if status_matched || f.has("always") {
                 status_texts.extend(injected);
                 let mut seen = Vec::new();
                 for t in status_texts {
