@@ -329,7 +329,7 @@ fn drivers_bench() {
     let mut run = DriverRun::new(&registry, keys);
     // Keep the telegrams a driver turns into readings.
     telegrams.retain(|b| run.process(b, "auto", "m", FIXED_TIMESTAMP).is_ok());
-    let mut measure_run = |run: &mut DriverRun<'_>| {
+    let measure_run = |run: &mut DriverRun<'_>| {
         let start = Instant::now();
         let mut n = 0u64;
         while start.elapsed() < Duration::from_secs(2) {
