@@ -226,7 +226,8 @@ fn v7_prios_descrambled_with_the_default_key() {
             .decode(&hex::decode(telegram).unwrap())
             .expect("descrambles");
         assert_eq!(frame.link.protection, Protection::Descrambled);
-        let payload = &frame.bytes[frame.app_offset..];
+        // The clear alarm/battery bytes (11-14), then the descrambled block.
+        let payload = &frame.bytes[frame.app_offset + 4..];
         assert_eq!(payload[0], 0x4B);
         let total = u32::from_le_bytes([payload[1], payload[2], payload[3], payload[4]]);
         assert_eq!(total, total_l);
@@ -276,11 +277,11 @@ fn prios_with_a_configured_customer_key() {
     assert!(err.to_string().contains("add its PRIOS key"), "{err}");
 
     let mut keys = KeyStore::new();
-    meterbridge::telegram::wireless::parse_key_argument(&mut keys, "66290778=0123456789ABCDEF")
+    meterbridge::telegram::wireless::parse_key_argument(&mut keys, "66236629=0123456789ABCDEF")
         .unwrap();
     let frame = WirelessDecoder::new(keys)
         .decode(&telegram)
         .expect("descrambles");
-    let payload = &frame.bytes[frame.app_offset..];
+    let payload = &frame.bytes[frame.app_offset + 4..];
     assert_eq!(&payload[..5], &[0x4B, 0x78, 0x41, 0x00, 0x00]);
 }

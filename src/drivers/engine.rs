@@ -18,6 +18,7 @@ pub struct Driver {
     pub file: DriverFile,
     pub detect: Vec<Mvt>,
     fields: Vec<CompiledField>,
+    hook: Option<&'static super::hooks::Hook>,
 }
 
 #[derive(Debug, Clone)]
@@ -234,9 +235,38 @@ impl Driver {
                 )
             })?);
         }
+        let hook = match &d.decoder {
+            Some(name) => Some(super::hooks::find(name).ok_or_else(|| {
+                invalid(
+                    file,
+                    format!("decoder {name:?} is not one of {:?}", super::hooks::names()),
+                )
+            })?),
+            None => None,
+        };
         let mut fields = Vec::new();
         for f in &d.fields {
             let where_ = format!("field {:?}", f.name);
+            if let Some(from) = &f.from {
+                match hook {
+                    Some(h) if h.values.contains(&from.as_str()) => {}
+                    Some(h) => {
+                        return Err(invalid(
+                            file,
+                            format!(
+                                "{where_}: decoder {:?} makes no value {from:?} (it makes {:?})",
+                                h.name, h.values
+                            ),
+                        ))
+                    }
+                    None => {
+                        return Err(invalid(
+                            file,
+                            format!("{where_}: `from` needs a `decoder` at the top of the file"),
+                        ))
+                    }
+                }
+            }
             let unit = f
                 .unit
                 .clone()
@@ -286,6 +316,7 @@ impl Driver {
                 None => None,
             };
             if formula.is_none()
+                && f.from.is_none()
                 && m.difvif.is_none()
                 && m.vif_range.is_none()
                 && f.lookup.is_none()
@@ -371,6 +402,7 @@ impl Driver {
             file: d,
             detect,
             fields,
+            hook,
         })
     }
 
@@ -389,12 +421,27 @@ impl Driver {
             state.values = vec![None; self.fields.len()];
         }
         let tpl_status = tpl_status(t);
+        let mut hook_values = super::hooks::HookValues::default();
+        if let Some(h) = self.hook {
+            (h.decode)(t, &mut hook_values);
+        }
         let mut injected: Vec<String> = Vec::new();
         let mut status_index = None;
         let mut status_texts: Vec<String> = Vec::new();
         let mut status_matched = false;
         for (i, (f, c)) in self.file.fields.iter().zip(&self.fields).enumerate() {
             if c.formula.is_some() {
+                continue;
+            }
+            if let Some(from) = &f.from {
+                use super::hooks::HookValue;
+                if let Some(v) = hook_values.get(from) {
+                    state.values[i] = Some(match v {
+                        HookValue::Number(n) => ReadingValue::Number(n * f.scale.unwrap_or(1.0)),
+                        HookValue::Text(s) => ReadingValue::Text(s.clone()),
+                        HookValue::Null => ReadingValue::Null,
+                    });
+                }
                 continue;
             }
             let record = find_record(t, f, c);

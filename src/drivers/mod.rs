@@ -4,6 +4,7 @@
 
 pub mod engine;
 pub mod formula;
+pub mod hooks;
 pub mod model;
 pub mod run;
 

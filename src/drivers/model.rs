@@ -30,6 +30,10 @@ pub struct DriverFile {
     /// the ones a meter uses differently): `{0x08: PERMANENT_ERROR}`.
     #[serde(default)]
     pub tpl_status_bits: Option<Lookup>,
+    /// A Rust decoder for what records cannot express (manufacturer payloads); fields take
+    /// its values with `from`. The decoders are listed in `src/drivers/hooks/`.
+    #[serde(default)]
+    pub decoder: Option<String>,
     #[serde(default)]
     pub fields: Vec<Field>,
     #[serde(default)]
@@ -91,6 +95,9 @@ pub struct Field {
     /// field it names has no value yet.
     #[serde(default)]
     pub formula: Option<String>,
+    /// A value the driver's `decoder` computes (already in this field's unit).
+    #[serde(default)]
+    pub from: Option<String>,
     /// Numbers: keep only these bits of the raw integer (before `scale`).
     #[serde(default)]
     pub mask: Option<u64>,

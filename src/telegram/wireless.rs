@@ -251,6 +251,27 @@ fn is_known_inner_ci(ci: Option<u8>) -> bool {
     )
 }
 
+/// Diehl PRIOS meters of Diehl (DME) and Hydrometer (HYD) send their address as version,
+/// device type, then the id (`A5 11 | 78 07 | 29 66 23 66`), not id, version, type. The id users
+/// see (and configure keys for) is the one read that way. The raw bytes stay as sent: the PRIOS
+/// scrambling is keyed on them.
+fn diehl_address(dll: &mut DllHeader, bytes: &[u8]) {
+    let m = dll.manufacturer.to_string();
+    let prios_ci = bytes
+        .get(FIRST_CI)
+        .is_some_and(|&ci| matches!(ci, 0xA0..=0xA7 | 0xB1..=0xB3));
+    if !(prios_ci && (m == "DME" || m == "HYD")) {
+        return;
+    }
+    if let Some(a) = bytes.get(4..10) {
+        dll.id = crate::wire::application::IdentificationNumber(u32::from_le_bytes([
+            a[2], a[3], a[4], a[5],
+        ]));
+        dll.version = a[0];
+        dll.device_type = crate::wire::medium::Medium::from_code(a[1]);
+    }
+}
+
 /// Diehl and the brands it makes meters for.
 fn is_diehl(manufacturer: &str) -> bool {
     matches!(manufacturer, "DME" | "HYD" | "SAP" | "SPL" | "EWT")
@@ -285,10 +306,11 @@ impl WirelessDecoder {
             link: None,
         })?;
         let bytes = stripped.bytes;
-        let dll = DllHeader::parse(&bytes).map_err(|e| WirelessError {
+        let mut dll = DllHeader::parse(&bytes).map_err(|e| WirelessError {
             kind: e.into(),
             link: None,
         })?;
+        diehl_address(&mut dll, &bytes);
         let mut link = WirelessLink {
             dll,
             crcs: stripped.crcs,
@@ -453,11 +475,13 @@ impl WirelessDecoder {
                 None => security::prios_try_default_keys(&w.bytes)
                     .map_err(|_| WirelessErrorKind::Prios { id: id.clone() })?,
             };
-            // The descrambled payload replaces everything after the 15-byte clear header.
+            // The descrambled payload replaces everything after the 15-byte clear header. The
+            // application data starts right after the CI, like any manufacturer payload, so a
+            // decoder sees the clear alarm and battery bytes too.
             w.bytes.truncate(15);
             w.bytes.extend_from_slice(&plain);
             link.protection = Protection::Descrambled;
-            return Ok((tpl_offset, 15, None));
+            return Ok((tpl_offset, tpl_offset + 1, None));
         }
 
         let mode = tpl.security_mode();

@@ -1,0 +1,83 @@
+//! Rust decoders for what DIF/VIF records cannot express: manufacturer payloads (Diehl PRIOS,
+//! Apator, Techem, Qundis blocks, …). A driver file names one with `decoder:`; the decoder
+//! computes named values, and the driver's fields take them with `from:`, so the field's name,
+//! unit and Home Assistant classes are still declared once, in the YAML.
+
+pub mod diehl;
+
+use crate::telegram::Telegram;
+
+/// A value a decoder computed. Numbers are already in the unit the field declares.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HookValue {
+    Number(f64),
+    Text(String),
+    Null,
+}
+
+/// Values by name, in the order the decoder produced them.
+#[derive(Debug, Default, Clone)]
+pub struct HookValues {
+    values: Vec<(&'static str, HookValue)>,
+}
+
+impl HookValues {
+    pub fn set(&mut self, name: &'static str, value: HookValue) {
+        match self.values.iter_mut().find(|(n, _)| *n == name) {
+            Some(slot) => slot.1 = value,
+            None => self.values.push((name, value)),
+        }
+    }
+
+    pub fn number(&mut self, name: &'static str, v: f64) {
+        self.set(name, HookValue::Number(v));
+    }
+
+    pub fn text(&mut self, name: &'static str, v: impl Into<String>) {
+        self.set(name, HookValue::Text(v.into()));
+    }
+
+    pub fn get(&self, name: &str) -> Option<&HookValue> {
+        self.values.iter().find(|(n, _)| *n == name).map(|(_, v)| v)
+    }
+}
+
+/// A decoder: reads the telegram, fills values. It must not panic on any payload; a payload it
+/// does not understand simply yields fewer values.
+pub type Decoder = fn(&Telegram<'_>, &mut HookValues);
+
+/// A decoder's name, the values it may produce (checked against `from:` when a driver
+/// loads), and the function.
+pub struct Hook {
+    pub name: &'static str,
+    pub values: &'static [&'static str],
+    pub decode: Decoder,
+}
+
+impl std::fmt::Debug for Hook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hook").field("name", &self.name).finish()
+    }
+}
+
+fn all() -> impl Iterator<Item = &'static Hook> {
+    diehl::HOOKS.iter()
+}
+
+pub fn find(name: &str) -> Option<&'static Hook> {
+    all().find(|h| h.name == name)
+}
+
+/// Names of every decoder, for error messages.
+pub fn names() -> Vec<&'static str> {
+    all().map(|h| h.name).collect()
+}
+
+/// The payload after the transport header of a manufacturer-specific CI (0xA0-0xB7), e.g. the
+/// descrambled PRIOS bytes.
+pub fn manufacturer_payload<'a>(t: &Telegram<'a>) -> Option<&'a [u8]> {
+    match &t.application {
+        crate::wire::application::Application::Other { data, .. } => Some(data),
+        _ => None,
+    }
+}
