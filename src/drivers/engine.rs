@@ -705,6 +705,8 @@ fn lookup_texts(l: &Lookup, raw: u64) -> Vec<String> {
     if unknown != 0 {
         out.push(format!("{name}_{unknown:X}"));
     }
+    // wmbusmeters lists bit texts in alphabetical order.
+    out.sort();
     if out.is_empty() {
         if let Some(d) = &l.default {
             out.push(d.clone());
