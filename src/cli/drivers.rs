@@ -17,6 +17,8 @@ pub enum DriversCommand {
         /// Driver name or alias.
         name: String,
     },
+    /// The Rust decoders for manufacturer payloads, with the values each makes.
+    Decoders,
 }
 
 pub fn run(args: &DriversArgs) -> i32 {
@@ -37,6 +39,12 @@ pub fn run(args: &DriversArgs) -> i32 {
                     d.file.aliases.join(","),
                     d.file.detect.join(" ")
                 );
+            }
+            0
+        }
+        Some(DriversCommand::Decoders) => {
+            for h in crate::drivers::hooks::all() {
+                println!("{:<18} {}", h.name, h.values.join(", "));
             }
             0
         }

@@ -24,7 +24,13 @@ pub const HOOKS: &[Hook] = &[Hook {
 
 /// One alarm bit: header byte index after the CI, bit, status name, and its name in the
 /// current or previous alarm list.
-type Alarm = (usize, u8, &'static str, Option<&'static str>, Option<&'static str>);
+type Alarm = (
+    usize,
+    u8,
+    &'static str,
+    Option<&'static str>,
+    Option<&'static str>,
+);
 
 /// Alarm bits of the clear header bytes after the CI.
 const ALARMS: &[Alarm] = &[

@@ -3,7 +3,11 @@
 //! computes named values, and the driver's fields take them with `from:`, so the field's name,
 //! unit and Home Assistant classes are still declared once, in the YAML.
 
+pub mod apator;
 pub mod diehl;
+pub mod misc;
+pub mod qundis;
+pub mod techem;
 
 use crate::telegram::Telegram;
 
@@ -60,8 +64,14 @@ impl std::fmt::Debug for Hook {
     }
 }
 
-fn all() -> impl Iterator<Item = &'static Hook> {
-    diehl::HOOKS.iter()
+/// Every decoder.
+pub fn all() -> impl Iterator<Item = &'static Hook> {
+    diehl::HOOKS
+        .iter()
+        .chain(apator::HOOKS)
+        .chain(techem::HOOKS)
+        .chain(qundis::HOOKS)
+        .chain(misc::HOOKS)
 }
 
 pub fn find(name: &str) -> Option<&'static Hook> {

@@ -1,0 +1,364 @@
+//! Apator meters whose readings are not DIF/VIF records.
+//!
+//! - `apator162` (AT-WMBUS-16-2 water meters, CI 0x7A, usually mode 5 encrypted): after the
+//!   `2F2F` filler comes one lead byte (0x0F, the manufacturer-data DIF, on most meters), seven
+//!   status bytes (a date and fault flags), then a chain of registers, each a tag byte and a
+//!   body whose length the tag fixes. Register 0x10 is the total volume, u32 LE in litres. The
+//!   chain ends at a 0xFF pad byte; the last two bytes of the payload are a checksum.
+//! - `apator08` and `apator172` (CI 0xA0): the payload opens with a u32 LE counter that counts
+//!   thirds of a unit: litres for the 08, m³ for the 17-2.
+//! - `apatoreitn` (E-ITN 30.51 heat cost allocators, CI 0xA0 or 0xB6): a 15-byte block of u16 LE
+//!   values, preceded by a 0xA0 byte (the CI itself, or a marker after a counted prefix).
+
+use super::{manufacturer_payload, Hook, HookValue, HookValues};
+use crate::telegram::Telegram;
+use crate::wire::application::Application;
+
+pub const HOOKS: &[Hook] = &[
+    Hook {
+        name: "apator162",
+        values: &["total_m3"],
+        decode: decode_162,
+    },
+    Hook {
+        name: "apator08",
+        values: &["total_m3"],
+        decode: decode_08,
+    },
+    Hook {
+        name: "apator172",
+        values: &["total_m3"],
+        decode: decode_172,
+    },
+    Hook {
+        name: "apatoreitn",
+        values: &[
+            "current_hca",
+            "previous_hca",
+            "current_date",
+            "season_start_date",
+            "esb_date",
+            "status",
+            "temp_room_avg_c",
+            "temp_room_prev_avg_c",
+        ],
+        decode: decode_eitn,
+    },
+];
+
+fn le16(b: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_le_bytes(b.get(at..at + 2)?.try_into().ok()?))
+}
+
+fn le32(b: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?))
+}
+
+/// Body length of an Apator 16-2 register, by its tag; `None` for a tag whose length is not
+/// known (the chain cannot be followed past it).
+fn register_len(tag: u8) -> Option<usize> {
+    Some(match tag {
+        0x00 => 4, // date
+        0x01 => 3, // fault flags
+        0x10 => 4, // total volume
+        0x11 => 2, // flow
+        0x40 => 6, // detectors
+        0x41 => 2, // voltage
+        0x42 => 4, // energy
+        0x43 => 2, // days in operation
+        0x44 => 3,
+        // History: a byte, then (tag - 0x6F) four-byte values.
+        0x71..=0x7C => 1 + 4 * usize::from(tag - 0x6F),
+        // Events.
+        0x80..=0x84 | 0x86 | 0x87 => 10,
+        0x85 | 0x88 | 0x8F => 11,
+        0x8A => 9,
+        0x8B | 0x8C => 6,
+        0x8E => 7,
+        0xA0 | 0xA1 | 0xA4 => 4,
+        0xA2 | 0xA5 | 0xA9 | 0xAF => 1,
+        0xA3 => 7,
+        0xA6 => 3,
+        0xA7 | 0xA8 | 0xAA..=0xAD => 2,
+        0xB0 => 5,
+        0xB1 | 0xB3 => 8,
+        0xB2 | 0xB5 => 16,
+        0xB4 => 2,
+        0xB6..=0xBF | 0xC0..=0xC7 | 0xD0 | 0xD3 => 3,
+        0xF0 => 4,
+        _ => return None,
+    })
+}
+
+fn decode_162(t: &Telegram<'_>, out: &mut HookValues) {
+    let Application::Variable { records, .. } = &t.application else {
+        return;
+    };
+    let start = records.iter().take_while(|&&b| b == 0x2F).count();
+    // Lead byte and seven status bytes; the checksum is not part of the chain.
+    let Some(chain) = records
+        .get(start + 8..)
+        .and_then(|c| c.get(..c.len().checked_sub(2)?))
+    else {
+        return;
+    };
+    let mut at = 0;
+    while let Some(&tag) = chain.get(at) {
+        if tag == 0xFF {
+            break;
+        }
+        let Some(len) = register_len(tag) else { break };
+        let Some(body) = chain.get(at + 1..at + 1 + len) else {
+            break;
+        };
+        if tag == 0x10 {
+            if let Some(litres) = le32(body, 0) {
+                out.number("total_m3", f64::from(litres) / 1000.0);
+            }
+        }
+        at += 1 + len;
+    }
+}
+
+/// The counter at the start of a CI 0xA0 payload, in thirds of a unit.
+fn counter_a0(t: &Telegram<'_>) -> Option<u32> {
+    match &t.application {
+        Application::Other { ci: 0xA0, data } => le32(data, 0),
+        _ => None,
+    }
+}
+
+fn decode_08(t: &Telegram<'_>, out: &mut HookValues) {
+    if let Some(c) = counter_a0(t) {
+        out.number("total_m3", f64::from(c) / 3000.0);
+    }
+}
+
+fn decode_172(t: &Telegram<'_>, out: &mut HookValues) {
+    if let Some(c) = counter_a0(t) {
+        out.number("total_m3", f64::from(c) / 3.0);
+    }
+}
+
+/// An E-ITN date: day in bits 0-4, month in bits 5-8, years since 2000 in bits 9-13.
+fn eitn_date(raw: u16) -> Option<String> {
+    let day = raw & 0x1F;
+    let month = (raw >> 5) & 0x0F;
+    let year = 2000 + ((raw >> 9) & 0x1F);
+    ((1..=12).contains(&month) && day != 0).then(|| format!("{year:04}-{month:02}-{day:02}"))
+}
+
+fn decode_eitn(t: &Telegram<'_>, out: &mut HookValues) {
+    let Some(data) = manufacturer_payload(t) else {
+        return;
+    };
+    let Application::Other { ci, .. } = &t.application else {
+        return;
+    };
+    // The block is the 15 bytes after a 0xA0 byte: the CI itself, or, for CI 0xB6, the byte
+    // after a prefix whose length is the first byte.
+    let block = match ci {
+        0xA0 => Some(data),
+        0xB6 => data.first().and_then(|&n| {
+            let marker = 1 + usize::from(n);
+            (data.get(marker) == Some(&0xA0))
+                .then(|| data.get(marker + 1..))
+                .flatten()
+        }),
+        _ => None,
+    };
+    let Some(b) = block.filter(|b| b.len() == 15) else {
+        return;
+    };
+    // Byte 0: the low byte of the season start date, whose high byte is the 0xA0 before the
+    // block; bytes 1-2 unused.
+    let (Some(prev), Some(esb), Some(cur), Some(date), Some(prev_temp), Some(temp)) = (
+        le16(b, 3),
+        le16(b, 5),
+        le16(b, 7),
+        le16(b, 9),
+        le16(b, 11),
+        le16(b, 13),
+    ) else {
+        return;
+    };
+    out.number("current_hca", f64::from(cur));
+    out.number("previous_hca", f64::from(prev));
+    if let Some(d) = eitn_date(date) {
+        out.text("current_date", d);
+    }
+    if let Some(d) = eitn_date(u16::from_le_bytes([b[0], 0xA0])) {
+        out.text("season_start_date", d);
+    }
+    // The electronic seal break date is 0 while the seal is intact.
+    if esb == 0 {
+        out.set("esb_date", HookValue::Null);
+        out.text("status", "OK");
+    } else {
+        if let Some(d) = eitn_date(esb) {
+            out.text("esb_date", d);
+        }
+        out.text("status", "SEAL_BROKEN");
+    }
+    // Temperatures in 1/256 °C.
+    out.number("temp_room_avg_c", f64::from(temp) / 256.0);
+    out.number("temp_room_prev_avg_c", f64::from(prev_temp) / 256.0);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::security::KeyStore;
+    use crate::telegram::WirelessDecoder;
+    use crate::wire::hex;
+
+    fn values(decode: super::super::Decoder, telegram: &str) -> HookValues {
+        let frame = WirelessDecoder::new(KeyStore::new())
+            .decode(&hex::decode(telegram).unwrap())
+            .unwrap();
+        let t = frame.telegram().unwrap();
+        let mut v = HookValues::default();
+        decode(&t, &mut v);
+        v
+    }
+
+    fn number(v: &HookValues, name: &str) -> f64 {
+        match v.get(name) {
+            Some(HookValue::Number(n)) => *n,
+            other => panic!("{name}: {other:?}"),
+        }
+    }
+
+    fn text(v: &HookValues, name: &str) -> Option<HookValue> {
+        v.get(name).cloned()
+    }
+
+    #[test]
+    fn apator162_totals() {
+        for (telegram, total) in [
+            // corpus line 13: registers 43, 83 (event), then 10.
+            ("6E4401062020202005077A9A0060852F2F0F0A734393CC0000435B0183001A54E06F630291342510030F00007B013E0B00003E0B00003E0B00003E0B00003E0B00003E0B00003E0B0000650000003D0000003D0000003D00000000000000A0910CB003FFFFFFFFFFFFFFFFFFFFA62B", 3.843),
+            // line 14: no FF padding, the total just before the checksum.
+            ("2E4401064052030205077A2D0020852F2F0F334DA39A00000071011ABF0D00039A0D00A01053850310CECC0D008943", 904.398),
+            // line 17: a 7C history register after the total.
+            ("6E4401060336530005077A210060852F2F0F141F539A12000243EE0E84E3BDD9B6593A040500001082C800007C01B2C4000064C10000B3BD00000DB900000EB500009FB0000054AB0000EDA30000A39D0000BF980000E394000038900000488B0000A034CB8C04FFFFFFFFFFFFFA8A", 51.33),
+            // line 25: registers 40, 41, 42, F0 before the total.
+            ("3E4401061405410305077A190030852F2F0F86B4B89529020040C6C1B4F0F3F341555942FA701000F00101000010BC780000FFFFFFFFFFFFFFFFFFFFFF2483", 30.908),
+            // line 30: a 79 history register.
+            ("5E4401061202960405077A790050852F2F0F78A599983B0200435000805771165771160103000010653A00007919321E0000620000006200000000000000000000000000000000000000000000000000000000000000A0422C6004FFFF2FBF", 14.949),
+        ] {
+            let v = values(decode_162, telegram);
+            assert!((number(&v, "total_m3") - total).abs() < 1e-9, "{telegram}");
+        }
+    }
+
+    #[test]
+    fn apator162_unknown_register_stops_the_chain() {
+        // Line 14 with the register before the total changed to an unknown tag (0x12).
+        let v = values(
+            decode_162,
+            "2E4401064052030205077A2D0020852F2F0F334DA39A00000071011ABF0D00039A0D00121053850310CECC0D008943",
+        );
+        assert!(v.get("total_m3").is_none());
+    }
+
+    #[test]
+    fn apator08_and_172_counters() {
+        let v = values(
+            decode_08,
+            "1C441486069C14000F0FA042F214000040030000000005FF0472BF1400",
+        );
+        assert!((number(&v, "total_m3") - 457.579_333_333).abs() < 1e-6);
+        let v = values(decode_08, "73441486DD4444000303A0B9E527004C4034B31CED0106FF01D093270065F022009661230054D02300EC49240018B424005F012500936D2500FFD525000E3D26001EAC26000B2027000300000000371D0B2000000000000024000000000000280000000000002C0033150C010D2F000000000000");
+        assert!((number(&v, "total_m3") - 871.571).abs() < 1e-9);
+        let v = values(
+            decode_172,
+            "1C44148607A814000411A01D5400000840030000000005FF05D83D0000",
+        );
+        assert!((number(&v, "total_m3") - 7_177.666_666_667).abs() < 1e-6);
+        let v = values(
+            decode_172,
+            "1C44148607A814000411A0215400000840030000000005FF05D83D0000",
+        );
+        assert!((number(&v, "total_m3") - 7179.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn eitn_direct_block() {
+        let v = values(
+            decode_eitn,
+            "19440186313737370408A0A1000059001C270100322DE413B415",
+        );
+        assert_eq!(number(&v, "current_hca"), 1.0);
+        assert_eq!(number(&v, "previous_hca"), 89.0);
+        let t = |s: &str| Some(HookValue::Text(s.into()));
+        assert_eq!(text(&v, "current_date"), t("2022-09-18"));
+        assert_eq!(text(&v, "season_start_date"), t("2016-05-01"));
+        assert_eq!(text(&v, "esb_date"), t("2019-08-28"));
+        assert_eq!(text(&v, "status"), t("SEAL_BROKEN"));
+        assert_eq!(number(&v, "temp_room_avg_c"), 21.703125);
+        assert_eq!(number(&v, "temp_room_prev_avg_c"), 19.890625);
+    }
+
+    #[test]
+    fn eitn_block_after_prefix() {
+        let v = values(
+            decode_eitn,
+            "25441486323737370408B60AFFFFF5450186F41B9D58A0A100007809000000001F2D6416C819",
+        );
+        assert_eq!(number(&v, "current_hca"), 0.0);
+        assert_eq!(number(&v, "previous_hca"), 2424.0);
+        assert_eq!(
+            text(&v, "current_date"),
+            Some(HookValue::Text("2022-08-31".into()))
+        );
+        assert_eq!(text(&v, "esb_date"), Some(HookValue::Null));
+        assert_eq!(text(&v, "status"), Some(HookValue::Text("OK".into())));
+        assert_eq!(number(&v, "temp_room_avg_c"), 25.78125);
+        assert_eq!(number(&v, "temp_room_prev_avg_c"), 22.390625);
+        let v = values(
+            decode_eitn,
+            "29441486333737370408B60EFFFFF1460186EC1B934EE91BA57BA0A1000059009C250100322DE413B415",
+        );
+        assert_eq!(
+            text(&v, "esb_date"),
+            Some(HookValue::Text("2018-12-28".into()))
+        );
+    }
+
+    #[test]
+    fn short_or_foreign_payloads_yield_nothing() {
+        let bytes = hex::decode("68 04 04 68 08 01 70 08 81 16").unwrap();
+        let t = crate::telegram::decode_wired(&bytes).unwrap();
+        for hook in HOOKS {
+            let mut v = HookValues::default();
+            (hook.decode)(&t, &mut v);
+            assert!(v.get("total_m3").is_none() && v.get("current_hca").is_none());
+        }
+        // A cut E-ITN block.
+        let v = values(decode_eitn, "15440186313737370408A0A1000059001C270100322D");
+        assert!(v.get("current_hca").is_none());
+    }
+
+    #[test]
+    fn cut_telegrams_never_panic() {
+        for telegram in [
+            "6E4401062020202005077A9A0060852F2F0F0A734393CC0000435B0183001A54E06F630291342510030F00007B013E0B00003E0B00003E0B00003E0B00003E0B00003E0B00003E0B0000650000003D0000003D0000003D00000000000000A0910CB003FFFFFFFFFFFFFFFFFFFFA62B",
+            "29441486333737370408B60EFFFFF1460186EC1B934EE91BA57BA0A1000059009C250100322DE413B415",
+            "1C44148607A814000411A01D5400000840030000000005FF05D83D0000",
+        ] {
+            let full = hex::decode(telegram).unwrap();
+            for len in 11..full.len() {
+                let mut bytes = full[..len].to_vec();
+                bytes[0] = (len - 1) as u8;
+                let Ok(frame) = WirelessDecoder::new(KeyStore::new()).decode(&bytes) else {
+                    continue;
+                };
+                let Ok(t) = frame.telegram() else { continue };
+                for hook in HOOKS {
+                    (hook.decode)(&t, &mut HookValues::default());
+                }
+            }
+        }
+    }
+}
