@@ -85,7 +85,11 @@ fn corpus_pass_rate() {
             .or(case["driver"].as_str())
             .unwrap_or("")
             .to_string();
-        let ok = run_case(&registry, &case, &arg).is_ok();
+        let named_result = run_case(&registry, &case, &arg);
+        if let (Err(e), Ok(_)) = (&named_result, std::env::var("MB_VERBOSE_NAMED")) {
+            eprintln!("fails with {arg}: {e}");
+        }
+        let ok = named_result.is_ok();
         let entry = by_driver
             .entry(case["driver"].as_str().unwrap_or("").to_string())
             .or_default();

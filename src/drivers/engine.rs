@@ -316,6 +316,7 @@ impl Driver {
                 None => None,
             };
             if formula.is_none()
+                && f.date_shift.is_none()
                 && f.from.is_none()
                 && m.difvif.is_none()
                 && m.vif_range.is_none()
@@ -384,8 +385,18 @@ impl Driver {
                 formula,
             });
         }
-        // Formulas may only name fields of this driver.
+        // Formulas and date shifts may only name fields of this driver.
         let keys: Vec<&str> = fields.iter().map(|c| c.key.as_str()).collect();
+        for f in &d.fields {
+            if let Some(shift) = &f.date_shift {
+                if !keys.contains(&shift.from.as_str()) {
+                    return Err(invalid(
+                        file,
+                        format!("field {:?}: date_shift names {:?}, which is no field key of this driver", f.name, shift.from),
+                    ));
+                }
+            }
+        }
         for c in &fields {
             if let Some(e) = &c.formula {
                 let mut names = Vec::new();
@@ -430,7 +441,7 @@ impl Driver {
         let mut status_texts: Vec<String> = Vec::new();
         let mut status_matched = false;
         for (i, (f, c)) in self.file.fields.iter().zip(&self.fields).enumerate() {
-            if c.formula.is_some() {
+            if c.formula.is_some() || f.date_shift.is_some() {
                 continue;
             }
             if let Some(from) = &f.from {
@@ -499,6 +510,21 @@ impl Driver {
                 Some(v) => ReadingValue::Number(v * scale),
                 None => ReadingValue::Null,
             });
+        }
+        for i in 0..self.fields.len() {
+            let Some(shift) = &self.file.fields[i].date_shift else {
+                continue;
+            };
+            let Some(j) = self.fields.iter().position(|c| c.key == shift.from) else {
+                continue;
+            };
+            let shifted = match &state.values[j] {
+                Some(ReadingValue::Text(t)) => shift_date(t, shift.months).map(ReadingValue::Text),
+                _ => None,
+            };
+            if let Some(v) = shifted {
+                state.values[i] = Some(v);
+            }
         }
         if let Some(i) = status_index {
             let f = &self.file.fields[i];
@@ -717,6 +743,17 @@ fn lookup_texts(l: &Lookup, raw: u64) -> Vec<String> {
 
 fn number_value(f: &Field, c: &CompiledField, r: &Record<'_>) -> Option<f64> {
     let scale = f.scale.unwrap_or(1.0);
+    if f.unsigned {
+        if let RawValue::Integer(i) = r.raw_value() {
+            let bits = 8 * r.data.len().min(8) as u32;
+            let v = if bits < 64 && i < 0 {
+                i + (1i64 << bits)
+            } else {
+                i
+            };
+            return Some(v as f64 * scale);
+        }
+    }
     if let Some(mask) = f.mask {
         return raw_integer(r).map(|raw| (raw & mask) as f64 * scale);
     }
@@ -889,4 +926,51 @@ pub fn generic_readings(t: &Telegram<'_>) -> Vec<Reading> {
         }
     }
     out
+}
+
+/// Shifts a `YYYY-MM-DD[ …]` date by whole months, keeping month-end dates at month end.
+fn shift_date(date: &str, months: i32) -> Option<String> {
+    let y: i32 = date.get(0..4)?.parse().ok()?;
+    let m: i32 = date.get(5..7)?.parse().ok()?;
+    let d: u32 = date.get(8..10)?.parse().ok()?;
+    if !(1..=12).contains(&m) {
+        return None;
+    }
+    let days_in = |y: i32, m: i32| -> u32 {
+        match m {
+            2 if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 => 29,
+            2 => 28,
+            4 | 6 | 9 | 11 => 30,
+            _ => 31,
+        }
+    };
+    let total = y * 12 + (m - 1) + months;
+    let (ny, nm) = (total.div_euclid(12), total.rem_euclid(12) + 1);
+    let day = if d >= days_in(y, m) {
+        days_in(ny, nm)
+    } else {
+        d.min(days_in(ny, nm))
+    };
+    Some(format!(
+        "{ny:04}-{nm:02}-{day:02}{}",
+        date.get(10..).unwrap_or("")
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shift_date;
+
+    #[test]
+    fn month_shifts_keep_month_ends() {
+        assert_eq!(shift_date("2020-12-31", -1).as_deref(), Some("2020-11-30"));
+        assert_eq!(shift_date("2020-03-31", -1).as_deref(), Some("2020-02-29"));
+        assert_eq!(shift_date("2020-01-15", -2).as_deref(), Some("2019-11-15"));
+        assert_eq!(shift_date("2021-02-28", 1).as_deref(), Some("2021-03-31"));
+        assert_eq!(
+            shift_date("2021-02-27 10:00", 1).as_deref(),
+            Some("2021-03-27 10:00")
+        );
+        assert_eq!(shift_date("garbage", 1), None);
+    }
 }

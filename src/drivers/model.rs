@@ -110,6 +110,13 @@ pub struct Field {
     /// Date-times with seconds (type I) print to the minute unless this is `second`.
     #[serde(default)]
     pub precision: Option<String>,
+    /// Numbers: read the raw integer as unsigned (meters that send counters in signed types).
+    #[serde(default)]
+    pub unsigned: bool,
+    /// Dates: another date field of this driver shifted by whole months; a date on the last
+    /// day of its month stays on the last day (`2020-12-31` minus one month is `2020-11-30`).
+    #[serde(default)]
+    pub date_shift: Option<DateShift>,
     #[serde(default)]
     pub ha: Option<HaMeta>,
 }
@@ -118,6 +125,15 @@ impl Field {
     pub fn has(&self, attribute: &str) -> bool {
         self.attributes.iter().any(|a| a == attribute)
     }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DateShift {
+    /// The key of a date field of this driver (`target_date`).
+    pub from: String,
+    /// Months to add (negative: earlier).
+    pub months: i32,
 }
 
 /// A storage, tariff or subunit number, or an inclusive range.
