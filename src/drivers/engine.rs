@@ -452,8 +452,13 @@ impl Driver {
                         HookValue::Text(s) => ReadingValue::Text(s.clone()),
                         HookValue::Null => ReadingValue::Null,
                     });
+                    continue;
                 }
-                continue;
+                // No value from the decoder: a `match` (if any) reads the records instead, so
+                // one field serves both a manufacturer block and ordinary telegrams.
+                if f.matcher.is_none() {
+                    continue;
+                }
             }
             let record = find_record(t, f, c);
             if f.has("status") {
