@@ -1,4 +1,4 @@
-//! Field formulas: `+ - * /`, parentheses, numbers and field keys, e.g.
+//! Field formulas: `+ - * /`, parentheses, `sqrt(…)`, numbers and field keys, e.g.
 //! `current_kwh + previous_kwh`. Parsed once when the driver loads.
 
 #[derive(Debug, Clone, PartialEq)]
@@ -6,6 +6,7 @@ pub enum Expr {
     Number(f64),
     Field(String),
     Neg(Box<Expr>),
+    Sqrt(Box<Expr>),
     Binary(Box<Expr>, char, Box<Expr>),
 }
 
@@ -29,6 +30,7 @@ impl Expr {
             Expr::Number(n) => *n,
             Expr::Field(f) => lookup(f)?,
             Expr::Neg(e) => -e.eval(lookup)?,
+            Expr::Sqrt(e) => e.eval(lookup)?.sqrt(),
             Expr::Binary(a, op, b) => {
                 let (a, b) = (a.eval(lookup)?, b.eval(lookup)?);
                 match op {
@@ -46,7 +48,7 @@ impl Expr {
         match self {
             Expr::Number(_) => {}
             Expr::Field(f) => out.push(f.clone()),
-            Expr::Neg(e) => e.fields(out),
+            Expr::Neg(e) | Expr::Sqrt(e) => e.fields(out),
             Expr::Binary(a, _, b) => {
                 a.fields(out);
                 b.fields(out);
@@ -132,6 +134,15 @@ impl Parser {
         self.pos += 1;
         match t {
             Some(Token::Number(n)) => Ok(Expr::Number(n)),
+            Some(Token::Name(n)) if n == "sqrt" && self.peek_op() == Some('(') => {
+                self.pos += 1;
+                let e = self.sum()?;
+                if self.peek_op() != Some(')') {
+                    return Err("missing ) after sqrt( in formula".into());
+                }
+                self.pos += 1;
+                Ok(Expr::Sqrt(Box::new(e)))
+            }
             Some(Token::Name(n)) => Ok(Expr::Field(n)),
             Some(Token::Op('-')) => Ok(Expr::Neg(Box::new(self.atom()?))),
             Some(Token::Op('(')) => {
@@ -165,6 +176,15 @@ mod tests {
         assert_eq!(v, Some(1.0 + 4.0 - 2.0));
         assert_eq!(e.eval(&|_| None), None);
         assert_eq!(Expr::parse("-x").unwrap().eval(&|_| Some(3.0)), Some(-3.0));
+        assert_eq!(
+            Expr::parse("sqrt(a * a + b * b)")
+                .unwrap()
+                .eval(&|f| match f {
+                    "a" => Some(3.0),
+                    _ => Some(4.0),
+                }),
+            Some(5.0)
+        );
     }
 
     #[test]
