@@ -25,7 +25,8 @@ pub struct Driver {
 struct CompiledField {
     /// JSON key: name plus unit suffix.
     key: String,
-    difvif: Option<Vec<u8>>,
+    /// Exact DIF..VIF keys; a record matches any of them.
+    difvif: Option<Vec<Vec<u8>>>,
     measurement: Option<Function>,
     combinable: CombinableRule,
     /// Multiplier from the record's base unit to the display unit (`None`: no unit to check).
@@ -281,13 +282,19 @@ impl Driver {
                 )
             })?;
             let m = f.matcher.clone().unwrap_or_default();
-            let difvif =
-                match &m.difvif {
-                    Some(h) => Some(parse_hex(h).ok_or_else(|| {
-                        invalid(file, format!("{where_}: difvif {h:?} is not hex"))
-                    })?),
-                    None => None,
-                };
+            let difvif = match &m.difvif {
+                Some(first) => Some(
+                    std::iter::once(first)
+                        .chain(&m.difvif_or)
+                        .map(|h| {
+                            parse_hex(h).ok_or_else(|| {
+                                invalid(file, format!("{where_}: difvif {h:?} is not hex"))
+                            })
+                        })
+                        .collect::<Result<Vec<_>, _>>()?,
+                ),
+                None => None,
+            };
             let measurement = match m.measurement.as_deref() {
                 None | Some("instantaneous") => Some(Function::Instantaneous),
                 Some("maximum") => Some(Function::Maximum),
@@ -483,6 +490,9 @@ impl Driver {
                     Value::DateTime(d) if f.precision.as_deref() == Some("second") => {
                         Some(ReadingValue::Text(format_datetime_seconds(&d)))
                     }
+                    Value::DateTime(d) if f.has("calendar_date") => {
+                        Some(ReadingValue::Text(format_datetime(&normalized(d))))
+                    }
                     Value::DateTime(d) => Some(ReadingValue::Text(format_datetime(&d))),
                     _ => None,
                 },
@@ -523,8 +533,16 @@ impl Driver {
             let Some(j) = self.fields.iter().position(|c| c.key == shift.from) else {
                 continue;
             };
+            let date_only = self.file.fields[i].quantity == Quantity::Date;
             let shifted = match &state.values[j] {
-                Some(ReadingValue::Text(t)) => shift_date(t, shift.months).map(ReadingValue::Text),
+                Some(ReadingValue::Text(t)) => shift_date(t, shift.months).map(|d| {
+                    // A `date` field shifted from a date-time keeps the date part only.
+                    ReadingValue::Text(if date_only {
+                        d.chars().take(10).collect()
+                    } else {
+                        d
+                    })
+                }),
                 _ => None,
             };
             if let Some(v) = shifted {
@@ -664,9 +682,11 @@ fn find_record<'r, 'a>(
 }
 
 fn record_matches(m: &Match, c: &CompiledField, r: &Record<'_>) -> bool {
-    if let Some(key) = &c.difvif {
-        let mut bytes = r.dib.iter().copied().chain(r.vib_bytes());
-        return key.iter().all(|k| bytes.next() == Some(*k)) && bytes.next().is_none();
+    if let Some(keys) = &c.difvif {
+        return keys.iter().any(|key| {
+            let mut bytes = r.dib.iter().copied().chain(r.vib_bytes());
+            key.iter().all(|k| bytes.next() == Some(*k)) && bytes.next().is_none()
+        });
     }
     let in_range =
         |range: Option<NumberRange>, v: u64| range.unwrap_or(NumberRange::One(0)).contains(v);
@@ -967,6 +987,18 @@ mod tests {
     use super::shift_date;
 
     #[test]
+    fn zero_dates_roll_over_like_a_calendar() {
+        use crate::wire::datetime::MeterDateTime;
+        let d = super::normalized(MeterDateTime::type_g([0, 0]));
+        assert_eq!(super::format_datetime(&d), "1999-11-30");
+        let d = super::normalized(MeterDateTime::type_g([
+            0x01 | (21 << 5 & 0xE0),
+            0x03 | (21 >> 3) << 4,
+        ]));
+        assert_eq!(super::format_datetime(&d), "2021-03-01");
+    }
+
+    #[test]
     fn month_shifts_keep_month_ends() {
         assert_eq!(shift_date("2020-12-31", -1).as_deref(), Some("2020-11-30"));
         assert_eq!(shift_date("2020-03-31", -1).as_deref(), Some("2020-02-29"));
@@ -978,4 +1010,30 @@ mod tests {
         );
         assert_eq!(shift_date("garbage", 1), None);
     }
+}
+
+/// A date with day or month 0 read the way a calendar (C's `mktime`, and so wmbusmeters) rolls
+/// it over: month 0 is December of the year before, day 0 the last day of the month before. An
+/// all-zero type G date thus reads 1999-11-30.
+fn normalized(mut d: MeterDateTime) -> MeterDateTime {
+    if d.month == 0 {
+        d.month = 12;
+        d.year = d.year.saturating_sub(1);
+    }
+    if d.day == 0 && d.month <= 12 {
+        if d.month == 1 {
+            d.month = 12;
+            d.year = d.year.saturating_sub(1);
+        } else {
+            d.month -= 1;
+        }
+        let y = i32::from(d.year);
+        d.day = match d.month {
+            2 if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 => 29,
+            2 => 28,
+            4 | 6 | 9 | 11 => 30,
+            _ => 31,
+        };
+    }
+    d
 }

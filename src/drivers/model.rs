@@ -174,6 +174,10 @@ pub struct Match {
     /// Exact DIF, DIFEs, VIF and VIFEs in hex: `04FF23`.
     #[serde(default)]
     pub difvif: Option<String>,
+    /// More exact keys a record may have instead of `difvif` (a model that sends either
+    /// layout, e.g. a 64-bit integer or a real).
+    #[serde(default)]
+    pub difvif_or: Vec<String>,
     /// Combinable VIFE codes (hex) the record must carry; `any` accepts any.
     #[serde(default)]
     pub combinable: Vec<String>,
