@@ -982,6 +982,32 @@ fn shift_date(date: &str, months: i32) -> Option<String> {
     ))
 }
 
+/// A date with day or month 0 read the way a calendar (C's `mktime`, and so wmbusmeters) rolls
+/// it over: month 0 is December of the year before, day 0 the last day of the month before. An
+/// all-zero type G date thus reads 1999-11-30.
+fn normalized(mut d: MeterDateTime) -> MeterDateTime {
+    if d.month == 0 {
+        d.month = 12;
+        d.year = d.year.saturating_sub(1);
+    }
+    if d.day == 0 && d.month <= 12 {
+        if d.month == 1 {
+            d.month = 12;
+            d.year = d.year.saturating_sub(1);
+        } else {
+            d.month -= 1;
+        }
+        let y = i32::from(d.year);
+        d.day = match d.month {
+            2 if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 => 29,
+            2 => 28,
+            4 | 6 | 9 | 11 => 30,
+            _ => 31,
+        };
+    }
+    d
+}
+
 #[cfg(test)]
 mod tests {
     use super::shift_date;
@@ -1010,30 +1036,4 @@ mod tests {
         );
         assert_eq!(shift_date("garbage", 1), None);
     }
-}
-
-/// A date with day or month 0 read the way a calendar (C's `mktime`, and so wmbusmeters) rolls
-/// it over: month 0 is December of the year before, day 0 the last day of the month before. An
-/// all-zero type G date thus reads 1999-11-30.
-fn normalized(mut d: MeterDateTime) -> MeterDateTime {
-    if d.month == 0 {
-        d.month = 12;
-        d.year = d.year.saturating_sub(1);
-    }
-    if d.day == 0 && d.month <= 12 {
-        if d.month == 1 {
-            d.month = 12;
-            d.year = d.year.saturating_sub(1);
-        } else {
-            d.month -= 1;
-        }
-        let y = i32::from(d.year);
-        d.day = match d.month {
-            2 if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 => 29,
-            2 => 28,
-            4 | 6 | 9 | 11 => 30,
-            _ => 31,
-        };
-    }
-    d
 }
