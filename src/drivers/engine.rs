@@ -435,11 +435,22 @@ impl Driver {
 
     /// Decodes the driver's fields from a telegram into the meter's state.
     pub fn apply(&self, t: &Telegram<'_>, state: &mut MeterState) {
+        self.apply_with_key(t, state, None);
+    }
+
+    /// Like [`Self::apply`], with the meter's key for decoders of payloads a manufacturer
+    /// encrypts its own way.
+    pub fn apply_with_key(
+        &self,
+        t: &Telegram<'_>,
+        state: &mut MeterState,
+        key: Option<&crate::security::Key>,
+    ) {
         if state.values.len() != self.fields.len() {
             state.values = vec![None; self.fields.len()];
         }
         let tpl_status = tpl_status(t);
-        let mut hook_values = super::hooks::HookValues::default();
+        let mut hook_values = super::hooks::HookValues::with_key(key.cloned());
         if let Some(h) = self.hook {
             (h.decode)(t, &mut hook_values);
         }

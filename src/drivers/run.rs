@@ -143,8 +143,9 @@ impl<'r> DriverRun<'r> {
             });
         };
         let d: &Driver = d;
+        let key = self.decoder.keys.get(&who.id);
         let state = self.meters.entry(who.id.clone()).or_default();
-        d.apply(telegram, state);
+        d.apply_with_key(telegram, state, key);
         Ok(MeterOutput {
             driver: d.name().to_string(),
             media: d

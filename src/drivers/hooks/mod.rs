@@ -19,13 +19,27 @@ pub enum HookValue {
     Null,
 }
 
-/// Values by name, in the order the decoder produced them.
+/// Values by name, in the order the decoder produced them; also carries the meter's key for
+/// the few manufacturers that encrypt their payload their own way (Apator NA-1).
 #[derive(Debug, Default, Clone)]
 pub struct HookValues {
     values: Vec<(&'static str, HookValue)>,
+    key: Option<crate::security::Key>,
 }
 
 impl HookValues {
+    pub fn with_key(key: Option<crate::security::Key>) -> Self {
+        HookValues {
+            values: Vec::new(),
+            key,
+        }
+    }
+
+    /// The AES key configured for the meter, if any.
+    pub fn meter_key(&self) -> Option<&crate::security::Key> {
+        self.key.as_ref()
+    }
+
     pub fn set(&mut self, name: &'static str, value: HookValue) {
         match self.values.iter_mut().find(|(n, _)| *n == name) {
             Some(slot) => slot.1 = value,
