@@ -396,10 +396,14 @@ impl Driver {
         let keys: Vec<&str> = fields.iter().map(|c| c.key.as_str()).collect();
         for f in &d.fields {
             if let Some(shift) = &f.date_shift {
-                if !keys.contains(&shift.from.as_str()) {
+                let when_ok = shift
+                    .when
+                    .as_ref()
+                    .is_none_or(|w| keys.contains(&w.as_str()));
+                if !keys.contains(&shift.from.as_str()) || !when_ok {
                     return Err(invalid(
                         file,
-                        format!("field {:?}: date_shift names {:?}, which is no field key of this driver", f.name, shift.from),
+                        format!("field {:?}: date_shift names {:?} or {:?}, which is no field key of this driver", f.name, shift.from, shift.when),
                     ));
                 }
             }
@@ -544,6 +548,16 @@ impl Driver {
             let Some(j) = self.fields.iter().position(|c| c.key == shift.from) else {
                 continue;
             };
+            if let Some(when) = &shift.when {
+                let present = self
+                    .fields
+                    .iter()
+                    .position(|c| &c.key == when)
+                    .is_some_and(|k| state.values[k].is_some());
+                if !present {
+                    continue;
+                }
+            }
             let date_only = self.file.fields[i].quantity == Quantity::Date;
             let shifted = match &state.values[j] {
                 Some(ReadingValue::Text(t)) => shift_date(t, shift.months).map(|d| {

@@ -134,6 +134,10 @@ pub struct DateShift {
     pub from: String,
     /// Months to add (negative: earlier).
     pub months: i32,
+    /// Only when this field (a key of this driver) has a value: a history date belongs to a
+    /// history value.
+    #[serde(default)]
+    pub when: Option<String>,
 }
 
 /// A storage, tariff or subunit number, or an inclusive range.
