@@ -9,6 +9,9 @@
 //!   thirds of a unit: litres for the 08, m³ for the 17-2.
 //! - `apatoreitn` (E-ITN 30.51 heat cost allocators, CI 0xA0 or 0xB6): a 15-byte block of u16 LE
 //!   values, preceded by a 0xA0 byte (the CI itself, or a marker after a counted prefix).
+//! - `apatorna1` (NA-1 water meters, CI 0xA0 or 0xA1): an access number, a plain frame status
+//!   byte, then one 16-byte block that Apator encrypts with the meter's own AES key (see
+//!   `decode_na1`).
 
 use super::{manufacturer_payload, Hook, HookValue, HookValues};
 use crate::telegram::Telegram;
@@ -43,6 +46,20 @@ pub const HOOKS: &[Hook] = &[
             "temp_room_prev_avg_c",
         ],
         decode: decode_eitn,
+    },
+    Hook {
+        name: "apatorna1",
+        values: &[
+            "total_m3",
+            "meter_datetime",
+            "historic_m3",
+            "historic_datetime",
+            "historic_age_h",
+            "frame_status",
+            "current_status",
+            "historic_status",
+        ],
+        decode: decode_na1,
     },
 ];
 
@@ -205,6 +222,209 @@ fn decode_eitn(t: &Telegram<'_>, out: &mut HookValues) {
     out.number("temp_room_prev_avg_c", f64::from(prev_temp) / 256.0);
 }
 
+/// First byte of every NA-1 plaintext block (all ten corpus telegrams). It is the only fixed
+/// byte in the block, so it is how a wrong key is told from the right one: a wrong key still
+/// passes this one-byte check about once in 256 telegrams, and nothing else in the block can
+/// catch it. The byte depends on the key and the IV's first byte (the manufacturer code) only,
+/// not on the access number, so it checks the key, not the rest of the IV.
+const NA1_MARKER: u8 = 0x2F;
+
+/// Flag names of the NA-1 frame status byte (sent in clear), bit 0 first.
+const NA1_FRAME_FLAGS: [&str; 8] = [
+    "SUMMER_TIME",
+    "HISTORICAL_INDICATION",
+    "MAX_SPEED_EXCEEDED",
+    "DEVICE_ACCESS_ERROR",
+    "TWO_WAY_COM_BLOCK",
+    "INSTALL_FRAME",
+    "WRONG_TEMPERATURE",
+    "SERVICE_EVENT",
+];
+
+/// Flag names of the NA-1 alarm bytes, bit 0 first; the historic byte names bit 0 differently.
+const NA1_ALARM_FLAGS: [&str; 8] = [
+    "BATTERY_LOW",
+    "MAGNETIC_FIELD",
+    "DEVICE_DISCONNECTED",
+    "LEAK",
+    "MEASUREMENT_UNCHANGED",
+    "REVERSE_FLOW",
+    "MAXIMUM_FLOW",
+    "MINIMUM_FLOW",
+];
+
+/// The set flags of `raw`, highest bit first for the alarm bytes as the meter's documentation
+/// lists them, or `OK` when none is set.
+fn flag_text(raw: u8, names: &[&str; 8], high_first: bool) -> String {
+    let mut set: Vec<&str> = (0..8u8)
+        .filter(|bit| raw & (1 << bit) != 0)
+        .filter_map(|bit| names.get(usize::from(bit)).copied())
+        .collect();
+    if high_first {
+        set.reverse();
+    }
+    if set.is_empty() {
+        "OK".to_string()
+    } else {
+        set.join(" ")
+    }
+}
+
+/// `YYYY-MM-DD HH:MM` of a count of seconds since 2000-01-01 00:00 (the meter's clock; seconds
+/// are not shown).
+fn na1_datetime(seconds: i64) -> Option<String> {
+    if seconds < 0 {
+        return None;
+    }
+    let mut days = seconds / 86_400;
+    let in_day = seconds % 86_400;
+    let mut year = 2000i64;
+    loop {
+        let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+        let len = if leap { 366 } else { 365 };
+        if days < len {
+            break;
+        }
+        days -= len;
+        year += 1;
+    }
+    let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+    let month_lens = [
+        31,
+        if leap { 29 } else { 28 },
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ];
+    let mut month = 1;
+    for len in month_lens {
+        if days < len {
+            break;
+        }
+        days -= len;
+        month += 1;
+    }
+    Some(format!(
+        "{year:04}-{month:02}-{:02} {:02}:{:02}",
+        days + 1,
+        in_day / 3600,
+        in_day % 3600 / 60
+    ))
+}
+
+/// Decrypts the NA-1 block: AES-128-CBC with the meter's key, the IV being the DLL's M and A
+/// fields as sent (8 bytes) followed by the access number eight times. `None` when the first
+/// plaintext byte is not the marker, i.e. the key is wrong.
+fn na1_plaintext(
+    key: &crate::security::Key,
+    m: [u8; 2],
+    a: [u8; 6],
+    access: u8,
+    block: &[u8; 16],
+) -> Option<[u8; 16]> {
+    use aes::cipher::{block_padding::NoPadding, BlockModeDecrypt, KeyIvInit};
+    let mut iv = [access; 16];
+    iv.get_mut(..2)?.copy_from_slice(&m);
+    iv.get_mut(2..8)?.copy_from_slice(&a);
+    let mut plain = *block;
+    let decryptor = cbc::Decryptor::<aes::Aes128>::new(key.as_bytes().into(), (&iv).into());
+    decryptor.decrypt_padded::<NoPadding>(&mut plain).ok()?;
+    (plain.first() == Some(&NA1_MARKER)).then_some(plain)
+}
+
+/// Apator NA-1. After the CI: the access number, the frame status byte (plain), then 16
+/// encrypted bytes. The plaintext block holds:
+///
+/// - byte 0: the marker 0x2F;
+/// - bytes 1-4, u32 LE, the packed total: bits 4-5 give the unit as 10^n litres, the count is
+///   the bits from 8 up with bits 0-3 appended below them;
+/// - bytes 5-8, u32 LE: the meter's clock, in seconds since 2000-01-01 00:00;
+/// - bytes 9-10: the age of the historic reading in hours, 10 bits (byte 9 low, the top six
+///   bits of byte 10 high);
+/// - bytes 10-13: how much less the historic total was, in the total's unit: the low two bits
+///   of byte 10, then bytes 11, 12, 13 above them;
+/// - byte 14: current alarm flags; byte 15: historic alarm flags.
+///
+/// Nothing without the meter's key, or when the key does not yield the marker.
+fn decode_na1(t: &Telegram<'_>, out: &mut HookValues) {
+    let Application::Other {
+        ci: 0xA0 | 0xA1,
+        data,
+    } = &t.application
+    else {
+        return;
+    };
+    let Some(link) = (match &t.link {
+        crate::telegram::Link::Wireless(l) => Some(l),
+        crate::telegram::Link::Wired(_) => None,
+    }) else {
+        return;
+    };
+    let (Some(&access), Some(&frame_status), Some(block)) = (
+        data.first(),
+        data.get(1),
+        data.get(2..18).and_then(|b| <&[u8; 16]>::try_from(b).ok()),
+    ) else {
+        return;
+    };
+    let Some(key) = out.meter_key() else { return };
+    let Some(p) = na1_plaintext(key, link.dll.raw_m, link.dll.raw_a, access, block) else {
+        return;
+    };
+    let (Some(packed), Some(clock), Some(&age_low), Some(&mixed), Some(delta_hi)) =
+        (le32(&p, 1), le32(&p, 5), p.get(9), p.get(10), p.get(11..14))
+    else {
+        return;
+    };
+    let (Some(&current), Some(&historic)) = (p.get(14), p.get(15)) else {
+        return;
+    };
+
+    let unit_litres: i64 = 10i64.pow((packed >> 4) & 0x3);
+    let count = i64::from(packed >> 8) << 4 | i64::from(packed & 0xF);
+    out.number("total_m3", (count * unit_litres) as f64 / 1000.0);
+
+    let age_h = i64::from(mixed >> 2) << 8 | i64::from(age_low);
+    out.number("historic_age_h", age_h as f64);
+    let delta = delta_hi
+        .iter()
+        .rev()
+        .fold(0i64, |acc, &b| acc << 8 | i64::from(b))
+        << 2
+        | i64::from(mixed & 0x3);
+    out.number(
+        "historic_m3",
+        ((count - delta) * unit_litres) as f64 / 1000.0,
+    );
+
+    let now = i64::from(clock);
+    if let Some(s) = na1_datetime(now) {
+        out.text("meter_datetime", s);
+    }
+    if let Some(s) = na1_datetime(now - age_h * 3600) {
+        out.text("historic_datetime", s);
+    }
+
+    out.text(
+        "frame_status",
+        flag_text(frame_status, &NA1_FRAME_FLAGS, false),
+    );
+    out.text("current_status", flag_text(current, &NA1_ALARM_FLAGS, true));
+    let mut historic_names = NA1_ALARM_FLAGS;
+    historic_names[0] = "BATTERY_LIFETIME_THRESHOLD_EXCEEDED";
+    out.text(
+        "historic_status",
+        flag_text(historic, &historic_names, true),
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -359,6 +579,112 @@ mod tests {
                     (hook.decode)(&t, &mut HookValues::default());
                 }
             }
+        }
+    }
+
+    const NA1_LINE_36: &str = "1C440106813591041407A0B000266A705474DDB80D9A0EB9AE2EF29D96";
+
+    fn na1_values(telegram: &str, key: Option<crate::security::Key>) -> HookValues {
+        let frame = WirelessDecoder::new(KeyStore::new())
+            .decode(&hex::decode(telegram).unwrap())
+            .unwrap();
+        let t = frame.telegram().unwrap();
+        let mut v = HookValues::with_key(key);
+        decode_na1(&t, &mut v);
+        v
+    }
+
+    fn zero_key() -> Option<crate::security::Key> {
+        Some(crate::security::Key::from_bytes([0; 16]))
+    }
+
+    #[test]
+    fn na1_decrypts_with_the_meter_key() {
+        let t = |s: &str| Some(HookValue::Text(s.into()));
+        // corpus line 36
+        let v = na1_values(NA1_LINE_36, zero_key());
+        assert!((number(&v, "total_m3") - 345.312).abs() < 1e-9);
+        assert!((number(&v, "historic_m3") - 300.619).abs() < 1e-9);
+        assert_eq!(number(&v, "historic_age_h"), 545.0);
+        assert_eq!(text(&v, "meter_datetime"), t("2024-03-23 15:22"));
+        assert_eq!(text(&v, "historic_datetime"), t("2024-02-29 22:22"));
+        assert_eq!(text(&v, "frame_status"), t("OK"));
+        assert_eq!(text(&v, "current_status"), t("OK"));
+        assert_eq!(text(&v, "historic_status"), t("MINIMUM_FLOW"));
+        // line 38: CI 0xA1, summer time, a total whose unit is litres.
+        let v = na1_values(
+            "1C440106813591041407A17D01416562108AB98A0FE92FC06AA8122176",
+            zero_key(),
+        );
+        assert!((number(&v, "total_m3") - 687.104).abs() < 1e-9);
+        assert!((number(&v, "historic_m3") - 662.325).abs() < 1e-9);
+        assert_eq!(number(&v, "historic_age_h"), 351.0);
+        assert_eq!(text(&v, "meter_datetime"), t("2024-10-15 12:22"));
+        assert_eq!(text(&v, "historic_datetime"), t("2024-09-30 21:22"));
+        assert_eq!(text(&v, "frame_status"), t("SUMMER_TIME"));
+        assert_eq!(text(&v, "historic_status"), t("OK"));
+        // line 45
+        let v = na1_values(
+            "1C440106813591041407A0130197DAF2A1C02F9B77B14ACD51CB20C41E",
+            zero_key(),
+        );
+        assert!((number(&v, "total_m3") - 696.576).abs() < 1e-9);
+        assert_eq!(number(&v, "historic_age_h"), 473.0);
+        assert_eq!(text(&v, "meter_datetime"), t("2024-10-20 14:20"));
+        assert_eq!(text(&v, "historic_status"), t("MINIMUM_FLOW"));
+    }
+
+    #[test]
+    fn na1_without_or_with_a_wrong_key_yields_nothing() {
+        let v = na1_values(NA1_LINE_36, None);
+        assert!(v.get("total_m3").is_none() && v.get("frame_status").is_none());
+        let mut wrong = [0u8; 16];
+        wrong[15] = 1;
+        let v = na1_values(NA1_LINE_36, Some(crate::security::Key::from_bytes(wrong)));
+        assert!(v.get("total_m3").is_none() && v.get("frame_status").is_none());
+    }
+
+    #[test]
+    fn na1_flags_and_clock() {
+        assert_eq!(flag_text(0, &NA1_ALARM_FLAGS, true), "OK");
+        assert_eq!(
+            flag_text(0x81, &NA1_ALARM_FLAGS, true),
+            "MINIMUM_FLOW BATTERY_LOW"
+        );
+        assert_eq!(
+            flag_text(0x03, &NA1_FRAME_FLAGS, false),
+            "SUMMER_TIME HISTORICAL_INDICATION"
+        );
+        assert_eq!(na1_datetime(0).as_deref(), Some("2000-01-01 00:00"));
+        assert_eq!(na1_datetime(-1), None);
+        // 2000 is a leap year: day 59 is Feb 29, day 60 Mar 1.
+        assert_eq!(
+            na1_datetime(59 * 86_400).as_deref(),
+            Some("2000-02-29 00:00")
+        );
+        assert_eq!(
+            na1_datetime(60 * 86_400 + 3_599).as_deref(),
+            Some("2000-03-01 00:59")
+        );
+        assert_eq!(
+            na1_datetime(i64::from(u32::MAX)).as_deref(),
+            Some("2136-02-07 06:28")
+        );
+    }
+
+    #[test]
+    fn na1_cut_telegrams_never_panic() {
+        let full = hex::decode(NA1_LINE_36).unwrap();
+        for len in 11..full.len() {
+            let mut bytes = full[..len].to_vec();
+            bytes[0] = (len - 1) as u8;
+            let Ok(frame) = WirelessDecoder::new(KeyStore::new()).decode(&bytes) else {
+                continue;
+            };
+            let Ok(t) = frame.telegram() else { continue };
+            let mut v = HookValues::with_key(zero_key());
+            decode_na1(&t, &mut v);
+            assert!(v.get("total_m3").is_none());
         }
     }
 }
