@@ -92,16 +92,7 @@ impl CompactFormats {
 
     /// Remembers the layout of a full frame; returns its signature.
     pub fn learn(&mut self, manufacturer: u16, records: &[Record<'_>]) -> u16 {
-        let layout = Self::layout_of(records);
-        let signature = Self::signature(&layout);
-        self.learned.insert(
-            FormatKey {
-                manufacturer,
-                signature,
-            },
-            layout,
-        );
-        signature
+        self.insert(manufacturer, Self::layout_of(records))
     }
 
     /// Adds a layout (loading persisted state). The signature is computed, not trusted.

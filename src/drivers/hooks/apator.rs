@@ -276,44 +276,11 @@ fn na1_datetime(seconds: i64) -> Option<String> {
     if seconds < 0 {
         return None;
     }
-    let mut days = seconds / 86_400;
+    // 2000-01-01 is day 10,957 after 1970-01-01.
+    let (year, month, day) = crate::wire::datetime::civil_from_days(10_957 + seconds / 86_400);
     let in_day = seconds % 86_400;
-    let mut year = 2000i64;
-    loop {
-        let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
-        let len = if leap { 366 } else { 365 };
-        if days < len {
-            break;
-        }
-        days -= len;
-        year += 1;
-    }
-    let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
-    let month_lens = [
-        31,
-        if leap { 29 } else { 28 },
-        31,
-        30,
-        31,
-        30,
-        31,
-        31,
-        30,
-        31,
-        30,
-        31,
-    ];
-    let mut month = 1;
-    for len in month_lens {
-        if days < len {
-            break;
-        }
-        days -= len;
-        month += 1;
-    }
     Some(format!(
-        "{year:04}-{month:02}-{:02} {:02}:{:02}",
-        days + 1,
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}",
         in_day / 3600,
         in_day % 3600 / 60
     ))

@@ -11,6 +11,7 @@
 
 use super::{manufacturer_payload, Hook, HookValue, HookValues};
 use crate::telegram::Telegram;
+use crate::wire::datetime::{civil_from_days, days_from_civil};
 
 pub const HOOKS: &[Hook] = &[
     Hook {
@@ -91,31 +92,6 @@ fn le(data: &[u8], at: usize, len: usize) -> Option<u32> {
             .rev()
             .fold(0u32, |acc, &b| (acc << 8) | u32::from(b)),
     )
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (month 1-12).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// The date `days` after 1970-01-01, as (year, month, day).
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
 }
 
 /// `YYYY-MM-DD` of a packed Techem date: `year` after 2000, `month` and `day` as sent; out of
