@@ -2,9 +2,16 @@
 //! clear header bytes after the CI (alarm bits, battery, transmit period), then the
 //! descrambled block: `4B`, total (u32 LE, litres), last month's total (u32 LE, litres), the
 //! date of that reading (type G).
+//!
+//! Sappel (SAP) sends its PRIOS frames with its own reading of the address field: the low 26
+//! bits of the six address bytes (id, version, type; as one little-endian number) are eight
+//! decimal digits, the two-digit manufacture year and a six-digit serial number; bits 29-33,
+//! 34-38 and 39-43 are three letters (`@` + value) of the prefix printed on the meter:
+//! supplier, year, meter type, diameter, e.g. `C19UA`.
 
 use super::{manufacturer_payload, Hook, HookValue, HookValues};
-use crate::telegram::Telegram;
+use crate::telegram::{Link, Telegram};
+use crate::wire::application::Application;
 use crate::wire::datetime::MeterDateTime;
 
 pub const HOOKS: &[Hook] = &[Hook {
@@ -18,6 +25,9 @@ pub const HOOKS: &[Hook] = &[Hook {
         "status",
         "current_alarms",
         "previous_alarms",
+        "prefix",
+        "serial_number",
+        "manufacture_year",
     ],
     decode: decode_prios,
 }];
@@ -58,6 +68,34 @@ fn le32(b: &[u8]) -> Option<u32> {
     Some(u32::from_le_bytes(b.get(..4)?.try_into().ok()?))
 }
 
+/// Prefix, serial number and manufacture year of a Sappel PRIOS frame (sent as SND_NR or
+/// SND_IR with a CI of 0xA0-0xA7), read from its address field; `None` for other frames.
+fn sappel_identity(t: &Telegram<'_>) -> Option<(String, String, String)> {
+    let Link::Wireless(link) = &t.link else {
+        return None;
+    };
+    let dll = &link.dll;
+    let Application::Other { ci, .. } = t.application else {
+        return None;
+    };
+    if dll.manufacturer.letters() != *b"SAP"
+        || !matches!(dll.c, 0x44 | 0x46)
+        || !(0xA0..=0xA7).contains(&ci)
+    {
+        return None;
+    }
+    let mut wide = [0u8; 8];
+    wide[..6].copy_from_slice(&dll.raw_a);
+    let address = u64::from_le_bytes(wide);
+    // 26 bits hold at most 67,108,863: eight digits, the first two the year within 2000-2067.
+    let digits = address & 0x03FF_FFFF;
+    let year = digits / 1_000_000;
+    let serial = digits % 1_000_000;
+    let letter = |shift: u32| char::from(b'@' + ((address >> shift) & 0x1F) as u8);
+    let prefix = format!("{}{year:02}{}{}", letter(39), letter(34), letter(29));
+    Some((prefix, format!("{serial:06}"), format!("{}", 2000 + year)))
+}
+
 fn decode_prios(t: &Telegram<'_>, out: &mut HookValues) {
     let Some(data) = manufacturer_payload(t) else {
         return;
@@ -81,6 +119,11 @@ fn decode_prios(t: &Telegram<'_>, out: &mut HookValues) {
             "last_month_date",
             crate::drivers::engine::format_datetime(&date),
         );
+    }
+    if let Some((prefix, serial, year)) = sappel_identity(t) {
+        out.text("prefix", prefix);
+        out.text("serial_number", serial);
+        out.text("manufacture_year", year);
     }
     out.number("battery_y", f64::from(header[1] & 0x1F) / 2.0);
     out.number(
@@ -152,6 +195,46 @@ mod tests {
         assert_eq!(v.get("battery_y"), Some(&HookValue::Number(12.0)));
         assert_eq!(v.get("transmit_period_s"), Some(&HookValue::Number(8.0)));
         assert_eq!(v.get("status"), Some(&HookValue::Text("OK".into())));
+        // Not a Sappel frame: its address is an ordinary id.
+        assert!(v.get("prefix").is_none());
+        assert!(v.get("serial_number").is_none());
+        assert!(v.get("manufacture_year").is_none());
+    }
+
+    #[test]
+    fn sappel_address_gives_prefix_serial_and_year() {
+        // Corpus lines 173, 176 and 177 (izarv2), 374, 377 and 378 (izar).
+        for (telegram, prefix, serial, year) in [
+            (
+                "1944304C72242421D401A2013D4013DD8B46A4999C1293E582CC",
+                "C19UA",
+                "145842",
+                "2019",
+            ),
+            (
+                "1944304C9C5824210C04A363140013716577EC59E8663AB0D31C",
+                "H19CA",
+                "159196",
+                "2019",
+            ),
+            (
+                "1944304CDEFFE420CC01A263120013258F907B0AFF12529AC33B",
+                "C15SA",
+                "007710",
+                "2015",
+            ),
+        ] {
+            let v = values(telegram);
+            assert_eq!(v.get("prefix"), Some(&HookValue::Text(prefix.into())));
+            assert_eq!(
+                v.get("serial_number"),
+                Some(&HookValue::Text(serial.into()))
+            );
+            assert_eq!(
+                v.get("manufacture_year"),
+                Some(&HookValue::Text(year.into()))
+            );
+        }
     }
 
     #[test]
