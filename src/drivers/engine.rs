@@ -36,8 +36,10 @@ struct CompiledField {
 
 #[derive(Debug, Clone, PartialEq)]
 enum CombinableRule {
-    /// The record carries no combinable VIFE.
+    /// The record carries no combinable VIFE (a manufacturer VIFE 0x7F is allowed).
     None,
+    /// No VIFE at all after the VIF, not even a manufacturer one.
+    Bare,
     /// Any combinable VIFEs.
     Any,
     /// Exactly these VIFE codes (extension bit ignored), in any order.
@@ -338,6 +340,7 @@ impl Driver {
             let combinable = match m.combinable.as_slice() {
                 [] => CombinableRule::None,
                 [a] if a == "any" => CombinableRule::Any,
+                [a] if a == "none" => CombinableRule::Bare,
                 list => CombinableRule::Exactly(
                     list.iter()
                         .map(|c| {
@@ -354,10 +357,10 @@ impl Driver {
                 ),
             };
             if let Some(tf) = &f.text_format {
-                if !["hex", "wire", "digits"].contains(&tf.as_str()) {
+                if !["hex", "wire", "digits", "ascii"].contains(&tf.as_str()) {
                     return Err(invalid(
                         file,
-                        format!("{where_}: text_format {tf:?} is not hex, wire or digits"),
+                        format!("{where_}: text_format {tf:?} is not hex, wire, digits or ascii"),
                     ));
                 }
             }
@@ -737,6 +740,7 @@ fn record_matches(m: &Match, c: &CompiledField, r: &Record<'_>) -> bool {
         .filter(|&b| !matches!(Combinable::from_code(b), Combinable::ManufacturerSpecific));
     match &c.combinable {
         CombinableRule::Any => true,
+        CombinableRule::Bare => vi.combinable.is_empty() && vi.manufacturer_vifes.is_empty(),
         CombinableRule::None => codes.count() == 0,
         CombinableRule::Exactly(want) => {
             let have: Vec<u8> = codes.collect();
@@ -835,6 +839,11 @@ fn text_value(f: &Field, r: &Record<'_>) -> Option<ReadingValue> {
             return Some(ReadingValue::Text(crate::wire::hex::encode_upper(
                 &msb_first,
             )));
+        }
+        // A number whose bytes are characters, most significant first: 02FD0F 4C2B is "+L".
+        Some("ascii") => {
+            let text: String = r.data.iter().rev().map(|&b| b as char).collect();
+            return Some(ReadingValue::Text(text));
         }
         Some("wire") => {
             if let Value::Text(t) = r.value() {
