@@ -237,3 +237,49 @@ fn drivers_are_listed_and_shown() {
         "{out}"
     );
 }
+
+#[test]
+fn a_user_driver_folder_replaces_built_in_drivers_and_reports_bad_files() {
+    let dir = std::env::temp_dir().join(format!("meterbridge-drivers-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // A user's own kamwater: one field, renamed.
+    std::fs::write(
+        dir.join("kamwater.yaml"),
+        "name: kamwater\nmeter_type: water\ndetect: [\"KAM,1b,16\"]\nfields:\n  - name: water_total\n    quantity: volume\n    match: {vif_range: volume}\n    ha: {device_class: water, state_class: total_increasing}\n",
+    )
+    .unwrap();
+    let logged =
+        "2A442D2C998734761B168D2091D37CAC21576C7802FF207100041308190000441308190000615B7F616713";
+    let dir_arg = dir.to_string_lossy().to_string();
+    let (code, out, err) = meterbridge(
+        &[
+            "decode",
+            "--format",
+            "wmbusmeters",
+            "--drivers-dir",
+            &dir_arg,
+            logged,
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("\"water_total_m3\":6.408"), "{out}");
+    assert!(!out.contains("\"total_m3\""), "{out}");
+
+    // A broken file names the file, the line and the column.
+    std::fs::write(dir.join("broken.yaml"), "name: broken\nmeter_type: [oops\n").unwrap();
+    let (code, _, err) = meterbridge(
+        &[
+            "decode",
+            "--format",
+            "wmbusmeters",
+            "--drivers-dir",
+            &dir_arg,
+            logged,
+        ],
+        None,
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("broken.yaml") && err.contains("line"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

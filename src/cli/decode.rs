@@ -42,6 +42,10 @@ pub struct DecodeArgs {
     /// Meter name for `--format wmbusmeters` (wmbusmeters' `name`).
     #[arg(long, default_value = "meter")]
     pub name: String,
+    /// A folder of driver files (`*.yaml`) loaded after the built-in ones; a file whose driver
+    /// name exists replaces that driver.
+    #[arg(long, value_name = "DIR")]
+    pub drivers_dir: Option<std::path::PathBuf>,
     /// Telegrams as hex, wired (`68 L L 68 …`) or wireless (from the L field, with or without
     /// data-link CRCs); spaces and `|` `_` `:` `-` separators are ignored. Without any, one
     /// telegram per line is read from standard input (empty lines and lines starting with `#`
@@ -73,15 +77,22 @@ pub fn run(args: &DecodeArgs) -> i32 {
         (None, Format::Wmbusmeters) => Some("auto".to_string()),
         (None, _) => None,
     };
+    let registry = match crate::cli::drivers::registry(args.drivers_dir.as_deref()) {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = writeln!(err, "error: {e}");
+            return EXIT_BAD_INPUT;
+        }
+    };
     if let Some(d) = driver {
-        if d != "auto" && Registry::built_in_static().get(&d).is_none() {
+        if d != "auto" && registry.get(&d).is_none() {
             let _ = writeln!(
                 err,
                 "error: no driver named {d:?} (`meterbridge drivers` lists them)"
             );
             return EXIT_BAD_INPUT;
         }
-        decoder.use_driver(&d, &args.name);
+        decoder.use_driver(registry, &d, &args.name);
     }
     let mut status = 0;
     let mut report = |label: String, text: &str, decoder: &mut Decoder| -> bool {
@@ -187,10 +198,10 @@ impl Decoder {
 
     /// Applies a driver (name, alias or `auto`) to every telegram; the keys move to the
     /// driver run, which decodes from now on.
-    pub fn use_driver(&mut self, driver: &str, name: &str) {
+    pub fn use_driver(&mut self, registry: &'static Registry, driver: &str, name: &str) {
         let keys = std::mem::take(&mut self.wireless.keys);
         self.drivers = Some(DriverChoice {
-            run: DriverRun::new(Registry::built_in_static(), keys),
+            run: DriverRun::new(registry, keys),
             driver: driver.to_string(),
             name: name.to_string(),
         });

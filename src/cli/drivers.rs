@@ -8,6 +8,22 @@ use crate::drivers::Registry;
 pub struct DriversArgs {
     #[command(subcommand)]
     pub command: Option<DriversCommand>,
+    /// A folder of driver files loaded after the built-in ones.
+    #[arg(long, value_name = "DIR", global = true)]
+    pub drivers_dir: Option<std::path::PathBuf>,
+}
+
+/// The built-in drivers, plus a user folder's when given. The registry lives as long as the
+/// command (a process), so it is leaked rather than threaded through every call.
+pub fn registry(dir: Option<&std::path::Path>) -> Result<&'static Registry, String> {
+    match dir {
+        None => Ok(Registry::built_in_static()),
+        Some(dir) => {
+            let mut r = Registry::built_in();
+            r.load_dir(dir).map_err(|e| e.to_string())?;
+            Ok(Box::leak(Box::new(r)))
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -22,7 +38,13 @@ pub enum DriversCommand {
 }
 
 pub fn run(args: &DriversArgs) -> i32 {
-    let registry = Registry::built_in_static();
+    let registry = match registry(args.drivers_dir.as_deref()) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    };
     match &args.command {
         None => {
             println!(
