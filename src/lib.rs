@@ -10,4 +10,5 @@ pub mod drivers;
 pub mod output;
 pub mod security;
 pub mod telegram;
+pub mod transport;
 pub mod wire;

@@ -1,0 +1,212 @@
+//! A half-duplex M-Bus port over any byte stream (serial device, TCP socket, pseudo-terminal):
+//! send a frame, then classify what comes back within the standard's response window.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::{timeout_at, Instant};
+
+use super::timing;
+use crate::wire::wired::{scan, Scan};
+
+/// Any byte stream a port can run on.
+pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
+/// What came back after a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    /// Nothing within the response window.
+    Silence,
+    /// One complete, valid frame (`E5`, short or long), and nothing else before the line went
+    /// quiet.
+    Frame(Vec<u8>),
+    /// Bytes that are not one valid frame: a collision of several slaves, noise, or a frame cut
+    /// short. The bytes are kept for diagnostics.
+    Garbled(Vec<u8>),
+}
+
+/// Port settings that come from the user or the converter, not from the standard.
+#[derive(Debug, Clone, Copy)]
+pub struct PortConfig {
+    pub baud: u32,
+    /// Added to the standard's response window (USB adapters, TCP gateways).
+    pub extra_latency: Duration,
+    /// The converter echoes what the master sends; drop those bytes before reading the reply.
+    pub echo: bool,
+}
+
+impl Default for PortConfig {
+    fn default() -> Self {
+        PortConfig {
+            baud: 2400,
+            extra_latency: Duration::from_millis(50),
+            echo: false,
+        }
+    }
+}
+
+pub struct Port {
+    stream: Box<dyn Stream>,
+    pub config: PortConfig,
+    /// Bytes read but not yet consumed (a late byte of an earlier reply, or echo).
+    pending: Vec<u8>,
+}
+
+impl Port {
+    pub fn new(stream: Box<dyn Stream>, config: PortConfig) -> Port {
+        Port {
+            stream,
+            config,
+            pending: Vec::new(),
+        }
+    }
+
+    /// The window in which a slave's first byte must arrive, counted from the end of our frame.
+    pub fn response_window(&self) -> Duration {
+        timing::response_window(self.config.baud) + self.config.extra_latency
+    }
+
+    /// Gap after which a reply is taken as finished: a few byte times plus the latency
+    /// allowance, since converters deliver bytes in bursts.
+    fn quiet_gap(&self) -> Duration {
+        timing::byte_time(self.config.baud) * 4 + self.config.extra_latency
+    }
+
+    /// Writes a frame. With `echo`, the converter's copy of it is read back and dropped.
+    pub async fn send(&mut self, frame: &[u8]) -> std::io::Result<()> {
+        self.pending.clear();
+        self.stream.write_all(frame).await?;
+        self.stream.flush().await?;
+        if self.config.echo {
+            let deadline = Instant::now()
+                + timing::wire_time(self.config.baud, frame.len())
+                + self.response_window();
+            let mut echoed = Vec::with_capacity(frame.len());
+            let mut buf = [0u8; 64];
+            while echoed.len() < frame.len() {
+                match timeout_at(deadline, self.stream.read(&mut buf)).await {
+                    Ok(Ok(0)) => {
+                        return Err(std::io::Error::new(
+                            std::io::ErrorKind::UnexpectedEof,
+                            "the converter closed the connection",
+                        ))
+                    }
+                    Ok(Ok(n)) => echoed.extend_from_slice(&buf[..n]),
+                    Ok(Err(e)) => return Err(e),
+                    Err(_) => break,
+                }
+            }
+            // Whatever arrived after the echo is the start of the reply.
+            if echoed.len() > frame.len() && echoed.starts_with(frame) {
+                self.pending.extend_from_slice(&echoed[frame.len()..]);
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits for a reply: silence if no byte arrives within the response window (the wire time
+    /// of our own frame is the caller's to add when the transport does not block on writes);
+    /// otherwise reads until a whole frame is there and the line stays quiet.
+    pub async fn receive(&mut self, extra_wait: Duration) -> std::io::Result<Reply> {
+        let mut got = std::mem::take(&mut self.pending);
+        let first_deadline = Instant::now() + self.response_window() + extra_wait;
+        let mut buf = [0u8; 256];
+        if got.is_empty() {
+            match timeout_at(first_deadline, self.stream.read(&mut buf)).await {
+                Err(_) => return Ok(Reply::Silence),
+                Ok(Ok(0)) => {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "the converter closed the connection",
+                    ))
+                }
+                Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+                Ok(Err(e)) => return Err(e),
+            }
+        }
+        loop {
+            // How long to wait for the next byte: until the frame can be complete, plus a
+            // quiet gap; once a frame is complete, a quiet gap to catch a second answer.
+            let wait = match scan(&got) {
+                Scan::NeedMore(n) => timing::wire_time(self.config.baud, n) + self.quiet_gap(),
+                _ => self.quiet_gap(),
+            };
+            match timeout_at(Instant::now() + wait, self.stream.read(&mut buf)).await {
+                Err(_) => break,
+                Ok(Ok(0)) => break,
+                Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+                Ok(Err(e)) => return Err(e),
+            }
+        }
+        Ok(match scan(&got) {
+            Scan::Complete(n) if n == got.len() => Reply::Frame(got),
+            _ => Reply::Garbled(got),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::duplex;
+
+    fn port(stream: tokio::io::DuplexStream, echo: bool) -> Port {
+        Port::new(
+            Box::new(stream),
+            PortConfig {
+                baud: 9600,
+                extra_latency: Duration::from_millis(20),
+                echo,
+            },
+        )
+    }
+
+    #[tokio::test]
+    async fn ack_silence_and_collision() {
+        let (a, mut b) = duplex(1024);
+        let mut p = port(a, false);
+        p.send(&[0x10, 0x40, 0x05, 0x45, 0x16]).await.unwrap();
+        let mut req = [0u8; 5];
+        b.read_exact(&mut req).await.unwrap();
+        b.write_all(&[0xE5]).await.unwrap();
+        assert_eq!(
+            p.receive(Duration::ZERO).await.unwrap(),
+            Reply::Frame(vec![0xE5])
+        );
+
+        p.send(&[0x10, 0x40, 0x06, 0x46, 0x16]).await.unwrap();
+        b.read_exact(&mut req).await.unwrap();
+        assert_eq!(p.receive(Duration::ZERO).await.unwrap(), Reply::Silence);
+
+        // Two slaves acknowledging at once: two E5s are no single frame.
+        p.send(&[0x10, 0x40, 0xFD, 0x3D, 0x16]).await.unwrap();
+        b.read_exact(&mut req).await.unwrap();
+        b.write_all(&[0xE5, 0xE5]).await.unwrap();
+        assert_eq!(
+            p.receive(Duration::ZERO).await.unwrap(),
+            Reply::Garbled(vec![0xE5, 0xE5])
+        );
+    }
+
+    #[tokio::test]
+    async fn echo_is_dropped() {
+        let (a, mut b) = duplex(1024);
+        let mut p = port(a, true);
+        let frame = [0x10, 0x5B, 0x05, 0x60, 0x16];
+        let sender = tokio::spawn(async move {
+            let mut req = [0u8; 5];
+            b.read_exact(&mut req).await.unwrap();
+            // The converter echoes, then the meter answers.
+            b.write_all(&req).await.unwrap();
+            b.write_all(&[0xE5]).await.unwrap();
+            b
+        });
+        p.send(&frame).await.unwrap();
+        let _b = sender.await.unwrap();
+        assert_eq!(
+            p.receive(Duration::ZERO).await.unwrap(),
+            Reply::Frame(vec![0xE5])
+        );
+    }
+}
