@@ -2,6 +2,7 @@
 //! They move bytes and know the line's timing; framing is `wire::wired`, request logic is
 //! `master`.
 
+pub mod open;
 pub mod port;
 pub mod timing;
 
