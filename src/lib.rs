@@ -7,8 +7,10 @@
 
 pub mod cli;
 pub mod drivers;
+pub mod master;
 pub mod output;
 pub mod security;
+pub mod sim;
 pub mod telegram;
 pub mod transport;
 pub mod wire;

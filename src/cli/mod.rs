@@ -2,6 +2,7 @@
 
 pub mod decode;
 pub mod drivers;
+pub mod simulate;
 
 use clap::{Parser, Subcommand};
 
@@ -23,6 +24,8 @@ pub enum Command {
     Decode(decode::DecodeArgs),
     /// List the meter drivers, or show one.
     Drivers(drivers::DriversArgs),
+    /// Simulate meters for testing masters without hardware.
+    Simulate(simulate::SimulateArgs),
 }
 
 /// Runs the command line and returns the process exit status.
@@ -31,5 +34,6 @@ pub fn run() -> i32 {
     match cli.command {
         Command::Decode(args) => decode::run(&args),
         Command::Drivers(args) => drivers::run(&args),
+        Command::Simulate(args) => simulate::run(&args),
     }
 }
