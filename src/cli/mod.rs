@@ -1,5 +1,6 @@
 //! The command line: one file per subcommand; parsing arguments and printing only.
 
+pub mod bus;
 pub mod decode;
 pub mod drivers;
 pub mod simulate;
@@ -22,6 +23,16 @@ pub struct Cli {
 pub enum Command {
     /// Decode M-Bus telegrams given as hex (arguments, or one per line on standard input).
     Decode(decode::DecodeArgs),
+    /// Find the meters on a wired bus: `scan primary` (addresses 0-250) or `scan secondary`.
+    Scan(bus::ScanArgs),
+    /// Read a wired meter (all its telegrams) and print them like `decode`.
+    Read(bus::ReadArgs),
+    /// Give a wired meter a new primary address.
+    SetAddress(bus::SetAddressArgs),
+    /// Switch a wired meter to another baud rate (checked at the new speed).
+    SetBaud(bus::SetBaudArgs),
+    /// Send an application reset to a wired meter.
+    Reset(bus::ResetArgs),
     /// List the meter drivers, or show one.
     Drivers(drivers::DriversArgs),
     /// Simulate meters for testing masters without hardware.
@@ -33,6 +44,11 @@ pub fn run() -> i32 {
     let cli = Cli::parse();
     match cli.command {
         Command::Decode(args) => decode::run(&args),
+        Command::Scan(a) => bus::run(&bus::BusCommand::Scan(a)),
+        Command::Read(a) => bus::run(&bus::BusCommand::Read(a)),
+        Command::SetAddress(a) => bus::run(&bus::BusCommand::SetAddress(a)),
+        Command::SetBaud(a) => bus::run(&bus::BusCommand::SetBaud(a)),
+        Command::Reset(a) => bus::run(&bus::BusCommand::Reset(a)),
         Command::Drivers(args) => drivers::run(&args),
         Command::Simulate(args) => simulate::run(&args),
     }

@@ -1,0 +1,172 @@
+//! The bus commands as a user runs them, against the simulator over TCP: scans, reads (incl.
+//! a multi-telegram meter and a secondary address), set address and reset. The simulator runs
+//! in this process; the commands are the real binary.
+
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+
+use meterbridge::sim::bus::BusSim;
+use meterbridge::sim::{serve_tcp, ServeOptions};
+
+/// Starts a simulated segment on a free local port; returns its address.
+fn start_bus(yaml: &str) -> String {
+    let sim = BusSim::from_yaml_str(yaml).expect("simulator config");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            tx.send(listener.local_addr().expect("addr").to_string())
+                .expect("send");
+            let _ = serve_tcp(
+                listener,
+                Arc::new(Mutex::new(sim)),
+                ServeOptions {
+                    baud: 9600,
+                    log: false,
+                },
+            )
+            .await;
+        });
+    });
+    rx.recv().expect("simulator address")
+}
+
+fn meterbridge(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_meterbridge"))
+        .args(args)
+        .output()
+        .expect("binary runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+const BUS: &str = "baud: 9600
+meters:
+  - {primary: 5, secondary: \"12345678\", manufacturer: KAM, version: 1, medium: 7}
+  - {primary: 7, secondary: \"12345699\", manufacturer: KAM, version: 1, medium: 7}
+  - {primary: 9, secondary: \"87654321\", manufacturer: LUG, version: 4, medium: 4}
+";
+
+#[test]
+fn secondary_and_primary_scans_find_every_meter() {
+    let addr = start_bus(BUS);
+    let (code, out, err) = meterbridge(&["scan", "secondary", "--tcp", &addr, "--baud", "9600"]);
+    assert_eq!(code, 0, "{err}");
+    for line in ["123456782D2C0107", "123456992D2C0107", "87654321A7320404"] {
+        assert!(out.contains(line), "{line} missing: {out}");
+    }
+    assert!(err.contains("3 meter(s) found"), "{err}");
+    let (code, out, err) = meterbridge(&[
+        "scan", "primary", "--range", "0-12", "--tcp", &addr, "--baud", "9600",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let rows: Vec<&str> = out.lines().skip(1).collect();
+    assert_eq!(rows.len(), 3, "{out}");
+    assert!(
+        rows[0].starts_with("5 ") && rows[2].starts_with("9 "),
+        "{out}"
+    );
+}
+
+#[test]
+fn read_by_primary_and_secondary_address() {
+    let addr = start_bus(BUS);
+    let (code, out, err) = meterbridge(&["read", "9", "--tcp", &addr, "--baud", "9600"]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.lines().next().unwrap_or("")).unwrap();
+    assert_eq!(v["header"]["id"], "87654321");
+    assert_eq!(v["header"]["manufacturer"], "LUG");
+    let (code, out, err) = meterbridge(&[
+        "read",
+        "12345699FFFFFFFF",
+        "--tcp",
+        &addr,
+        "--baud",
+        "9600",
+        "--format",
+        "xml",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("<Id>12345699</Id>"), "{out}");
+    // Nobody at 42: a clear error naming the address.
+    let (code, _, err) = meterbridge(&["read", "42", "--tcp", &addr, "--baud", "9600"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("42"), "{err}");
+}
+
+#[test]
+fn multi_telegram_meter_is_read_to_the_end() {
+    // Two telegrams: the first ends with DIF 1F (more records follow).
+    let first = meterbridge::wire::wired::Frame::Long {
+        control: 0x08,
+        address: 3,
+        ci: 0x72,
+        data: &[
+            0x78, 0x56, 0x34, 0x12, 0x2D, 0x2C, 0x01, 0x07, 0x01, 0x00, 0x00, 0x00, 0x04, 0x13,
+            0x10, 0x27, 0x00, 0x00, 0x1F,
+        ],
+    }
+    .to_bytes();
+    let second = meterbridge::wire::wired::Frame::Long {
+        control: 0x08,
+        address: 3,
+        ci: 0x72,
+        data: &[
+            0x78, 0x56, 0x34, 0x12, 0x2D, 0x2C, 0x01, 0x07, 0x02, 0x00, 0x00, 0x00, 0x44, 0x13,
+            0x20, 0x4E, 0x00, 0x00,
+        ],
+    }
+    .to_bytes();
+    let hex = meterbridge::wire::hex::encode_upper;
+    let yaml = format!(
+        "baud: 9600\nmeters:\n  - {{primary: 3, telegrams: [\"{}\", \"{}\"]}}\n",
+        hex(&first),
+        hex(&second)
+    );
+    let addr = start_bus(&yaml);
+    let (code, out, err) = meterbridge(&["read", "3", "--tcp", &addr, "--baud", "9600"]);
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(
+        lines[0].contains("\"more_records_follow\":true"),
+        "{}",
+        lines[0]
+    );
+    assert!(lines[1].contains("\"value\":20"), "{}", lines[1]);
+}
+
+#[test]
+fn set_address_then_reset() {
+    let addr = start_bus(BUS);
+    let (code, out, err) =
+        meterbridge(&["set-address", "5", "20", "--tcp", &addr, "--baud", "9600"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("now answers at primary address 20"), "{out}");
+    // The address is taken: refused with a reason.
+    let (code, _, err) = meterbridge(&["set-address", "20", "7", "--tcp", &addr, "--baud", "9600"]);
+    assert_eq!(code, 1);
+    assert!(err.contains('7'), "{err}");
+    let (code, out, err) = meterbridge(&["reset", "20", "--tcp", &addr, "--baud", "9600"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("application reset"), "{out}");
+}
+
+#[test]
+fn usage_errors_say_what_is_wrong() {
+    let (code, _, err) = meterbridge(&["read", "300", "--tcp", "127.0.0.1:1"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("neither a primary address"), "{err}");
+    let (code, _, err) = meterbridge(&["read", "5", "--device", "/dev/does-not-exist-mb"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("/dev/does-not-exist-mb"), "{err}");
+}
