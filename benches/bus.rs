@@ -6,7 +6,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use meterbridge::master::{Master, MasterOptions, ReadOptions, ScanProgress, SecondaryMask, Target};
+use meterbridge::master::{
+    Master, MasterOptions, ReadOptions, ScanProgress, SecondaryMask, Target,
+};
 use meterbridge::sim::bus::{BusSim, SecondaryAddress, SimMeter};
 use meterbridge::sim::{serve_tcp, ServeOptions};
 use meterbridge::transport::open::{open_port, Endpoint};
@@ -38,7 +40,9 @@ fn bcd(mut n: u32) -> u32 {
 
 async fn master_for(meters: Vec<SimMeter>) -> Master {
     let sim = BusSim::new(meters).with_baud(BAUD);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let addr = listener.local_addr().expect("addr").to_string();
     tokio::spawn(serve_tcp(
         listener,
@@ -99,7 +103,9 @@ fn main() {
         .await;
         secondary(
             "secondary scan, 10 consecutive ids",
-            (0..10).map(|i| meter(i as u8 + 1, bcd(61_234_500 + i), 7)).collect(),
+            (0..10)
+                .map(|i| meter(i as u8 + 1, bcd(61_234_500 + i), 7))
+                .collect(),
         )
         .await;
         secondary(
@@ -110,15 +116,25 @@ fn main() {
         if std::env::var("MB_BENCH_250").is_ok() {
             secondary(
                 "secondary scan, 250 random ids",
-                (0..250).map(|i| meter((i % 250) as u8, random_id(), 7)).collect(),
+                (0..250)
+                    .map(|i| meter((i % 250) as u8, random_id(), 7))
+                    .collect(),
             )
             .await;
         }
 
         // Primary scan 0-250 with 3 meters.
-        let mut m = master_for(vec![meter(5, bcd(1), 7), meter(100, bcd(2), 7), meter(250, bcd(3), 7)]).await;
+        let mut m = master_for(vec![
+            meter(5, bcd(1), 7),
+            meter(100, bcd(2), 7),
+            meter(250, bcd(3), 7),
+        ])
+        .await;
         let start = Instant::now();
-        let found = m.scan_primary(0..=250, &mut |_p: ScanProgress| {}).await.expect("scan");
+        let found = m
+            .scan_primary(0..=250, &mut |_p: ScanProgress| {})
+            .await
+            .expect("scan");
         let secs = start.elapsed().as_secs_f64();
         // 251 SND_NKE (5 bytes each) plus their response windows, and three E5 and reads.
         let window = meterbridge::transport::timing::response_window(BAUD).as_secs_f64();
