@@ -13,7 +13,7 @@ use super::decode::{Decoder, Format};
 use crate::master::{
     Master, MasterError, MasterOptions, ReadOptions, ScanEvent, ScanProgress, SecondaryMask, Target,
 };
-use crate::transport::open::{open_port, open_serial, Endpoint};
+use crate::transport::open::{default_latency, open_port, open_serial, Endpoint};
 use crate::transport::{Port, PortConfig};
 use crate::wire::hex;
 
@@ -34,9 +34,9 @@ pub struct Connection {
     #[arg(long, default_value_t = 2400)]
     pub baud: u32,
     /// Extra wait for slow converters or gateways, in milliseconds, on top of the standard's
-    /// response window.
-    #[arg(long, value_name = "MS", default_value_t = 50)]
-    pub latency: u64,
+    /// response window (default 50 for serial converters, 100 for TCP gateways).
+    #[arg(long, value_name = "MS")]
+    pub latency: Option<u64>,
     /// The converter echoes what we send.
     #[arg(long)]
     pub echo: bool,
@@ -138,12 +138,16 @@ fn endpoint(c: &Connection) -> Endpoint {
 }
 
 async fn connect(c: &Connection, stop: Option<Arc<AtomicBool>>) -> Result<Master, String> {
+    let endpoint = endpoint(c);
     let config = PortConfig {
         baud: c.baud,
-        extra_latency: Duration::from_millis(c.latency),
+        extra_latency: c
+            .latency
+            .map(Duration::from_millis)
+            .unwrap_or_else(|| default_latency(&endpoint)),
         echo: c.echo,
     };
-    let port = open_port(&endpoint(c), config)
+    let port = open_port(&endpoint, config)
         .await
         .map_err(|e| e.to_string())?;
     Ok(Master::new(

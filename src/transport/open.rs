@@ -93,15 +93,20 @@ pub async fn open_tcp(
     }
 }
 
-/// Opens a port on an endpoint. TCP gateways get a larger latency allowance by default:
-/// they buffer and forward in packets.
-pub async fn open_port(endpoint: &Endpoint, mut config: PortConfig) -> Result<Port, OpenError> {
+/// The latency allowance to use when the user gives none: USB serial adapters deliver bytes
+/// in bursts, TCP gateways buffer and forward in packets.
+pub fn default_latency(endpoint: &Endpoint) -> Duration {
+    match endpoint {
+        Endpoint::Serial(_) => Duration::from_millis(50),
+        Endpoint::Tcp(_) => Duration::from_millis(100),
+    }
+}
+
+/// Opens a port on an endpoint with exactly the given settings.
+pub async fn open_port(endpoint: &Endpoint, config: PortConfig) -> Result<Port, OpenError> {
     let stream = match endpoint {
         Endpoint::Serial(path) => open_serial(path, config.baud)?,
-        Endpoint::Tcp(address) => {
-            config.extra_latency = config.extra_latency.max(Duration::from_millis(100));
-            open_tcp(address, Duration::from_secs(10)).await?
-        }
+        Endpoint::Tcp(address) => open_tcp(address, Duration::from_secs(10)).await?,
     };
     Ok(Port::new(stream, config))
 }
