@@ -130,6 +130,10 @@ impl Port {
             // quiet gap; once a frame is complete, a quiet gap to catch a second answer.
             let wait = match scan(&got) {
                 Scan::NeedMore(n) => timing::wire_time(self.config.baud, n) + self.quiet_gap(),
+                // A whole long frame with a good checksum: a second talker would have garbled
+                // it, so there is nothing more to wait for. A lone E5 can be followed by a
+                // second slave's E5, which is how a collision of acknowledgements looks.
+                Scan::Complete(n) if n == got.len() && got.first() == Some(&0x68) => break,
                 _ => self.quiet_gap(),
             };
             match timeout_at(Instant::now() + wait, self.stream.read(&mut buf)).await {
