@@ -170,3 +170,44 @@ fn usage_errors_say_what_is_wrong() {
     assert_eq!(code, 1);
     assert!(err.contains("/dev/does-not-exist-mb"), "{err}");
 }
+
+/// Starts a simulated segment on a pseudo-terminal; returns the device path.
+fn start_pty_bus(yaml: &str) -> String {
+    let sim = BusSim::from_yaml_str(yaml).expect("simulator config");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            let pty = meterbridge::sim::open_pty().expect("pty");
+            tx.send(pty.path().to_string()).expect("send");
+            let _ = pty
+                .serve(
+                    Arc::new(Mutex::new(sim)),
+                    ServeOptions {
+                        baud: 9600,
+                        log: false,
+                    },
+                )
+                .await;
+        });
+    });
+    rx.recv().expect("pty path")
+}
+
+#[test]
+fn commands_work_over_a_serial_device() {
+    let dev = start_pty_bus(BUS);
+    let (code, out, err) = meterbridge(&["read", "5", "--device", &dev, "--baud", "9600"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("\"id\":\"12345678\""), "{out}");
+    let (code, out, err) = meterbridge(&["scan", "secondary", "--device", &dev, "--baud", "9600"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("87654321A7320404"), "{out}");
+    let (code, out, err) =
+        meterbridge(&["set-address", "7", "30", "--device", &dev, "--baud", "9600"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("30"), "{out}");
+}
