@@ -211,3 +211,31 @@ fn commands_work_over_a_serial_device() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("30"), "{out}");
 }
+
+#[test]
+fn echoing_converter_slow_meter_and_a_meter_that_needs_a_reset() {
+    // The converter echoes every request; meter 5 answers 120 ms late; meter 7 sends its
+    // stale first telegram until it has seen SND_NKE (read resets it first).
+    let yaml = "baud: 9600
+echo: true
+meters:
+  - {primary: 5, secondary: \"12345678\", manufacturer: KAM, version: 1, medium: 7, reply_delay_ms: 120}
+  - {primary: 7, secondary: \"12345699\", manufacturer: KAM, version: 1, medium: 7, needs_snd_nke: true}
+";
+    let addr = start_bus(yaml);
+    for a in ["5", "7"] {
+        let (code, out, err) = meterbridge(&[
+            "read",
+            a,
+            "--tcp",
+            &addr,
+            "--baud",
+            "9600",
+            "--echo",
+            "--latency",
+            "200",
+        ]);
+        assert_eq!(code, 0, "{a}: {err}");
+        assert!(out.contains("\"kind\":\"wired\""), "{a}: {out}");
+    }
+}
