@@ -400,21 +400,10 @@ mod tests {
     use crate::wire::hex;
 
     fn values(decode: super::super::Decoder, telegram: &str) -> HookValues {
-        let frame = WirelessDecoder::new(KeyStore::new())
-            .decode(&hex::decode(telegram).unwrap())
-            .unwrap();
-        let t = frame.telegram().unwrap();
-        let mut v = HookValues::default();
-        decode(&t, &mut v);
-        v
+        super::super::testing::run(decode, telegram)
     }
 
-    fn number(v: &HookValues, name: &str) -> f64 {
-        match v.get(name) {
-            Some(HookValue::Number(n)) => *n,
-            other => panic!("{name}: {other:?}"),
-        }
-    }
+    use super::super::testing::number;
 
     fn text(v: &HookValues, name: &str) -> Option<HookValue> {
         v.get(name).cloned()

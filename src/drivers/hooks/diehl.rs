@@ -163,18 +163,11 @@ fn decode_prios(t: &Telegram<'_>, out: &mut HookValues) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::security::KeyStore;
-    use crate::telegram::WirelessDecoder;
+
     use crate::wire::hex;
 
     fn values(telegram: &str) -> HookValues {
-        let frame = WirelessDecoder::new(KeyStore::new())
-            .decode(&hex::decode(telegram).unwrap())
-            .unwrap();
-        let t = frame.telegram().unwrap();
-        let mut v = HookValues::default();
-        decode_prios(&t, &mut v);
-        v
+        super::super::testing::run(decode_prios, telegram)
     }
 
     #[test]

@@ -663,28 +663,12 @@ mod tests {
     use crate::wire::hex;
 
     fn values(decode: super::super::Decoder, telegram: &str) -> HookValues {
-        let frame = WirelessDecoder::new(KeyStore::new())
-            .decode(&hex::decode(telegram).unwrap())
-            .unwrap();
-        let t = frame.telegram().unwrap();
-        let mut v = HookValues::default();
-        decode(&t, &mut v);
-        v
+        super::super::testing::run(decode, telegram)
     }
 
-    fn num(v: &HookValues, name: &str) -> f64 {
-        match v.get(name) {
-            Some(HookValue::Number(n)) => *n,
-            other => panic!("{name}: {other:?}"),
-        }
-    }
+    use super::super::testing::number as num;
 
-    fn text(v: &HookValues, name: &str) -> String {
-        match v.get(name) {
-            Some(HookValue::Text(s)) => s.clone(),
-            other => panic!("{name}: {other:?}"),
-        }
-    }
+    use super::super::testing::text;
 
     #[test]
     fn bfw240radio_history() {

@@ -105,3 +105,37 @@ pub fn manufacturer_payload<'a>(t: &Telegram<'a>) -> Option<&'a [u8]> {
         _ => None,
     }
 }
+
+/// Helpers for the decoders' unit tests: run a decoder on a corpus telegram and read values.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::{Decoder, HookValue, HookValues};
+    use crate::security::KeyStore;
+    use crate::telegram::WirelessDecoder;
+    use crate::wire::hex;
+
+    /// Decodes a wireless telegram (no key) and runs `decode` on it.
+    pub fn run(decode: Decoder, telegram: &str) -> HookValues {
+        let frame = WirelessDecoder::new(KeyStore::new())
+            .decode(&hex::decode(telegram).expect("test hex"))
+            .expect("test telegram decodes");
+        let t = frame.telegram().expect("records frame");
+        let mut v = HookValues::default();
+        decode(&t, &mut v);
+        v
+    }
+
+    pub fn number(v: &HookValues, name: &str) -> f64 {
+        match v.get(name) {
+            Some(HookValue::Number(n)) => *n,
+            other => panic!("{name}: {other:?}"),
+        }
+    }
+
+    pub fn text(v: &HookValues, name: &str) -> String {
+        match v.get(name) {
+            Some(HookValue::Text(s)) => s.clone(),
+            other => panic!("{name}: {other:?}"),
+        }
+    }
+}

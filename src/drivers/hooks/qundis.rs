@@ -301,33 +301,14 @@ fn decode_records(records: &[Record<'_>], out: &mut HookValues) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::security::KeyStore;
-    use crate::telegram::WirelessDecoder;
-    use crate::wire::hex;
 
     fn values(telegram: &str) -> HookValues {
-        let frame = WirelessDecoder::new(KeyStore::new())
-            .decode(&hex::decode(telegram).unwrap())
-            .unwrap();
-        let t = frame.telegram().unwrap();
-        let mut v = HookValues::default();
-        decode_qundis(&t, &mut v);
-        v
+        super::super::testing::run(decode_qundis, telegram)
     }
 
-    fn number(v: &HookValues, name: &str) -> f64 {
-        match v.get(name) {
-            Some(HookValue::Number(n)) => *n,
-            other => panic!("{name}: {other:?}"),
-        }
-    }
+    use super::super::testing::number;
 
-    fn text(v: &HookValues, name: &str) -> String {
-        match v.get(name) {
-            Some(HookValue::Text(s)) => s.clone(),
-            other => panic!("{name}: {other:?}"),
-        }
-    }
+    use super::super::testing::text;
 
     fn close(a: f64, b: f64) -> bool {
         (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0)

@@ -340,31 +340,13 @@ mod tests {
     use crate::telegram::WirelessDecoder;
     use crate::wire::hex;
 
-    fn values(decode: Decoder, telegram: &str) -> HookValues {
-        let frame = WirelessDecoder::new(KeyStore::new())
-            .decode(&hex::decode(telegram).unwrap())
-            .unwrap();
-        let t = frame.telegram().unwrap();
-        let mut v = HookValues::default();
-        decode(&t, &mut v);
-        v
+    fn values(decode: super::super::Decoder, telegram: &str) -> HookValues {
+        super::super::testing::run(decode, telegram)
     }
 
-    type Decoder = fn(&Telegram<'_>, &mut HookValues);
+    use super::super::testing::number as num;
 
-    fn num(v: &HookValues, name: &str) -> f64 {
-        match v.get(name) {
-            Some(HookValue::Number(n)) => *n,
-            other => panic!("{name}: {other:?}"),
-        }
-    }
-
-    fn text(v: &HookValues, name: &str) -> String {
-        match v.get(name) {
-            Some(HookValue::Text(s)) => s.clone(),
-            other => panic!("{name}: {other:?}"),
-        }
-    }
+    use super::super::testing::text;
 
     fn close(a: f64, b: f64) -> bool {
         (a - b).abs() < 1e-6
