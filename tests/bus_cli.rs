@@ -239,3 +239,25 @@ meters:
         assert!(out.contains("\"kind\":\"wired\""), "{a}: {out}");
     }
 }
+
+#[test]
+fn a_gateway_dropping_mid_frame_is_an_error_not_a_hang() {
+    // A gateway that acknowledges SND_NKE, then sends half an answer and closes.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        if let Ok((mut s, _)) = listener.accept() {
+            let mut buf = [0u8; 5];
+            let _ = s.read_exact(&mut buf); // SND_NKE
+            let _ = s.write_all(&[0xE5]);
+            let _ = s.read_exact(&mut buf); // REQ_UD2
+            let _ = s.write_all(&[0x68, 0x1F, 0x1F, 0x68, 0x08, 0x05, 0x72]);
+        }
+    });
+    let started = std::time::Instant::now();
+    let (code, _, err) = meterbridge(&["read", "5", "--tcp", &addr, "--baud", "9600"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("error:"), "{err}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+}
