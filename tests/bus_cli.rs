@@ -241,7 +241,7 @@ meters:
 }
 
 #[test]
-fn a_gateway_dropping_mid_frame_is_an_error_not_a_hang() {
+fn a_gateway_that_drops_and_stays_gone_is_an_error_not_a_hang() {
     // A gateway that acknowledges SND_NKE, then sends half an answer and closes.
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap().to_string();
@@ -258,6 +258,57 @@ fn a_gateway_dropping_mid_frame_is_an_error_not_a_hang() {
     let started = std::time::Instant::now();
     let (code, _, err) = meterbridge(&["read", "5", "--tcp", &addr, "--baud", "9600"]);
     assert_eq!(code, 1, "{err}");
-    assert!(err.contains("error:"), "{err}");
+    // The gateway is gone for good: the reconnect attempts fail and the error names it.
+    assert!(err.contains("error:") && err.contains(&addr), "{err}");
+    assert!(err.contains("could not be reopened"), "{err}");
     assert!(started.elapsed() < std::time::Duration::from_secs(10));
+}
+
+/// Copies bytes both ways between two sockets until either side closes.
+fn relay(client: std::net::TcpStream, upstream: std::net::TcpStream) {
+    let pairs = [
+        (client.try_clone(), upstream.try_clone()),
+        (upstream.try_clone(), client.try_clone()),
+    ];
+    for pair in pairs {
+        if let (Ok(mut from), Ok(mut to)) = pair {
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut from, &mut to);
+                let _ = to.shutdown(std::net::Shutdown::Both);
+            });
+        }
+    }
+}
+
+#[test]
+fn a_dropped_gateway_connection_is_reopened_and_the_read_completes() {
+    let bus = start_bus(BUS);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        // The first connection acknowledges SND_NKE, sends half an answer and closes, as a
+        // gateway does when its own link hiccups.
+        if let Ok((mut s, _)) = listener.accept() {
+            let mut buf = [0u8; 5];
+            let _ = s.read_exact(&mut buf);
+            let _ = s.write_all(&[0xE5]);
+            let _ = s.read_exact(&mut buf);
+            let _ = s.write_all(&[0x68, 0x1F, 0x1F, 0x68, 0x08, 0x05, 0x72]);
+        }
+        // Every later connection reaches the simulated segment.
+        for conn in listener.incoming() {
+            let Ok(client) = conn else { break };
+            let Ok(upstream) = std::net::TcpStream::connect(&bus) else {
+                break;
+            };
+            relay(client, upstream);
+        }
+    });
+    let (code, out, err) = meterbridge(&["read", "5", "--tcp", &addr, "--baud", "9600"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("reconnected"), "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(v["header"]["id"], "12345678");
+    assert_eq!(v["header"]["manufacturer"], "KAM");
 }

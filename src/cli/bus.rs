@@ -11,7 +11,8 @@ use clap::{Args, Subcommand, ValueEnum};
 
 use super::decode::{Decoder, Format};
 use crate::master::{
-    Master, MasterError, MasterOptions, ReadOptions, ScanEvent, ScanProgress, SecondaryMask, Target,
+    Master, MasterError, MasterOptions, Notice, ReadOptions, ScanEvent, ScanProgress,
+    SecondaryMask, Target,
 };
 use crate::transport::open::{default_latency, open_port, open_serial, Endpoint};
 use crate::transport::{Port, PortConfig};
@@ -155,6 +156,7 @@ async fn connect(c: &Connection, stop: Option<Arc<AtomicBool>>) -> Result<Master
         MasterOptions {
             retries: c.retries,
             stop,
+            notice: Some(Notice(Arc::new(|m: &str| eprintln!("note: {m}")))),
             ..MasterOptions::default()
         },
     ))

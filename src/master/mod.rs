@@ -132,6 +132,17 @@ pub enum MasterError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "the connection to the gateway {address} dropped during {action} and could not be \
+         reopened ({attempts} attempt(s)): {source}"
+    )]
+    Reconnect {
+        address: String,
+        action: String,
+        attempts: u32,
+        #[source]
+        source: crate::transport::open::OpenError,
+    },
     #[error("scan stopped on request after {probes} probe(s); the bus was deselected")]
     Cancelled { probes: u32, found: Vec<Found> },
 }
@@ -153,6 +164,21 @@ pub struct MasterOptions {
     /// Set from elsewhere (a Ctrl-C handler) to stop a scan between two probes; the master
     /// then deselects the bus before it returns.
     pub stop: Option<Arc<AtomicBool>>,
+    /// Told about events the user should see but that do not stop the work (a gateway
+    /// connection reopened).
+    pub notice: Option<Notice>,
+    /// Waits before each attempt to reopen a dropped gateway connection; one attempt per entry.
+    pub reconnect_backoff: Vec<Duration>,
+}
+
+/// A callback for [`MasterOptions::notice`].
+#[derive(Clone)]
+pub struct Notice(pub Arc<dyn Fn(&str) + Send + Sync>);
+
+impl fmt::Debug for Notice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Notice(..)")
+    }
 }
 
 impl Default for MasterOptions {
@@ -161,6 +187,13 @@ impl Default for MasterOptions {
             retries: 3,
             idle_gap: Duration::ZERO,
             stop: None,
+            notice: None,
+            // Gateways refuse a new connection for a moment after dropping the old one.
+            reconnect_backoff: vec![
+                Duration::from_millis(200),
+                Duration::from_secs(1),
+                Duration::from_secs(3),
+            ],
         }
     }
 }
@@ -201,6 +234,9 @@ pub struct Master {
     stop: Option<Arc<AtomicBool>>,
     /// When the line last went quiet; the next request waits for the idle gap after it.
     quiet_since: Option<Instant>,
+    notice: Option<Notice>,
+    reconnect_backoff: Vec<Duration>,
+    reconnects: u32,
 }
 
 /// Readable hex for error messages.
@@ -243,7 +279,15 @@ impl Master {
             idle_gap: options.idle_gap,
             stop: options.stop,
             quiet_since: None,
+            notice: options.notice,
+            reconnect_backoff: options.reconnect_backoff,
+            reconnects: 0,
         }
+    }
+
+    /// How often a dropped gateway connection was reopened.
+    pub fn reconnects(&self) -> u32 {
+        self.reconnects
     }
 
     pub fn port(&self) -> &Port {
@@ -261,8 +305,57 @@ impl Master {
             .is_some_and(|s| s.load(Ordering::Relaxed))
     }
 
-    /// One request and whatever comes back within the response window.
+    /// One request and whatever comes back within the response window. A gateway connection
+    /// that dropped is reopened and the request sent again, once: the meters behind it keep
+    /// their state (FCB, selection), so repeating the request is what the master would do
+    /// after any lost answer.
     async fn exchange(&mut self, frame: &[u8], action: &str) -> Result<Reply, MasterError> {
+        if self.port.is_closed() && self.port.reconnect_address().is_some() {
+            self.reopen(action).await?;
+        }
+        match self.exchange_once(frame, action).await {
+            Err(MasterError::Io { .. }) if self.port.reconnect_address().is_some() => {
+                self.reopen(action).await?;
+                self.exchange_once(frame, action).await
+            }
+            other => other,
+        }
+    }
+
+    async fn reopen(&mut self, action: &str) -> Result<(), MasterError> {
+        let address = self
+            .port
+            .reconnect_address()
+            .unwrap_or_default()
+            .to_string();
+        let mut last = None;
+        let mut attempts = 0;
+        for wait in self.reconnect_backoff.clone() {
+            tokio::time::sleep(wait).await;
+            attempts += 1;
+            match self.port.reconnect(Duration::from_secs(5)).await {
+                Ok(()) => {
+                    self.reconnects += 1;
+                    self.quiet_since = None;
+                    if let Some(Notice(notice)) = &self.notice {
+                        notice(&format!(
+                            "the gateway {address} dropped the connection; reconnected"
+                        ));
+                    }
+                    return Ok(());
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(MasterError::Reconnect {
+            address,
+            action: action.to_string(),
+            attempts,
+            source: last.unwrap_or(crate::transport::open::OpenError::NotReconnectable),
+        })
+    }
+
+    async fn exchange_once(&mut self, frame: &[u8], action: &str) -> Result<Reply, MasterError> {
         let baud = self.port.config.baud;
         if let Some(quiet) = self.quiet_since {
             let gap = self.idle_gap.max(timing::idle_gap(baud));

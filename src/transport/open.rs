@@ -29,6 +29,8 @@ pub enum OpenError {
     },
     #[error("connecting to {address} took longer than {seconds} s; check the address and that the gateway is powered")]
     TcpTimeout { address: String, seconds: u64 },
+    #[error("the connection dropped and this port cannot be reopened (only TCP gateways are reconnected)")]
+    NotReconnectable,
 }
 
 /// Where a segment is reached.
@@ -104,11 +106,14 @@ pub fn default_latency(endpoint: &Endpoint) -> Duration {
 
 /// Opens a port on an endpoint with exactly the given settings.
 pub async fn open_port(endpoint: &Endpoint, config: PortConfig) -> Result<Port, OpenError> {
-    let stream = match endpoint {
-        Endpoint::Serial(path) => open_serial(path, config.baud)?,
-        Endpoint::Tcp(address) => open_tcp(address, Duration::from_secs(10)).await?,
-    };
-    Ok(Port::new(stream, config))
+    Ok(match endpoint {
+        Endpoint::Serial(path) => Port::new(open_serial(path, config.baud)?, config),
+        Endpoint::Tcp(address) => Port::reconnecting(
+            open_tcp(address, Duration::from_secs(10)).await?,
+            config,
+            address.clone(),
+        ),
+    })
 }
 
 #[cfg(test)]

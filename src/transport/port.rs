@@ -51,6 +51,12 @@ pub struct Port {
     pub config: PortConfig,
     /// Bytes read but not yet consumed (a late byte of an earlier reply, or echo).
     pending: Vec<u8>,
+    /// Where to reconnect when the stream drops: set for TCP gateways, which close idle or
+    /// broken connections as a matter of course. A serial device that vanishes is a hardware
+    /// fault the user has to see.
+    reconnect_to: Option<String>,
+    /// The peer closed the stream (seen as end of file while reading).
+    closed: bool,
 }
 
 impl Port {
@@ -59,7 +65,49 @@ impl Port {
             stream,
             config,
             pending: Vec::new(),
+            reconnect_to: None,
+            closed: false,
         }
+    }
+
+    /// A port on a TCP gateway that reopens the connection when it drops.
+    pub fn reconnecting(stream: Box<dyn Stream>, config: PortConfig, address: String) -> Port {
+        Port {
+            reconnect_to: Some(address),
+            ..Port::new(stream, config)
+        }
+    }
+
+    /// The gateway address to reconnect to, if this port reconnects.
+    pub fn reconnect_address(&self) -> Option<&str> {
+        self.reconnect_to.as_deref()
+    }
+
+    /// The peer has closed the stream; nothing more will arrive on it.
+    pub fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    /// Replaces a dropped stream with a fresh connection to the same gateway.
+    pub async fn reconnect(
+        &mut self,
+        connect_timeout: Duration,
+    ) -> Result<(), super::open::OpenError> {
+        let Some(address) = self.reconnect_to.clone() else {
+            return Err(super::open::OpenError::NotReconnectable);
+        };
+        self.stream = super::open::open_tcp(&address, connect_timeout).await?;
+        self.pending.clear();
+        self.closed = false;
+        Ok(())
+    }
+
+    fn eof(&mut self) -> std::io::Error {
+        self.closed = true;
+        std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "the converter closed the connection",
+        )
     }
 
     /// The window in which a slave's first byte must arrive, counted from the end of our frame.
@@ -76,6 +124,9 @@ impl Port {
     /// Writes a frame. With `echo`, the converter's copy of it is read back and dropped.
     pub async fn send(&mut self, frame: &[u8]) -> std::io::Result<()> {
         self.pending.clear();
+        if self.closed {
+            return Err(self.eof());
+        }
         self.stream.write_all(frame).await?;
         self.stream.flush().await?;
         if self.config.echo {
@@ -86,12 +137,7 @@ impl Port {
             let mut buf = [0u8; 64];
             while echoed.len() < frame.len() {
                 match timeout_at(deadline, self.stream.read(&mut buf)).await {
-                    Ok(Ok(0)) => {
-                        return Err(std::io::Error::new(
-                            std::io::ErrorKind::UnexpectedEof,
-                            "the converter closed the connection",
-                        ))
-                    }
+                    Ok(Ok(0)) => return Err(self.eof()),
                     Ok(Ok(n)) => echoed.extend_from_slice(&buf[..n]),
                     Ok(Err(e)) => return Err(e),
                     Err(_) => break,
@@ -115,12 +161,7 @@ impl Port {
         if got.is_empty() {
             match timeout_at(first_deadline, self.stream.read(&mut buf)).await {
                 Err(_) => return Ok(Reply::Silence),
-                Ok(Ok(0)) => {
-                    return Err(std::io::Error::new(
-                        std::io::ErrorKind::UnexpectedEof,
-                        "the converter closed the connection",
-                    ))
-                }
+                Ok(Ok(0)) => return Err(self.eof()),
                 Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
                 Ok(Err(e)) => return Err(e),
             }
@@ -138,7 +179,12 @@ impl Port {
             };
             match timeout_at(Instant::now() + wait, self.stream.read(&mut buf)).await {
                 Err(_) => break,
-                Ok(Ok(0)) => break,
+                // Closed mid-answer: what arrived is judged as it is (usually garbled), and
+                // the next request finds the port closed.
+                Ok(Ok(0)) => {
+                    self.closed = true;
+                    break;
+                }
                 Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
                 Ok(Err(e)) => return Err(e),
             }
