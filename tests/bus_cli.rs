@@ -312,3 +312,38 @@ fn a_dropped_gateway_connection_is_reopened_and_the_read_completes() {
     assert_eq!(v["header"]["id"], "12345678");
     assert_eq!(v["header"]["manufacturer"], "KAM");
 }
+
+#[test]
+fn noisy_answers_are_retried_and_a_hopeless_meter_is_named() {
+    // Meter 5's first two answers arrive with a broken checksum; meter 7's never arrive intact.
+    let yaml = "baud: 9600
+meters:
+  - {primary: 5, secondary: \"12345678\", manufacturer: KAM, version: 1, medium: 7, garbled_replies: 2}
+  - {primary: 7, secondary: \"12345699\", manufacturer: KAM, version: 1, medium: 7, garbled_replies: 100}
+";
+    for dev in [
+        vec!["--tcp".to_string(), start_bus(yaml)],
+        vec!["--device".to_string(), start_pty_bus(yaml)],
+    ] {
+        let connection: Vec<&str> = dev.iter().map(String::as_str).collect();
+        let args = |a: &'static str| {
+            let mut v = vec!["read", a, "--baud", "9600"];
+            v.extend_from_slice(&connection);
+            v
+        };
+        let (code, out, err) = meterbridge(&args("5"));
+        assert_eq!(code, 0, "{err}");
+        let v: serde_json::Value = serde_json::from_str(out.lines().next().unwrap_or("")).unwrap();
+        // The repeats (same FCB) got the meter's first telegram, not a later one: access
+        // number 1, and the volume it carries, 1010 litres.
+        assert_eq!(v["header"]["access_number"], 1, "{out}");
+        assert_eq!(v["records"][0]["raw"], 1010, "{out}");
+        assert_eq!(v["records"][0]["unit"], "m³", "{out}");
+
+        let (code, _, err) = meterbridge(&args("7"));
+        assert_eq!(code, 1, "{err}");
+        assert!(err.contains("primary address 7"), "{err}");
+        assert!(err.contains("4 attempt(s)"), "{err}");
+        assert!(err.contains("garbled 68"), "{err}");
+    }
+}

@@ -126,6 +126,10 @@ pub struct SimMeter {
     pub needs_snd_nke: bool,
     /// Added to the line's minimum response delay before the meter answers.
     pub reply_delay: Duration,
+    /// How many of its next answers to REQ_UD2 reach the master with a broken checksum, as
+    /// line noise does. The meter itself does not know: it moves on to its next telegram as
+    /// usual, so the master's repeat (same FCB) must get the same telegram again.
+    pub garbled_replies: u32,
     /// Whole RSP_UD frames; empty means one generated telegram.
     telegrams: Vec<Vec<u8>>,
     state: LinkState,
@@ -140,6 +144,7 @@ impl SimMeter {
             baud: DEFAULT_BAUD,
             needs_snd_nke: false,
             reply_delay: Duration::ZERO,
+            garbled_replies: 0,
             telegrams: Vec::new(),
             state: LinkState::default(),
         }
@@ -182,6 +187,11 @@ impl SimMeter {
 
     pub fn with_reply_delay(mut self, delay: Duration) -> SimMeter {
         self.reply_delay = delay;
+        self
+    }
+
+    pub fn with_garbled_replies(mut self, count: u32) -> SimMeter {
+        self.garbled_replies = count;
         self
     }
 
@@ -236,6 +246,18 @@ impl SimMeter {
     }
 
     fn answer_req_ud2(&mut self, fcb: bool) -> Vec<u8> {
+        let mut reply = self.next_req_ud2_reply(fcb);
+        if self.garbled_replies > 0 {
+            self.garbled_replies -= 1;
+            // The checksum sits just before the stop byte in every frame but a lone E5.
+            if let Some(i) = reply.len().checked_sub(2) {
+                reply[i] ^= 0x5A;
+            }
+        }
+        reply
+    }
+
+    fn next_req_ud2_reply(&mut self, fcb: bool) -> Vec<u8> {
         if self.needs_snd_nke && !self.state.reset_seen {
             return self.render(Sent {
                 index: 0,
@@ -584,6 +606,9 @@ pub struct MeterConfig {
     pub needs_snd_nke: bool,
     #[serde(default)]
     pub reply_delay_ms: u64,
+    /// The next this many answers to REQ_UD2 arrive with a broken checksum.
+    #[serde(default)]
+    pub garbled_replies: u32,
 }
 
 /// The secondary address a telegram announces in its header, if it has one.
@@ -660,7 +685,8 @@ impl MeterConfig {
         let meter = SimMeter::new(self.primary, secondary)
             .with_baud(baud)
             .with_needs_snd_nke(self.needs_snd_nke)
-            .with_reply_delay(Duration::from_millis(self.reply_delay_ms));
+            .with_reply_delay(Duration::from_millis(self.reply_delay_ms))
+            .with_garbled_replies(self.garbled_replies);
         meter.with_telegrams(telegrams).map_err(|e| e.to_string())
     }
 }
@@ -964,6 +990,26 @@ meters:
         assert!(BusSim::from_yaml_str("meters: [{primary: 1, baud: 1234}]").is_err());
         assert!(BusSim::from_yaml_str("meters: [{primary: 1, telegrams: [\"E5\"]}]").is_err());
         assert!(BusSim::from_yaml_str("meters: [{primary: 1, manufacturer: kam}]").is_err());
+    }
+
+    #[test]
+    fn garbled_replies_break_the_checksum_and_the_repeat_is_the_same_telegram() {
+        let meter = SimMeter::new(5, addr(0x12345678)).with_garbled_replies(1);
+        let mut bus = BusSim::new(vec![meter]);
+        let first = bus.handle(&req_ud2(5, true), B).bytes;
+        assert!(Frame::parse(&first).is_err(), "checksum must be broken");
+        // The master repeats with the same FCB: the same telegram, now intact.
+        let again = bus.handle(&req_ud2(5, true), B).bytes;
+        assert_eq!(access(&again), Some(1));
+        assert_eq!(first.len(), again.len());
+        let differing = first.iter().zip(&again).filter(|(a, b)| a != b).count();
+        assert_eq!(differing, 1);
+        // Later answers are clean.
+        let next = bus.handle(&req_ud2(5, false), B).bytes;
+        assert_eq!(access(&next), Some(2));
+        let yaml = "meters: [{primary: 3, garbled_replies: 4}]";
+        let bus = BusSim::from_yaml_str(yaml).expect("valid config");
+        assert_eq!(bus.meters().first().map(|m| m.garbled_replies), Some(4));
     }
 
     #[test]
