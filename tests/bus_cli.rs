@@ -347,3 +347,34 @@ meters:
         assert!(err.contains("garbled 68"), "{err}");
     }
 }
+
+#[test]
+fn set_baud_over_a_serial_device_then_the_meter_answers_only_at_the_new_rate() {
+    let dev = start_pty_bus(BUS);
+    let (code, out, err) =
+        meterbridge(&["set-baud", "9", "2400", "--device", &dev, "--baud", "9600"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("primary address 9 now talks at 2400 baud"),
+        "{out}"
+    );
+    let (code, out, err) = meterbridge(&["read", "9", "--device", &dev, "--baud", "2400"]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.lines().next().unwrap_or("")).unwrap();
+    assert_eq!(v["header"]["id"], "87654321");
+    // At the old rate the meter no longer hears us; the other meters still do.
+    let (code, _, err) = meterbridge(&[
+        "read",
+        "9",
+        "--device",
+        &dev,
+        "--baud",
+        "9600",
+        "--retries",
+        "0",
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("did not answer"), "{err}");
+    let (code, _, err) = meterbridge(&["read", "5", "--device", &dev, "--baud", "9600"]);
+    assert_eq!(code, 0, "{err}");
+}

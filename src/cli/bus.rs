@@ -352,12 +352,15 @@ async fn set_baud(a: &SetBaudArgs) -> CmdResult {
     // A serial converter has to be reopened at the new speed; a TCP gateway sets its own.
     let mut reconfigure = move |port: &mut Port, baud: u32| -> std::io::Result<()> {
         if let Some(path) = &device {
-            let stream =
-                open_serial(path, baud).map_err(|e| std::io::Error::other(e.to_string()))?;
             let config = PortConfig {
                 baud,
                 ..port.config
             };
+            // Close the device before reopening it: it is held exclusively.
+            let (closed, _) = tokio::io::duplex(1);
+            *port = Port::new(Box::new(closed), config);
+            let stream =
+                open_serial(path, baud).map_err(|e| std::io::Error::other(e.to_string()))?;
             *port = Port::new(stream, config);
         }
         Ok(())

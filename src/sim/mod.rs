@@ -173,9 +173,21 @@ async fn transmit<S: AsyncWrite + Unpin>(
 /// Serves the segment on one byte stream until it closes: frames requests (dropping
 /// garbage), lets the meters answer and writes the answer with the line's timing.
 pub async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
+    sim: &Mutex<BusSim>,
+    opts: ServeOptions,
+) -> std::io::Result<()> {
+    serve_stream_at(stream, sim, opts, |_| None).await
+}
+
+/// [`serve_stream`] on a line whose rate the client may change: `line_rate` reads the rate
+/// the client set (a pseudo-terminal's shared settings) before each request, so a master
+/// that switched a meter's baud rate and reopened its port at the new rate reaches it.
+pub async fn serve_stream_at<S: AsyncRead + AsyncWrite + Unpin>(
     mut stream: S,
     sim: &Mutex<BusSim>,
     opts: ServeOptions,
+    line_rate: fn(&S) -> Option<u32>,
 ) -> std::io::Result<()> {
     let mut reader = FrameReader::new();
     let mut buf = [0u8; 512];
@@ -214,11 +226,14 @@ pub async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin>(
                     continue;
                 }
             };
-            let reply = lock(sim).handle(&frame, opts.baud);
+            let baud = line_rate(&stream)
+                .filter(|b| timing::BAUD_RATES.contains(b))
+                .unwrap_or(opts.baud);
+            let reply = lock(sim).handle(&frame, baud);
             if opts.log {
                 log_exchange(&frame, &reply);
             }
-            transmit(&mut stream, frame.len(), &reply, opts.baud).await?;
+            transmit(&mut stream, frame.len(), &reply, baud).await?;
         }
     }
 }
@@ -292,8 +307,9 @@ impl PtyBus {
 
     /// Serves the segment until the pseudo-terminal fails.
     pub async fn serve(self, sim: Arc<Mutex<BusSim>>, opts: ServeOptions) -> std::io::Result<()> {
+        use tokio_serial::SerialPort;
         let PtyBus { master, _slave, .. } = self;
-        let result = serve_stream(master, &sim, opts).await;
+        let result = serve_stream_at(master, &sim, opts, |m| m.baud_rate().ok()).await;
         drop(_slave);
         result
     }
