@@ -39,6 +39,15 @@ fn bcd(mut n: u32) -> u32 {
     out
 }
 
+/// The latency allowance on top of the standard's window: `MB_BENCH_LATENCY_MS`, default 20.
+/// The simulator has no converter delay, so 0 measures the master against the standard alone.
+fn latency_ms() -> u64 {
+    std::env::var("MB_BENCH_LATENCY_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20)
+}
+
 async fn master_for(meters: Vec<SimMeter>) -> Master {
     let sim = BusSim::new(meters).with_baud(BAUD);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -57,7 +66,7 @@ async fn master_for(meters: Vec<SimMeter>) -> Master {
         &Endpoint::Tcp(addr),
         PortConfig {
             baud: BAUD,
-            extra_latency: Duration::from_millis(20),
+            extra_latency: Duration::from_millis(latency_ms()),
             echo: false,
         },
     )

@@ -378,3 +378,30 @@ fn set_baud_over_a_serial_device_then_the_meter_answers_only_at_the_new_rate() {
     let (code, _, err) = meterbridge(&["read", "5", "--device", &dev, "--baud", "9600"]);
     assert_eq!(code, 0, "{err}");
 }
+
+#[test]
+fn set_baud_through_a_gateway_says_to_reconfigure_the_gateway() {
+    let addr = start_bus(BUS);
+    let (code, out, err) =
+        meterbridge(&["set-baud", "9", "2400", "--tcp", &addr, "--baud", "9600"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("primary address 9 acknowledged the switch to 2400 baud"),
+        "{out}"
+    );
+    assert!(err.contains("set its serial side to 2400 baud"), "{err}");
+    // The simulated gateway stays at 9600: meter 9 is out of reach, the others are not.
+    let (code, _, err) = meterbridge(&[
+        "read",
+        "9",
+        "--tcp",
+        &addr,
+        "--baud",
+        "9600",
+        "--retries",
+        "0",
+    ]);
+    assert_eq!(code, 1, "{err}");
+    let (code, _, err) = meterbridge(&["read", "5", "--tcp", &addr, "--baud", "9600"]);
+    assert_eq!(code, 0, "{err}");
+}

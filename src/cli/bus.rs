@@ -365,11 +365,27 @@ async fn set_baud(a: &SetBaudArgs) -> CmdResult {
         }
         Ok(())
     };
-    master
+    match master
         .switch_baud(target, a.new_baud, &mut reconfigure)
         .await
-        .map_err(failed)?;
-    println!("{target} now talks at {} baud", a.new_baud);
+    {
+        Ok(()) => println!("{target} now talks at {} baud", a.new_baud),
+        // A gateway talks to the bus at the rate in its own configuration, so the check at
+        // the new rate cannot succeed until the user changes that.
+        Err(MasterError::BaudNotVerified { .. }) if a.connection.tcp.is_some() => {
+            println!("{target} acknowledged the switch to {} baud", a.new_baud);
+            eprintln!(
+                "note: an M-Bus/TCP gateway talks to the bus at the rate set in its own \
+                 configuration; set its serial side to {} baud, then check with \
+                 `meterbridge read {} --tcp {} --baud {}`",
+                a.new_baud,
+                a.address,
+                a.connection.tcp.as_deref().unwrap_or_default(),
+                a.new_baud
+            );
+        }
+        Err(e) => return Err(failed(e)),
+    }
     Ok(())
 }
 

@@ -367,6 +367,7 @@ impl Master {
             .map_err(MasterError::io(format!("sending {action}")))?;
         // A serial write returns before the bytes are on the line, so the window only starts
         // once our frame has gone out.
+        let request_end = Instant::now() + timing::wire_time(baud, frame.len());
         let reply = self
             .port
             .receive(timing::wire_time(baud, frame.len()))
@@ -374,7 +375,14 @@ impl Master {
             .map_err(MasterError::io(format!(
                 "waiting for the answer to {action}"
             )));
-        self.quiet_since = Some(Instant::now());
+        // After silence the line has been idle since our request ended, a whole response
+        // window longer than the standard's idle gap, so the next request may go at once
+        // (251 idle gaps, 1.1 s at 2400 baud, off a primary scan). After an answer the gap
+        // counts from its end.
+        self.quiet_since = match reply {
+            Ok(Reply::Silence) => Some(request_end),
+            _ => Some(Instant::now()),
+        };
         reply
     }
 
