@@ -1,6 +1,8 @@
-//! The bus commands as a user runs them, against the simulator over TCP: scans, reads (incl.
-//! a multi-telegram meter and a secondary address), set address and reset. The simulator runs
-//! in this process; the commands are the real binary.
+//! The bus commands as a user runs them, against the simulator both as an M-Bus/TCP gateway
+//! and on a pseudo-terminal (a serial converter): scans, reads (incl. a multi-telegram meter
+//! and a secondary address), set address, set baud, reset, echo, late, noisy and stale meters,
+//! gateways that drop the connection. The simulator runs in this process; the commands are
+//! the real binary.
 
 use std::process::Command;
 use std::sync::{Arc, Mutex};
@@ -58,49 +60,51 @@ meters:
 
 #[test]
 fn secondary_and_primary_scans_find_every_meter() {
-    let addr = start_bus(BUS);
-    let (code, out, err) = meterbridge(&["scan", "secondary", "--tcp", &addr, "--baud", "9600"]);
-    assert_eq!(code, 0, "{err}");
-    for line in ["123456782D2C0107", "123456992D2C0107", "87654321A7320404"] {
-        assert!(out.contains(line), "{line} missing: {out}");
+    for (flag, addr) in both_transports(BUS) {
+        let (code, out, err) = meterbridge(&["scan", "secondary", flag, &addr, "--baud", "9600"]);
+        assert_eq!(code, 0, "{err}");
+        for line in ["123456782D2C0107", "123456992D2C0107", "87654321A7320404"] {
+            assert!(out.contains(line), "{line} missing: {out}");
+        }
+        assert!(err.contains("3 meter(s) found"), "{err}");
+        let (code, out, err) = meterbridge(&[
+            "scan", "primary", "--range", "0-12", flag, &addr, "--baud", "9600",
+        ]);
+        assert_eq!(code, 0, "{err}");
+        let rows: Vec<&str> = out.lines().skip(1).collect();
+        assert_eq!(rows.len(), 3, "{out}");
+        assert!(
+            rows[0].starts_with("5 ") && rows[2].starts_with("9 "),
+            "{out}"
+        );
     }
-    assert!(err.contains("3 meter(s) found"), "{err}");
-    let (code, out, err) = meterbridge(&[
-        "scan", "primary", "--range", "0-12", "--tcp", &addr, "--baud", "9600",
-    ]);
-    assert_eq!(code, 0, "{err}");
-    let rows: Vec<&str> = out.lines().skip(1).collect();
-    assert_eq!(rows.len(), 3, "{out}");
-    assert!(
-        rows[0].starts_with("5 ") && rows[2].starts_with("9 "),
-        "{out}"
-    );
 }
 
 #[test]
 fn read_by_primary_and_secondary_address() {
-    let addr = start_bus(BUS);
-    let (code, out, err) = meterbridge(&["read", "9", "--tcp", &addr, "--baud", "9600"]);
-    assert_eq!(code, 0, "{err}");
-    let v: serde_json::Value = serde_json::from_str(out.lines().next().unwrap_or("")).unwrap();
-    assert_eq!(v["header"]["id"], "87654321");
-    assert_eq!(v["header"]["manufacturer"], "LUG");
-    let (code, out, err) = meterbridge(&[
-        "read",
-        "12345699FFFFFFFF",
-        "--tcp",
-        &addr,
-        "--baud",
-        "9600",
-        "--format",
-        "xml",
-    ]);
-    assert_eq!(code, 0, "{err}");
-    assert!(out.contains("<Id>12345699</Id>"), "{out}");
-    // Nobody at 42: a clear error naming the address.
-    let (code, _, err) = meterbridge(&["read", "42", "--tcp", &addr, "--baud", "9600"]);
-    assert_eq!(code, 1);
-    assert!(err.contains("42"), "{err}");
+    for (flag, addr) in both_transports(BUS) {
+        let (code, out, err) = meterbridge(&["read", "9", flag, &addr, "--baud", "9600"]);
+        assert_eq!(code, 0, "{err}");
+        let v: serde_json::Value = serde_json::from_str(out.lines().next().unwrap_or("")).unwrap();
+        assert_eq!(v["header"]["id"], "87654321");
+        assert_eq!(v["header"]["manufacturer"], "LUG");
+        let (code, out, err) = meterbridge(&[
+            "read",
+            "12345699FFFFFFFF",
+            flag,
+            &addr,
+            "--baud",
+            "9600",
+            "--format",
+            "xml",
+        ]);
+        assert_eq!(code, 0, "{err}");
+        assert!(out.contains("<Id>12345699</Id>"), "{out}");
+        // Nobody at 42: a clear error naming the address.
+        let (code, _, err) = meterbridge(&["read", "42", flag, &addr, "--baud", "9600"]);
+        assert_eq!(code, 1);
+        assert!(err.contains("42"), "{err}");
+    }
 }
 
 #[test]
@@ -132,33 +136,36 @@ fn multi_telegram_meter_is_read_to_the_end() {
         hex(&first),
         hex(&second)
     );
-    let addr = start_bus(&yaml);
-    let (code, out, err) = meterbridge(&["read", "3", "--tcp", &addr, "--baud", "9600"]);
-    assert_eq!(code, 0, "{err}");
-    let lines: Vec<&str> = out.lines().collect();
-    assert_eq!(lines.len(), 2, "{out}");
-    assert!(
-        lines[0].contains("\"more_records_follow\":true"),
-        "{}",
-        lines[0]
-    );
-    assert!(lines[1].contains("\"value\":20"), "{}", lines[1]);
+    for (flag, addr) in both_transports(&yaml) {
+        let (code, out, err) = meterbridge(&["read", "3", flag, &addr, "--baud", "9600"]);
+        assert_eq!(code, 0, "{err}");
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 2, "{out}");
+        assert!(
+            lines[0].contains("\"more_records_follow\":true"),
+            "{}",
+            lines[0]
+        );
+        assert!(lines[1].contains("\"value\":20"), "{}", lines[1]);
+    }
 }
 
 #[test]
 fn set_address_then_reset() {
-    let addr = start_bus(BUS);
-    let (code, out, err) =
-        meterbridge(&["set-address", "5", "20", "--tcp", &addr, "--baud", "9600"]);
-    assert_eq!(code, 0, "{err}");
-    assert!(out.contains("now answers at primary address 20"), "{out}");
-    // The address is taken: refused with a reason.
-    let (code, _, err) = meterbridge(&["set-address", "20", "7", "--tcp", &addr, "--baud", "9600"]);
-    assert_eq!(code, 1);
-    assert!(err.contains('7'), "{err}");
-    let (code, out, err) = meterbridge(&["reset", "20", "--tcp", &addr, "--baud", "9600"]);
-    assert_eq!(code, 0, "{err}");
-    assert!(out.contains("application reset"), "{out}");
+    for (flag, addr) in both_transports(BUS) {
+        let (code, out, err) =
+            meterbridge(&["set-address", "5", "20", flag, &addr, "--baud", "9600"]);
+        assert_eq!(code, 0, "{err}");
+        assert!(out.contains("now answers at primary address 20"), "{out}");
+        // The address is taken: refused with a reason.
+        let (code, _, err) =
+            meterbridge(&["set-address", "20", "7", flag, &addr, "--baud", "9600"]);
+        assert_eq!(code, 1);
+        assert!(err.contains('7'), "{err}");
+        let (code, out, err) = meterbridge(&["reset", "20", flag, &addr, "--baud", "9600"]);
+        assert_eq!(code, 0, "{err}");
+        assert!(out.contains("application reset"), "{out}");
+    }
 }
 
 #[test]
@@ -169,6 +176,15 @@ fn usage_errors_say_what_is_wrong() {
     let (code, _, err) = meterbridge(&["read", "5", "--device", "/dev/does-not-exist-mb"]);
     assert_eq!(code, 1);
     assert!(err.contains("/dev/does-not-exist-mb"), "{err}");
+}
+
+/// The same segment behind a TCP gateway and on a serial device (a pseudo-terminal): the
+/// connection flag and its value for each, so a test runs every command over both.
+fn both_transports(yaml: &str) -> [(&'static str, String); 2] {
+    [
+        ("--tcp", start_bus(yaml)),
+        ("--device", start_pty_bus(yaml)),
+    ]
 }
 
 /// Starts a simulated segment on a pseudo-terminal; returns the device path.
@@ -222,21 +238,22 @@ meters:
   - {primary: 5, secondary: \"12345678\", manufacturer: KAM, version: 1, medium: 7, reply_delay_ms: 120}
   - {primary: 7, secondary: \"12345699\", manufacturer: KAM, version: 1, medium: 7, needs_snd_nke: true}
 ";
-    let addr = start_bus(yaml);
-    for a in ["5", "7"] {
-        let (code, out, err) = meterbridge(&[
-            "read",
-            a,
-            "--tcp",
-            &addr,
-            "--baud",
-            "9600",
-            "--echo",
-            "--latency",
-            "200",
-        ]);
-        assert_eq!(code, 0, "{a}: {err}");
-        assert!(out.contains("\"kind\":\"wired\""), "{a}: {out}");
+    for (flag, addr) in both_transports(yaml) {
+        for a in ["5", "7"] {
+            let (code, out, err) = meterbridge(&[
+                "read",
+                a,
+                flag,
+                &addr,
+                "--baud",
+                "9600",
+                "--echo",
+                "--latency",
+                "200",
+            ]);
+            assert_eq!(code, 0, "{a}: {err}");
+            assert!(out.contains("\"kind\":\"wired\""), "{a}: {out}");
+        }
     }
 }
 
