@@ -44,6 +44,10 @@ pub struct Connection {
     /// Repeats of a request that got no valid answer.
     #[arg(long, default_value_t = 3)]
     pub retries: u32,
+    /// Least quiet time on the line before each request, in milliseconds (meters that need
+    /// longer than the standard's 11 bit times to get ready again).
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    pub idle_gap: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -155,6 +159,7 @@ async fn connect(c: &Connection, stop: Option<Arc<AtomicBool>>) -> Result<Master
         port,
         MasterOptions {
             retries: c.retries,
+            idle_gap: Duration::from_millis(c.idle_gap),
             stop,
             notice: Some(Notice(Arc::new(|m: &str| eprintln!("note: {m}")))),
             ..MasterOptions::default()

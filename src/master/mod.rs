@@ -944,4 +944,22 @@ mod tests {
             .unwrap_err();
         assert!(matches!(err, MasterError::NotAcknowledged { .. }), "{err}");
     }
+
+    #[tokio::test]
+    async fn idle_gap_is_kept_after_an_answer() {
+        let (port, _bus) = fake_bus::start(vec![FakeMeter::new(5, 0x1)], Faults::default());
+        let gap = Duration::from_millis(150);
+        let mut m = Master::new(
+            port,
+            MasterOptions {
+                idle_gap: gap,
+                ..MasterOptions::default()
+            },
+        );
+        assert!(m.snd_nke(5).await.unwrap());
+        let answered = Instant::now();
+        assert!(m.snd_nke(5).await.unwrap());
+        // A sleep never ends early, so this lower bound cannot flake.
+        assert!(answered.elapsed() >= gap, "{:?}", answered.elapsed());
+    }
 }
