@@ -32,16 +32,15 @@ pub struct MeterDateTime {
 
 /// Year from the 7-bit year field and (type F) the 2-bit hundred-year field.
 /// Meters that leave hundred-year at 0 mean 20xx for 00..=80 and 19xx above, as most
-/// software (libmbus included) reads them.
+/// software (libmbus included) reads them; hundred-year 1 means 20xx. Values 2 and 3 would put
+/// the reading in the 22nd century or later, which no meter in service can mean: meters that
+/// set bit 6 of the hour byte use it for something else (the corpus has a UIWS water meter
+/// reading 2026 that way), so the year is then read as if the field were 0.
 fn full_year(year: u8, hundred_year: u8) -> u16 {
-    if hundred_year == 0 {
-        if year <= 80 {
-            2000 + u16::from(year)
-        } else {
-            1900 + u16::from(year)
-        }
-    } else {
-        1900 + 100 * u16::from(hundred_year) + u16::from(year)
+    match hundred_year {
+        1 => 2000 + u16::from(year),
+        _ if year <= 80 => 2000 + u16::from(year),
+        _ => 1900 + u16::from(year),
     }
 }
 
@@ -190,6 +189,16 @@ mod tests {
         // year 5, hundred-year 1 -> 2005
         let t = MeterDateTime::type_f([0x00, 0x20, 0x01 | (5 << 5), 1]);
         assert_eq!(t.year, 2005);
+        // hundred-year 1 with year 96 -> 2096
+        let t = MeterDateTime::type_f([0x00, 0x20, 0x01, (96 >> 3) << 4 | 1]);
+        assert_eq!(t.year, 2096);
+        // The UIWS record 04 6D 22 48 41 36: hour byte 0x48 sets hundred-year 2; the meter
+        // means 2026-06-01 08:34.
+        let t = MeterDateTime::type_f([0x22, 0x48, 0x41, 0x36]);
+        assert_eq!(
+            (t.year, t.month, t.day, t.hour, t.minute),
+            (2026, 6, 1, 8, 34)
+        );
     }
 
     #[test]
