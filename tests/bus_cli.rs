@@ -10,33 +10,43 @@ use std::sync::{Arc, Mutex};
 use meterbridge::sim::bus::BusSim;
 use meterbridge::sim::{serve_tcp, ServeOptions};
 
-/// Starts a simulated segment on a free local port; returns its address.
-fn start_bus(yaml: &str) -> String {
-    let sim = BusSim::from_yaml_str(yaml).expect("simulator config");
+/// Runs `serve` on its own runtime thread with the segment from `yaml`; returns the address
+/// or device path it reports once it is ready.
+fn serve_in_background<F, Fut>(yaml: &str, serve: F) -> String
+where
+    F: FnOnce(Arc<Mutex<BusSim>>, ServeOptions, std::sync::mpsc::Sender<String>) -> Fut
+        + Send
+        + 'static,
+    Fut: std::future::Future<Output = ()>,
+{
+    let sim = Arc::new(Mutex::new(
+        BusSim::from_yaml_str(yaml).expect("simulator config"),
+    ));
+    let opts = ServeOptions {
+        baud: 9600,
+        log: false,
+    };
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .expect("runtime");
-        rt.block_on(async move {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-                .await
-                .expect("bind");
-            tx.send(listener.local_addr().expect("addr").to_string())
-                .expect("send");
-            let _ = serve_tcp(
-                listener,
-                Arc::new(Mutex::new(sim)),
-                ServeOptions {
-                    baud: 9600,
-                    log: false,
-                },
-            )
-            .await;
-        });
+        rt.block_on(serve(sim, opts, tx));
     });
     rx.recv().expect("simulator address")
+}
+
+/// Starts a simulated segment on a free local port; returns its address.
+fn start_bus(yaml: &str) -> String {
+    serve_in_background(yaml, |sim, opts, tx| async move {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        tx.send(listener.local_addr().expect("addr").to_string())
+            .expect("send");
+        let _ = serve_tcp(listener, sim, opts).await;
+    })
 }
 
 fn meterbridge(args: &[&str]) -> (i32, String, String) {
@@ -189,28 +199,11 @@ fn both_transports(yaml: &str) -> [(&'static str, String); 2] {
 
 /// Starts a simulated segment on a pseudo-terminal; returns the device path.
 fn start_pty_bus(yaml: &str) -> String {
-    let sim = BusSim::from_yaml_str(yaml).expect("simulator config");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(async move {
-            let pty = meterbridge::sim::open_pty().expect("pty");
-            tx.send(pty.path().to_string()).expect("send");
-            let _ = pty
-                .serve(
-                    Arc::new(Mutex::new(sim)),
-                    ServeOptions {
-                        baud: 9600,
-                        log: false,
-                    },
-                )
-                .await;
-        });
-    });
-    rx.recv().expect("pty path")
+    serve_in_background(yaml, |sim, opts, tx| async move {
+        let pty = meterbridge::sim::open_pty().expect("pty");
+        tx.send(pty.path().to_string()).expect("send");
+        let _ = pty.serve(sim, opts).await;
+    })
 }
 
 #[test]
@@ -257,21 +250,25 @@ meters:
     }
 }
 
+/// Serves one connection as a failing gateway: acknowledges SND_NKE, answers REQ_UD2 with
+/// half a frame and closes.
+fn drop_mid_answer(listener: &std::net::TcpListener) {
+    use std::io::{Read, Write};
+    if let Ok((mut s, _)) = listener.accept() {
+        let mut buf = [0u8; 5];
+        let _ = s.read_exact(&mut buf); // SND_NKE
+        let _ = s.write_all(&[0xE5]);
+        let _ = s.read_exact(&mut buf); // REQ_UD2
+        let _ = s.write_all(&[0x68, 0x1F, 0x1F, 0x68, 0x08, 0x05, 0x72]);
+    }
+}
+
 #[test]
 fn a_gateway_that_drops_and_stays_gone_is_an_error_not_a_hang() {
     // A gateway that acknowledges SND_NKE, then sends half an answer and closes.
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap().to_string();
-    std::thread::spawn(move || {
-        use std::io::{Read, Write};
-        if let Ok((mut s, _)) = listener.accept() {
-            let mut buf = [0u8; 5];
-            let _ = s.read_exact(&mut buf); // SND_NKE
-            let _ = s.write_all(&[0xE5]);
-            let _ = s.read_exact(&mut buf); // REQ_UD2
-            let _ = s.write_all(&[0x68, 0x1F, 0x1F, 0x68, 0x08, 0x05, 0x72]);
-        }
-    });
+    std::thread::spawn(move || drop_mid_answer(&listener));
     let started = std::time::Instant::now();
     let (code, _, err) = meterbridge(&["read", "5", "--tcp", &addr, "--baud", "9600"]);
     assert_eq!(code, 1, "{err}");
@@ -303,16 +300,8 @@ fn a_dropped_gateway_connection_is_reopened_and_the_read_completes() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     std::thread::spawn(move || {
-        use std::io::{Read, Write};
-        // The first connection acknowledges SND_NKE, sends half an answer and closes, as a
-        // gateway does when its own link hiccups.
-        if let Ok((mut s, _)) = listener.accept() {
-            let mut buf = [0u8; 5];
-            let _ = s.read_exact(&mut buf);
-            let _ = s.write_all(&[0xE5]);
-            let _ = s.read_exact(&mut buf);
-            let _ = s.write_all(&[0x68, 0x1F, 0x1F, 0x68, 0x08, 0x05, 0x72]);
-        }
+        // The first connection fails as a gateway does when its own link hiccups.
+        drop_mid_answer(&listener);
         // Every later connection reaches the simulated segment.
         for conn in listener.incoming() {
             let Ok(client) = conn else { break };
