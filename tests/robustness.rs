@@ -19,10 +19,12 @@ use meterbridge::output::{json, libmbus_xml};
 use meterbridge::telegram::{decode_wired, DecodeError, Telegram};
 use meterbridge::wire::application::{Application, Header};
 use meterbridge::wire::hex::{self, HexError};
-use meterbridge::wire::records::{Record, Value};
 use meterbridge::wire::wired::{scan, Frame, FrameReader, Scan};
 
 // Case counts, tuned so the file runs in well under 15 s in a debug build on two cores.
+mod support;
+use support::exercise_record;
+
 const RANDOM_BYTES_CASES: usize = 200_000;
 const VALID_FRAME_CASES: usize = 60_000;
 const MUTATION_CASES: usize = 100_000;
@@ -325,33 +327,6 @@ fn assert_valid_json(rendered: &str) {
     if let Err(e) = check_json(rendered) {
         panic!("JSON renderer wrote invalid JSON ({e}): {rendered}");
     }
-}
-
-fn exercise_record(r: &Record<'_>, out: &mut String) {
-    out.clear();
-    let _ = write!(out, "{:?} {:?}", r.raw_value(), r.value_information());
-    match r.value() {
-        Value::Decimal(d) => {
-            let _ = write!(out, " {d} {}", d.to_f64());
-        }
-        Value::InvalidBcd(digits) => {
-            let _ = write!(out, " {digits}");
-        }
-        Value::DateTime(time) => {
-            let _ = write!(out, " {time}");
-        }
-        other => {
-            let _ = write!(out, " {other:?}");
-        }
-    }
-    if let Some(scale) = r.scale() {
-        let _ = write!(out, " {} {scale:?}", scale.unit);
-    }
-    for c in r.combinables() {
-        out.push_str(&c.describe());
-    }
-    let _ = (r.dif(), r.difes(), r.vib_bytes().count(), r.is_time_point());
-    out.extend(r.plain_text_unit());
 }
 
 /// A strict JSON syntax check (RFC 8259), so a renderer that forgets an escape is caught by the

@@ -26,10 +26,12 @@ use meterbridge::telegram::{Telegram, WirelessDecoder, WirelessFrame, WirelessLi
 use meterbridge::wire::crc::crc16_en13757;
 use meterbridge::wire::ell::Ell;
 use meterbridge::wire::hex;
-use meterbridge::wire::records::{Record, Value};
 use meterbridge::wire::wireless::{strip_dll_crcs, FrameFormat};
 
 /// Random keys tried in all, shared out equally between the three kinds of protection.
+mod support;
+use support::exercise_record;
+
 const KEY_TRIES: usize = 100_000;
 const RANDOM_BYTES_CASES: usize = 100_000;
 const MUTATION_CASES: usize = 100_000;
@@ -648,33 +650,6 @@ fn exercise_telegram(t: &Telegram<'_>, out: &mut String) {
     out.clear();
     json::render(t, out);
     assert_json(out);
-}
-
-fn exercise_record(r: &Record<'_>, out: &mut String) {
-    out.clear();
-    let _ = write!(out, "{:?} {:?}", r.raw_value(), r.value_information());
-    match r.value() {
-        Value::Decimal(d) => {
-            let _ = write!(out, " {d} {}", d.to_f64());
-        }
-        Value::InvalidBcd(digits) => {
-            let _ = write!(out, " {digits}");
-        }
-        Value::DateTime(time) => {
-            let _ = write!(out, " {time}");
-        }
-        other => {
-            let _ = write!(out, " {other:?}");
-        }
-    }
-    if let Some(scale) = r.scale() {
-        let _ = write!(out, " {} {scale:?}", scale.unit);
-    }
-    for c in r.combinables() {
-        out.push_str(&c.describe());
-    }
-    let _ = (r.dif(), r.difes(), r.vib_bytes().count(), r.is_time_point());
-    out.extend(r.plain_text_unit());
 }
 
 fn assert_json(text: &str) {
