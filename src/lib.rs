@@ -9,6 +9,7 @@ pub mod cli;
 pub mod drivers;
 pub mod master;
 pub mod output;
+pub mod receivers;
 pub mod security;
 pub mod sim;
 pub mod telegram;

@@ -658,40 +658,8 @@ fn assert_json(text: &str) {
     }
 }
 
-/// `data` (L C M A CI …, no CRCs) with data-link CRCs in `format`, L set to match; `None` if L
-/// would not fit in a byte.
 fn with_dll_crcs(data: &[u8], format: FrameFormat) -> Option<Vec<u8>> {
-    if data.is_empty() {
-        return None;
-    }
-    let mut out = Vec::with_capacity(data.len() + 40);
-    let push_block = |out: &mut Vec<u8>, block: &[u8]| {
-        out.extend_from_slice(block);
-        out.extend_from_slice(&crc16_en13757(block).to_be_bytes());
-    };
-    match format {
-        FrameFormat::A => {
-            let mut d = data.to_vec();
-            d[0] = u8::try_from(data.len() - 1).ok()?;
-            let (first, rest) = d.split_at(d.len().min(10));
-            push_block(&mut out, first);
-            for block in rest.chunks(16) {
-                push_block(&mut out, block);
-            }
-        }
-        FrameFormat::B => {
-            // Format B's L counts the CRCs: one after byte 126 and one at the end.
-            let crcs = if data.len() <= 126 { 1 } else { 2 };
-            let mut d = data.to_vec();
-            d[0] = u8::try_from(data.len() + 2 * crcs - 1).ok()?;
-            let (first, rest) = d.split_at(d.len().min(126));
-            push_block(&mut out, first);
-            if !rest.is_empty() {
-                push_block(&mut out, rest);
-            }
-        }
-    }
-    Some(out)
+    meterbridge::wire::wireless::add_dll_crcs(data, format)
 }
 
 /// Bytes that steer the wireless layers: CIs, config fields, fillers, DIF specials.

@@ -4,7 +4,11 @@
 //! (like an M-Bus/TCP gateway) or a pseudo-terminal (like a serial level converter), with the
 //! line's timing so that a master's response windows are exercised as on a real bus.
 
+pub mod amber;
 pub mod bus;
+pub mod cul;
+pub mod imst;
+pub mod stick;
 
 pub use bus::{
     BusConfig, BusSim, MeterConfig, Request, SecondaryAddress, SimError, SimMeter, SimReply,

@@ -135,6 +135,41 @@ pub fn strip_dll_crcs(frame: &[u8]) -> Result<Stripped, DllError> {
     })
 }
 
+/// The sender's side of [`strip_dll_crcs`]: `data` (`L C M A CI …`, no CRCs) with its block CRCs
+/// in `format` and L set to match (format B's L counts its CRCs). `None` if `data` is empty or L
+/// would not fit in a byte. Simulators use it to produce what CUL sticks and SDRs hand over.
+pub fn add_dll_crcs(data: &[u8], format: FrameFormat) -> Option<Vec<u8>> {
+    if data.is_empty() {
+        return None;
+    }
+    let mut out = Vec::with_capacity(data.len() + 40);
+    let push_block = |out: &mut Vec<u8>, block: &[u8]| {
+        out.extend_from_slice(block);
+        out.extend_from_slice(&crc16_en13757(block).to_be_bytes());
+    };
+    let mut d = data.to_vec();
+    match format {
+        FrameFormat::A => {
+            d[0] = u8::try_from(data.len() - 1).ok()?;
+            let (first, rest) = d.split_at(d.len().min(FORMAT_A_FIRST_BLOCK));
+            push_block(&mut out, first);
+            for block in rest.chunks(FORMAT_A_BLOCK) {
+                push_block(&mut out, block);
+            }
+        }
+        FrameFormat::B => {
+            let crcs = if data.len() <= FORMAT_B_FIRST_PART { 1 } else { 2 };
+            d[0] = u8::try_from(data.len() + CRC_LEN * crcs - 1).ok()?;
+            let (first, rest) = d.split_at(d.len().min(FORMAT_B_FIRST_PART));
+            push_block(&mut out, first);
+            if !rest.is_empty() {
+                push_block(&mut out, rest);
+            }
+        }
+    }
+    Some(out)
+}
+
 /// Number of CRC blocks a format A telegram with this L has; `None` if L cannot even cover
 /// the header (so the telegram cannot be format A).
 fn format_a_block_count(l: u8) -> Option<usize> {
@@ -359,38 +394,8 @@ mod tests {
         hex::decode(text).unwrap()
     }
 
-    /// Test-side encoder: adds CRCs to a stripped telegram in the given layout.
     fn add_crcs(stripped: &[u8], format: FrameFormat) -> Vec<u8> {
-        let mut out = Vec::new();
-        let push_block = |out: &mut Vec<u8>, data: &[u8]| {
-            out.extend_from_slice(data);
-            out.extend_from_slice(&crc16_en13757(data).to_be_bytes());
-        };
-        match format {
-            FrameFormat::A => {
-                let (first, rest) = stripped.split_at(HEADER_LEN);
-                push_block(&mut out, first);
-                for chunk in rest.chunks(FORMAT_A_BLOCK) {
-                    push_block(&mut out, chunk);
-                }
-            }
-            FrameFormat::B => {
-                let mut data = stripped.to_vec();
-                let crcs = if data.len() <= FORMAT_B_FIRST_PART {
-                    1
-                } else {
-                    2
-                };
-                data[0] = (data.len() - 1 + CRC_LEN * crcs) as u8;
-                if crcs == 1 {
-                    push_block(&mut out, &data);
-                } else {
-                    push_block(&mut out, &data[..FORMAT_B_FIRST_PART]);
-                    push_block(&mut out, &data[FORMAT_B_FIRST_PART..]);
-                }
-            }
-        }
-        out
+        add_dll_crcs(stripped, format).unwrap()
     }
 
     #[test]

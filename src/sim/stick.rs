@@ -1,0 +1,101 @@
+//! What the stick simulators share: which telegrams to send and how fast, and a log of what the
+//! host sent so tests can check the start-up bytes. Each stick's protocol side lives next to it
+//! (`imst.rs`, `amber.rs`, `cul.rs` in this folder).
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::drivers::Registry;
+use crate::receivers::LinkMode;
+use crate::wire::hex;
+use crate::wire::wireless::strip_dll_crcs;
+
+/// How a simulated stick behaves once the host has configured it.
+#[derive(Debug, Clone)]
+pub struct StickSimConfig {
+    /// Telegrams to deliver, each `L C M A CI …` without data-link CRCs (the simulator adds
+    /// them where the real stick passes them through, as a CUL does).
+    pub telegrams: Vec<Vec<u8>>,
+    /// Pause between two telegrams.
+    pub interval: Duration,
+    /// Signal strength reported with every telegram.
+    pub rssi_dbm: i16,
+    /// Start again from the first telegram after the last one.
+    pub repeat: bool,
+    /// Delay before answering a command; real sticks take 10–20 ms.
+    pub reply_delay: Duration,
+    /// Print each command and telegram on standard error.
+    pub log: bool,
+}
+
+impl Default for StickSimConfig {
+    fn default() -> Self {
+        StickSimConfig {
+            telegrams: Vec::new(),
+            interval: Duration::from_secs(1),
+            rssi_dbm: -60,
+            repeat: false,
+            reply_delay: Duration::from_millis(15),
+            log: false,
+        }
+    }
+}
+
+/// What the host did to a simulated stick, for tests to inspect.
+#[derive(Debug, Clone, Default)]
+pub struct StickSimLog {
+    /// Every complete command frame the host sent, in order, as raw bytes.
+    pub requests: Vec<Vec<u8>>,
+    /// The listening mode the host set last.
+    pub mode: Option<LinkMode>,
+    /// Telegrams delivered so far.
+    pub emitted: u64,
+}
+
+pub type SharedStickLog = Arc<Mutex<StickSimLog>>;
+
+/// Locks the log; a panic elsewhere must not stop the simulator.
+pub fn lock_log(log: &SharedStickLog) -> std::sync::MutexGuard<'_, StickSimLog> {
+    log.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Telegrams from the built-in drivers' own test cases that a stick could have heard: wireless
+/// ones (wired frames start with 0x68), CRCs removed, each once.
+pub fn builtin_corpus() -> Vec<Vec<u8>> {
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    for driver in Registry::built_in_static().iter() {
+        for case in &driver.file.tests {
+            for text in &case.telegrams {
+                let Ok(bytes) = hex::decode(text) else {
+                    continue;
+                };
+                if bytes.first() == Some(&0x68) {
+                    continue;
+                }
+                let Ok(stripped) = strip_dll_crcs(&bytes) else {
+                    continue;
+                };
+                if seen.insert(stripped.bytes.clone()) {
+                    out.push(stripped.bytes);
+                }
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtin_corpus_has_wireless_telegrams_without_crcs() {
+        let corpus = builtin_corpus();
+        assert!(corpus.len() > 300, "{}", corpus.len());
+        for t in &corpus {
+            assert_eq!(usize::from(t[0]) + 1, t.len());
+            assert_ne!(t[0], 0x68);
+        }
+    }
+}
