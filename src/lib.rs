@@ -6,6 +6,7 @@
 //! that the rest of the program works on, and [`output`] renders it for people and scripts.
 
 pub mod cli;
+pub mod config;
 pub mod drivers;
 pub mod master;
 pub mod output;

@@ -1,0 +1,222 @@
+//! A YAML document as a tree of nodes that remember where they were written, so validation can
+//! report every problem at once with its line and column (serde would stop at the first).
+
+use std::fmt;
+
+use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_saphyr::Spanned;
+
+/// Line and column (1-based) of a node in its file; 0 when unknown.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pos {
+    pub line: usize,
+    pub column: usize,
+}
+
+impl fmt::Display for Pos {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.line, self.column)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(String),
+    List(Vec<Node>),
+    /// Keys in the order written, each with its own position.
+    Map(Vec<(String, Pos, Node)>),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Node {
+    pub pos: Pos,
+    pub value: Value,
+}
+
+impl Node {
+    /// What the node is, in the words an error message uses.
+    pub fn kind(&self) -> &'static str {
+        match self.value {
+            Value::Null => "nothing",
+            Value::Bool(_) => "a boolean",
+            Value::Int(_) => "a whole number",
+            Value::Float(_) => "a number",
+            Value::Str(_) => "text",
+            Value::List(_) => "a list",
+            Value::Map(_) => "a mapping",
+        }
+    }
+
+    pub fn get(&self, key: &str) -> Option<&Node> {
+        match &self.value {
+            Value::Map(entries) => entries.iter().find(|(k, _, _)| k == key).map(|(_, _, n)| n),
+            _ => None,
+        }
+    }
+}
+
+fn pos_of<T>(s: &Spanned<T>) -> Pos {
+    Pos {
+        line: s.referenced.line() as usize,
+        column: s.referenced.column() as usize,
+    }
+}
+
+struct ValueVisitor;
+
+impl<'de> Visitor<'de> for ValueVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any YAML value")
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_none<E: de::Error>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(ValueVisitor)
+    }
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::Int(v))
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Value, E> {
+        Ok(i64::try_from(v).map_or(Value::Float(v as f64), Value::Int))
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
+        Ok(Value::Float(v))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::Str(v.to_string()))
+    }
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Value, E> {
+        Ok(Value::Str(v))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element::<Spanned<NodeValue>>()? {
+            items.push(Node {
+                pos: pos_of(&item),
+                value: item.value.0,
+            });
+        }
+        Ok(Value::List(items))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut entries = Vec::new();
+        while let Some(key) = map.next_key::<Spanned<KeyText>>()? {
+            let value = map.next_value::<Spanned<NodeValue>>()?;
+            entries.push((
+                key.value.0.clone(),
+                pos_of(&key),
+                Node {
+                    pos: pos_of(&value),
+                    value: value.value.0,
+                },
+            ));
+        }
+        Ok(Value::Map(entries))
+    }
+}
+
+/// A node's value; the position comes from the `Spanned` around it.
+struct NodeValue(Value);
+
+impl<'de> Deserialize<'de> for NodeValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ValueVisitor).map(NodeValue)
+    }
+}
+
+/// Mapping keys as text whatever scalar they were written as (`1: x` has key "1").
+struct KeyText(String);
+
+impl<'de> Deserialize<'de> for KeyText {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = d.deserialize_any(ValueVisitor)?;
+        Ok(KeyText(match v {
+            Value::Str(s) => s,
+            Value::Int(i) => i.to_string(),
+            Value::Float(f) => f.to_string(),
+            Value::Bool(b) => b.to_string(),
+            Value::Null => "null".to_string(),
+            Value::List(_) | Value::Map(_) => "<complex key>".to_string(),
+        }))
+    }
+}
+
+/// A YAML syntax error, with where it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyntaxError {
+    pub pos: Pos,
+    pub message: String,
+}
+
+/// Parses a YAML document into a node tree.
+pub fn parse(text: &str) -> Result<Node, SyntaxError> {
+    match serde_saphyr::from_str::<Spanned<NodeValue>>(text) {
+        Ok(s) => Ok(Node {
+            pos: pos_of(&s),
+            value: s.value.0,
+        }),
+        Err(e) => {
+            let loc = e.location();
+            Err(SyntaxError {
+                pos: loc
+                    .map(|l| Pos {
+                        line: l.line() as usize,
+                        column: l.column() as usize,
+                    })
+                    .unwrap_or_default(),
+                message: e.to_string(),
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_of_keys_and_values() {
+        let doc = "mqtt:\n  url: mqtt://localhost\n  qos: 1\nmeters:\n  - id: 12345678\n    name: water\n";
+        let root = parse(doc).unwrap();
+        let mqtt = root.get("mqtt").unwrap();
+        let url = mqtt.get("url").unwrap();
+        assert_eq!(url.value, Value::Str("mqtt://localhost".into()));
+        assert_eq!(url.pos, Pos { line: 2, column: 8 });
+        let Value::Map(entries) = &mqtt.value else {
+            panic!()
+        };
+        assert_eq!(entries[1].0, "qos");
+        assert_eq!(entries[1].1, Pos { line: 3, column: 3 });
+        assert_eq!(entries[1].2.value, Value::Int(1));
+        let Value::List(meters) = &root.get("meters").unwrap().value else {
+            panic!()
+        };
+        assert_eq!(meters[0].pos.line, 5);
+        assert_eq!(
+            meters[0].get("name").unwrap().pos,
+            Pos {
+                line: 6,
+                column: 11
+            }
+        );
+    }
+
+    #[test]
+    fn syntax_error_has_a_position() {
+        let e = parse("a: [1, 2\nb: c\n").unwrap_err();
+        assert!(e.pos.line >= 1, "{e:?}");
+    }
+}
