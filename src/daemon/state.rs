@@ -1,0 +1,571 @@
+//! The state cache: per meter, the merged last-known value of every field (short and compact
+//! telegrams omit some), what was last emitted and when, and the counters users see. It is
+//! persisted in the state directory together with the learned compact-frame layouts, so a restart
+//! neither re-emits unchanged readings nor forgets a Kamstrup meter's format.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::{Map, Value};
+use thiserror::Error;
+
+use crate::drivers::{Reading, ReadingValue};
+use crate::telegram::compact::CompactFormats;
+use crate::wire::hex;
+
+/// When a meter's state goes out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EmitPolicy {
+    /// Only when a field's value changed.
+    Changes,
+    /// After every telegram or poll.
+    Every,
+    /// On change, and again when nothing was emitted for this long.
+    Interval(Duration),
+}
+
+/// A per-field correction: value = raw × scale + offset.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FieldAdjust {
+    pub field: String,
+    pub scale: f64,
+    pub offset: f64,
+}
+
+#[derive(Debug, Error)]
+pub enum StateError {
+    #[error("state directory {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("state file {path} is damaged ({message}); it was moved aside to {moved_to} and the state starts empty")]
+    Damaged {
+        path: PathBuf,
+        message: String,
+        moved_to: PathBuf,
+    },
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MeterEntry {
+    /// Merged last-known fields in the order the driver declares them.
+    pub fields: Vec<(String, ReadingValue)>,
+    /// The fields as last emitted, for change detection.
+    emitted: Vec<(String, ReadingValue)>,
+    pub emitted_at: Option<SystemTime>,
+    pub last_seen: Option<SystemTime>,
+    pub telegrams: u64,
+    pub rssi_dbm: Option<i16>,
+}
+
+/// What an update did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Update {
+    pub changed: bool,
+    pub emit: bool,
+}
+
+#[derive(Debug, Default)]
+pub struct StateCache {
+    meters: HashMap<String, MeterEntry>,
+    file: Option<PathBuf>,
+    dirty: bool,
+}
+
+const FILE_NAME: &str = "state.json";
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StateError + '_ {
+    move |source| StateError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn to_json(v: &ReadingValue) -> Value {
+    match v {
+        ReadingValue::Number(n) => {
+            serde_json::Number::from_f64(*n).map_or(Value::Null, Value::Number)
+        }
+        ReadingValue::Text(t) => Value::String(t.clone()),
+        ReadingValue::Null => Value::Null,
+    }
+}
+
+fn from_json(v: &Value) -> ReadingValue {
+    match v {
+        Value::Number(n) => n.as_f64().map_or(ReadingValue::Null, ReadingValue::Number),
+        Value::String(s) => ReadingValue::Text(s.clone()),
+        _ => ReadingValue::Null,
+    }
+}
+
+fn fields_to_json(fields: &[(String, ReadingValue)]) -> Value {
+    Value::Array(
+        fields
+            .iter()
+            .map(|(k, v)| Value::Array(vec![Value::String(k.clone()), to_json(v)]))
+            .collect(),
+    )
+}
+
+fn fields_from_json(v: Option<&Value>) -> Vec<(String, ReadingValue)> {
+    let Some(Value::Array(items)) = v else {
+        return Vec::new();
+    };
+    items
+        .iter()
+        .filter_map(|item| match item {
+            Value::Array(pair) => match pair.as_slice() {
+                [Value::String(k), v] => Some((k.clone(), from_json(v))),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect()
+}
+
+fn millis(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn from_millis(v: Option<&Value>) -> Option<SystemTime> {
+    v.and_then(Value::as_u64)
+        .map(|ms| UNIX_EPOCH + Duration::from_millis(ms))
+}
+
+impl StateCache {
+    /// An in-memory cache (nothing persisted).
+    pub fn in_memory() -> StateCache {
+        StateCache::default()
+    }
+
+    /// Loads the cache from `dir` (created if missing) and teaches `compact` the layouts learned
+    /// before. A damaged file is moved aside, not fatal: the gateway must keep running.
+    pub fn load(
+        dir: &Path,
+        compact: &mut CompactFormats,
+    ) -> Result<(StateCache, Option<StateError>), StateError> {
+        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let file = dir.join(FILE_NAME);
+        let mut cache = StateCache {
+            file: Some(file.clone()),
+            ..StateCache::default()
+        };
+        let text = match std::fs::read_to_string(&file) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((cache, None)),
+            Err(e) => return Err(io_err(&file)(e)),
+        };
+        let root: Value = match serde_json::from_str(&text) {
+            Ok(v) => v,
+            Err(e) => {
+                let moved_to = file.with_extension("json.damaged");
+                std::fs::rename(&file, &moved_to).map_err(io_err(&file))?;
+                let warning = StateError::Damaged {
+                    path: file,
+                    message: e.to_string(),
+                    moved_to,
+                };
+                return Ok((cache, Some(warning)));
+            }
+        };
+        if let Some(Value::Object(meters)) = root.get("meters") {
+            for (key, m) in meters {
+                let entry = MeterEntry {
+                    fields: fields_from_json(m.get("fields")),
+                    emitted: fields_from_json(m.get("emitted")),
+                    emitted_at: from_millis(m.get("emitted_at")),
+                    last_seen: from_millis(m.get("last_seen")),
+                    telegrams: m.get("telegrams").and_then(Value::as_u64).unwrap_or(0),
+                    rssi_dbm: m
+                        .get("rssi_dbm")
+                        .and_then(Value::as_i64)
+                        .and_then(|v| i16::try_from(v).ok()),
+                };
+                cache.meters.insert(key.clone(), entry);
+            }
+        }
+        if let Some(Value::Array(layouts)) = root.get("compact_formats") {
+            for l in layouts {
+                let (Some(m), Some(Value::String(bytes))) = (
+                    l.get("manufacturer").and_then(Value::as_u64),
+                    l.get("layout"),
+                ) else {
+                    continue;
+                };
+                if let (Ok(m), Ok(layout)) = (u16::try_from(m), hex::decode(bytes)) {
+                    compact.insert(m, layout);
+                }
+            }
+        }
+        Ok((cache, None))
+    }
+
+    pub fn get(&self, meter: &str) -> Option<&MeterEntry> {
+        self.meters.get(meter)
+    }
+
+    /// Merges a telegram's readings into the meter's state, applies the corrections and decides
+    /// whether to emit under `policy`.
+    pub fn update(
+        &mut self,
+        meter: &str,
+        readings: &[Reading],
+        adjust: &[FieldAdjust],
+        rssi_dbm: Option<i16>,
+        policy: EmitPolicy,
+        now: SystemTime,
+    ) -> Update {
+        let entry = self.meters.entry(meter.to_string()).or_default();
+        for r in readings {
+            let mut value = r.value.clone();
+            if let (ReadingValue::Number(n), Some(a)) =
+                (&value, adjust.iter().find(|a| a.field == r.key))
+            {
+                value = ReadingValue::Number(n * a.scale + a.offset);
+            }
+            // A field the telegram left empty keeps its last known value.
+            if value == ReadingValue::Null {
+                if let Some(slot) = entry.fields.iter().find(|(k, _)| *k == r.key) {
+                    if slot.1 != ReadingValue::Null {
+                        continue;
+                    }
+                }
+            }
+            match entry.fields.iter_mut().find(|(k, _)| *k == r.key) {
+                Some(slot) => slot.1 = value,
+                None => entry.fields.push((r.key.clone(), value)),
+            }
+        }
+        entry.telegrams += 1;
+        entry.last_seen = Some(now);
+        if rssi_dbm.is_some() {
+            entry.rssi_dbm = rssi_dbm;
+        }
+        let changed = entry.fields != entry.emitted;
+        let emit = match policy {
+            EmitPolicy::Every => true,
+            EmitPolicy::Changes => changed,
+            EmitPolicy::Interval(every) => {
+                changed
+                    || entry
+                        .emitted_at
+                        .is_none_or(|at| now.duration_since(at).unwrap_or(Duration::ZERO) >= every)
+            }
+        };
+        self.dirty = true;
+        Update { changed, emit }
+    }
+
+    /// Records that the meter's current state went out.
+    pub fn mark_emitted(&mut self, meter: &str, now: SystemTime) {
+        if let Some(e) = self.meters.get_mut(meter) {
+            e.emitted = e.fields.clone();
+            e.emitted_at = Some(now);
+            self.dirty = true;
+        }
+    }
+
+    /// Meters whose periodic re-emit is due (for `EmitPolicy::Interval` without new telegrams).
+    pub fn due_for_reemit(&self, every: Duration, now: SystemTime) -> Vec<String> {
+        self.meters
+            .iter()
+            .filter(|(_, e)| {
+                !e.fields.is_empty()
+                    && e.emitted_at
+                        .is_some_and(|at| now.duration_since(at).unwrap_or(Duration::ZERO) >= every)
+            })
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
+    /// Forgets meters not in `keep` (removed from the configuration); returns the removed keys.
+    pub fn retain_meters(&mut self, keep: &dyn Fn(&str) -> bool) -> Vec<String> {
+        let gone: Vec<String> = self.meters.keys().filter(|k| !keep(k)).cloned().collect();
+        for k in &gone {
+            self.meters.remove(k);
+        }
+        if !gone.is_empty() {
+            self.dirty = true;
+        }
+        gone
+    }
+
+    pub fn meter_keys(&self) -> impl Iterator<Item = &str> {
+        self.meters.keys().map(String::as_str)
+    }
+
+    /// Writes the state if it changed since the last save: to a temporary file, then renamed
+    /// over the old one, so a crash or a full disk never leaves half a file behind.
+    pub fn save(&mut self, compact: &CompactFormats) -> Result<(), StateError> {
+        let Some(file) = self.file.clone() else {
+            return Ok(());
+        };
+        if !self.dirty {
+            return Ok(());
+        }
+        let mut meters = Map::new();
+        let mut keys: Vec<&String> = self.meters.keys().collect();
+        keys.sort();
+        for k in keys {
+            let e = &self.meters[k];
+            let mut m = Map::new();
+            m.insert("fields".into(), fields_to_json(&e.fields));
+            m.insert("emitted".into(), fields_to_json(&e.emitted));
+            if let Some(t) = e.emitted_at {
+                m.insert("emitted_at".into(), Value::from(millis(t)));
+            }
+            if let Some(t) = e.last_seen {
+                m.insert("last_seen".into(), Value::from(millis(t)));
+            }
+            m.insert("telegrams".into(), Value::from(e.telegrams));
+            if let Some(r) = e.rssi_dbm {
+                m.insert("rssi_dbm".into(), Value::from(r));
+            }
+            meters.insert(k.clone(), Value::Object(m));
+        }
+        let mut layouts: Vec<(u16, String)> = compact
+            .learned()
+            .map(|(k, l)| (k.manufacturer, hex::encode_upper(l)))
+            .collect();
+        layouts.sort();
+        let layouts = layouts
+            .into_iter()
+            .map(|(m, l)| serde_json::json!({"manufacturer": m, "layout": l}))
+            .collect();
+        let mut root = Map::new();
+        root.insert("version".into(), Value::from(1));
+        root.insert("meters".into(), Value::Object(meters));
+        root.insert("compact_formats".into(), Value::Array(layouts));
+        let text = Value::Object(root).to_string();
+        let tmp = file.with_extension("json.tmp");
+        std::fs::write(&tmp, text).map_err(io_err(&tmp))?;
+        std::fs::rename(&tmp, &file).map_err(io_err(&file))?;
+        self.dirty = false;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn num(key: &str, v: f64) -> Reading {
+        Reading {
+            key: key.into(),
+            value: ReadingValue::Number(v),
+        }
+    }
+
+    fn temp_dir(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!(
+            "meterbridge-state-{tag}-{}-{}",
+            std::process::id(),
+            millis(SystemTime::now())
+        ));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    #[test]
+    fn merges_fields_and_emits_on_change_only() {
+        let t0 = SystemTime::now();
+        let mut c = StateCache::in_memory();
+        let u = c.update(
+            "m",
+            &[num("total_m3", 1.5), num("flow_m3h", 0.1)],
+            &[],
+            Some(-70),
+            EmitPolicy::Changes,
+            t0,
+        );
+        assert_eq!(
+            u,
+            Update {
+                changed: true,
+                emit: true
+            }
+        );
+        c.mark_emitted("m", t0);
+        // A short telegram carries only the total: the flow stays known, nothing changed.
+        let u = c.update(
+            "m",
+            &[num("total_m3", 1.5)],
+            &[],
+            None,
+            EmitPolicy::Changes,
+            t0,
+        );
+        assert_eq!(
+            u,
+            Update {
+                changed: false,
+                emit: false
+            }
+        );
+        let e = c.get("m").unwrap();
+        assert_eq!(e.fields.len(), 2);
+        assert_eq!(e.rssi_dbm, Some(-70));
+        assert_eq!(e.telegrams, 2);
+        let u = c.update(
+            "m",
+            &[num("total_m3", 1.6)],
+            &[],
+            None,
+            EmitPolicy::Changes,
+            t0,
+        );
+        assert!(u.emit);
+    }
+
+    #[test]
+    fn every_and_interval_policies() {
+        let t0 = SystemTime::now();
+        let mut c = StateCache::in_memory();
+        let r = [num("total_m3", 1.0)];
+        c.update("m", &r, &[], None, EmitPolicy::Every, t0);
+        c.mark_emitted("m", t0);
+        assert!(c.update("m", &r, &[], None, EmitPolicy::Every, t0).emit);
+        let every = Duration::from_secs(900);
+        assert!(
+            !c.update(
+                "m",
+                &r,
+                &[],
+                None,
+                EmitPolicy::Interval(every),
+                t0 + Duration::from_secs(60)
+            )
+            .emit
+        );
+        assert!(
+            c.update(
+                "m",
+                &r,
+                &[],
+                None,
+                EmitPolicy::Interval(every),
+                t0 + Duration::from_secs(901)
+            )
+            .emit
+        );
+        assert_eq!(
+            c.due_for_reemit(every, t0 + Duration::from_secs(1000)),
+            vec!["m".to_string()]
+        );
+        assert!(c
+            .due_for_reemit(every, t0 + Duration::from_secs(10))
+            .is_empty());
+    }
+
+    #[test]
+    fn scale_and_offset() {
+        let mut c = StateCache::in_memory();
+        let adjust = [FieldAdjust {
+            field: "total_m3".into(),
+            scale: 0.001,
+            offset: 100.0,
+        }];
+        c.update(
+            "m",
+            &[num("total_m3", 2500.0), num("other", 3.0)],
+            &adjust,
+            None,
+            EmitPolicy::Every,
+            SystemTime::now(),
+        );
+        let e = c.get("m").unwrap();
+        assert_eq!(e.fields[0].1, ReadingValue::Number(102.5));
+        assert_eq!(e.fields[1].1, ReadingValue::Number(3.0));
+    }
+
+    #[test]
+    fn persisted_state_survives_a_restart_without_re_emitting() {
+        let dir = temp_dir("restart");
+        let t0 = SystemTime::now();
+        let mut compact = CompactFormats::new();
+        let layout = vec![0x04, 0x13, 0x44, 0x13];
+        let sig = compact.insert(0x2C2D, layout.clone());
+        {
+            let (mut c, warn) = StateCache::load(&dir, &mut CompactFormats::new()).unwrap();
+            assert!(warn.is_none());
+            c.update(
+                "kam_1",
+                &[
+                    num("total_m3", 6.408),
+                    Reading {
+                        key: "status".into(),
+                        value: ReadingValue::Text("OK".into()),
+                    },
+                ],
+                &[],
+                Some(-84),
+                EmitPolicy::Changes,
+                t0,
+            );
+            c.mark_emitted("kam_1", t0);
+            c.save(&compact).unwrap();
+        }
+        let mut learned = CompactFormats::new();
+        let (mut c, warn) = StateCache::load(&dir, &mut learned).unwrap();
+        assert!(warn.is_none());
+        assert!(learned.lookup(0x2C2D, sig).is_some());
+        let e = c.get("kam_1").unwrap();
+        assert_eq!(
+            e.fields[0],
+            ("total_m3".to_string(), ReadingValue::Number(6.408))
+        );
+        assert_eq!(e.telegrams, 1);
+        assert_eq!(e.rssi_dbm, Some(-84));
+        // The same reading after the restart is not a change.
+        let u = c.update(
+            "kam_1",
+            &[num("total_m3", 6.408)],
+            &[],
+            None,
+            EmitPolicy::Changes,
+            t0,
+        );
+        assert!(!u.emit);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn damaged_file_is_moved_aside() {
+        let dir = temp_dir("damaged");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(FILE_NAME), "{not json").unwrap();
+        let (c, warn) = StateCache::load(&dir, &mut CompactFormats::new()).unwrap();
+        assert!(matches!(warn, Some(StateError::Damaged { .. })), "{warn:?}");
+        assert!(c.get("x").is_none());
+        assert!(dir.join("state.json.damaged").exists());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn removed_meters_are_forgotten() {
+        let mut c = StateCache::in_memory();
+        c.update(
+            "a",
+            &[num("x", 1.0)],
+            &[],
+            None,
+            EmitPolicy::Every,
+            SystemTime::now(),
+        );
+        c.update(
+            "b",
+            &[num("x", 1.0)],
+            &[],
+            None,
+            EmitPolicy::Every,
+            SystemTime::now(),
+        );
+        let gone = c.retain_meters(&|k| k == "a");
+        assert_eq!(gone, vec!["b".to_string()]);
+        assert!(c.get("a").is_some() && c.get("b").is_none());
+    }
+}
