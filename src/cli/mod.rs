@@ -3,6 +3,7 @@
 pub mod bus;
 pub mod decode;
 pub mod drivers;
+pub mod listen;
 pub mod simulate;
 
 use clap::{Parser, Subcommand};
@@ -33,9 +34,11 @@ pub enum Command {
     SetBaud(bus::SetBaudArgs),
     /// Send an application reset to a wired meter.
     Reset(bus::ResetArgs),
+    /// Print every wireless telegram a receiver hears (how to find your meters).
+    Listen(listen::ListenArgs),
     /// List the meter drivers, or show one.
     Drivers(drivers::DriversArgs),
-    /// Simulate meters for testing masters without hardware.
+    /// Simulate a wired bus or a wireless stick for testing without hardware.
     Simulate(simulate::SimulateArgs),
 }
 
@@ -49,6 +52,7 @@ pub fn run() -> i32 {
         Command::SetAddress(a) => bus::run(&bus::BusCommand::SetAddress(a)),
         Command::SetBaud(a) => bus::run(&bus::BusCommand::SetBaud(a)),
         Command::Reset(a) => bus::run(&bus::BusCommand::Reset(a)),
+        Command::Listen(args) => listen::run(&args),
         Command::Drivers(args) => drivers::run(&args),
         Command::Simulate(args) => simulate::run(&args),
     }

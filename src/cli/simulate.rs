@@ -5,6 +5,8 @@ use std::sync::{Arc, Mutex};
 
 use clap::{Args, Subcommand};
 
+use crate::receivers::StickKind;
+use crate::sim::stick::{StickSimConfig, StickSimLog};
 use crate::sim::{self, BusSim, ServeOptions};
 use crate::wire::wired::BAUD_RATES;
 
@@ -18,6 +20,39 @@ pub struct SimulateArgs {
 pub enum SimulateCommand {
     /// Serve simulated wired meters over TCP and/or a pseudo-terminal until Ctrl-C.
     Bus(BusArgs),
+    /// A wireless M-Bus USB stick on a pseudo-terminal: answers the start-up commands like the
+    /// real one and sends telegrams once a mode is set.
+    Stick(StickArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StickArgs {
+    /// im871a, iu891a, amb8465 or cul.
+    #[arg(long)]
+    pub kind: StickKind,
+    /// Telegrams to send, one hex telegram per line (with or without data-link CRCs); the
+    /// built-in drivers' test telegrams when absent.
+    #[arg(long, value_name = "FILE")]
+    pub telegrams: Option<PathBuf>,
+    /// Telegrams per second.
+    #[arg(long, default_value_t = 1.0)]
+    pub rate: f64,
+    /// Signal strength reported with each telegram.
+    #[arg(long, default_value_t = -60, allow_hyphen_values = true)]
+    pub rssi: i16,
+    /// Start over after the last telegram.
+    #[arg(long)]
+    pub repeat: bool,
+    /// Also create this symbolic link to the pseudo-terminal (a stable path, like
+    /// /dev/serial/by-id/ gives a real stick).
+    #[arg(long, value_name = "PATH")]
+    pub link: Option<PathBuf>,
+    /// AMB8465 only: the stick's UART_CMD_Out_Enable is off (transparent output).
+    #[arg(long)]
+    pub amber_transparent: bool,
+    /// AMB8465 only: the stick's RSSI_Enable is off (no RSSI byte).
+    #[arg(long)]
+    pub amber_no_rssi: bool,
 }
 
 #[derive(Debug, Args)]
@@ -50,6 +85,7 @@ pub struct BusArgs {
 pub fn run(args: &SimulateArgs) -> i32 {
     match &args.command {
         SimulateCommand::Bus(bus) => run_bus(bus),
+        SimulateCommand::Stick(stick) => run_stick(stick),
     }
 }
 
@@ -159,6 +195,132 @@ async fn serve(args: &BusArgs, sim: BusSim) -> Result<(), String> {
             Ok(Ok(())) => Err("a server stopped".into()),
             Ok(Err(e)) => Err(e.to_string()),
             Err(e) => Err(format!("a server task failed: {e}")),
+        }
+    }
+}
+
+/// Reads a telegram file: hex per line, `#` comments and blank lines skipped, CRCs removed.
+pub fn load_telegrams(path: &std::path::Path) -> Result<Vec<Vec<u8>>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let bytes = crate::wire::hex::decode(line)
+            .map_err(|e| format!("{}:{}: {e}", path.display(), n + 1))?;
+        let stripped = crate::wire::wireless::strip_dll_crcs(&bytes)
+            .map_err(|e| format!("{}:{}: {e}", path.display(), n + 1))?;
+        out.push(stripped.bytes);
+    }
+    if out.is_empty() {
+        return Err(format!("{} holds no telegrams", path.display()));
+    }
+    Ok(out)
+}
+
+fn run_stick(args: &StickArgs) -> i32 {
+    let telegrams = match &args.telegrams {
+        Some(p) => match load_telegrams(p) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return 2;
+            }
+        },
+        None => sim::stick::builtin_corpus(),
+    };
+    if !(args.rate > 0.0 && args.rate <= 10_000.0) {
+        eprintln!("error: --rate must be between 0 and 10000 telegrams per second");
+        return 2;
+    }
+    let cfg = StickSimConfig {
+        telegrams,
+        interval: std::time::Duration::from_secs_f64(1.0 / args.rate),
+        rssi_dbm: args.rssi,
+        repeat: args.repeat,
+        log: true,
+        ..StickSimConfig::default()
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return 1;
+        }
+    };
+    match runtime.block_on(serve_stick(args, cfg)) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("error: {e}");
+            1
+        }
+    }
+}
+
+/// Serves one simulated stick on a fresh pseudo-terminal until the host side fails or Ctrl-C.
+pub async fn serve_stick_on_pty(
+    kind: StickKind,
+    amber: sim::amber::AmberSimOptions,
+    cfg: StickSimConfig,
+    log: sim::stick::SharedStickLog,
+    link: Option<&std::path::Path>,
+    announce: impl FnOnce(&str),
+) -> Result<(), String> {
+    use tokio_serial::SerialPort;
+    let (master, slave) = tokio_serial::SerialStream::pair()
+        .map_err(|e| format!("cannot open a pseudo-terminal: {e}"))?;
+    let path = slave
+        .name()
+        .ok_or("the pseudo-terminal has no device name")?;
+    if let Some(link) = link {
+        let tmp = link.with_extension("new-link");
+        let _ = std::fs::remove_file(&tmp);
+        std::os::unix::fs::symlink(&path, &tmp)
+            .and_then(|()| std::fs::rename(&tmp, link))
+            .map_err(|e| format!("cannot create the link {}: {e}", link.display()))?;
+    }
+    announce(&path);
+    let result = match kind {
+        StickKind::Im871a | StickKind::Iu891a => sim::imst::serve(master, kind, cfg, log).await,
+        StickKind::Amb8465 => sim::amber::serve(master, amber, cfg, log).await,
+        StickKind::Cul => sim::cul::serve(master, cfg, log).await,
+    };
+    drop(slave);
+    result.map_err(|e| e.to_string())
+}
+
+async fn serve_stick(args: &StickArgs, cfg: StickSimConfig) -> Result<(), String> {
+    let amber = sim::amber::AmberSimOptions {
+        cmd_out: !args.amber_transparent,
+        rssi_enabled: !args.amber_no_rssi,
+        ..sim::amber::AmberSimOptions::default()
+    };
+    eprintln!(
+        "{} telegram(s), {} per second, RSSI {} dBm{}",
+        cfg.telegrams.len(),
+        args.rate,
+        cfg.rssi_dbm,
+        if cfg.repeat { ", repeating" } else { "" }
+    );
+    let log = std::sync::Arc::new(std::sync::Mutex::new(StickSimLog::default()));
+    let kind = args.kind;
+    tokio::select! {
+        r = serve_stick_on_pty(kind, amber, cfg, log, args.link.as_deref(), |path| {
+            println!("simulated {kind} on {path}");
+            if let Some(l) = &args.link {
+                println!("linked as {}", l.display());
+            }
+        }) => r,
+        signal = tokio::signal::ctrl_c() => {
+            signal.map_err(|e| format!("cannot wait for Ctrl-C: {e}"))?;
+            eprintln!("stopped");
+            Ok(())
         }
     }
 }

@@ -78,17 +78,22 @@ pub fn render(line: &MeterLine<'_>, out: &mut String) {
         out.push(',');
         push_str(out, &r.key);
         out.push(':');
-        match &r.value {
-            ReadingValue::Number(v) if v.is_finite() => {
-                // wmbusmeters rounds to at most 6 decimals (723.611111).
-                let rounded = (v * 1e6).round() / 1e6;
-                let _ = write!(out, "{rounded}");
-            }
-            ReadingValue::Number(_) | ReadingValue::Null => out.push_str("null"),
-            ReadingValue::Text(t) => push_str(out, t),
-        }
+        push_value(out, &r.value);
     }
     out.push_str(",\"timestamp\":");
     push_str(out, line.timestamp);
     out.push('}');
+}
+
+/// A reading's value as wmbusmeters prints it: numbers rounded to at most 6 decimals
+/// (723.611111), invalid values as `null`.
+pub fn push_value(out: &mut String, value: &ReadingValue) {
+    match value {
+        ReadingValue::Number(v) if v.is_finite() => {
+            let rounded = (v * 1e6).round() / 1e6;
+            let _ = write!(out, "{rounded}");
+        }
+        ReadingValue::Number(_) | ReadingValue::Null => out.push_str("null"),
+        ReadingValue::Text(t) => push_str(out, t),
+    }
 }

@@ -11,6 +11,7 @@
 pub mod amber;
 pub mod cul;
 pub mod imst;
+pub mod input;
 pub mod lines;
 
 use std::fmt;

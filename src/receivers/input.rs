@@ -1,0 +1,618 @@
+//! Inputs as the daemon and `listen` run them: each one a task that delivers [`InputEvent`]s on
+//! a channel and never gives up. A stick that is unplugged is reopened with backoff (the path
+//! under `/dev/serial/by-id/` stays the same when it comes back), reported once when it goes and
+//! once when it is back; a TCP peer or a command that ends is reconnected or restarted the same
+//! way. Malformed input is counted and reported, never fatal.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::mpsc;
+use tokio::time::sleep;
+use tokio_serial::{DataBits, Parity, SerialPortBuilderExt, SerialStream, StopBits};
+
+use super::amber::AmberSession;
+use super::cul::CulSession;
+use super::imst::ImstSession;
+use super::lines::{parse_hex_line, parse_rtlwmbus_line, LineError};
+use super::{Heard, LinkMode, StickError, StickInfo, StickKind, StickStats};
+
+/// Where telegrams come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InputSpec {
+    Stick {
+        kind: StickKind,
+        device: String,
+        mode: LinkMode,
+        baud: Option<u32>,
+    },
+    /// rtl_wmbus output lines: from standard input, or from a command it runs (restarted when it
+    /// ends).
+    RtlWmbus { command: Option<String> },
+    /// Raw hex (or small JSON objects) one telegram per line on standard input.
+    HexStdin,
+    /// Raw hex lines read from a TCP server (an ESP32 receiver, ser2net, …).
+    TcpClient { address: String },
+    /// Raw hex lines from any client connecting to this address.
+    TcpServer { bind: String },
+    /// One telegram per datagram (hex or JSON).
+    Udp { bind: String },
+    /// Raw telegrams (hex or JSON) published on an MQTT topic, as ESP32 receivers do. Plain
+    /// `mqtt://` here; the daemon reads such topics over its own (TLS-capable) connection.
+    Mqtt {
+        host: String,
+        port: u16,
+        topic: String,
+        username: Option<String>,
+        password: Option<String>,
+    },
+}
+
+impl InputSpec {
+    /// Short description for messages.
+    pub fn describe(&self) -> String {
+        match self {
+            InputSpec::Stick {
+                kind, device, mode, ..
+            } => format!("{kind} on {device} ({mode})"),
+            InputSpec::RtlWmbus { command: None } => "rtl_wmbus lines on standard input".into(),
+            InputSpec::RtlWmbus { command: Some(c) } => format!("rtl_wmbus from `{c}`"),
+            InputSpec::HexStdin => "hex lines on standard input".into(),
+            InputSpec::TcpClient { address } => format!("hex lines from tcp://{address}"),
+            InputSpec::TcpServer { bind } => format!("hex lines to tcp server {bind}"),
+            InputSpec::Udp { bind } => format!("hex datagrams on udp {bind}"),
+            InputSpec::Mqtt {
+                host, port, topic, ..
+            } => format!("raw telegrams on mqtt://{host}:{port} topic {topic}"),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub enum InputEvent {
+    Telegram { input: Arc<str>, heard: Heard },
+    /// The receiver is (again) delivering; for sticks, what it said about itself.
+    Up {
+        input: Arc<str>,
+        info: Option<StickInfo>,
+    },
+    /// The receiver went away; it is being retried. Sent once per outage.
+    Down { input: Arc<str>, reason: String },
+    /// A line or frame that could not be used, with why.
+    Malformed { input: Arc<str>, reason: String },
+    /// Stick protocol counters after each telegram (for diagnostics).
+    Stats { input: Arc<str>, stats: StickStats },
+}
+
+/// Backoff between reconnection attempts: quick at first (a replugged stick is back within a
+/// second), then every 10 s.
+#[derive(Debug, Clone, Copy)]
+pub struct Backoff {
+    next: Duration,
+}
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_millis(250);
+    const MAX: Duration = Duration::from_secs(10);
+
+    pub fn new() -> Backoff {
+        Backoff { next: Self::FIRST }
+    }
+
+    pub fn reset(&mut self) {
+        self.next = Self::FIRST;
+    }
+
+    pub async fn wait(&mut self) {
+        sleep(self.next).await;
+        self.next = (self.next * 2).min(Self::MAX);
+    }
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff::new()
+    }
+}
+
+/// Opens a stick's serial device: 8N1, exclusively (two programs reading one stick each get
+/// half the telegrams).
+pub fn open_stick(device: &str, baud: u32) -> std::io::Result<SerialStream> {
+    let mut port = tokio_serial::new(device, baud)
+        .data_bits(DataBits::Eight)
+        .parity(Parity::None)
+        .stop_bits(StopBits::One)
+        .timeout(Duration::from_millis(10))
+        .open_native_async()
+        .map_err(std::io::Error::from)?;
+    #[cfg(unix)]
+    {
+        // A pty cannot be locked on every system; a real stick can.
+        let _ = port.set_exclusive(true);
+    }
+    Ok(port)
+}
+
+/// A started stick of any kind.
+pub enum StickSession<S> {
+    Imst(ImstSession<S>),
+    Amber(AmberSession<S>),
+    Cul(CulSession<S>),
+}
+
+impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> StickSession<S> {
+    pub async fn start(stream: S, kind: StickKind, mode: LinkMode) -> Result<Self, StickError> {
+        Ok(match kind {
+            StickKind::Im871a | StickKind::Iu891a => {
+                StickSession::Imst(ImstSession::start(stream, kind, mode).await?)
+            }
+            StickKind::Amb8465 => StickSession::Amber(AmberSession::start(stream, mode).await?),
+            StickKind::Cul => StickSession::Cul(CulSession::start(stream, mode).await?),
+        })
+    }
+
+    pub fn info(&self) -> &StickInfo {
+        match self {
+            StickSession::Imst(s) => s.info(),
+            StickSession::Amber(s) => s.info(),
+            StickSession::Cul(s) => s.info(),
+        }
+    }
+
+    pub fn stats(&self) -> StickStats {
+        match self {
+            StickSession::Imst(s) => s.stats(),
+            StickSession::Amber(s) => s.stats(),
+            StickSession::Cul(s) => s.stats(),
+        }
+    }
+
+    /// Cancel-safe, as each session's `next` is.
+    pub async fn next(&mut self) -> Result<Heard, StickError> {
+        match self {
+            StickSession::Imst(s) => s.next().await,
+            StickSession::Amber(s) => s.next().await,
+            StickSession::Cul(s) => s.next().await,
+        }
+    }
+}
+
+/// Runs one input until the receiving side of `tx` is dropped.
+pub async fn run(name: Arc<str>, spec: InputSpec, tx: mpsc::Sender<InputEvent>) {
+    match spec {
+        InputSpec::Stick {
+            kind,
+            device,
+            mode,
+            baud,
+        } => run_stick(name, kind, &device, mode, baud, tx).await,
+        InputSpec::RtlWmbus { command: None } => {
+            read_lines(&name, tokio::io::stdin(), parse_rtlwmbus_line, &tx).await;
+        }
+        InputSpec::RtlWmbus {
+            command: Some(command),
+        } => run_command(name, &command, tx).await,
+        InputSpec::HexStdin => {
+            read_lines(&name, tokio::io::stdin(), parse_hex_line, &tx).await;
+        }
+        InputSpec::TcpClient { address } => run_tcp_client(name, &address, tx).await,
+        InputSpec::TcpServer { bind } => run_tcp_server(name, &bind, tx).await,
+        InputSpec::Udp { bind } => run_udp(name, &bind, tx).await,
+        InputSpec::Mqtt {
+            host,
+            port,
+            topic,
+            username,
+            password,
+        } => run_mqtt(name, host, port, topic, username, password, tx).await,
+    }
+}
+
+/// Parses `mqtt://[user[:password]@]host[:port]/topic` into an [`InputSpec::Mqtt`]; the topic may
+/// contain wildcards (`+`, `#`).
+pub fn mqtt_input_from_url(url: &str) -> Result<InputSpec, String> {
+    let rest = url
+        .strip_prefix("mqtt://")
+        .ok_or_else(|| format!("{url:?}: expected mqtt://host[:port]/topic"))?;
+    let (authority, topic) = rest
+        .split_once('/')
+        .ok_or_else(|| format!("{url:?}: the topic is missing (mqtt://host:1883/wmbus/raw)"))?;
+    if topic.is_empty() {
+        return Err(format!("{url:?}: the topic is empty"));
+    }
+    let (credentials, hostport) = match authority.rsplit_once('@') {
+        Some((c, h)) => (Some(c), h),
+        None => (None, authority),
+    };
+    let (username, password) = match credentials {
+        Some(c) => match c.split_once(':') {
+            Some((u, p)) => (Some(u.to_string()), Some(p.to_string())),
+            None => (Some(c.to_string()), None),
+        },
+        None => (None, None),
+    };
+    let (host, port) = match hostport.rsplit_once(':') {
+        Some((h, p)) => (
+            h.to_string(),
+            p.parse::<u16>()
+                .map_err(|_| format!("{url:?}: port {p:?} is not a number"))?,
+        ),
+        None => (hostport.to_string(), 1883),
+    };
+    if host.is_empty() {
+        return Err(format!("{url:?}: the host is missing"));
+    }
+    Ok(InputSpec::Mqtt {
+        host,
+        port,
+        topic: topic.to_string(),
+        username,
+        password,
+    })
+}
+
+async fn run_mqtt(
+    name: Arc<str>,
+    host: String,
+    port: u16,
+    topic: String,
+    username: Option<String>,
+    password: Option<String>,
+    tx: mpsc::Sender<InputEvent>,
+) {
+    use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+    let client_id = format!("meterbridge-listen-{}", std::process::id());
+    let mut options = MqttOptions::new(client_id, host.clone(), port);
+    options.set_keep_alive(Duration::from_secs(30));
+    options.set_max_packet_size(64 * 1024, 64 * 1024);
+    if let Some(u) = username {
+        options.set_credentials(u, password.unwrap_or_default());
+    }
+    let (client, mut eventloop) = AsyncClient::new(options, 16);
+    let mut down_reported = false;
+    let mut backoff = Backoff::new();
+    loop {
+        if tx.is_closed() {
+            return;
+        }
+        match eventloop.poll().await {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                backoff.reset();
+                down_reported = false;
+                if let Err(e) = client.try_subscribe(topic.clone(), QoS::AtLeastOnce) {
+                    let _ = tx.try_send(InputEvent::Down {
+                        input: name.clone(),
+                        reason: format!("cannot subscribe to {topic}: {e}"),
+                    });
+                }
+                let _ = tx
+                    .send(InputEvent::Up {
+                        input: name.clone(),
+                        info: None,
+                    })
+                    .await;
+            }
+            Ok(Event::Incoming(Packet::Publish(p))) => {
+                let text = String::from_utf8_lossy(&p.payload);
+                if !deliver_text(&name, &text, &tx).await {
+                    return;
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                if !down_reported {
+                    down_reported = true;
+                    let _ = tx.try_send(InputEvent::Down {
+                        input: name.clone(),
+                        reason: format!("mqtt://{host}:{port}: {e}; reconnecting"),
+                    });
+                }
+                backoff.wait().await;
+            }
+        }
+    }
+}
+
+async fn run_stick(
+    name: Arc<str>,
+    kind: StickKind,
+    device: &str,
+    mode: LinkMode,
+    baud: Option<u32>,
+    tx: mpsc::Sender<InputEvent>,
+) {
+    let baud = baud.unwrap_or(kind.default_baud());
+    let mut backoff = Backoff::new();
+    let mut down_reported = false;
+    let mut report_down = |reason: String, tx: &mpsc::Sender<InputEvent>, name: &Arc<str>| {
+        let first = !down_reported;
+        down_reported = true;
+        if first {
+            let _ = tx.try_send(InputEvent::Down {
+                input: name.clone(),
+                reason,
+            });
+        }
+    };
+    loop {
+        if tx.is_closed() {
+            return;
+        }
+        let stream = match open_stick(device, baud) {
+            Ok(s) => s,
+            Err(e) => {
+                report_down(
+                    format!("cannot open {device}: {e}; retrying until it is back"),
+                    &tx,
+                    &name,
+                );
+                backoff.wait().await;
+                continue;
+            }
+        };
+        let mut session = match StickSession::start(stream, kind, mode).await {
+            Ok(s) => s,
+            Err(e) => {
+                report_down(format!("{e}; retrying"), &tx, &name);
+                backoff.wait().await;
+                continue;
+            }
+        };
+        backoff.reset();
+        down_reported = false;
+        if tx
+            .send(InputEvent::Up {
+                input: name.clone(),
+                info: Some(session.info().clone()),
+            })
+            .await
+            .is_err()
+        {
+            return;
+        }
+        let mut malformed = session.stats().malformed;
+        loop {
+            match session.next().await {
+                Ok(heard) => {
+                    let stats = session.stats();
+                    if stats.malformed != malformed {
+                        malformed = stats.malformed;
+                        let _ = tx.try_send(InputEvent::Stats {
+                            input: name.clone(),
+                            stats,
+                        });
+                    }
+                    if tx
+                        .send(InputEvent::Telegram {
+                            input: name.clone(),
+                            heard,
+                        })
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    report_down(format!("{e}; waiting for it to come back"), &tx, &name);
+                    break;
+                }
+            }
+        }
+        backoff.wait().await;
+    }
+}
+
+type LineParser = fn(&str) -> Result<Option<Heard>, LineError>;
+
+/// Reads lines until the stream ends; returns false if the consumer is gone.
+async fn read_lines<R: AsyncRead + Unpin>(
+    name: &Arc<str>,
+    reader: R,
+    parse: LineParser,
+    tx: &mpsc::Sender<InputEvent>,
+) -> bool {
+    let mut lines = BufReader::new(reader).lines();
+    loop {
+        match lines.next_line().await {
+            Ok(Some(line)) => {
+                if !deliver(name, &line, parse, tx).await {
+                    return false;
+                }
+            }
+            Ok(None) => return true,
+            Err(e) => {
+                let _ = tx.try_send(InputEvent::Malformed {
+                    input: name.clone(),
+                    reason: format!("unreadable input: {e}"),
+                });
+                return true;
+            }
+        }
+    }
+}
+
+async fn deliver(
+    name: &Arc<str>,
+    line: &str,
+    parse: LineParser,
+    tx: &mpsc::Sender<InputEvent>,
+) -> bool {
+    let event = match parse(line) {
+        Ok(Some(heard)) => InputEvent::Telegram {
+            input: name.clone(),
+            heard,
+        },
+        Ok(None) => return true,
+        Err(e) => InputEvent::Malformed {
+            input: name.clone(),
+            reason: e.to_string(),
+        },
+    };
+    tx.send(event).await.is_ok()
+}
+
+async fn run_command(name: Arc<str>, command: &str, tx: mpsc::Sender<InputEvent>) {
+    let mut backoff = Backoff::new();
+    loop {
+        let child = tokio::process::Command::new("sh")
+            .arg("-c")
+            .arg(command)
+            .stdout(std::process::Stdio::piped())
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn();
+        match child {
+            Ok(mut child) => {
+                let _ = tx
+                    .send(InputEvent::Up {
+                        input: name.clone(),
+                        info: None,
+                    })
+                    .await;
+                if let Some(out) = child.stdout.take() {
+                    if !read_lines(&name, out, parse_rtlwmbus_line, &tx).await {
+                        return;
+                    }
+                }
+                let status = child.wait().await;
+                let _ = tx.try_send(InputEvent::Down {
+                    input: name.clone(),
+                    reason: format!(
+                        "`{command}` ended ({}); restarting it",
+                        status.map_or_else(|e| e.to_string(), |s| s.to_string())
+                    ),
+                });
+            }
+            Err(e) => {
+                let _ = tx.try_send(InputEvent::Down {
+                    input: name.clone(),
+                    reason: format!("cannot run `{command}`: {e}"),
+                });
+            }
+        }
+        if tx.is_closed() {
+            return;
+        }
+        backoff.wait().await;
+    }
+}
+
+async fn run_tcp_client(name: Arc<str>, address: &str, tx: mpsc::Sender<InputEvent>) {
+    let mut backoff = Backoff::new();
+    let mut down_reported = false;
+    loop {
+        if tx.is_closed() {
+            return;
+        }
+        match TcpStream::connect(address).await {
+            Ok(stream) => {
+                backoff.reset();
+                down_reported = false;
+                let _ = tx
+                    .send(InputEvent::Up {
+                        input: name.clone(),
+                        info: None,
+                    })
+                    .await;
+                if !read_lines(&name, stream, parse_hex_line, &tx).await {
+                    return;
+                }
+                let _ = tx.try_send(InputEvent::Down {
+                    input: name.clone(),
+                    reason: format!("{address} closed the connection; reconnecting"),
+                });
+                down_reported = true;
+            }
+            Err(e) if !down_reported => {
+                down_reported = true;
+                let _ = tx.try_send(InputEvent::Down {
+                    input: name.clone(),
+                    reason: format!("cannot connect to {address}: {e}; retrying"),
+                });
+            }
+            Err(_) => {}
+        }
+        backoff.wait().await;
+    }
+}
+
+async fn run_tcp_server(name: Arc<str>, bind: &str, tx: mpsc::Sender<InputEvent>) {
+    let listener = match TcpListener::bind(bind).await {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = tx.try_send(InputEvent::Down {
+                input: name.clone(),
+                reason: format!("cannot listen on {bind}: {e}"),
+            });
+            return;
+        }
+    };
+    let _ = tx
+        .send(InputEvent::Up {
+            input: name.clone(),
+            info: None,
+        })
+        .await;
+    loop {
+        let Ok((stream, _peer)) = listener.accept().await else {
+            sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        if tx.is_closed() {
+            return;
+        }
+        let name = name.clone();
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            read_lines(&name, stream, parse_hex_line, &tx).await;
+        });
+    }
+}
+
+/// Largest datagram accepted: a wireless telegram is at most 256 bytes, so 600 hex characters
+/// plus JSON around them is plenty; longer ones are cut and then refused by the parser.
+const MAX_DATAGRAM: usize = 4096;
+
+async fn run_udp(name: Arc<str>, bind: &str, tx: mpsc::Sender<InputEvent>) {
+    let socket = match UdpSocket::bind(bind).await {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = tx.try_send(InputEvent::Down {
+                input: name.clone(),
+                reason: format!("cannot listen on udp {bind}: {e}"),
+            });
+            return;
+        }
+    };
+    let _ = tx
+        .send(InputEvent::Up {
+            input: name.clone(),
+            info: None,
+        })
+        .await;
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    loop {
+        let Ok((n, _peer)) = socket.recv_from(&mut buf).await else {
+            continue;
+        };
+        let text = String::from_utf8_lossy(buf.get(..n).unwrap_or(&[]));
+        for line in text.lines() {
+            if !deliver(&name, line, parse_hex_line, &tx).await {
+                return;
+            }
+        }
+    }
+}
+
+/// Handles a raw telegram that arrived some other way (an MQTT message): one telegram per line.
+pub async fn deliver_text(name: &Arc<str>, text: &str, tx: &mpsc::Sender<InputEvent>) -> bool {
+    for line in text.lines() {
+        if !deliver(name, line, parse_hex_line, tx).await {
+            return false;
+        }
+    }
+    true
+}
