@@ -158,7 +158,11 @@ pub fn add_dll_crcs(data: &[u8], format: FrameFormat) -> Option<Vec<u8>> {
             }
         }
         FrameFormat::B => {
-            let crcs = if data.len() <= FORMAT_B_FIRST_PART { 1 } else { 2 };
+            let crcs = if data.len() <= FORMAT_B_FIRST_PART {
+                1
+            } else {
+                2
+            };
             d[0] = u8::try_from(data.len() + CRC_LEN * crcs - 1).ok()?;
             let (first, rest) = d.split_at(d.len().min(FORMAT_B_FIRST_PART));
             push_block(&mut out, first);
