@@ -346,23 +346,21 @@ impl HciDecoder {
 
     /// Like [`next_frame`](Self::next_frame), with the frame's bytes as they arrived.
     pub fn next_frame_with_raw(&mut self) -> Option<Result<(HciFrame, Vec<u8>), HciError>> {
-        loop {
-            self.skip_to_sof();
-            if self.buf.is_empty() {
-                return None;
+        self.skip_to_sof();
+        if self.buf.is_empty() {
+            return None;
+        }
+        match parse_frame(&self.buf) {
+            Parsed::NeedMore => None,
+            Parsed::Frame(frame, used) => {
+                let raw: Vec<u8> = self.buf.drain(..used.min(self.buf.len())).collect();
+                Some(Ok((frame, raw)))
             }
-            match parse_frame(&self.buf) {
-                Parsed::NeedMore => return None,
-                Parsed::Frame(frame, used) => {
-                    let raw: Vec<u8> = self.buf.drain(..used.min(self.buf.len())).collect();
-                    return Some(Ok((frame, raw)));
-                }
-                Parsed::Bad(e) => {
-                    // The start byte is what made this look like a frame; the rest may hold
-                    // the next real one.
-                    self.buf.remove(0);
-                    return Some(Err(e));
-                }
+            Parsed::Bad(e) => {
+                // The start byte is what made this look like a frame; the rest may hold the
+                // next real one.
+                self.buf.remove(0);
+                Some(Err(e))
             }
         }
     }
@@ -1427,6 +1425,89 @@ mod tests {
                     let _ = peer.write_all(&h(answer)).await;
                 }
             }
+        }
+
+        /// A session started against a stick that answers the three start-up commands and
+        /// nothing else, with the stick's end of the stream for the test to write to.
+        async fn started() -> (ImstSession<DuplexStream>, DuplexStream) {
+            let (host, mut stick) = duplex(1024);
+            let answering = async move {
+                let mut d = HciDecoder::new();
+                let mut buf = [0u8; 64];
+                let mut answered = 0;
+                while answered < 3 {
+                    let n = stick.read(&mut buf).await.unwrap();
+                    d.push(&buf[..n]);
+                    while let Some(Ok(frame)) = d.next_frame() {
+                        let answer = match frame.msg_id {
+                            MSG_GET_DEVICEINFO_REQ => "A581100833001501F13A0000A9C1",
+                            MSG_GET_CONFIG_REQ => CONFIG_RSP,
+                            _ => SET_CONFIG_RSP,
+                        };
+                        stick.write_all(&h(answer)).await.unwrap();
+                        answered += 1;
+                    }
+                }
+                stick
+            };
+            let (session, stick) = tokio::join!(
+                ImstSession::start(host, StickKind::Im871a, LinkMode::C1),
+                answering
+            );
+            (session.unwrap(), stick)
+        }
+
+        #[tokio::test]
+        async fn next_is_cancel_safe_in_the_middle_of_a_frame() {
+            let (mut s, mut stick) = started().await;
+            let ind = h(IND);
+            stick.write_all(&ind[..20]).await.unwrap();
+            let cancelled =
+                tokio::time::timeout(std::time::Duration::from_millis(50), s.next()).await;
+            assert!(cancelled.is_err());
+            stick.write_all(&ind[20..]).await.unwrap();
+            let heard = s.next().await.unwrap();
+            assert_eq!(heard.frame, h(IND_TELEGRAM));
+            assert_eq!(heard.mode, Some(LinkMode::C1));
+            assert_eq!(s.stats().malformed, 0);
+        }
+
+        #[tokio::test]
+        async fn a_false_start_followed_by_silence_does_not_hold_back_the_next_frame() {
+            let (mut s, mut stick) = started().await;
+            // A header claiming 255 payload bytes, then quiet, then a real indication: the
+            // decoder gives the false start up after the silence and finds the indication.
+            stick.write_all(&h("A5 82 03 FF 01 02")).await.unwrap();
+            tokio::time::sleep(STALE_PARTIAL * 2).await;
+            stick.write_all(&h(IND)).await.unwrap();
+            let heard = s.next().await.unwrap();
+            assert_eq!(heard.frame, h(IND_TELEGRAM));
+            assert_eq!(s.stats().malformed, 1);
+            assert_eq!(s.stats().skipped_bytes, 5);
+        }
+
+        #[tokio::test]
+        async fn bad_frames_between_telegrams_are_counted() {
+            let (mut s, mut stick) = started().await;
+            let mut bad = h(IND);
+            bad[20] ^= 0xFF;
+            stick.write_all(&bad).await.unwrap();
+            // An indication too short to hold a link-layer header.
+            let short = HciFrame {
+                endpoint: ENDPOINT_RADIOLINK,
+                msg_id: MSG_WMBUS_IND,
+                payload: vec![0x44, 0x2D],
+                timestamp: None,
+                rssi_raw: Some(0x50),
+            };
+            stick.write_all(&short.encode(true).unwrap()).await.unwrap();
+            stick.write_all(&h(IND)).await.unwrap();
+            let heard = s.next().await.unwrap();
+            assert_eq!(heard.frame, h(IND_TELEGRAM));
+            assert_eq!(s.stats().malformed, 2);
+            assert_eq!(s.stats().telegrams, 1);
+            drop(stick);
+            assert!(matches!(s.next().await, Err(StickError::Closed { .. })));
         }
 
         #[tokio::test]
