@@ -20,7 +20,8 @@
 //!   we allow receiving T-mode because they are similar", rf_mbus.c), so `c1` and `c1t1`
 //!   both use `brc`, and a `c1` session also delivers T1 telegrams.
 //! * `X<hh>` sets the report flags silently; bit 0x20 (`REP_RSSI`) appends LQI and RSSI to
-//!   every received telegram, `X21` is what wmbusmeters sends after `br<x>`. `X` alone
+//!   every received telegram; `X21` is what FHEM sends at start-up and wmbusmeters after
+//!   `br<x>` (this session sends it first, so no telegram comes without RSSI). `X` alone
 //!   answers the flags as two hex digits followed by the send credit in decimal
 //!   (`21  900`) (culfw `rf_receive.c: set_txreport`, `rf_receive.h`).
 //! * A received telegram is one line: `b`, then `Y` if it was a C-mode frame in format B,
@@ -344,8 +345,9 @@ pub struct CulSession<S> {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> CulSession<S> {
-    /// Asks the version (`V`), switches the wireless M-Bus receiver on (`brt`, `brs` or
-    /// `brc`), turns on LQI/RSSI reporting (`X21`) and reads the report flags back (`X`).
+    /// Asks the version (`V`), turns on LQI/RSSI reporting (`X21`) and reads the report
+    /// flags back (`X`), then switches the wireless M-Bus receiver on (`brt`, `brs` or
+    /// `brc`).
     pub async fn start(stream: S, mode: LinkMode) -> Result<Self, StickError> {
         let receiver = Receiver::for_mode(mode);
         let mut session = CulSession {
@@ -371,47 +373,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> CulSession<S> {
             details: vec![("version line".to_string(), version)],
         };
 
-        let expected = receiver.answer();
-        session
-            .command(receiver.command(), "br (receive mode)", |line| {
-                if line == expected {
-                    Some(Answer::Done(()))
-                } else if line.starts_with("? (") {
-                    Some(Answer::Fail(StickError::ModeUnsupported {
-                        stick: StickKind::Cul,
-                        mode,
-                        reason: format!(
-                            "the firmware does not know the `b` command (built without wireless \
-                             M-Bus): {line}"
-                        ),
-                    }))
-                } else if line == "OFF" && receiver == Receiver::C {
-                    Some(Answer::Fail(StickError::ModeUnsupported {
-                        stick: StickKind::Cul,
-                        mode,
-                        reason: "the firmware answers `brc` with OFF, so it has no C-mode \
-                                 receiver; update culfw (C mode came with culfw 1.67) or \
-                                 listen in t1"
-                            .to_string(),
-                    }))
-                } else if matches!(line, "OFF" | "SMODE" | "TMODE" | "CMODE") {
-                    Some(Answer::Fail(StickError::Protocol {
-                        stick: StickKind::Cul,
-                        request: "br (receive mode)",
-                        detail: format!("asked for {expected}, the stick says {line}"),
-                    }))
-                } else {
-                    None
-                }
-            })
-            .await?;
-        session.info.details.push((
-            "receiver".to_string(),
-            format!("{} ({expected})", receiver.command()),
-        ));
-
-        // X21 has no answer; reading the flags back confirms the stick took it and that
-        // telegrams will carry RSSI.
+        // Reporting goes on before the receiver, so that every telegram carries RSSI (the
+        // first one can follow the mode answer at once). X21 has no answer; reading the
+        // flags back confirms the stick took it. With the receiver still off, culfw briefly
+        // re-arms its SlowRF receiver here (`set_txrestore`); `br<x>` then resets the radio.
         session.send(&format!("X{REPORT_FLAGS}")).await?;
         let flags = session
             .command("X", "X (report flags)", |line| {
@@ -434,6 +399,46 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> CulSession<S> {
             .info
             .details
             .push(("report flags".to_string(), format!("{flags:02X} (rssi attached)")));
+
+        let expected = receiver.answer();
+        session
+            .command(receiver.command(), "br (receive mode)", |line| {
+                if line == expected {
+                    Some(Answer::Done(()))
+                } else if line.starts_with("? (") {
+                    Some(Answer::Fail(StickError::ModeUnsupported {
+                        stick: StickKind::Cul,
+                        mode,
+                        reason: format!(
+                            "the firmware does not know the `b` command (built without wireless \
+                             M-Bus): {line}"
+                        ),
+                    }))
+                } else if line == "OFF" && receiver == Receiver::C {
+                    Some(Answer::Fail(StickError::ModeUnsupported {
+                        stick: StickKind::Cul,
+                        mode,
+                        reason: "the firmware answers `brc` with OFF, so it has no C-mode \
+                                 receiver; update to a culfw build that has one (culfw 1.67 \
+                                 does) or listen in t1"
+                            .to_string(),
+                    }))
+                } else if matches!(line, "OFF" | "SMODE" | "TMODE" | "CMODE") {
+                    Some(Answer::Fail(StickError::Protocol {
+                        stick: StickKind::Cul,
+                        request: "br (receive mode)",
+                        detail: format!("asked for {expected}, the stick says {line}"),
+                    }))
+                } else {
+                    None
+                }
+            })
+            .await?;
+        session.info.details.push((
+            "receiver".to_string(),
+            format!("{} ({expected})", receiver.command()),
+        ));
+
         Ok(session)
     }
 
