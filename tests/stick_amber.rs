@@ -236,13 +236,26 @@ async fn the_amb3665_is_recognised_and_868_mhz_modes_are_refused_before_sending(
         ..Default::default()
     };
     let rig = start_against_sim(opts, sim_config(Vec::new(), -60), LinkMode::T1).await;
-    let err = rig.started.err().expect("no 868 MHz mode on a 169 MHz stick");
+    let err = rig
+        .started
+        .err()
+        .expect("no 868 MHz mode on a 169 MHz stick");
     assert!(
-        matches!(err, StickError::ModeUnsupported { mode: LinkMode::T1, .. }),
+        matches!(
+            err,
+            StickError::ModeUnsupported {
+                mode: LinkMode::T1,
+                ..
+            }
+        ),
         "{err}"
     );
     assert!(err.to_string().contains("AMB3665"), "{err}");
-    assert_eq!(lock_log(&rig.log).requests.len(), 1, "only the parameter read");
+    assert_eq!(
+        lock_log(&rig.log).requests.len(),
+        1,
+        "only the parameter read"
+    );
 }
 
 /// A stick that answers the parameter read and then refuses the mode with `status`.

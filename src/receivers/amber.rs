@@ -203,7 +203,9 @@ pub enum NvmError {
     TooShort { len: usize },
     #[error("parameter dump says {announced} byte(s) but carries {carried}")]
     CountMismatch { announced: usize, carried: usize },
-    #[error("parameter dump from 0x{start:02X} ({count} bytes) does not cover parameter 0x{offset:02X}")]
+    #[error(
+        "parameter dump from 0x{start:02X} ({count} bytes) does not cover parameter 0x{offset:02X}"
+    )]
     Missing {
         start: usize,
         count: usize,
@@ -274,7 +276,10 @@ pub struct AmberTelegram {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AmberEvent {
     /// An answer to a command: its command byte (with 0x80 set) and payload.
-    Answer { command: u8, payload: Vec<u8> },
+    Answer {
+        command: u8,
+        payload: Vec<u8>,
+    },
     Telegram(AmberTelegram),
 }
 
@@ -429,11 +434,12 @@ impl AmberDecoder {
                         } => {
                             let body = frame.get(body_start..body_end).unwrap_or_default();
                             match self.settings {
-                                Some(settings) => match self.telegram_from(body, settings, received)
-                                {
-                                    Some(t) => return Some(AmberEvent::Telegram(t)),
-                                    None => self.malformed += 1,
-                                },
+                                Some(settings) => {
+                                    match self.telegram_from(body, settings, received) {
+                                        Some(t) => return Some(AmberEvent::Telegram(t)),
+                                        None => self.malformed += 1,
+                                    }
+                                }
                                 None => {
                                     if self.held_back.len() >= MAX_HELD_BACK {
                                         self.held_back.pop_front();
@@ -644,9 +650,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> AmberSession<S> {
         }
         session.info.details.push(("mode".into(), mode.to_string()));
 
-        let serial = session
-            .command("SERIALNO", cmd::SERIALNO_REQ, &[])
-            .await?;
+        let serial = session.command("SERIALNO", cmd::SERIALNO_REQ, &[]).await?;
         let serial = parse_serial(&serial).ok_or_else(|| StickError::Protocol {
             stick: STICK,
             request: "SERIALNO",
@@ -655,13 +659,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> AmberSession<S> {
         session.info.id = format!("{serial:08X}");
 
         let firmware = session.command("FWV", cmd::FWV_REQ, &[]).await?;
-        let [major, minor, patch] = parse_firmware(&firmware).ok_or_else(|| {
-            StickError::Protocol {
+        let [major, minor, patch] =
+            parse_firmware(&firmware).ok_or_else(|| StickError::Protocol {
                 stick: STICK,
                 request: "FWV",
                 detail: format!("{} byte(s) instead of 3", firmware.len()),
-            }
-        })?;
+            })?;
         session.info.firmware = format!("{major}.{minor}.{patch}");
         Ok(session)
     }
@@ -863,7 +866,10 @@ mod tests {
 
     #[test]
     fn command_golden_vectors() {
-        assert_eq!(encode_frame(cmd::GET_REQ, &GET_ALL_PARAMETERS), h("FF0A02008077"));
+        assert_eq!(
+            encode_frame(cmd::GET_REQ, &GET_ALL_PARAMETERS),
+            h("FF0A02008077")
+        );
         assert_eq!(
             encode_frame(cmd::SET_MODE_REQ, &[mode_byte(LinkMode::T1)]),
             h("FF040108F2")
@@ -918,7 +924,10 @@ mod tests {
         let kamstrup = h(KAMSTRUP);
         let mut d = AmberDecoder::new(Some(settings(true, false)));
         d.push(&h(IND_NO_RSSI));
-        assert_eq!(telegrams(&all_events(&mut d)), vec![(kamstrup.clone(), None)]);
+        assert_eq!(
+            telegrams(&all_events(&mut d)),
+            vec![(kamstrup.clone(), None)]
+        );
 
         let mut d = AmberDecoder::new(Some(settings(true, true)));
         d.push(&h(IND_RSSI_50));
@@ -1136,7 +1145,10 @@ mod tests {
         };
         assert_eq!(command, 0x8A);
         assert_eq!(payload.len(), 0x7A);
-        assert_eq!(&payload[2..], factory_default_nvm(AmberModel::Amb8465).as_slice());
+        assert_eq!(
+            &payload[2..],
+            factory_default_nvm(AmberModel::Amb8465).as_slice()
+        );
         assert_eq!(
             parse_nvm_dump(&payload),
             Ok(NvmSettings {
