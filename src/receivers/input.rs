@@ -117,6 +117,27 @@ impl Default for Backoff {
     }
 }
 
+/// Reports an input going away once per outage, not once per retry.
+#[derive(Debug, Default)]
+struct Outage {
+    reported: bool,
+}
+
+impl Outage {
+    fn report(&mut self, tx: &mpsc::Sender<InputEvent>, name: &Arc<str>, reason: String) {
+        if !std::mem::replace(&mut self.reported, true) {
+            let _ = tx.try_send(InputEvent::Down {
+                input: name.clone(),
+                reason,
+            });
+        }
+    }
+
+    fn over(&mut self) {
+        self.reported = false;
+    }
+}
+
 /// Opens a stick's serial device: 8N1, exclusively (two programs reading one stick each get
 /// half the telegrams).
 pub fn open_stick(device: &str, baud: u32) -> std::io::Result<SerialStream> {
@@ -271,7 +292,7 @@ async fn run_mqtt(
         options.set_credentials(u, password.unwrap_or_default());
     }
     let (client, mut eventloop) = AsyncClient::new(options, 16);
-    let mut down_reported = false;
+    let mut outage = Outage::default();
     let mut backoff = Backoff::new();
     loop {
         if tx.is_closed() {
@@ -280,7 +301,7 @@ async fn run_mqtt(
         match eventloop.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
                 backoff.reset();
-                down_reported = false;
+                outage.over();
                 if let Err(e) = client.try_subscribe(topic.clone(), QoS::AtLeastOnce) {
                     let _ = tx.try_send(InputEvent::Down {
                         input: name.clone(),
@@ -302,13 +323,11 @@ async fn run_mqtt(
             }
             Ok(_) => {}
             Err(e) => {
-                if !down_reported {
-                    down_reported = true;
-                    let _ = tx.try_send(InputEvent::Down {
-                        input: name.clone(),
-                        reason: format!("mqtt://{host}:{port}: {e}; reconnecting"),
-                    });
-                }
+                outage.report(
+                    &tx,
+                    &name,
+                    format!("mqtt://{host}:{port}: {e}; reconnecting"),
+                );
                 backoff.wait().await;
             }
         }
@@ -325,17 +344,7 @@ async fn run_stick(
 ) {
     let baud = baud.unwrap_or(kind.default_baud());
     let mut backoff = Backoff::new();
-    let mut down_reported = false;
-    let mut report_down = |reason: String, tx: &mpsc::Sender<InputEvent>, name: &Arc<str>| {
-        let first = !down_reported;
-        down_reported = true;
-        if first {
-            let _ = tx.try_send(InputEvent::Down {
-                input: name.clone(),
-                reason,
-            });
-        }
-    };
+    let mut outage = Outage::default();
     loop {
         if tx.is_closed() {
             return;
@@ -343,10 +352,10 @@ async fn run_stick(
         let stream = match open_stick(device, baud) {
             Ok(s) => s,
             Err(e) => {
-                report_down(
-                    format!("cannot open {device}: {e}; retrying until it is back"),
+                outage.report(
                     &tx,
                     &name,
+                    format!("cannot open {device}: {e}; retrying until it is back"),
                 );
                 backoff.wait().await;
                 continue;
@@ -355,13 +364,13 @@ async fn run_stick(
         let mut session = match StickSession::start(stream, kind, mode).await {
             Ok(s) => s,
             Err(e) => {
-                report_down(format!("{e}; retrying"), &tx, &name);
+                outage.report(&tx, &name, format!("{e}; retrying"));
                 backoff.wait().await;
                 continue;
             }
         };
         backoff.reset();
-        down_reported = false;
+        outage.over();
         if tx
             .send(InputEvent::Up {
                 input: name.clone(),
@@ -396,7 +405,7 @@ async fn run_stick(
                     }
                 }
                 Err(e) => {
-                    report_down(format!("{e}; waiting for it to come back"), &tx, &name);
+                    outage.report(&tx, &name, format!("{e}; waiting for it to come back"));
                     break;
                 }
             }
@@ -502,7 +511,7 @@ async fn run_command(name: Arc<str>, command: &str, tx: mpsc::Sender<InputEvent>
 
 async fn run_tcp_client(name: Arc<str>, address: &str, tx: mpsc::Sender<InputEvent>) {
     let mut backoff = Backoff::new();
-    let mut down_reported = false;
+    let mut outage = Outage::default();
     loop {
         if tx.is_closed() {
             return;
@@ -510,7 +519,7 @@ async fn run_tcp_client(name: Arc<str>, address: &str, tx: mpsc::Sender<InputEve
         match TcpStream::connect(address).await {
             Ok(stream) => {
                 backoff.reset();
-                down_reported = false;
+                outage.over();
                 let _ = tx
                     .send(InputEvent::Up {
                         input: name.clone(),
@@ -520,20 +529,17 @@ async fn run_tcp_client(name: Arc<str>, address: &str, tx: mpsc::Sender<InputEve
                 if !read_lines(&name, stream, parse_hex_line, &tx).await {
                     return;
                 }
-                let _ = tx.try_send(InputEvent::Down {
-                    input: name.clone(),
-                    reason: format!("{address} closed the connection; reconnecting"),
-                });
-                down_reported = true;
+                outage.report(
+                    &tx,
+                    &name,
+                    format!("{address} closed the connection; reconnecting"),
+                );
             }
-            Err(e) if !down_reported => {
-                down_reported = true;
-                let _ = tx.try_send(InputEvent::Down {
-                    input: name.clone(),
-                    reason: format!("cannot connect to {address}: {e}; retrying"),
-                });
-            }
-            Err(_) => {}
+            Err(e) => outage.report(
+                &tx,
+                &name,
+                format!("cannot connect to {address}: {e}; retrying"),
+            ),
         }
         backoff.wait().await;
     }
