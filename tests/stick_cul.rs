@@ -130,7 +130,10 @@ async fn t1_telegrams_arrive_decoded_with_rssi() {
 
 #[tokio::test]
 async fn c_mode_delivers_format_b_and_format_a_lines() {
-    let r = rig(config(&[WATER, GAS, SMALL, WATER], -95), CulFirmware::default());
+    let r = rig(
+        config(&[WATER, GAS, SMALL, WATER], -95),
+        CulFirmware::default(),
+    );
     let mut session = timeout(WAIT, CulSession::start(r.port, LinkMode::C1))
         .await
         .unwrap()
@@ -200,7 +203,10 @@ async fn firmware_without_c_mode_or_wmbus_is_refused() {
         ..CulFirmware::default()
     };
     let r = rig(config(&[], -60), old.clone());
-    match timeout(WAIT, CulSession::start(r.port, LinkMode::C1T1)).await.unwrap() {
+    match timeout(WAIT, CulSession::start(r.port, LinkMode::C1T1))
+        .await
+        .unwrap()
+    {
         Err(StickError::ModeUnsupported { mode, reason, .. }) => {
             assert_eq!(mode, LinkMode::C1T1);
             assert!(reason.contains("OFF"), "{reason}");
@@ -215,14 +221,20 @@ async fn firmware_without_c_mode_or_wmbus_is_refused() {
         .unwrap()
         .unwrap();
     assert_eq!(session.info().model, "CUL868");
-    assert_eq!(receive(&mut session, 1).await[0].frame, hex::decode(GAS).unwrap());
+    assert_eq!(
+        receive(&mut session, 1).await[0].frame,
+        hex::decode(GAS).unwrap()
+    );
 
     let no_wmbus = CulFirmware {
         wmbus: false,
         ..CulFirmware::default()
     };
     let r = rig(config(&[], -60), no_wmbus);
-    match timeout(WAIT, CulSession::start(r.port, LinkMode::T1)).await.unwrap() {
+    match timeout(WAIT, CulSession::start(r.port, LinkMode::T1))
+        .await
+        .unwrap()
+    {
         Err(StickError::ModeUnsupported { reason, .. }) => {
             assert!(reason.contains("unknown"), "{reason}")
         }

@@ -193,7 +193,10 @@ pub enum CulEvent {
     /// Any other line: answers to commands, or noise.
     Text(String),
     /// A telegram line that failed its checks, or an overlong line.
-    Malformed { line: String, error: CulLineError },
+    Malformed {
+        line: String,
+        error: CulLineError,
+    },
 }
 
 /// Splits the stick's output into lines (CR, LF or both end a line) and classifies them.
@@ -362,7 +365,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> CulSession<S> {
 
         let version = session
             .command("V", "V (version)", |line| {
-                line.starts_with("V ").then(|| Answer::Done(line.to_string()))
+                line.starts_with("V ")
+                    .then(|| Answer::Done(line.to_string()))
             })
             .await?;
         let (firmware, model) = parse_version(&version);
@@ -395,10 +399,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> CulSession<S> {
                 detail: format!("flags read back as {flags:02X} after X{REPORT_FLAGS}"),
             });
         }
-        session
-            .info
-            .details
-            .push(("report flags".to_string(), format!("{flags:02X} (rssi attached)")));
+        session.info.details.push((
+            "report flags".to_string(),
+            format!("{flags:02X} (rssi attached)"),
+        ));
 
         let expected = receiver.answer();
         session
@@ -715,7 +719,9 @@ mod tests {
             ("1.67".to_string(), "nanoCUL868".to_string())
         );
         assert_eq!(
-            parse_version("V 1.26.08 a-culfw Build: 194 (2018-09-18_20-56-57) nanoCUL868 (F-Band: 868MHz)"),
+            parse_version(
+                "V 1.26.08 a-culfw Build: 194 (2018-09-18_20-56-57) nanoCUL868 (F-Band: 868MHz)"
+            ),
             ("1.26.08".to_string(), "nanoCUL868".to_string())
         );
         assert_eq!(parse_version("V"), (String::new(), "CUL".to_string()));

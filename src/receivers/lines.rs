@@ -128,9 +128,12 @@ pub fn parse_rtlwmbus_line(line: &str) -> Result<Option<Heard>, LineError> {
     let rssi_dbm = if rssi_text.is_empty() {
         None
     } else {
-        let value: f64 = rssi_text
-            .parse()
-            .map_err(|_| err(rssi_col, format!("PACKET_RSSI {rssi_text:?} is not a number")))?;
+        let value: f64 = rssi_text.parse().map_err(|_| {
+            err(
+                rssi_col,
+                format!("PACKET_RSSI {rssi_text:?} is not a number"),
+            )
+        })?;
         // Only a negative value can be dBm; rtl_wmbus's own values are amplitudes.
         (value < 0.0 && value > -200.0).then(|| value.round() as i16)
     };
@@ -420,10 +423,9 @@ impl JsonCursor<'_> {
             }
             Some(b'-' | b'0'..=b'9') => {
                 let first = self.pos;
-                while self
-                    .peek()
-                    .is_some_and(|b| b.is_ascii_digit() || matches!(b, b'-' | b'+' | b'.' | b'e' | b'E'))
-                {
+                while self.peek().is_some_and(|b| {
+                    b.is_ascii_digit() || matches!(b, b'-' | b'+' | b'.' | b'e' | b'E')
+                }) {
                     self.pos += 1;
                 }
                 let text = std::str::from_utf8(self.bytes.get(first..self.pos).unwrap_or_default())
@@ -434,7 +436,11 @@ impl JsonCursor<'_> {
             }
             _ => {
                 for word in ["true", "false", "null"] {
-                    if self.bytes.get(self.pos..).is_some_and(|r| r.starts_with(word.as_bytes())) {
+                    if self
+                        .bytes
+                        .get(self.pos..)
+                        .is_some_and(|r| r.starts_with(word.as_bytes()))
+                    {
                         self.pos += word.len();
                         return Ok(JsonValue::Other);
                     }
@@ -490,7 +496,10 @@ mod tests {
 
     #[test]
     fn rtlwmbus_t1_line() {
-        let line = format!("T1;1;1;2019-02-09 07:14:18.000;117;102;94740459;0x{}", WATER.to_lowercase());
+        let line = format!(
+            "T1;1;1;2019-02-09 07:14:18.000;117;102;94740459;0x{}",
+            WATER.to_lowercase()
+        );
         let heard = parse_rtlwmbus_line(&line).unwrap().unwrap();
         assert_eq!(heard.frame, bytes(WATER));
         assert_eq!(heard.mode, Some(LinkMode::T1));
@@ -522,7 +531,10 @@ mod tests {
         let mut without = data.clone();
         without[0] = b[0];
         assert_eq!(usize::from(without[0]), without.len() + 1);
-        let line = format!("C1;1;1;2024-05-01 10:00:00.000;90;80;87654321;0x{}", hex::encode_upper(&without));
+        let line = format!(
+            "C1;1;1;2024-05-01 10:00:00.000;90;80;87654321;0x{}",
+            hex::encode_upper(&without)
+        );
         let heard = parse_rtlwmbus_line(&line).unwrap().unwrap();
         assert_eq!(heard.frame, data);
         assert_eq!(usize::from(heard.frame[0]), heard.frame.len() - 1);
@@ -548,7 +560,10 @@ mod tests {
         assert_eq!(e.column, 3);
         assert!(e.message.contains("CRC_OK is 0"), "{e}");
         let bad_coding = format!("T1;1;0;2019-02-09 07:14:18.000;117;102;94740459;0x{WATER}");
-        assert!(parse_rtlwmbus_line(&bad_coding).unwrap_err().message.contains("3-out-of-6"));
+        assert!(parse_rtlwmbus_line(&bad_coding)
+            .unwrap_err()
+            .message
+            .contains("3-out-of-6"));
         let e = parse_rtlwmbus_line("X9;1;1;t;1;1;1;0x00").unwrap_err();
         assert_eq!(e.column, 0);
         let e = parse_rtlwmbus_line("T1;1;1;t;1;1").unwrap_err();
@@ -571,8 +586,14 @@ mod tests {
             format!("telegram=|{}|", WATER),
             hex::encode_upper(&add_dll_crcs(&data, FrameFormat::A).unwrap()),
             hex::encode_upper(&add_dll_crcs(&data, FrameFormat::B).unwrap()),
-            data.iter().map(|b| format!("0x{b:02X}")).collect::<Vec<_>>().join(", "),
-            data.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(" "),
+            data.iter()
+                .map(|b| format!("0x{b:02X}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            data.iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<Vec<_>>()
+                .join(" "),
         ] {
             let heard = parse_hex_line(&text).unwrap().unwrap();
             assert_eq!(heard.frame, data, "{text}");
@@ -580,7 +601,9 @@ mod tests {
         }
         let heard = parse_hex_line(&format!("{GAS};rssi=-71")).unwrap().unwrap();
         assert_eq!((heard.frame, heard.rssi_dbm), (bytes(GAS), Some(-71)));
-        let heard = parse_hex_line(&format!("telegram=|{GAS}|;rssi_dbm=-80 dBm;x=1")).unwrap().unwrap();
+        let heard = parse_hex_line(&format!("telegram=|{GAS}|;rssi_dbm=-80 dBm;x=1"))
+            .unwrap()
+            .unwrap();
         assert_eq!(heard.rssi_dbm, Some(-80));
     }
 
@@ -588,7 +611,9 @@ mod tests {
     fn hex_lines_whole_corpus_with_crcs() {
         for data in builtin_corpus() {
             for format in [FrameFormat::A, FrameFormat::B] {
-                let Some(with) = add_dll_crcs(&data, format) else { continue };
+                let Some(with) = add_dll_crcs(&data, format) else {
+                    continue;
+                };
                 let heard = parse_hex_line(&hex::encode_upper(&with)).unwrap().unwrap();
                 assert_eq!(heard.frame, data);
             }
@@ -600,8 +625,16 @@ mod tests {
         let data = bytes(GAS);
         for (text, rssi) in [
             (format!(r#"{{"telegram":"{GAS}","rssi":-71}}"#), Some(-71)),
-            (format!(r#"{{ "rssi_dbm": -64.6, "frame": "{GAS}" }}"#), Some(-65)),
-            (format!(r#"{{"id":"x","meta":{{"a":[1,{{"b":"}}"}}]}},"data":"{GAS}","ok":true,"n":null}}"#), None),
+            (
+                format!(r#"{{ "rssi_dbm": -64.6, "frame": "{GAS}" }}"#),
+                Some(-65),
+            ),
+            (
+                format!(
+                    r#"{{"id":"x","meta":{{"a":[1,{{"b":"}}"}}]}},"data":"{GAS}","ok":true,"n":null}}"#
+                ),
+                None,
+            ),
         ] {
             let heard = parse_hex_line(&text).unwrap().unwrap();
             assert_eq!(heard.frame, data, "{text}");
@@ -615,7 +648,10 @@ mod tests {
         assert!(parse_hex_line(r#"{"telegram":5}"#).is_err());
         assert!(parse_hex_line(r#"{"telegram":"00"} trailing"#).is_err());
         let deep = format!("{{\"a\":{}{}}}", "[".repeat(40), "]".repeat(40));
-        assert!(parse_hex_line(&deep).unwrap_err().message.contains("deeply"));
+        assert!(parse_hex_line(&deep)
+            .unwrap_err()
+            .message
+            .contains("deeply"));
     }
 
     #[test]

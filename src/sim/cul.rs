@@ -236,7 +236,7 @@ impl Sim {
         self.next += 1;
         let receiver = self.receiver?;
         // In C mode every other telegram comes as a format B frame, the rest as format A.
-        let want_b = receiver == Receiver::C && index % 2 == 0;
+        let want_b = receiver == Receiver::C && index.is_multiple_of(2);
         let (format, mut with_crcs) = match want_b.then(|| add_dll_crcs(data, FrameFormat::B)) {
             Some(Some(b)) => (FrameFormat::B, b),
             _ => (FrameFormat::A, add_dll_crcs(data, FrameFormat::A)?),
