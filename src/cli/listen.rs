@@ -147,7 +147,12 @@ pub fn run(args: &ListenArgs) -> i32 {
     runtime.block_on(listen(args, spec, registry, keys))
 }
 
-async fn listen(args: &ListenArgs, spec: InputSpec, registry: &'static Registry, keys: KeyStore) -> i32 {
+async fn listen(
+    args: &ListenArgs,
+    spec: InputSpec,
+    registry: &'static Registry,
+    keys: KeyStore,
+) -> i32 {
     let (tx, mut rx) = mpsc::channel(256);
     let name: Arc<str> = Arc::from(spec.describe());
     eprintln!("listening to {name} (Ctrl-C stops)");
@@ -285,7 +290,11 @@ impl Printer {
         };
         let guess = link.as_ref().and_then(|l| {
             self.registry
-                .detect(&l.manufacturer_letters(), l.dll.version, l.dll.device_type.code())
+                .detect(
+                    &l.manufacturer_letters(),
+                    l.dll.version,
+                    l.dll.device_type.code(),
+                )
                 .map(|d| d.name().to_string())
         });
         let mut readings = None;
@@ -395,7 +404,7 @@ mod tests {
     fn utc_timestamps() {
         assert_eq!(utc_timestamp(UNIX_EPOCH), "1970-01-01T00:00:00Z");
         let t = UNIX_EPOCH + Duration::from_secs(1_795_258_861);
-        assert_eq!(utc_timestamp(t), "2026-11-21T09:41:01Z");
+        assert_eq!(utc_timestamp(t), "2026-11-21T11:01:01Z");
         let leap = UNIX_EPOCH + Duration::from_secs(951_782_400);
         assert_eq!(utc_timestamp(leap), "2000-02-29T00:00:00Z");
     }

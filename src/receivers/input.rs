@@ -72,18 +72,30 @@ impl InputSpec {
 
 #[derive(Debug)]
 pub enum InputEvent {
-    Telegram { input: Arc<str>, heard: Heard },
+    Telegram {
+        input: Arc<str>,
+        heard: Heard,
+    },
     /// The receiver is (again) delivering; for sticks, what it said about itself.
     Up {
         input: Arc<str>,
         info: Option<StickInfo>,
     },
     /// The receiver went away; it is being retried. Sent once per outage.
-    Down { input: Arc<str>, reason: String },
+    Down {
+        input: Arc<str>,
+        reason: String,
+    },
     /// A line or frame that could not be used, with why.
-    Malformed { input: Arc<str>, reason: String },
+    Malformed {
+        input: Arc<str>,
+        reason: String,
+    },
     /// Stick protocol counters after each telegram (for diagnostics).
-    Stats { input: Arc<str>, stats: StickStats },
+    Stats {
+        input: Arc<str>,
+        stats: StickStats,
+    },
 }
 
 /// Backoff between reconnection attempts: quick at first (a replugged stick is back within a

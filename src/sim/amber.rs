@@ -6,7 +6,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::{sleep, sleep_until, Instant};
 
-use super::stick::{lock_log, SharedStickLog, StickSimConfig};
+use super::stick::{lock_log, note_emitted, SharedStickLog, StickSimConfig};
 use crate::receivers::amber::{
     checksum, cmd, encode_frame, factory_default_nvm, mode_from_byte, nvm, rssi_raw_from_dbm,
     AmberModel, SOF,
@@ -135,7 +135,7 @@ impl SimStick {
         }
         stream.write_all(&bytes).await?;
         stream.flush().await?;
-        lock_log(&self.log).emitted += 1;
+        note_emitted(&self.log);
         Ok(())
     }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::{sleep, sleep_until, Instant};
 
-use super::stick::{lock_log, SharedStickLog, StickSimConfig};
+use super::stick::{lock_log, next_on_schedule, note_emitted, SharedStickLog, StickSimConfig};
 use crate::receivers::LinkMode;
 use crate::wire::hex;
 use crate::wire::wireless::{add_dll_crcs, FrameFormat};
@@ -123,13 +123,16 @@ pub async fn serve_firmware<S: AsyncRead + AsyncWrite + Unpin + Send>(
             }
             _ = sleep_until(due.unwrap_or_else(Instant::now)), if due.is_some() => {
                 let line = state.next_telegram_line(&cfg);
-                state.due = state.next_due(&cfg);
+                state.due = state.next_due(&cfg).map(|fresh| match due {
+                    Some(previous) => next_on_schedule(previous, cfg.interval.max(Duration::from_millis(1))),
+                    None => fresh,
+                });
                 if let Some(line) = line {
                     if cfg.log {
                         eprintln!("cul -> {line}");
                     }
                     write_line(&mut stream, &line).await?;
-                    lock_log(&log).emitted += 1;
+                    note_emitted(&log);
                 }
             }
         }

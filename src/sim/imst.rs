@@ -6,7 +6,7 @@
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::{sleep, sleep_until, Instant};
 
-use super::stick::{lock_log, SharedStickLog, StickSimConfig};
+use super::stick::{lock_log, next_on_schedule, note_emitted, SharedStickLog, StickSimConfig};
 use crate::receivers::imst::{
     link_mode_from_byte, rssi_raw_for_dbm, slip_encode, HciFrame, ImstDecoder, RadioConfig,
     ENDPOINT_DEVMGMT, ENDPOINT_RADIOLINK, FIRMWARE_WITHOUT_C1T1, MODULE_IM871A, MSG_GET_CONFIG_REQ,
@@ -175,7 +175,7 @@ impl Stick {
             .cloned()
             .unwrap_or_default();
         self.next_telegram += 1;
-        self.next_emit = Instant::now() + self.cfg.interval;
+        self.next_emit = next_on_schedule(self.next_emit, self.cfg.interval);
         self.emit(stream, &telegram).await
     }
 
@@ -210,7 +210,7 @@ impl Stick {
             return Ok(());
         };
         self.write(stream, bytes).await?;
-        lock_log(&self.log).emitted += 1;
+        note_emitted(&self.log);
         Ok(())
     }
 

@@ -50,6 +50,9 @@ pub struct StickSimLog {
     pub mode: Option<LinkMode>,
     /// Telegrams delivered so far.
     pub emitted: u64,
+    /// When each telegram's last byte was handed to the line; only kept when a benchmark or
+    /// test sets this to `Some` (a long-running simulator would grow it without end).
+    pub sent_at: Option<Vec<std::time::Instant>>,
 }
 
 pub type SharedStickLog = Arc<Mutex<StickSimLog>>;
@@ -57,6 +60,31 @@ pub type SharedStickLog = Arc<Mutex<StickSimLog>>;
 /// Locks the log; a panic elsewhere must not stop the simulator.
 pub fn lock_log(log: &SharedStickLog) -> std::sync::MutexGuard<'_, StickSimLog> {
     log.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// When the telegram after one due at `previous` is due: on a fixed schedule, so the rate holds
+/// however long sending took, but without a burst of catch-up telegrams after a stall.
+pub fn next_on_schedule(
+    previous: tokio::time::Instant,
+    interval: Duration,
+) -> tokio::time::Instant {
+    let now = tokio::time::Instant::now();
+    let next = previous + interval;
+    if next + interval < now {
+        now + interval
+    } else {
+        next
+    }
+}
+
+/// Records that one more telegram went out, now.
+pub fn note_emitted(log: &SharedStickLog) {
+    let now = std::time::Instant::now();
+    let mut log = lock_log(log);
+    log.emitted += 1;
+    if let Some(times) = &mut log.sent_at {
+        times.push(now);
+    }
 }
 
 /// Telegrams from the built-in drivers' own test cases that a stick could have heard: wireless
