@@ -757,9 +757,10 @@ impl Checker<'_> {
             let mut meter_names: Vec<NameUse> = Vec::new();
             let mut wired: HashMap<(String, MeterAddress), (String, Pos)> = HashMap::new();
             let mut wireless: HashMap<String, (String, Pos)> = HashMap::new();
-            let bus_names: Vec<String> = config.buses.iter().map(|b| b.name.clone()).collect();
-            let receiver_names: Vec<String> =
-                config.receivers.iter().map(|r| r.name.clone()).collect();
+            // Names as written, so a bus with a mistake of its own does not also make every
+            // meter on it an error.
+            let bus_names = written_names(top.get("buses").map(|(n, _)| n));
+            let receiver_names = written_names(top.get("receivers").map(|(n, _)| n));
             for (i, item) in items.iter().enumerate() {
                 let path = format!("meters[{i}]");
                 let Some(meter) = self.meter(
@@ -1880,6 +1881,26 @@ fn is_loopback(host: &str) -> bool {
         || host
             .parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_loopback())
+}
+
+fn written_names(list: Option<&Node>) -> Vec<String> {
+    let Some(Node {
+        value: Value::List(items),
+        ..
+    }) = list
+    else {
+        return Vec::new();
+    };
+    items
+        .iter()
+        .filter_map(|item| match item.get("name") {
+            Some(Node {
+                value: Value::Str(name),
+                ..
+            }) => Some(name.clone()),
+            _ => None,
+        })
+        .collect()
 }
 
 fn describe_scalar(node: &Node) -> String {
