@@ -122,7 +122,10 @@ fn the_example_validates_with_the_expected_values() {
         (heat.max_frames, heat.max_records, heat.expire_after),
         (Some(4), Some(50), Some(secs(3 * 3600)))
     );
-    assert_eq!(c.meters[1].address, MeterAddress::Secondary("12345678".into()));
+    assert_eq!(
+        c.meters[1].address,
+        MeterAddress::Secondary("12345678".into())
+    );
     assert_eq!(c.meters[1].driver, "auto");
     let cold = &c.meters[2];
     assert_eq!(cold.address, MeterAddress::Wireless("12345678".into()));
@@ -134,7 +137,10 @@ fn the_example_validates_with_the_expected_values() {
     assert_eq!(cold.fields.len(), 1);
     assert_eq!(cold.fields[0].field, "total_m3");
     assert_eq!((cold.fields[0].scale, cold.fields[0].offset), (1.0, 12.5));
-    assert_eq!(c.meters[3].address, MeterAddress::Wireless("a1b2c3d4".into()));
+    assert_eq!(
+        c.meters[3].address,
+        MeterAddress::Wireless("a1b2c3d4".into())
+    );
     assert_eq!(
         c.meters[3].key,
         Some(KeySource::File("/etc/meterbridge/hot-water.key".into()))
@@ -175,7 +181,8 @@ fn an_empty_file_gives_the_defaults() {
     assert_eq!(c.dedup_window, secs(10));
     assert!(c.buses.is_empty() && c.receivers.is_empty() && c.meters.is_empty());
     assert!(c.mqtt.is_none());
-    let (c, _) = parse_ok("buses:\n  - name: b\n    device: /dev/ttyS0\nmqtt:\n  url: mqtts://broker\n");
+    let (c, _) =
+        parse_ok("buses:\n  - name: b\n    device: /dev/ttyS0\nmqtt:\n  url: mqtts://broker\n");
     assert_eq!(c.buses[0].polling, Polling::Every(secs(60)));
     assert_eq!(
         c.buses[0].endpoint,
@@ -288,30 +295,47 @@ fn every_mistake_is_reported_at_once_with_its_position() {
         Some("did you mean `polling`?")
     );
     assert!(at("dedup_window").message.contains("no unit"));
-    assert!(at("buses[0].baud").hint.as_deref().unwrap().contains("2400"));
+    assert!(at("buses[0].baud")
+        .hint
+        .as_deref()
+        .unwrap()
+        .contains("2400"));
     assert!(at("buses[0].emit").message.contains("`sometimes`"));
-    assert!(at("buses[1].name").message.contains("already used by buses[0] (line 5)"));
-    assert!(at("buses[1].polling").message.contains("has 4 fields; expected 5"));
+    assert!(at("buses[1].name")
+        .message
+        .contains("already used by buses[0] (line 5)"));
+    assert!(at("buses[1].polling")
+        .message
+        .contains("has 4 fields; expected 5"));
     assert_eq!(
-        at("receivers[0].type").hint.as_deref().map(|h| h.starts_with("did you mean `im871a`?")),
+        at("receivers[0].type")
+            .hint
+            .as_deref()
+            .map(|h| h.starts_with("did you mean `im871a`?")),
         Some(true)
     );
     assert!(at("receivers[1].device")
         .message
         .contains("does not apply to a receiver of type rtlwmbus"));
-    assert!(at("meters[0].name").message.contains("`/` cannot be part of a name"));
+    assert!(at("meters[0].name")
+        .message
+        .contains("`/` cannot be part of a name"));
     assert_eq!(
         at("meters[0].bus").hint.as_deref(),
         Some("did you mean `cellar`?")
     );
-    assert!(at("meters[0].address").message.contains("expected 0 to 250"));
+    assert!(at("meters[0].address")
+        .message
+        .contains("expected 0 to 250"));
     assert!(at("meters[1].address").message.contains("8 hex digits"));
     assert_eq!(
         at("meters[1].driver").hint.as_deref(),
         Some("did you mean `iperl`?")
     );
     assert!(at("meters[1].key").message.contains("found 31 characters"));
-    assert!(at("meters[1].polling").message.contains("wired meters only"));
+    assert!(at("meters[1].polling")
+        .message
+        .contains("wired meters only"));
     assert!(at("meters[3].address")
         .message
         .contains("already used as a wireless id by meters[2] (line 28)"));
@@ -321,7 +345,9 @@ fn every_mistake_is_reported_at_once_with_its_position() {
     assert!(at("mqtt.url").message.contains("unsupported scheme `http`"));
     assert!(at("mqtt.qos").message.contains("expected 0 to 2"));
     assert!(at("mqtt.password").message.contains("needs a `username`"));
-    assert!(at("mqtt.client_cert").message.contains("needs `client_key`"));
+    assert!(at("mqtt.client_cert")
+        .message
+        .contains("needs `client_key`"));
 
     // The rendered form people see.
     let rendered = ConfigErrors {
@@ -345,7 +371,9 @@ fn yaml_syntax_errors_have_a_position() {
     assert!(!errors[0].message.contains('\n'));
     let errors = parse_err("log_level: info\nlog_level: debug\n");
     assert_eq!((errors[0].pos.line, errors[0].pos.column), (2, 1));
-    assert!(errors[0].message.contains("duplicate mapping key: log_level"));
+    assert!(errors[0]
+        .message
+        .contains("duplicate mapping key: log_level"));
 }
 
 #[test]
@@ -606,15 +634,27 @@ fn receiver_kinds() {
     assert_eq!(
         got,
         [
-            (2, "receivers[0]", "missing required option `device` (the stick's serial device)"),
+            (
+                2,
+                "receivers[0]",
+                "missing required option `device` (the stick's serial device)"
+            ),
             (2, "receivers[0].mode", "unknown link mode `x1`"),
             (
                 3,
                 "receivers[1].type",
                 "an mqtt receiver reads from the broker in the `mqtt` section, which is missing"
             ),
-            (4, "receivers[2]", "missing required option `bind` (a port, or HOST:PORT to listen on)"),
-            (4, "receivers[2].name", "name `a` is already used by receivers[0] (line 2)"),
+            (
+                4,
+                "receivers[2]",
+                "missing required option `bind` (a port, or HOST:PORT to listen on)"
+            ),
+            (
+                4,
+                "receivers[2].name",
+                "name `a` is already used by receivers[0] (line 2)"
+            ),
         ]
     );
 }
@@ -643,7 +683,11 @@ fn mqtt_rules() {
 
     let errors = parse_err("mqtt:\n  username: u\n");
     assert_eq!(
-        (errors[0].pos.line, errors[0].pos.column, errors[0].path.as_str()),
+        (
+            errors[0].pos.line,
+            errors[0].pos.column,
+            errors[0].path.as_str()
+        ),
         (1, 1, "mqtt")
     );
     assert!(errors[0].message.contains("missing required option `url`"));
@@ -652,8 +696,14 @@ fn mqtt_rules() {
         "mqtt:\n  url: mqtts://broker.example:8884/\n  username: u\n  password_file: /run/secrets/p\n  ca_file: ca.pem\n  client_cert: c.pem\n  client_key: k.pem\n  qos: 0\n  retain: false\n  discovery: false\n  base_topic: home/meters\n",
     );
     let m = c.mqtt.unwrap();
-    assert_eq!((m.host.as_str(), m.port, m.tls), ("broker.example", 8884, true));
-    assert_eq!(m.password, Some(PasswordSource::File("/run/secrets/p".into())));
+    assert_eq!(
+        (m.host.as_str(), m.port, m.tls),
+        ("broker.example", 8884, true)
+    );
+    assert_eq!(
+        m.password,
+        Some(PasswordSource::File("/run/secrets/p".into()))
+    );
     assert_eq!((m.qos, m.retain, m.discovery), (0, false, false));
     assert_eq!(m.base_topic, "home/meters");
     assert_eq!(m.client_key, Some(PathBuf::from("k.pem")));
@@ -701,7 +751,10 @@ fn secrets_stay_out_of_debug_output_and_messages() {
             errors: errors.clone()
         }
     );
-    assert!(!all.contains(bad_key) && !all.contains(&odd_key) && !all.contains(PASSWORD), "{all}");
+    assert!(
+        !all.contains(bad_key) && !all.contains(&odd_key) && !all.contains(PASSWORD),
+        "{all}"
+    );
     assert!(errors[1].message.contains("other characters"));
     assert!(errors[2].message.contains("holds credentials"));
 }
@@ -765,7 +818,32 @@ fn a_file_with_secrets_readable_by_others_warns() {
     assert!(warnings[0].message.contains("mode 0640"));
 
     let missing = config::load(&dir.join("missing.yaml")).unwrap_err();
-    assert!(missing.errors[0].message.starts_with("cannot read the configuration"));
+    assert!(missing.errors[0]
+        .message
+        .starts_with("cannot read the configuration"));
 
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The error sample in docs/configuration.md is what validation prints for its YAML.
+#[test]
+fn the_documented_error_output_is_current() {
+    let doc = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/configuration.md"),
+    )
+    .unwrap();
+    let section = doc.split("## Error output").nth(1).unwrap();
+    let block = |fence: &str| -> String {
+        let start = section.find(fence).unwrap() + fence.len();
+        let end = start + section[start..].find("```").unwrap();
+        section[start..end].to_string()
+    };
+    let yaml = block("```yaml\n");
+    let expected = block("```text\n");
+    let errors = parse_err(&yaml);
+    let rendered = ConfigErrors { errors }.to_string();
+    assert_eq!(
+        rendered.replace("test.yaml", "config.yaml"),
+        expected.trim_end()
+    );
 }

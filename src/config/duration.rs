@@ -6,7 +6,8 @@ use std::time::Duration;
 use thiserror::Error;
 
 /// What a duration is expected to look like, for the end of every error message.
-pub const EXPECTED: &str = "expected a duration such as `500ms`, `10s`, `15m`, `2h`, `1d` or `1h30m`";
+pub const EXPECTED: &str =
+    "expected a duration such as `500ms`, `10s`, `15m`, `2h`, `1d` or `1h30m`";
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum DurationError {
@@ -198,14 +199,25 @@ mod tests {
 
     #[test]
     fn odd_input_never_panics() {
-        for text in ["ä", "1ä", "1hä", "ms", "1h30", "1h 30", "\u{0}", "1d1d", "🙂5s"] {
+        for text in [
+            "ä", "1ä", "1hä", "ms", "1h30", "1h 30", "\u{0}", "1d1d", "🙂5s",
+        ] {
             assert!(parse_duration(text).is_err(), "{text}");
         }
     }
 
     #[test]
     fn format_round_trips() {
-        for text in ["0s", "500ms", "10s", "15m", "2h", "1d", "1h30m", "1d2h3m4s5ms"] {
+        for text in [
+            "0s",
+            "500ms",
+            "10s",
+            "15m",
+            "2h",
+            "1d",
+            "1h30m",
+            "1d2h3m4s5ms",
+        ] {
             let d = parse_duration(text).unwrap();
             assert_eq!(format_duration(d), text);
         }

@@ -105,9 +105,14 @@ pub const DEFAULT_MAX_FRAMES: u32 = 16;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BusEndpoint {
-    Serial { device: String, baud: u32 },
+    Serial {
+        device: String,
+        baud: u32,
+    },
     /// `host:port` of an M-Bus/TCP gateway.
-    Tcp { address: String },
+    Tcp {
+        address: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

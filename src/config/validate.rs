@@ -97,7 +97,9 @@ impl ValidateOptions {
     pub fn with_built_in_drivers() -> ValidateOptions {
         let names = crate::drivers::Registry::built_in_static()
             .iter()
-            .flat_map(|d| std::iter::once(d.file.name.clone()).chain(d.file.aliases.iter().cloned()))
+            .flat_map(|d| {
+                std::iter::once(d.file.name.clone()).chain(d.file.aliases.iter().cloned())
+            })
             .collect();
         ValidateOptions {
             known_drivers: Some(names),
@@ -527,7 +529,12 @@ impl Checker<'_> {
         let (node, _) = s.get(key)?;
         match &node.value {
             Value::Str(t) if t.trim().is_empty() => {
-                self.error(node.pos, &s.child(key), "expected text, found an empty string", None);
+                self.error(
+                    node.pos,
+                    &s.child(key),
+                    "expected text, found an empty string",
+                    None,
+                );
                 None
             }
             Value::Str(t) => Some(t.clone()),
@@ -567,7 +574,11 @@ impl Checker<'_> {
                 None
             }
             _ => {
-                self.wrong_type(node, &s.child(key), &format!("a whole number from {min} to {max}"));
+                self.wrong_type(
+                    node,
+                    &s.child(key),
+                    &format!("a whole number from {min} to {max}"),
+                );
                 None
             }
         }
@@ -591,10 +602,20 @@ impl Checker<'_> {
     }
 
     /// One of `choices`; the message lists them and suggests the closest.
-    fn choice(&mut self, s: &Section, key: &str, what: &str, choices: &[&'static str]) -> Option<&'static str> {
+    fn choice(
+        &mut self,
+        s: &Section,
+        key: &str,
+        what: &str,
+        choices: &[&'static str],
+    ) -> Option<&'static str> {
         let (node, _) = s.get(key)?;
         let Value::Str(t) = &node.value else {
-            self.wrong_type(node, &s.child(key), &format!("one of {}", choices.join(", ")));
+            self.wrong_type(
+                node,
+                &s.child(key),
+                &format!("one of {}", choices.join(", ")),
+            );
             return None;
         };
         let lower = t.to_ascii_lowercase();
@@ -602,16 +623,33 @@ impl Checker<'_> {
             return Some(c);
         }
         let hint = enum_hint(t, choices);
-        self.error(node.pos, &s.child(key), format!("unknown {what} `{t}`"), Some(hint));
+        self.error(
+            node.pos,
+            &s.child(key),
+            format!("unknown {what} `{t}`"),
+            Some(hint),
+        );
         None
     }
 
-    fn duration(&mut self, s: &Section, key: &str, bare: Bare, allow_zero: bool) -> Option<Duration> {
+    fn duration(
+        &mut self,
+        s: &Section,
+        key: &str,
+        bare: Bare,
+        allow_zero: bool,
+    ) -> Option<Duration> {
         let (node, _) = s.get(key)?;
         self.duration_node(node, &s.child(key), bare, allow_zero)
     }
 
-    fn duration_node(&mut self, node: &Node, path: &str, bare: Bare, allow_zero: bool) -> Option<Duration> {
+    fn duration_node(
+        &mut self,
+        node: &Node,
+        path: &str,
+        bare: Bare,
+        allow_zero: bool,
+    ) -> Option<Duration> {
         let d = match (&node.value, bare) {
             (Value::Int(i), Bare::Millis) if *i >= 0 => Duration::from_millis(i.unsigned_abs()),
             (Value::Int(0), Bare::ZeroOnly) => Duration::ZERO,
@@ -620,12 +658,20 @@ impl Checker<'_> {
                     node.pos,
                     path,
                     format!("`{i}` has no unit; expected a duration such as `{i}s` or `{i}m`"),
-                    Some("only polling and the bus timeouts read plain numbers (as milliseconds)".into()),
+                    Some(
+                        "only polling and the bus timeouts read plain numbers (as milliseconds)"
+                            .into(),
+                    ),
                 );
                 return None;
             }
             (Value::Int(i), _) => {
-                self.error(node.pos, path, format!("{i} is negative; expected a duration"), None);
+                self.error(
+                    node.pos,
+                    path,
+                    format!("{i} is negative; expected a duration"),
+                    None,
+                );
                 return None;
             }
             (Value::Str(t), _) => match parse_duration(t) {
@@ -784,7 +830,9 @@ impl Checker<'_> {
                     }
                     (None, MeterAddress::Wireless(id)) => {
                         let e = wireless.get(id).cloned();
-                        wireless.entry(id.clone()).or_insert((path.clone(), item.pos));
+                        wireless
+                            .entry(id.clone())
+                            .or_insert((path.clone(), item.pos));
                         e.map(|e| (e, "as a wireless id".to_string()))
                     }
                     (None, _) => None,
@@ -829,14 +877,19 @@ impl Checker<'_> {
             self.error(
                 pos,
                 &path,
-                format!("name `{name}` has no ASCII letter or digit, so it gives an empty topic name"),
+                format!(
+                    "name `{name}` has no ASCII letter or digit, so it gives an empty topic name"
+                ),
                 None,
             );
             return Some(name);
         }
         if let Some(other) = names.iter().find(|u| topic_slug(&u.name) == slug) {
             let message = if other.name == name {
-                format!("name `{name}` is already used by {} (line {})", other.path, other.pos.line)
+                format!(
+                    "name `{name}` is already used by {} (line {})",
+                    other.path, other.pos.line
+                )
             } else {
                 format!(
                     "name `{name}` gives the topic name `{slug}`, like `{}` of {} (line {})",
@@ -871,11 +924,14 @@ impl Checker<'_> {
                 let device = self.text(&s, "device");
                 let baud = match s.get("baud") {
                     Some((n, _)) => match n.value {
-                        Value::Int(b) if u32::try_from(b).is_ok_and(|b| SERIAL_BAUDS.contains(&b)) => {
+                        Value::Int(b)
+                            if u32::try_from(b).is_ok_and(|b| SERIAL_BAUDS.contains(&b)) =>
+                        {
                             u32::try_from(b).ok()
                         }
                         _ => {
-                            let choices: Vec<String> = SERIAL_BAUDS.iter().map(u32::to_string).collect();
+                            let choices: Vec<String> =
+                                SERIAL_BAUDS.iter().map(u32::to_string).collect();
                             self.error(
                                 n.pos,
                                 &s.child("baud"),
@@ -887,7 +943,9 @@ impl Checker<'_> {
                     },
                     None => Some(DEFAULT_BAUD),
                 };
-                device.zip(baud).map(|(device, baud)| BusEndpoint::Serial { device, baud })
+                device
+                    .zip(baud)
+                    .map(|(device, baud)| BusEndpoint::Serial { device, baud })
             }
             (None, Some((tcp, _))) => {
                 if let Some((_, baud_pos)) = s.get("baud") {
@@ -925,7 +983,9 @@ impl Checker<'_> {
             .and_then(|(n, _)| self.emit(n, &s.child("emit")))
             .unwrap_or(Emit::Changes);
         let force_reset = self.boolean(&s, "force_reset").unwrap_or(false);
-        let max_frames = self.u32_in(&s, "max_frames", 1, 255).unwrap_or(DEFAULT_MAX_FRAMES);
+        let max_frames = self
+            .u32_in(&s, "max_frames", 1, 255)
+            .unwrap_or(DEFAULT_MAX_FRAMES);
         let tcp_server = s
             .get("tcp_server")
             .and_then(|(n, p)| self.bridge(n, p, &s.child("tcp_server")));
@@ -989,7 +1049,11 @@ impl Checker<'_> {
                 }
             }
             _ => {
-                self.wrong_type(node, path, "true, a port number, or a mapping with port, bind and idle_timeout");
+                self.wrong_type(
+                    node,
+                    path,
+                    "true, a port number, or a mapping with port, bind and idle_timeout",
+                );
                 return None;
             }
         };
@@ -1012,7 +1076,12 @@ impl Checker<'_> {
             Value::Int(p) => match u16::try_from(p) {
                 Ok(p) if p > 0 => Some(p),
                 _ => {
-                    self.error(node.pos, path, format!("{p} is not a port; expected 1 to 65535"), None);
+                    self.error(
+                        node.pos,
+                        path,
+                        format!("{p} is not a port; expected 1 to 65535"),
+                        None,
+                    );
                     None
                 }
             },
@@ -1080,7 +1149,9 @@ impl Checker<'_> {
     /// Milliseconds (YAML integer), a duration, or cron expressions joined with `;`.
     fn polling(&mut self, node: &Node, path: &str) -> Option<Polling> {
         match &node.value {
-            Value::Int(_) => self.duration_node(node, path, Bare::Millis, false).map(Polling::Every),
+            Value::Int(_) => self
+                .duration_node(node, path, Bare::Millis, false)
+                .map(Polling::Every),
             Value::Str(t) if t.trim().contains(char::is_whitespace) => {
                 let mut exprs = Vec::new();
                 let mut ok = true;
@@ -1089,13 +1160,20 @@ impl Checker<'_> {
                         Ok(normal) => exprs.push(normal),
                         Err(message) => {
                             ok = false;
-                            self.error(node.pos, path, format!("cron expression `{expr}`: {message}"), None);
+                            self.error(
+                                node.pos,
+                                path,
+                                format!("cron expression `{expr}`: {message}"),
+                                None,
+                            );
                         }
                     }
                 }
                 ok.then_some(Polling::Cron(exprs))
             }
-            Value::Str(_) => self.duration_node(node, path, Bare::Millis, false).map(Polling::Every),
+            Value::Str(_) => self
+                .duration_node(node, path, Bare::Millis, false)
+                .map(Polling::Every),
             _ => {
                 self.wrong_type(
                     node,
@@ -1118,19 +1196,31 @@ impl Checker<'_> {
                         node.pos,
                         path,
                         format!("unknown emit mode `{t}`"),
-                        Some(enum_hint(t, &["changes", "every", "15m"]).replace("`15m`", "a re-emit interval such as `15m`")),
+                        Some(
+                            enum_hint(t, &["changes", "every", "15m"])
+                                .replace("`15m`", "a re-emit interval such as `15m`"),
+                        ),
                     );
                     None
                 }
             },
             _ => {
-                self.wrong_type(node, path, "`changes`, `every` or a re-emit interval such as `15m`");
+                self.wrong_type(
+                    node,
+                    path,
+                    "`changes`, `every` or a re-emit interval such as `15m`",
+                );
                 None
             }
         }
     }
 
-    fn receiver(&mut self, node: &Node, path: &str, names: &mut Vec<NameUse>) -> Option<ReceiverConfig> {
+    fn receiver(
+        &mut self,
+        node: &Node,
+        path: &str,
+        names: &mut Vec<NameUse>,
+    ) -> Option<ReceiverConfig> {
         // The type decides which options are valid, so read it before checking the keys.
         let type_node = node.get("type");
         let kind_name: Option<&'static str> = match type_node.map(|n| &n.value) {
@@ -1189,7 +1279,12 @@ impl Checker<'_> {
             match &t.value {
                 Value::Str(text) => {
                     let hint = enum_hint(text, RECEIVER_TYPES);
-                    self.error(t.pos, &s.child("type"), format!("unknown receiver type `{text}`"), Some(hint));
+                    self.error(
+                        t.pos,
+                        &s.child("type"),
+                        format!("unknown receiver type `{text}`"),
+                        Some(hint),
+                    );
                 }
                 _ => self.wrong_type(t, &s.child("type"), "a receiver type"),
             }
@@ -1207,7 +1302,8 @@ impl Checker<'_> {
                         Value::Str(t) => match LinkMode::from_str(t) {
                             Ok(m) => Some(m.name().to_string()),
                             Err(_) => {
-                                let names: Vec<&str> = LinkMode::ALL.iter().map(|m| m.name()).collect();
+                                let names: Vec<&str> =
+                                    LinkMode::ALL.iter().map(|m| m.name()).collect();
                                 self.error(
                                     n.pos,
                                     &s.child("mode"),
@@ -1218,7 +1314,11 @@ impl Checker<'_> {
                             }
                         },
                         _ => {
-                            self.wrong_type(n, &s.child("mode"), "a link mode (t1, c1, s1 or c1t1)");
+                            self.wrong_type(
+                                n,
+                                &s.child("mode"),
+                                "a link mode (t1, c1, s1 or c1t1)",
+                            );
                             None
                         }
                     },
@@ -1274,8 +1374,14 @@ impl Checker<'_> {
                         Value::Str(t) => match StickKind::from_str(t) {
                             Ok(k) => Some(k.name().to_string()),
                             Err(_) => {
-                                let names: Vec<&str> = StickKind::ALL.iter().map(|k| k.name()).collect();
-                                self.error(n.pos, &s.child("stick"), format!("unknown stick `{t}`"), Some(enum_hint(t, &names)));
+                                let names: Vec<&str> =
+                                    StickKind::ALL.iter().map(|k| k.name()).collect();
+                                self.error(
+                                    n.pos,
+                                    &s.child("stick"),
+                                    format!("unknown stick `{t}`"),
+                                    Some(enum_hint(t, &names)),
+                                );
                                 None
                             }
                         },
@@ -1322,7 +1428,9 @@ impl Checker<'_> {
                 Value::Str(b) if bus_names.contains(b) => Some(Some(b.clone())),
                 Value::Str(b) => {
                     let hint = if receiver_names.contains(b) {
-                        Some(format!("`{b}` is a receiver; wireless meters have no `bus`"))
+                        Some(format!(
+                            "`{b}` is a receiver; wireless meters have no `bus`"
+                        ))
                     } else {
                         let names: Vec<&str> = bus_names.iter().map(String::as_str).collect();
                         match suggest(b, &names) {
@@ -1331,7 +1439,12 @@ impl Checker<'_> {
                             None => Some(format!("configured buses: {}", names.join(", "))),
                         }
                     };
-                    self.error(n.pos, &s.child("bus"), format!("there is no bus named `{b}`"), hint);
+                    self.error(
+                        n.pos,
+                        &s.child("bus"),
+                        format!("there is no bus named `{b}`"),
+                        hint,
+                    );
                     None
                 }
                 _ => {
@@ -1343,7 +1456,11 @@ impl Checker<'_> {
         };
         let wired = s.has("bus");
 
-        let address = if self.require(&s, "address", "primary or secondary address, or wireless id") {
+        let address = if self.require(
+            &s,
+            "address",
+            "primary or secondary address, or wireless id",
+        ) {
             s.get("address")
                 .and_then(|(n, _)| self.address(n, &s.child("address"), wired))
         } else {
@@ -1366,7 +1483,12 @@ impl Checker<'_> {
 
         let key = match (s.get("key"), s.get("key_file")) {
             (Some(_), Some((_, p))) => {
-                self.error(p, &s.child("key_file"), "give either `key` or `key_file`, not both", None);
+                self.error(
+                    p,
+                    &s.child("key_file"),
+                    "give either `key` or `key_file`, not both",
+                    None,
+                );
                 None
             }
             (Some((n, _)), None) => self.key(n, &s.child("key")),
@@ -1425,7 +1547,9 @@ impl Checker<'_> {
     fn address(&mut self, node: &Node, path: &str, wired: bool) -> Option<MeterAddress> {
         if wired {
             match &node.value {
-                Value::Int(a) if (0..=250).contains(a) => u8::try_from(*a).ok().map(MeterAddress::Primary),
+                Value::Int(a) if (0..=250).contains(a) => {
+                    u8::try_from(*a).ok().map(MeterAddress::Primary)
+                }
                 Value::Int(a) => {
                     let hint = (a.to_string().len() == 8)
                         .then(|| format!("a secondary address is written in quotes: \"{a}\""));
@@ -1520,7 +1644,10 @@ impl Checker<'_> {
             self.error(
                 node.pos,
                 path,
-                format!("expected the key as 32 hex digits in quotes, found {}", node.kind()),
+                format!(
+                    "expected the key as 32 hex digits in quotes, found {}",
+                    node.kind()
+                ),
                 None,
             );
             return None;
@@ -1553,7 +1680,9 @@ impl Checker<'_> {
         let mut out: Vec<FieldAdjust> = Vec::new();
         for (i, item) in items.iter().enumerate() {
             let item_path = format!("{path}[{i}]");
-            let Some(s) = self.section(item, item.pos, &item_path, "a field adjustment", FIELD_KEYS) else {
+            let Some(s) =
+                self.section(item, item.pos, &item_path, "a field adjustment", FIELD_KEYS)
+            else {
                 continue;
             };
             let field = if self.require(&s, "field", "the field's JSON name, e.g. total_m3") {
@@ -1564,16 +1693,30 @@ impl Checker<'_> {
             let scale = self.number(&s, "scale").unwrap_or(1.0);
             if scale == 0.0 {
                 let p = s.get("scale").map_or(s.pos, |(n, _)| n.pos);
-                self.error(p, &s.child("scale"), "a scale of 0 would make every value 0", None);
+                self.error(
+                    p,
+                    &s.child("scale"),
+                    "a scale of 0 would make every value 0",
+                    None,
+                );
             }
             let offset = self.number(&s, "offset").unwrap_or(0.0);
             let Some(field) = field else { continue };
             if out.iter().any(|f| f.field == field) {
                 let p = s.get("field").map_or(s.pos, |(n, _)| n.pos);
-                self.error(p, &s.child("field"), format!("field `{field}` is adjusted twice"), None);
+                self.error(
+                    p,
+                    &s.child("field"),
+                    format!("field `{field}` is adjusted twice"),
+                    None,
+                );
                 continue;
             }
-            out.push(FieldAdjust { field, scale, offset });
+            out.push(FieldAdjust {
+                field,
+                scale,
+                offset,
+            });
         }
         out
     }
@@ -1581,7 +1724,8 @@ impl Checker<'_> {
     fn mqtt(&mut self, node: &Node, pos: Pos) -> Option<MqttConfig> {
         let s = self.section(node, pos, "mqtt", "the mqtt section", MQTT_KEYS)?;
         let url = if self.require(&s, "url", "mqtt://host[:1883] or mqtts://host[:8883]") {
-            s.get("url").and_then(|(n, _)| self.mqtt_url(n, &s.child("url")))
+            s.get("url")
+                .and_then(|(n, _)| self.mqtt_url(n, &s.child("url")))
         } else {
             None
         };
@@ -1609,7 +1753,12 @@ impl Checker<'_> {
                         Some(PasswordSource::Inline(Secret::new(p.clone())))
                     }
                     _ => {
-                        self.error(n.pos, &s.child(key), format!("expected text, found {}", n.kind()), Some("put the password in quotes".into()));
+                        self.error(
+                            n.pos,
+                            &s.child(key),
+                            format!("expected text, found {}", n.kind()),
+                            Some("put the password in quotes".into()),
+                        );
                         None
                     }
                 },
@@ -1624,26 +1773,46 @@ impl Checker<'_> {
                     }
                     f.map(PasswordSource::File)
                 }
-                _ => match self.text(&s, key) {
-                    Some(v) if v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') => Some(PasswordSource::Env(v)),
-                    Some(v) => {
-                        self.error(n.pos, &s.child(key), format!("`{v}` is not an environment variable name (letters, digits, _)"), None);
-                        None
+                _ => {
+                    match self.text(&s, key) {
+                        Some(v) if v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') => {
+                            Some(PasswordSource::Env(v))
+                        }
+                        Some(v) => {
+                            self.error(n.pos, &s.child(key), format!("`{v}` is not an environment variable name (letters, digits, _)"), None);
+                            None
+                        }
+                        None => None,
                     }
-                    None => None,
-                },
+                }
             };
             if username.is_none() && !s.has("username") {
-                self.error(key_pos, &s.child(key), "a password needs a `username`", None);
+                self.error(
+                    key_pos,
+                    &s.child(key),
+                    "a password needs a `username`",
+                    None,
+                );
             }
         }
-        let client_id = self.text(&s, "client_id").unwrap_or_else(|| DEFAULT_CLIENT_ID.to_string());
+        let client_id = self
+            .text(&s, "client_id")
+            .unwrap_or_else(|| DEFAULT_CLIENT_ID.to_string());
         if client_id.len() > 23 {
             let p = s.get("client_id").map_or(s.pos, |(n, _)| n.pos);
-            self.warn(p, &s.child("client_id"), "some brokers reject client ids longer than 23 characters");
+            self.warn(
+                p,
+                &s.child("client_id"),
+                "some brokers reject client ids longer than 23 characters",
+            );
         }
-        let base_topic = self.topic(&s, "base_topic").unwrap_or_else(|| DEFAULT_BASE_TOPIC.to_string());
-        let qos = self.integer(&s, "qos", 0, 2).and_then(|q| u8::try_from(q).ok()).unwrap_or(DEFAULT_QOS);
+        let base_topic = self
+            .topic(&s, "base_topic")
+            .unwrap_or_else(|| DEFAULT_BASE_TOPIC.to_string());
+        let qos = self
+            .integer(&s, "qos", 0, 2)
+            .and_then(|q| u8::try_from(q).ok())
+            .unwrap_or(DEFAULT_QOS);
         let retain = self.boolean(&s, "retain").unwrap_or(true);
         let ca_file = self.path_buf(&s, "ca_file");
         let client_cert = self.path_buf(&s, "client_cert");
@@ -1658,8 +1827,18 @@ impl Checker<'_> {
             }
         }
         match (s.get("client_cert"), s.get("client_key")) {
-            (Some((_, p)), None) => self.error(p, &s.child("client_cert"), "`client_cert` needs `client_key` too", None),
-            (None, Some((_, p))) => self.error(p, &s.child("client_key"), "`client_key` needs `client_cert` too", None),
+            (Some((_, p)), None) => self.error(
+                p,
+                &s.child("client_cert"),
+                "`client_cert` needs `client_key` too",
+                None,
+            ),
+            (None, Some((_, p))) => self.error(
+                p,
+                &s.child("client_key"),
+                "`client_key` needs `client_cert` too",
+                None,
+            ),
             _ => {}
         }
         if let Some((_, _, false)) = url {
@@ -1684,7 +1863,13 @@ impl Checker<'_> {
             .unwrap_or(DEFAULT_QUEUE_LIMIT);
         let (host, port, tls) = url?;
         let url_text = match s.get("url") {
-            Some((Node { value: Value::Str(u), .. }, _)) => u.clone(),
+            Some((
+                Node {
+                    value: Value::Str(u),
+                    ..
+                },
+                _,
+            )) => u.clone(),
             _ => return None,
         };
         Some(MqttConfig {
@@ -1728,7 +1913,12 @@ impl Checker<'_> {
                     "ssl" | "tls" => Some("use mqtts://".to_string()),
                     _ => None,
                 };
-                self.error(node.pos, path, format!("unsupported scheme `{other}`; {expected}"), hint);
+                self.error(
+                    node.pos,
+                    path,
+                    format!("unsupported scheme `{other}`; {expected}"),
+                    hint,
+                );
                 return None;
             }
         };
@@ -1743,20 +1933,37 @@ impl Checker<'_> {
         }
         let rest = rest.strip_suffix('/').unwrap_or(rest);
         if rest.contains(['/', '?', '#']) {
-            self.error(node.pos, path, format!("the url has a path or query; {expected}"), None);
+            self.error(
+                node.pos,
+                path,
+                format!("the url has a path or query; {expected}"),
+                None,
+            );
             return None;
         }
-        let default_port = if tls { DEFAULT_MQTTS_PORT } else { DEFAULT_MQTT_PORT };
+        let default_port = if tls {
+            DEFAULT_MQTTS_PORT
+        } else {
+            DEFAULT_MQTT_PORT
+        };
         let parsed = if rest.contains("]:") || (!rest.starts_with('[') && rest.contains(':')) {
             split_host_port(rest).map(|(h, p)| (h.to_string(), p))
         } else {
-            let host = rest.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(rest);
+            let host = rest
+                .strip_prefix('[')
+                .and_then(|h| h.strip_suffix(']'))
+                .unwrap_or(rest);
             Some((host.to_string(), default_port))
         };
         match parsed {
             Some((host, port)) if valid_host(&host) => Some((host, port, tls)),
             _ => {
-                self.error(node.pos, path, format!("bad host or port; {expected}"), None);
+                self.error(
+                    node.pos,
+                    path,
+                    format!("bad host or port; {expected}"),
+                    None,
+                );
                 None
             }
         }
@@ -1779,7 +1986,12 @@ impl Checker<'_> {
         };
         match problem {
             Some(p) => {
-                self.error(pos, &s.child(key), format!("`{t}` is not a usable topic prefix: {p}"), None);
+                self.error(
+                    pos,
+                    &s.child(key),
+                    format!("`{t}` is not a usable topic prefix: {p}"),
+                    None,
+                );
                 None
             }
             None => Some(t),
@@ -1998,13 +2210,19 @@ mod tests {
         assert_eq!(check_cron("*/15  * * * *"), Ok("*/15 * * * *".to_string()));
         assert!(check_cron("0 6,18 1-15 * 1-5").is_ok());
         assert!(check_cron("5/10 0-23/2 * 12 7").is_ok());
-        assert!(check_cron("0 24 * * *").unwrap_err().contains("hour `24`: 24 is out of range 0-23"));
-        assert!(check_cron("0 0 0 * *").unwrap_err().contains("day of month"));
+        assert!(check_cron("0 24 * * *")
+            .unwrap_err()
+            .contains("hour `24`: 24 is out of range 0-23"));
+        assert!(check_cron("0 0 0 * *")
+            .unwrap_err()
+            .contains("day of month"));
         assert!(check_cron("0 0 * 13 *").unwrap_err().contains("month `13`"));
         assert!(check_cron("0 0 * * 8").unwrap_err().contains("weekday"));
         assert!(check_cron("*/0 * * * *").unwrap_err().contains("step"));
         assert!(check_cron("5-1 * * * *").unwrap_err().contains("backwards"));
-        assert!(check_cron("0 0 * * MON").unwrap_err().contains("not a number"));
+        assert!(check_cron("0 0 * * MON")
+            .unwrap_err()
+            .contains("not a number"));
         assert!(check_cron("0 0 * *").unwrap_err().contains("has 4 fields"));
         assert!(check_cron("0 0 0 * * *").unwrap_err().contains("seconds"));
         assert!(check_cron("1,,2 * * * *").is_err());
