@@ -847,3 +847,23 @@ fn the_documented_error_output_is_current() {
         expected.trim_end()
     );
 }
+
+/// Any prefix of the example, and the example with lines swapped into odd places, gives a
+/// result (a config or errors), never a panic.
+#[test]
+fn damaged_configurations_never_panic() {
+    let text = std::fs::read_to_string(example_path()).unwrap();
+    let options = ValidateOptions::with_built_in_drivers();
+    let boundaries: Vec<usize> = text.char_indices().map(|(i, _)| i).step_by(5).collect();
+    for &end in &boundaries {
+        let _ = config::parse_with(&text[..end], "t.yaml", &options);
+    }
+    let lines: Vec<&str> = text.lines().collect();
+    for shift in 1..lines.len() {
+        let mut damaged = lines.clone();
+        damaged.swap(0, shift);
+        let dedented: Vec<String> = damaged.iter().map(|l| l.trim_start().to_string()).collect();
+        let _ = config::parse_with(&damaged.join("\n"), "t.yaml", &options);
+        let _ = config::parse_with(&dedented[shift..].join("\n"), "t.yaml", &options);
+    }
+}
