@@ -10,28 +10,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde_json::{Map, Value};
 use thiserror::Error;
 
+use crate::config::schema::{Emit, FieldAdjust};
 use crate::drivers::{Reading, ReadingValue};
 use crate::telegram::compact::CompactFormats;
 use crate::wire::hex;
-
-/// When a meter's state goes out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EmitPolicy {
-    /// Only when a field's value changed.
-    Changes,
-    /// After every telegram or poll.
-    Every,
-    /// On change, and again when nothing was emitted for this long.
-    Interval(Duration),
-}
-
-/// A per-field correction: value = raw × scale + offset.
-#[derive(Debug, Clone, PartialEq)]
-pub struct FieldAdjust {
-    pub field: String,
-    pub scale: f64,
-    pub offset: f64,
-}
 
 #[derive(Debug, Error)]
 pub enum StateError {
@@ -216,7 +198,7 @@ impl StateCache {
         readings: &[Reading],
         adjust: &[FieldAdjust],
         rssi_dbm: Option<i16>,
-        policy: EmitPolicy,
+        policy: Emit,
         now: SystemTime,
     ) -> Update {
         let entry = self.meters.entry(meter.to_string()).or_default();
@@ -247,9 +229,9 @@ impl StateCache {
         }
         let changed = entry.fields != entry.emitted;
         let emit = match policy {
-            EmitPolicy::Every => true,
-            EmitPolicy::Changes => changed,
-            EmitPolicy::Interval(every) => {
+            Emit::Every => true,
+            Emit::Changes => changed,
+            Emit::Interval(every) => {
                 changed
                     || entry
                         .emitted_at
@@ -269,7 +251,7 @@ impl StateCache {
         }
     }
 
-    /// Meters whose periodic re-emit is due (for `EmitPolicy::Interval` without new telegrams).
+    /// Meters whose periodic re-emit is due (for `Emit::Interval` without new telegrams).
     pub fn due_for_reemit(&self, every: Duration, now: SystemTime) -> Vec<String> {
         self.meters
             .iter()
@@ -379,7 +361,7 @@ mod tests {
             &[num("total_m3", 1.5), num("flow_m3h", 0.1)],
             &[],
             Some(-70),
-            EmitPolicy::Changes,
+            Emit::Changes,
             t0,
         );
         assert_eq!(
@@ -396,7 +378,7 @@ mod tests {
             &[num("total_m3", 1.5)],
             &[],
             None,
-            EmitPolicy::Changes,
+            Emit::Changes,
             t0,
         );
         assert_eq!(
@@ -415,7 +397,7 @@ mod tests {
             &[num("total_m3", 1.6)],
             &[],
             None,
-            EmitPolicy::Changes,
+            Emit::Changes,
             t0,
         );
         assert!(u.emit);
@@ -426,9 +408,9 @@ mod tests {
         let t0 = SystemTime::now();
         let mut c = StateCache::in_memory();
         let r = [num("total_m3", 1.0)];
-        c.update("m", &r, &[], None, EmitPolicy::Every, t0);
+        c.update("m", &r, &[], None, Emit::Every, t0);
         c.mark_emitted("m", t0);
-        assert!(c.update("m", &r, &[], None, EmitPolicy::Every, t0).emit);
+        assert!(c.update("m", &r, &[], None, Emit::Every, t0).emit);
         let every = Duration::from_secs(900);
         assert!(
             !c.update(
@@ -436,7 +418,7 @@ mod tests {
                 &r,
                 &[],
                 None,
-                EmitPolicy::Interval(every),
+                Emit::Interval(every),
                 t0 + Duration::from_secs(60)
             )
             .emit
@@ -447,7 +429,7 @@ mod tests {
                 &r,
                 &[],
                 None,
-                EmitPolicy::Interval(every),
+                Emit::Interval(every),
                 t0 + Duration::from_secs(901)
             )
             .emit
@@ -474,7 +456,7 @@ mod tests {
             &[num("total_m3", 2500.0), num("other", 3.0)],
             &adjust,
             None,
-            EmitPolicy::Every,
+            Emit::Every,
             SystemTime::now(),
         );
         let e = c.get("m").unwrap();
@@ -503,7 +485,7 @@ mod tests {
                 ],
                 &[],
                 Some(-84),
-                EmitPolicy::Changes,
+                Emit::Changes,
                 t0,
             );
             c.mark_emitted("kam_1", t0);
@@ -526,7 +508,7 @@ mod tests {
             &[num("total_m3", 6.408)],
             &[],
             None,
-            EmitPolicy::Changes,
+            Emit::Changes,
             t0,
         );
         assert!(!u.emit);
@@ -553,7 +535,7 @@ mod tests {
             &[num("x", 1.0)],
             &[],
             None,
-            EmitPolicy::Every,
+            Emit::Every,
             SystemTime::now(),
         );
         c.update(
@@ -561,7 +543,7 @@ mod tests {
             &[num("x", 1.0)],
             &[],
             None,
-            EmitPolicy::Every,
+            Emit::Every,
             SystemTime::now(),
         );
         let gone = c.retain_meters(&|k| k == "a");
