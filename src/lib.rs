@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod drivers;
 pub mod master;
+pub mod mqtt;
 pub mod output;
 pub mod receivers;
 pub mod security;
