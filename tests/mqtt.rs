@@ -42,7 +42,10 @@ fn free_port() -> u16 {
 fn wait_until_listening(port: u16) {
     let until = std::time::Instant::now() + WAIT;
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(std::time::Instant::now() < until, "broker on {port} never listened");
+        assert!(
+            std::time::Instant::now() < until,
+            "broker on {port} never listened"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -224,8 +227,11 @@ impl Subscriber {
     async fn next_within(&mut self, within: Duration) -> Option<Publish> {
         let deadline = Instant::now() + within;
         loop {
-            let p = match timeout(deadline.saturating_duration_since(Instant::now()), self.packet())
-                .await
+            let p = match timeout(
+                deadline.saturating_duration_since(Instant::now()),
+                self.packet(),
+            )
+            .await
             {
                 Ok(p) => p,
                 Err(_) => return None,
@@ -304,7 +310,8 @@ async fn discovery_states_status_and_withdraw() {
         let base = unique("mbA");
         let s = settings(broker.port, &base);
         let prefix = s.discovery_prefix.clone();
-        let mut watch = Subscriber::connect(broker.port, &[&format!("{base}/#"), &format!("{prefix}/#")]).await;
+        let mut watch =
+            Subscriber::connect(broker.port, &[&format!("{base}/#"), &format!("{prefix}/#")]).await;
         let (publisher, _incoming) = start(s).unwrap();
         let device = multical21_device(&base);
         let config_topic = discovery_topic(&prefix, &device.object_id);
@@ -328,7 +335,10 @@ async fn discovery_states_status_and_withdraw() {
         );
         assert_eq!(doc["o"]["name"], "meterbridge");
         assert_eq!(doc["o"]["sw"], env!("CARGO_PKG_VERSION"));
-        assert_eq!(doc["availability"], json!([{"topic": format!("{base}/status")}]));
+        assert_eq!(
+            doc["availability"],
+            json!([{"topic": format!("{base}/status")}])
+        );
         assert_eq!(doc["state_topic"], format!("{base}/kitchen_water/state"));
         assert_eq!(doc["qos"], 1);
         assert_eq!(
@@ -361,9 +371,17 @@ async fn discovery_states_status_and_withdraw() {
         }
 
         // Retained for whoever subscribes later.
-        let status = retained(broker.port, &format!("{base}/status")).await.unwrap();
-        assert!(status.retain && status.payload == b"online", "{}", broker.name);
-        let doc = retained(broker.port, &config_topic).await.expect("retained discovery");
+        let status = retained(broker.port, &format!("{base}/status"))
+            .await
+            .unwrap();
+        assert!(
+            status.retain && status.payload == b"online",
+            "{}",
+            broker.name
+        );
+        let doc = retained(broker.port, &config_topic)
+            .await
+            .expect("retained discovery");
         assert!(doc.retain && !doc.payload.is_empty());
         let last = retained(broker.port, &state_topic).await.unwrap();
         assert_eq!(last.payload, b"{\"seq\":49}");
@@ -383,7 +401,9 @@ async fn discovery_states_status_and_withdraw() {
         assert_eq!(stats.published, 55, "{}", broker.name);
         let offline = watch.expect(&format!("{base}/status")).await;
         assert_eq!(offline.payload, b"offline");
-        let status = retained(broker.port, &format!("{base}/status")).await.unwrap();
+        let status = retained(broker.port, &format!("{base}/status"))
+            .await
+            .unwrap();
         assert_eq!(status.payload, b"offline", "{}", broker.name);
     }
 }
@@ -396,7 +416,11 @@ async fn home_assistant_birth_requests_and_extra_subscriptions() {
         let extra = format!("{base}-raw/telegrams");
         s.extra_subscriptions = vec![extra.clone()];
         let prefix = s.discovery_prefix.clone();
-        let mut watch = Subscriber::connect(broker.port, &[&format!("{prefix}/device/#"), &format!("{base}/status")]).await;
+        let mut watch = Subscriber::connect(
+            broker.port,
+            &[&format!("{prefix}/device/#"), &format!("{base}/status")],
+        )
+        .await;
         let (publisher, mut incoming) = start(s).unwrap();
         let device = multical21_device(&base);
         let config_topic = discovery_topic(&prefix, &device.object_id);
@@ -409,19 +433,28 @@ async fn home_assistant_birth_requests_and_extra_subscriptions() {
         let first = watch.both(&config_topic, &gateway_topic).await;
 
         // Home Assistant's birth message: live, QoS 0, not retained.
-        watch.send(&format!("{prefix}/status"), b"online", false).await;
+        watch
+            .send(&format!("{prefix}/status"), b"online", false)
+            .await;
         let again = watch.both(&config_topic, &gateway_topic).await;
         assert_eq!(again, first, "{}", broker.name);
         let gw: Value = serde_json::from_slice(&again.1).unwrap();
         assert_eq!(gw["cmps"]["receiver_connected"]["p"], "binary_sensor");
-        assert_eq!(gw["cmps"]["receiver_connected"]["device_class"], "connectivity");
+        assert_eq!(
+            gw["cmps"]["receiver_connected"]["device_class"],
+            "connectivity"
+        );
         assert_eq!(gw["state_topic"], format!("{base}/gateway/state"));
         let event = timeout(WAIT, incoming.recv()).await.unwrap();
         assert_eq!(event, Some(Incoming::HomeAssistantOnline));
 
         // `offline` from Home Assistant changes nothing.
-        watch.send(&format!("{prefix}/status"), b"offline", false).await;
-        watch.send(&format!("{base}/request/scan"), b"{\"seconds\":5}", false).await;
+        watch
+            .send(&format!("{prefix}/status"), b"offline", false)
+            .await;
+        watch
+            .send(&format!("{base}/request/scan"), b"{\"seconds\":5}", false)
+            .await;
         let event = timeout(WAIT, incoming.recv()).await.unwrap();
         assert_eq!(
             event,
@@ -440,7 +473,10 @@ async fn home_assistant_birth_requests_and_extra_subscriptions() {
             })
         );
         assert!(
-            watch.next_within(Duration::from_millis(300)).await.is_none(),
+            watch
+                .next_within(Duration::from_millis(300))
+                .await
+                .is_none(),
             "{}: HA going offline must not re-publish",
             broker.name
         );
@@ -508,7 +544,11 @@ fn seqs_of(p: &Publish) -> u64 {
     v["seq"].as_u64().unwrap()
 }
 
-async fn wait_for_stats(publisher: &Publisher, what: &str, ok: impl Fn(&meterbridge::mqtt::MqttStats) -> bool) {
+async fn wait_for_stats(
+    publisher: &Publisher,
+    what: &str,
+    ok: impl Fn(&meterbridge::mqtt::MqttStats) -> bool,
+) {
     let deadline = Instant::now() + WAIT;
     loop {
         let stats = publisher.stats();
@@ -591,14 +631,20 @@ async fn a_full_queue_drops_the_oldest_and_counts_them() {
             publisher.state("m", format!("{{\"seq\":{seq}}}"));
         }
         let stats = publisher.stats();
-        assert_eq!((stats.connected, stats.queued, stats.dropped), (false, 50, 30));
+        assert_eq!(
+            (stats.connected, stats.queued, stats.dropped),
+            (false, 50, 30)
+        );
         proxy.restore();
         let mut seen = BTreeSet::new();
         while seen.len() < 50 {
             seen.insert(seqs_of(&watch.expect(&state_topic).await));
         }
         assert_eq!(seen, (30..80).collect::<BTreeSet<u64>>(), "{}", broker.name);
-        assert!(watch.next_within(Duration::from_millis(300)).await.is_none());
+        assert!(watch
+            .next_within(Duration::from_millis(300))
+            .await
+            .is_none());
         let stats = publisher.shutdown().await;
         assert_eq!((stats.queued, stats.dropped), (0, 30));
     }
@@ -614,7 +660,10 @@ async fn shutdown_without_a_broker_reports_what_was_not_delivered() {
     let started = Instant::now();
     let stats = publisher.shutdown().await;
     assert!(started.elapsed() < Duration::from_secs(15));
-    assert_eq!((stats.connected, stats.queued, stats.published), (false, 5, 0));
+    assert_eq!(
+        (stats.connected, stats.queued, stats.published),
+        (false, 5, 0)
+    );
     // The task has ended: the incoming channel is closed.
     assert_eq!(timeout(WAIT, incoming.recv()).await.unwrap(), None);
 }
@@ -646,4 +695,172 @@ impl Subscriber {
             }
         }
     }
+}
+
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl runs");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, made with the openssl
+/// command line (no certificate-generating crate in the tree).
+fn make_certificates(dir: &std::path::Path) {
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut ca = vec!["req", "-x509"];
+    ca.extend(ec);
+    ca.extend([
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=meterbridge test CA",
+    ]);
+    openssl(dir, &ca);
+    let mut other_ca = vec!["req", "-x509"];
+    other_ca.extend(ec);
+    other_ca.extend([
+        "-keyout",
+        "other.key",
+        "-out",
+        "other.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=other CA",
+    ]);
+    openssl(dir, &other_ca);
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
+    for (name, ext) in [("server", "server.ext"), ("client", "client.ext")] {
+        let key = format!("{name}.key");
+        let csr = format!("{name}.csr");
+        let pem = format!("{name}.pem");
+        let mut req = vec!["req"];
+        req.extend(ec);
+        req.extend(["-keyout", &key, "-out", &csr, "-subj", "/CN=127.0.0.1"]);
+        openssl(dir, &req);
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &pem,
+                "-days",
+                "2",
+                "-extfile",
+                ext,
+            ],
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_a_ca_file_and_a_client_certificate() {
+    let tools = ["mosquitto", "openssl"].iter().all(|t| {
+        Command::new("which")
+            .arg(t)
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    });
+    if !tools {
+        println!("note: mosquitto or openssl is not installed; TLS test skipped");
+        return;
+    }
+    let dir = std::env::temp_dir().join(unique("meterbridge-mqtt-tls-"));
+    std::fs::create_dir_all(&dir).unwrap();
+    make_certificates(&dir);
+    // mosquitto started as root drops to its own user, which must still read the key.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        dir.join("server.key"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    let (plain, secure) = (free_port(), free_port());
+    let conf = format!(
+        "allow_anonymous true\nlistener {plain} 127.0.0.1\nlistener {secure} 127.0.0.1\n\
+         cafile {d}/ca.pem\ncertfile {d}/server.pem\nkeyfile {d}/server.key\n\
+         require_certificate true\n",
+        d = dir.display()
+    );
+    std::fs::write(dir.join("mosquitto.conf"), conf).unwrap();
+    let child = Command::new("mosquitto")
+        .arg("-c")
+        .arg(dir.join("mosquitto.conf"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _mosquitto = Mosquitto(child);
+    wait_until_listening(plain);
+    wait_until_listening(secure);
+
+    let base = unique("mbT");
+    let state_topic = format!("{base}/m/state");
+    let mut watch = Subscriber::connect(plain, &[&state_topic]).await;
+    let tls_settings = |ca: &str, client: bool| {
+        let mut s = MqttSettings::from_url(&format!("mqtts://127.0.0.1:{secure}")).unwrap();
+        s.client_id = unique("tls");
+        s.base_topic = base.clone();
+        s.ca_file = Some(dir.join(ca));
+        if client {
+            s.client_cert = Some(dir.join("client.pem"));
+            s.client_key = Some(dir.join("client.key"));
+        }
+        s
+    };
+
+    let (publisher, _incoming) = start(tls_settings("ca.pem", true)).unwrap();
+    publisher.state("m", "{\"seq\":1}".into());
+    assert_eq!(watch.expect(&state_topic).await.payload, b"{\"seq\":1}");
+    assert!(publisher.stats().connected);
+    publisher.shutdown().await;
+
+    // A broker certificate from another CA, and no client certificate: neither connects.
+    for (ca, client) in [("other.pem", true), ("ca.pem", false)] {
+        let (publisher, _incoming) = start(tls_settings(ca, client)).unwrap();
+        publisher.state("m", "{\"seq\":2}".into());
+        sleep(Duration::from_millis(1500)).await;
+        let stats = publisher.stats();
+        assert!(
+            !stats.connected && stats.published == 0,
+            "{ca} {client}: {stats:?}"
+        );
+        drop(publisher);
+    }
+    assert!(watch
+        .next_within(Duration::from_millis(300))
+        .await
+        .is_none());
+    std::fs::remove_dir_all(&dir).unwrap();
 }

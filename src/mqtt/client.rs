@@ -335,7 +335,7 @@ impl Publisher {
                 st.dropped += 1;
                 let dropped = st.dropped;
                 // One line per power of ten: an hour-long outage must not flood the log.
-                if dropped.is_power_of_two() || dropped % 1000 == 0 {
+                if dropped.is_power_of_two() || dropped.is_multiple_of(1000) {
                     eprintln!(
                         "warning: mqtt: queue full ({limit} messages), dropped the oldest; \
                          {dropped} dropped so far"
@@ -459,6 +459,8 @@ async fn run(shared: Arc<Shared>, tls: Option<TlsSetup>, incoming: mpsc::Sender<
     let s = &shared.settings;
     let mut backoff = BACKOFF_MIN;
     let mut close_deadline: Option<Instant> = None;
+    let mut last_error = String::new();
+    let mut repeats = 0u64;
     loop {
         if lock(&shared.state).closing {
             let deadline = *close_deadline.get_or_insert_with(|| Instant::now() + SHUTDOWN_FLUSH);
@@ -467,17 +469,31 @@ async fn run(shared: Arc<Shared>, tls: Option<TlsSetup>, incoming: mpsc::Sender<
             }
         }
         let mut session = Session::new(&shared, &incoming);
-        let result = session.run(tls.as_ref(), &mut backoff, &mut close_deadline).await;
+        let result = session
+            .run(tls.as_ref(), &mut backoff, &mut close_deadline)
+            .await;
         session.requeue();
         match result {
             Ok(End::Finished) => break,
             Err(lost) => {
-                eprintln!(
-                    "warning: mqtt: {}:{}: {lost}; retrying in {:.1} s",
-                    s.host,
-                    s.port,
-                    backoff.as_secs_f32()
-                );
+                // A broker that stays away (or a certificate that stays wrong) must not write
+                // a line every 5 s for hours: repeats of the same error are thinned out.
+                let text = lost.to_string();
+                repeats = if text == last_error { repeats + 1 } else { 1 };
+                if repeats.is_power_of_two() {
+                    let again = if repeats > 1 {
+                        format!(" ({repeats} times)")
+                    } else {
+                        String::new()
+                    };
+                    eprintln!(
+                        "warning: mqtt: {}:{}: {text}{again}; retrying in {:.1} s",
+                        s.host,
+                        s.port,
+                        backoff.as_secs_f32()
+                    );
+                }
+                last_error = text;
             }
         }
         let mut wake_at = Instant::now() + backoff;
@@ -708,7 +724,10 @@ impl<'a> Session<'a> {
                 Err(e) => {
                     // Only a topic over 64 KiB or a payload over 256 MiB gets here; it can
                     // never be sent, so it must not block the queue.
-                    eprintln!("warning: mqtt: dropping message for {:?}: {e}", message.topic);
+                    eprintln!(
+                        "warning: mqtt: dropping message for {:?}: {e}",
+                        message.topic
+                    );
                     let mut st = lock(&self.shared.state);
                     st.dropped += 1;
                     if lane == Lane::Readings {
@@ -820,7 +839,10 @@ mod tests {
     #[test]
     fn urls_give_host_port_and_tls() {
         let s = MqttSettings::from_url("mqtt://broker.lan").unwrap();
-        assert_eq!((s.host.as_str(), s.port, s.tls), ("broker.lan", 1883, false));
+        assert_eq!(
+            (s.host.as_str(), s.port, s.tls),
+            ("broker.lan", 1883, false)
+        );
         let s = MqttSettings::from_url("mqtts://10.0.0.2:18883/").unwrap();
         assert_eq!((s.host.as_str(), s.port, s.tls), ("10.0.0.2", 18883, true));
         let s = MqttSettings::from_url("mqtt://[::1]:1884").unwrap();

@@ -108,7 +108,11 @@ fn component_json(d: &DeviceDescriptor, c: &Component) -> Value {
     let unique_id = format!("{}_{}", d.object_id, c.key);
     m.insert(
         "default_entity_id".into(),
-        json!(format!("{}.{}", c.platform.as_str(), entity_slug(&unique_id))),
+        json!(format!(
+            "{}.{}",
+            c.platform.as_str(),
+            entity_slug(&unique_id)
+        )),
     );
     m.insert("unique_id".into(), json!(unique_id));
     let some = |v: &Option<String>| v.as_deref().filter(|s| *s != "none").map(|s| json!(s));
@@ -370,7 +374,10 @@ mod tests {
         assert_eq!(total.display_precision, Some(3));
         assert_eq!(total.expire_after, Some(7200));
         let status = cmps.iter().find(|c| c.key == "status").unwrap();
-        assert_eq!((status.unit.as_deref(), status.state_class.as_deref()), (None, None));
+        assert_eq!(
+            (status.unit.as_deref(), status.state_class.as_deref()),
+            (None, None)
+        );
     }
 
     /// Every entity of every built-in driver must be one Home Assistant accepts: a device
@@ -421,8 +428,7 @@ mod tests {
                         .and_then(|s| s.strip_prefix('_'))
                     {
                         assert!(
-                            ha_unit(suffix).is_some()
-                                || matches!(suffix, "counter" | "hca" | "nr"),
+                            ha_unit(suffix).is_some() || matches!(suffix, "counter" | "hca" | "nr"),
                             "{}: unknown unit suffix {suffix:?} in {}",
                             d.name(),
                             c.key
@@ -448,7 +454,10 @@ mod tests {
         };
         let v: Value = serde_json::from_str(&discovery_payload(&d, "b", "9.9")).unwrap();
         let status = &v["cmps"]["status"];
-        assert_eq!(status["default_entity_id"], "sensor.meterbridge_x_y_1_status");
+        assert_eq!(
+            status["default_entity_id"],
+            "sensor.meterbridge_x_y_1_status"
+        );
         assert_eq!(status["unique_id"], "meterbridge_x-y_1_status");
         for absent in ["device_class", "enabled_by_default", "unit_of_measurement"] {
             assert!(status.get(absent).is_none(), "{absent}");

@@ -26,14 +26,26 @@ pub enum PacketError {
 /// What a broker can send to a client.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Packet {
-    ConnAck { session_present: bool, code: u8 },
+    ConnAck {
+        session_present: bool,
+        code: u8,
+    },
     Publish(Publish),
-    PubAck { pkid: u16 },
-    SubAck { pkid: u16, codes: Vec<u8> },
-    UnsubAck { pkid: u16 },
+    PubAck {
+        pkid: u16,
+    },
+    SubAck {
+        pkid: u16,
+        codes: Vec<u8>,
+    },
+    UnsubAck {
+        pkid: u16,
+    },
     PingResp,
     /// A packet type a broker does not send to a 3.1.1 client that never uses QoS 2.
-    Unexpected { kind: u8 },
+    Unexpected {
+        kind: u8,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

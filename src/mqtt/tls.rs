@@ -153,8 +153,8 @@ impl Transport {
         let Some(tls) = tls else {
             return Ok(Transport::Plain(tcp));
         };
-        let conn = ClientConnection::new(tls.config.clone(), tls.server_name.clone())
-            .map_err(tls_io)?;
+        let conn =
+            ClientConnection::new(tls.config.clone(), tls.server_name.clone()).map_err(tls_io)?;
         let mut stream = Box::new(TlsStream {
             tcp,
             conn,
