@@ -439,6 +439,7 @@ async fn home_assistant_birth_requests_and_extra_subscriptions() {
         let again = watch.both(&config_topic, &gateway_topic).await;
         assert_eq!(again, first, "{}", broker.name);
         let gw: Value = serde_json::from_slice(&again.1).unwrap();
+        println!("{} gateway discovery: {gw}", broker.name);
         assert_eq!(gw["cmps"]["receiver_connected"]["p"], "binary_sensor");
         assert_eq!(
             gw["cmps"]["receiver_connected"]["device_class"],
