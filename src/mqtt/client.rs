@@ -450,11 +450,6 @@ fn connack_reason(code: u8) -> &'static str {
     }
 }
 
-enum End {
-    /// Shut down as asked; the task ends.
-    Finished,
-}
-
 async fn run(shared: Arc<Shared>, tls: Option<TlsSetup>, incoming: mpsc::Sender<Incoming>) {
     let s = &shared.settings;
     let mut backoff = BACKOFF_MIN;
@@ -474,7 +469,8 @@ async fn run(shared: Arc<Shared>, tls: Option<TlsSetup>, incoming: mpsc::Sender<
             .await;
         session.requeue();
         match result {
-            Ok(End::Finished) => break,
+            // Shut down as asked.
+            Ok(()) => break,
             Err(lost) => {
                 // A broker that stays away (or a certificate that stays wrong) must not write
                 // a line every 5 s for hours: repeats of the same error are thinned out.
@@ -557,7 +553,7 @@ impl<'a> Session<'a> {
         tls: Option<&TlsSetup>,
         backoff: &mut Duration,
         close_deadline: &mut Option<Instant>,
-    ) -> Result<End, Lost> {
+    ) -> Result<(), Lost> {
         let s = &self.shared.settings;
         let mut t = timeout(CONNECT_TIMEOUT, Transport::connect(&s.host, s.port, tls))
             .await
@@ -658,7 +654,7 @@ impl<'a> Session<'a> {
                     // already there, published by us.
                     let _ = t.write_all(&packet::disconnect()).await;
                     t.close().await;
-                    return Ok(End::Finished);
+                    return Ok(());
                 }
             }
             let deadline = close_deadline.unwrap_or_else(|| Instant::now() + KEEP_ALIVE);
