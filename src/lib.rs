@@ -10,6 +10,7 @@ pub mod config;
 pub mod daemon;
 pub mod drivers;
 pub mod master;
+pub mod mqtt;
 pub mod output;
 pub mod receivers;
 pub mod security;

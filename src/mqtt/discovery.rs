@@ -1,0 +1,467 @@
+//! Home Assistant device-based MQTT discovery: one retained document per meter on
+//! `<prefix>/device/<object_id>/config`, its entities under `cmps`, generated from the driver
+//! files' field metadata.
+
+use serde_json::{json, Map, Value};
+
+use super::units::{ha_unit, is_total_class, unit_fits};
+use crate::drivers::engine::Driver;
+use crate::drivers::model::Quantity;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Platform {
+    Sensor,
+    BinarySensor,
+}
+
+impl Platform {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Platform::Sensor => "sensor",
+            Platform::BinarySensor => "binary_sensor",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Component {
+    /// JSON key in the state document (`total_m3`); also the key under `cmps`.
+    pub key: String,
+    /// Entity name shown under the device (`Total`).
+    pub name: String,
+    pub platform: Platform,
+    pub device_class: Option<String>,
+    pub state_class: Option<String>,
+    /// Home Assistant spelling: `m³`, `kWh`, `°C`.
+    pub unit: Option<String>,
+    pub entity_category: Option<String>,
+    pub enabled_by_default: bool,
+    pub expire_after: Option<u64>,
+    pub display_precision: Option<u8>,
+    pub icon: Option<String>,
+}
+
+impl Component {
+    fn sensor(key: &str, name: &str) -> Component {
+        Component {
+            key: key.to_string(),
+            name: name.to_string(),
+            platform: Platform::Sensor,
+            device_class: None,
+            state_class: None,
+            unit: None,
+            entity_category: None,
+            enabled_by_default: true,
+            expire_after: None,
+            display_precision: None,
+            icon: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct DeviceDescriptor {
+    /// `meterbridge_kam_76348799`: device id, discovery topic and unique-id prefix.
+    pub object_id: String,
+    pub name: String,
+    pub manufacturer: Option<String>,
+    pub model: Option<String>,
+    pub serial: Option<String>,
+    pub hw_version: Option<String>,
+    /// Object id of the device this one is reached through (the gateway).
+    pub via_device: Option<String>,
+    pub state_topic: String,
+    pub components: Vec<Component>,
+}
+
+/// Where the project lives, when Cargo.toml says so (`o.url` is optional for Home Assistant).
+const ORIGIN_URL: Option<&str> = option_env!("CARGO_PKG_REPOSITORY");
+
+pub fn discovery_topic(prefix: &str, object_id: &str) -> String {
+    format!("{prefix}/device/{object_id}/config")
+}
+
+/// Entity ids allow `[a-z0-9_]` only, object ids also `-`.
+fn entity_slug(s: &str) -> String {
+    s.chars()
+        .map(|c| match c {
+            'a'..='z' | '0'..='9' | '_' => c,
+            'A'..='Z' => c.to_ascii_lowercase(),
+            _ => '_',
+        })
+        .collect()
+}
+
+fn value_template(c: &Component) -> String {
+    match c.platform {
+        Platform::Sensor => format!("{{{{ value_json.{} }}}}", c.key),
+        Platform::BinarySensor => {
+            format!("{{{{ 'ON' if value_json.{} else 'OFF' }}}}", c.key)
+        }
+    }
+}
+
+fn component_json(d: &DeviceDescriptor, c: &Component) -> Value {
+    let mut m = Map::new();
+    m.insert("p".into(), json!(c.platform.as_str()));
+    m.insert("name".into(), json!(c.name));
+    let unique_id = format!("{}_{}", d.object_id, c.key);
+    m.insert(
+        "default_entity_id".into(),
+        json!(format!(
+            "{}.{}",
+            c.platform.as_str(),
+            entity_slug(&unique_id)
+        )),
+    );
+    m.insert("unique_id".into(), json!(unique_id));
+    let some = |v: &Option<String>| v.as_deref().filter(|s| *s != "none").map(|s| json!(s));
+    if let Some(v) = some(&c.device_class) {
+        m.insert("device_class".into(), v);
+    }
+    if let Some(v) = some(&c.unit) {
+        m.insert("unit_of_measurement".into(), v);
+    }
+    if let Some(v) = some(&c.state_class) {
+        m.insert("state_class".into(), v);
+    }
+    if let Some(v) = some(&c.entity_category) {
+        m.insert("entity_category".into(), v);
+    }
+    if !c.enabled_by_default {
+        m.insert("enabled_by_default".into(), json!(false));
+    }
+    if let Some(s) = c.expire_after.filter(|s| *s > 0) {
+        m.insert("expire_after".into(), json!(s));
+    }
+    if let Some(p) = c.display_precision {
+        m.insert("suggested_display_precision".into(), json!(p));
+    }
+    if let Some(v) = some(&c.icon) {
+        m.insert("icon".into(), v);
+    }
+    m.insert("value_template".into(), json!(value_template(c)));
+    Value::Object(m)
+}
+
+/// The device-based discovery document (HA ≥ 2024.11) for one device.
+pub fn discovery_payload(d: &DeviceDescriptor, base_topic: &str, origin_version: &str) -> String {
+    let mut dev = Map::new();
+    dev.insert("ids".into(), json!([d.object_id]));
+    dev.insert("name".into(), json!(d.name));
+    for (key, value) in [
+        ("mf", &d.manufacturer),
+        ("mdl", &d.model),
+        ("sn", &d.serial),
+        ("hw", &d.hw_version),
+        ("via_device", &d.via_device),
+    ] {
+        if let Some(v) = value {
+            dev.insert(key.into(), json!(v));
+        }
+    }
+    let mut origin = Map::new();
+    origin.insert("name".into(), json!("meterbridge"));
+    origin.insert("sw".into(), json!(origin_version));
+    if let Some(url) = ORIGIN_URL.filter(|u| !u.is_empty()) {
+        origin.insert("url".into(), json!(url));
+    }
+    let cmps: Map<String, Value> = d
+        .components
+        .iter()
+        .map(|c| (c.key.clone(), component_json(d, c)))
+        .collect();
+    json!({
+        "dev": dev,
+        "o": origin,
+        "availability": [{"topic": format!("{base_topic}/status")}],
+        "state_topic": d.state_topic,
+        "qos": 1,
+        "cmps": cmps,
+    })
+    .to_string()
+}
+
+/// `total_energy_consumption` → `Total energy consumption`.
+fn display_name(field_name: &str) -> String {
+    let spaced = field_name.replace('_', " ");
+    let mut chars = spaced.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => spaced,
+    }
+}
+
+/// One entity per visible driver field. Classes and units come from the driver's `ha`
+/// metadata and the key's unit suffix; a class whose unit Home Assistant would reject is
+/// dropped (the value still shows, without the class's statistics or dashboards).
+pub fn components_for_driver(driver: &Driver, expire_after: Option<u64>) -> Vec<Component> {
+    let mut out = Vec::new();
+    for (field, key) in driver.file.fields.iter().zip(driver.field_keys()) {
+        if field.has("hide") {
+            continue;
+        }
+        let mut c = Component::sensor(key, &display_name(&field.name));
+        c.expire_after = expire_after;
+        let textual = matches!(
+            field.quantity,
+            Quantity::Text | Quantity::Date | Quantity::Datetime
+        );
+        let suffix = key
+            .strip_prefix(field.name.as_str())
+            .and_then(|s| s.strip_prefix('_'));
+        if !textual {
+            c.unit = suffix.and_then(ha_unit).map(str::to_string);
+        }
+        if let Some(ha) = &field.ha {
+            c.entity_category = ha.entity_category.clone().filter(|s| s != "none");
+            c.icon = ha.icon.clone().filter(|s| s != "none");
+            let class = Some(ha.device_class.as_str()).filter(|s| *s != "none");
+            let state = Some(ha.state_class.as_str()).filter(|s| *s != "none");
+            // Texts have no statistics; a state class would make HA expect numbers.
+            c.state_class = state.filter(|_| !textual).map(str::to_string);
+            c.device_class = class
+                .filter(|class| class_fits(class, field.quantity, c.unit.as_deref()))
+                .map(str::to_string);
+            if let (Some(class), Some("measurement")) =
+                (c.device_class.as_deref(), c.state_class.as_deref())
+            {
+                if is_total_class(class) {
+                    c.state_class = Some("total".into());
+                }
+            }
+        }
+        if c.unit.as_deref() == Some("m³") {
+            c.display_precision = Some(3);
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn class_fits(class: &str, quantity: Quantity, unit: Option<&str>) -> bool {
+    match class {
+        // `date` wants YYYY-MM-DD; our date-times print without a time zone, which the
+        // `timestamp` class rejects.
+        "date" => quantity == Quantity::Date,
+        "timestamp" => false,
+        _ => unit_fits(class, unit),
+    }
+}
+
+/// Entities every meter has besides its driver fields; the daemon writes these keys into the
+/// state document.
+pub fn meter_components_extra() -> Vec<Component> {
+    let mut rssi = Component::sensor("rssi_dbm", "RSSI");
+    rssi.device_class = Some("signal_strength".into());
+    rssi.unit = Some("dBm".into());
+    rssi.state_class = Some("measurement".into());
+    rssi.entity_category = Some("diagnostic".into());
+    rssi.enabled_by_default = false;
+
+    let mut seen = Component::sensor("timestamp", "Last seen");
+    seen.device_class = Some("timestamp".into());
+    seen.entity_category = Some("diagnostic".into());
+
+    let mut counter = Component::sensor("telegram_counter", "Telegrams");
+    counter.state_class = Some("total_increasing".into());
+    counter.entity_category = Some("diagnostic".into());
+    counter.icon = Some("mdi:counter".into());
+    counter.enabled_by_default = false;
+
+    vec![rssi, seen, counter]
+}
+
+/// The gateway as a device of its own; meters name it in `via_device`.
+pub fn gateway_descriptor(instance: &str, base_topic: &str, version: &str) -> DeviceDescriptor {
+    let diagnostic_counter = |key: &str, name: &str| {
+        let mut c = Component::sensor(key, name);
+        c.state_class = Some("total_increasing".into());
+        c.entity_category = Some("diagnostic".into());
+        c
+    };
+    let mut rate = Component::sensor("telegrams_per_minute", "Telegrams per minute");
+    rate.state_class = Some("measurement".into());
+    rate.unit = Some("telegrams/min".into());
+    rate.icon = Some("mdi:radio-tower".into());
+    let mut receiver = Component::sensor("receiver_connected", "Receiver");
+    receiver.platform = Platform::BinarySensor;
+    receiver.device_class = Some("connectivity".into());
+    receiver.entity_category = Some("diagnostic".into());
+    DeviceDescriptor {
+        object_id: format!("meterbridge_gw_{}", entity_slug(instance)),
+        name: format!("meterbridge {instance}"),
+        manufacturer: Some("meterbridge".into()),
+        model: Some(format!("Gateway {version}")),
+        serial: None,
+        hw_version: None,
+        via_device: None,
+        state_topic: format!("{base_topic}/gateway/state"),
+        components: vec![
+            rate,
+            diagnostic_counter("decode_errors", "Decode errors"),
+            diagnostic_counter("key_errors", "Key errors"),
+            diagnostic_counter("bus_errors", "Bus errors"),
+            receiver,
+        ],
+    }
+}
+
+fn id_chars(s: &str) -> String {
+    s.chars()
+        .map(|c| match c {
+            'a'..='z' | '0'..='9' | '_' | '-' => c,
+            'A'..='Z' => c.to_ascii_lowercase(),
+            _ => '_',
+        })
+        .collect()
+}
+
+/// `meterbridge_<manufacturer>_<id>`, lower case, `[a-z0-9_-]` only: stable across renames.
+pub fn object_id(manufacturer: &str, id: &str) -> String {
+    format!("meterbridge_{}_{}", id_chars(manufacturer), id_chars(id))
+}
+
+/// A meter name made safe as one topic level: lower case `[a-z0-9_-]`, runs of anything else
+/// become one `_`; never empty.
+pub fn slug(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for c in name.trim().chars() {
+        let c = match c {
+            'a'..='z' | '0'..='9' | '-' => c,
+            'A'..='Z' => c.to_ascii_lowercase(),
+            _ => '_',
+        };
+        if !(c == '_' && out.ends_with('_')) {
+            out.push(c);
+        }
+    }
+    let trimmed = out.trim_matches('_');
+    if trimmed.is_empty() {
+        "meter".into()
+    } else {
+        trimmed.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::drivers::Registry;
+
+    #[test]
+    fn ids_and_slugs_are_topic_and_entity_safe() {
+        assert_eq!(object_id("KAM", "76348799"), "meterbridge_kam_76348799");
+        assert_eq!(object_id("K/M", "7a+B"), "meterbridge_k_m_7a_b");
+        assert_eq!(slug("Küche Wasser #2"), "k_che_wasser_2");
+        assert_eq!(slug("  "), "meter");
+        assert_eq!(slug("a/b+c"), "a_b_c");
+        assert_eq!(display_name("flow_temperature"), "Flow temperature");
+        assert_eq!(
+            discovery_topic("homeassistant", "meterbridge_kam_1"),
+            "homeassistant/device/meterbridge_kam_1/config"
+        );
+    }
+
+    #[test]
+    fn multical21_total_is_a_water_total_in_cubic_metres() {
+        let d = Registry::built_in_static().get("multical21").unwrap();
+        let cmps = components_for_driver(d, Some(7200));
+        let total = cmps.iter().find(|c| c.key == "total_m3").unwrap();
+        assert_eq!(total.name, "Total");
+        assert_eq!(total.device_class.as_deref(), Some("water"));
+        assert_eq!(total.unit.as_deref(), Some("m³"));
+        assert_eq!(total.display_precision, Some(3));
+        assert_eq!(total.expire_after, Some(7200));
+        let status = cmps.iter().find(|c| c.key == "status").unwrap();
+        assert_eq!(
+            (status.unit.as_deref(), status.state_class.as_deref()),
+            (None, None)
+        );
+    }
+
+    /// Every entity of every built-in driver must be one Home Assistant accepts: a device
+    /// class only with a unit valid for it, numbers-only state classes only on numbers.
+    #[test]
+    fn every_built_in_driver_yields_valid_entities() {
+        let mut drivers = 0;
+        let mut with_class = 0;
+        for d in Registry::built_in_static().iter() {
+            drivers += 1;
+            let keys: Vec<&str> = d.field_keys().collect();
+            for c in components_for_driver(d, None) {
+                assert!(keys.contains(&c.key.as_str()), "{}: {}", d.name(), c.key);
+                let field = d
+                    .file
+                    .fields
+                    .iter()
+                    .zip(d.field_keys())
+                    .find(|(_, k)| *k == c.key)
+                    .map(|(f, _)| f)
+                    .unwrap();
+                let textual = matches!(
+                    field.quantity,
+                    Quantity::Text | Quantity::Date | Quantity::Datetime
+                );
+                if textual {
+                    assert_eq!(c.state_class, None, "{}: {}", d.name(), c.key);
+                    assert_eq!(c.unit, None, "{}: {}", d.name(), c.key);
+                }
+                if let Some(class) = &c.device_class {
+                    with_class += 1;
+                    assert!(
+                        class_fits(class, field.quantity, c.unit.as_deref()),
+                        "{}: {} has class {class} with unit {:?}",
+                        d.name(),
+                        c.key,
+                        c.unit
+                    );
+                    if is_total_class(class) {
+                        assert_ne!(c.state_class.as_deref(), Some("measurement"));
+                    }
+                }
+                // A unit suffix the table does not know would silently lose the unit.
+                if !textual {
+                    if let Some(suffix) = c
+                        .key
+                        .strip_prefix(field.name.as_str())
+                        .and_then(|s| s.strip_prefix('_'))
+                    {
+                        assert!(
+                            ha_unit(suffix).is_some() || matches!(suffix, "counter" | "hca" | "nr"),
+                            "{}: unknown unit suffix {suffix:?} in {}",
+                            d.name(),
+                            c.key
+                        );
+                    }
+                }
+            }
+        }
+        assert!(drivers > 100, "{drivers} drivers");
+        assert!(with_class > 500, "{with_class} entities with a class");
+    }
+
+    #[test]
+    fn payload_omits_none_and_defaults() {
+        let mut c = Component::sensor("status", "Status");
+        c.device_class = Some("none".into());
+        let d = DeviceDescriptor {
+            object_id: "meterbridge_x-y_1".into(),
+            name: "X".into(),
+            state_topic: "b/x/state".into(),
+            components: vec![c],
+            ..Default::default()
+        };
+        let v: Value = serde_json::from_str(&discovery_payload(&d, "b", "9.9")).unwrap();
+        let status = &v["cmps"]["status"];
+        assert_eq!(
+            status["default_entity_id"],
+            "sensor.meterbridge_x_y_1_status"
+        );
+        assert_eq!(status["unique_id"], "meterbridge_x-y_1_status");
+        for absent in ["device_class", "enabled_by_default", "unit_of_measurement"] {
+            assert!(status.get(absent).is_none(), "{absent}");
+        }
+        assert_eq!(v["dev"], json!({"ids": ["meterbridge_x-y_1"], "name": "X"}));
+    }
+}

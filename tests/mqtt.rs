@@ -1,0 +1,867 @@
+//! The MQTT publisher against real brokers: an in-process rumqttd always, and mosquitto when it
+//! is installed. A test subscriber (built on the crate's packet codec, checked here by the
+//! brokers themselves) watches what arrives; a TCP proxy in front of the broker simulates
+//! outages.
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use meterbridge::drivers::run::DriverRun;
+use meterbridge::drivers::Registry;
+use meterbridge::mqtt::discovery::{
+    components_for_driver, discovery_topic, gateway_descriptor, meter_components_extra, object_id,
+    slug,
+};
+use meterbridge::mqtt::packet::{self, Connect, Decoder, Packet, Publish};
+use meterbridge::mqtt::{start, DeviceDescriptor, Incoming, MqttSettings, Publisher};
+use meterbridge::security::KeyStore;
+use meterbridge::wire::hex;
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::time::{sleep, timeout, Instant};
+
+const WAIT: Duration = Duration::from_secs(10);
+/// A Multical 21 telegram (C1, unencrypted compact frame) from the project's CLI tests.
+const MULTICAL21: &str =
+    "2A442D2C998734761B168D2091D37CAC21576C7802FF207100041308190000441308190000615B7F616713";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_until_listening(port: u16) {
+    let until = std::time::Instant::now() + WAIT;
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < until,
+            "broker on {port} never listened"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// One rumqttd per test process; tests keep apart by using their own topics.
+fn rumqttd_port() -> u16 {
+    static PORT: OnceLock<u16> = OnceLock::new();
+    *PORT.get_or_init(|| {
+        use rumqttd::{Config, ConnectionSettings, RouterConfig, ServerSettings};
+        let port = free_port();
+        let server = ServerSettings {
+            name: "v4".into(),
+            listen: SocketAddr::from(([127, 0, 0, 1], port)),
+            tls: None,
+            next_connection_delay_ms: 1,
+            connections: ConnectionSettings {
+                connection_timeout_ms: 5000,
+                // discovery documents exceed the sample config's 20 KiB
+                max_payload_size: 1 << 20,
+                max_inflight_count: 100,
+                auth: None,
+                external_auth: None,
+                dynamic_filters: true,
+            },
+        };
+        let config = Config {
+            id: 0,
+            router: RouterConfig {
+                max_connections: 100,
+                max_outgoing_packet_count: 200,
+                max_segment_size: 100 * 1024 * 1024,
+                max_segment_count: 10,
+                ..Default::default()
+            },
+            v4: Some(HashMap::from([("v4".to_string(), server)])),
+            ..Default::default()
+        };
+        std::thread::spawn(move || {
+            let mut broker = rumqttd::Broker::new(config);
+            if let Err(e) = broker.start() {
+                eprintln!("rumqttd stopped: {e}");
+            }
+        });
+        wait_until_listening(port);
+        port
+    })
+}
+
+struct Mosquitto(Child);
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+struct Broker {
+    name: &'static str,
+    port: u16,
+    _process: Option<Mosquitto>,
+}
+
+fn mosquitto_available() -> bool {
+    Command::new("which")
+        .arg("mosquitto")
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// rumqttd, plus a fresh mosquitto on a free port when it is installed.
+fn brokers() -> Vec<Broker> {
+    let mut list = vec![Broker {
+        name: "rumqttd",
+        port: rumqttd_port(),
+        _process: None,
+    }];
+    if mosquitto_available() {
+        let port = free_port();
+        let child = Command::new("mosquitto")
+            .args(["-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mosquitto starts");
+        let guard = Mosquitto(child);
+        wait_until_listening(port);
+        list.push(Broker {
+            name: "mosquitto",
+            port,
+            _process: Some(guard),
+        });
+    } else {
+        println!("note: mosquitto is not installed; testing against rumqttd only");
+    }
+    list
+}
+
+/// Topics unique to one test run against one broker.
+fn unique(prefix: &str) -> String {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    format!(
+        "{prefix}{}x{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+fn settings(port: u16, base: &str) -> MqttSettings {
+    let mut s = MqttSettings::new("127.0.0.1", port);
+    s.client_id = format!("{base}-gw");
+    s.base_topic = base.to_string();
+    s.discovery_prefix = format!("{base}-ha");
+    s
+}
+
+/// A minimal subscriber speaking MQTT through the crate's codec.
+struct Subscriber {
+    tcp: TcpStream,
+    decoder: Decoder,
+    next_pkid: u16,
+}
+
+impl Subscriber {
+    async fn connect(port: u16, filters: &[&str]) -> Subscriber {
+        let tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        let mut s = Subscriber {
+            tcp,
+            decoder: Decoder::new(4 << 20),
+            next_pkid: 1,
+        };
+        let id = unique("sub");
+        let bytes = packet::connect(&Connect {
+            client_id: &id,
+            keep_alive_secs: 60,
+            clean_session: true,
+            username: None,
+            password: None,
+            will: None,
+        })
+        .unwrap();
+        s.tcp.write_all(&bytes).await.unwrap();
+        match s.packet().await {
+            Packet::ConnAck { code: 0, .. } => {}
+            other => panic!("no CONNACK: {other:?}"),
+        }
+        if !filters.is_empty() {
+            let with_qos: Vec<(&str, u8)> = filters.iter().map(|f| (*f, 1)).collect();
+            let bytes = packet::subscribe(s.pkid(), &with_qos).unwrap();
+            s.tcp.write_all(&bytes).await.unwrap();
+            // Retained messages may arrive before the SUBACK; the tests look at publishes only.
+        }
+        s
+    }
+
+    fn pkid(&mut self) -> u16 {
+        self.next_pkid += 1;
+        self.next_pkid
+    }
+
+    async fn packet(&mut self) -> Packet {
+        let mut buf = [0u8; 8192];
+        loop {
+            if let Some(p) = self.decoder.next_packet().unwrap() {
+                return p;
+            }
+            let n = timeout(WAIT, self.tcp.read(&mut buf))
+                .await
+                .expect("broker sends within 10 s")
+                .unwrap();
+            assert!(n > 0, "broker closed the subscriber");
+            self.decoder.push(&buf[..n]);
+        }
+    }
+
+    /// The next PUBLISH within `within`, or None.
+    async fn next_within(&mut self, within: Duration) -> Option<Publish> {
+        let deadline = Instant::now() + within;
+        loop {
+            let p = match timeout(
+                deadline.saturating_duration_since(Instant::now()),
+                self.packet(),
+            )
+            .await
+            {
+                Ok(p) => p,
+                Err(_) => return None,
+            };
+            if let Packet::Publish(p) = p {
+                if p.qos > 0 {
+                    self.tcp.write_all(&packet::puback(p.pkid)).await.unwrap();
+                }
+                return Some(p);
+            }
+        }
+    }
+
+    /// The first message on `topic` (others are skipped).
+    async fn expect(&mut self, topic: &str) -> Publish {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.next_within(left).await {
+                Some(p) if p.topic == topic => return p,
+                Some(_) => {}
+                None => panic!("nothing on {topic} within {WAIT:?}"),
+            }
+        }
+    }
+
+    async fn send(&mut self, topic: &str, payload: &[u8], retain: bool) {
+        let bytes = packet::publish(topic, payload, 0, retain, false, 0).unwrap();
+        self.tcp.write_all(&bytes).await.unwrap();
+    }
+}
+
+/// The retained message on `topic`, as a subscriber connecting now sees it.
+async fn retained(port: u16, topic: &str) -> Option<Publish> {
+    let mut s = Subscriber::connect(port, &[topic]).await;
+    loop {
+        match s.next_within(Duration::from_millis(700)).await {
+            Some(p) if p.topic == topic => return Some(p),
+            Some(_) => {}
+            None => return None,
+        }
+    }
+}
+
+fn multical21_device(base: &str) -> DeviceDescriptor {
+    let driver = Registry::built_in_static().get("multical21").unwrap();
+    let mut components = components_for_driver(driver, Some(7200));
+    components.extend(meter_components_extra());
+    DeviceDescriptor {
+        object_id: object_id("KAM", "76348799"),
+        name: "Water 76348799".into(),
+        manufacturer: Some("Kamstrup".into()),
+        model: Some("Multical 21".into()),
+        serial: Some("76348799".into()),
+        hw_version: Some("1b".into()),
+        via_device: Some(gateway_descriptor("main", base, "0").object_id),
+        state_topic: format!("{base}/{}/state", slug("Kitchen Water")),
+        components,
+    }
+}
+
+fn decoded_multical21() -> String {
+    let mut run = DriverRun::new(Registry::built_in_static(), KeyStore::new());
+    run.process(
+        &hex::decode(MULTICAL21).unwrap(),
+        "auto",
+        "Kitchen Water",
+        "2026-11-21T10:00:00Z",
+    )
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovery_states_status_and_withdraw() {
+    for broker in brokers() {
+        let base = unique("mbA");
+        let s = settings(broker.port, &base);
+        let prefix = s.discovery_prefix.clone();
+        let mut watch =
+            Subscriber::connect(broker.port, &[&format!("{base}/#"), &format!("{prefix}/#")]).await;
+        let (publisher, _incoming) = start(s).unwrap();
+        let device = multical21_device(&base);
+        let config_topic = discovery_topic(&prefix, &device.object_id);
+        publisher.announce(device.clone());
+        let state = decoded_multical21();
+        publisher.state("kitchen_water", state.clone());
+        for seq in 0..50 {
+            publisher.state("kitchen_water", format!("{{\"seq\":{seq}}}"));
+        }
+
+        let status = watch.expect(&format!("{base}/status")).await;
+        assert_eq!(status.payload, b"online", "{}", broker.name);
+
+        let config = watch.expect(&config_topic).await;
+        let doc: Value = serde_json::from_slice(&config.payload).unwrap();
+        println!("{} discovery: {doc}", broker.name);
+        assert_eq!(
+            doc["dev"],
+            json!({"ids": ["meterbridge_kam_76348799"], "name": "Water 76348799", "mf": "Kamstrup",
+                   "mdl": "Multical 21", "sn": "76348799", "hw": "1b", "via_device": "meterbridge_gw_main"})
+        );
+        assert_eq!(doc["o"]["name"], "meterbridge");
+        assert_eq!(doc["o"]["sw"], env!("CARGO_PKG_VERSION"));
+        assert_eq!(
+            doc["availability"],
+            json!([{"topic": format!("{base}/status")}])
+        );
+        assert_eq!(doc["state_topic"], format!("{base}/kitchen_water/state"));
+        assert_eq!(doc["qos"], 1);
+        assert_eq!(
+            doc["cmps"]["total_m3"],
+            json!({"p": "sensor", "name": "Total",
+                   "unique_id": "meterbridge_kam_76348799_total_m3",
+                   "default_entity_id": "sensor.meterbridge_kam_76348799_total_m3",
+                   "device_class": "water", "unit_of_measurement": "m³",
+                   "state_class": "total_increasing", "expire_after": 7200,
+                   "suggested_display_precision": 3,
+                   "value_template": "{{ value_json.total_m3 }}"})
+        );
+        assert_eq!(doc["cmps"]["rssi_dbm"]["enabled_by_default"], false);
+        assert_eq!(doc["cmps"]["rssi_dbm"]["entity_category"], "diagnostic");
+        assert_eq!(doc["cmps"]["status"]["entity_category"], "diagnostic");
+        assert!(doc["cmps"]["status"].get("unit_of_measurement").is_none());
+        assert!(doc["cmps"].get("object_id").is_none());
+
+        // The decoded reading first, then the sequence, in order.
+        let state_topic = format!("{base}/kitchen_water/state");
+        let first = watch.expect(&state_topic).await;
+        let reading: Value = serde_json::from_slice(&first.payload).unwrap();
+        println!("{} state: {reading}", broker.name);
+        assert_eq!(reading["total_m3"], 6.408);
+        assert_eq!(reading["id"], "76348799");
+        for seq in 0..50 {
+            let p = watch.expect(&state_topic).await;
+            let v: Value = serde_json::from_slice(&p.payload).unwrap();
+            assert_eq!(v["seq"], seq, "{}", broker.name);
+        }
+
+        // Retained for whoever subscribes later.
+        let status = retained(broker.port, &format!("{base}/status"))
+            .await
+            .unwrap();
+        assert!(
+            status.retain && status.payload == b"online",
+            "{}",
+            broker.name
+        );
+        let doc = retained(broker.port, &config_topic)
+            .await
+            .expect("retained discovery");
+        assert!(doc.retain && !doc.payload.is_empty());
+        let last = retained(broker.port, &state_topic).await.unwrap();
+        assert_eq!(last.payload, b"{\"seq\":49}");
+
+        publisher.withdraw(&device.object_id);
+        let cleared = watch.expect(&config_topic).await;
+        assert!(cleared.payload.is_empty(), "{}", broker.name);
+        assert!(
+            retained(broker.port, &config_topic).await.is_none(),
+            "{}: the config is still retained",
+            broker.name
+        );
+
+        let stats = publisher.shutdown().await;
+        assert_eq!((stats.queued, stats.dropped), (0, 0));
+        // online + discovery + 51 states + withdrawal + offline
+        assert_eq!(stats.published, 55, "{}", broker.name);
+        let offline = watch.expect(&format!("{base}/status")).await;
+        assert_eq!(offline.payload, b"offline");
+        let status = retained(broker.port, &format!("{base}/status"))
+            .await
+            .unwrap();
+        assert_eq!(status.payload, b"offline", "{}", broker.name);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn home_assistant_birth_requests_and_extra_subscriptions() {
+    for broker in brokers() {
+        let base = unique("mbB");
+        let mut s = settings(broker.port, &base);
+        let extra = format!("{base}-raw/telegrams");
+        s.extra_subscriptions = vec![extra.clone()];
+        let prefix = s.discovery_prefix.clone();
+        let mut watch = Subscriber::connect(
+            broker.port,
+            &[&format!("{prefix}/device/#"), &format!("{base}/status")],
+        )
+        .await;
+        let (publisher, mut incoming) = start(s).unwrap();
+        let device = multical21_device(&base);
+        let config_topic = discovery_topic(&prefix, &device.object_id);
+        publisher.announce(device);
+        let gateway = gateway_descriptor("main", &base, "0.1.0");
+        let gateway_topic = discovery_topic(&prefix, &gateway.object_id);
+        publisher.announce(gateway);
+        // `online` goes out after the subscriptions, so they are in place once it is seen.
+        watch.expect(&format!("{base}/status")).await;
+        let first = watch.both(&config_topic, &gateway_topic).await;
+
+        // Home Assistant's birth message: live, QoS 0, not retained.
+        watch
+            .send(&format!("{prefix}/status"), b"online", false)
+            .await;
+        let again = watch.both(&config_topic, &gateway_topic).await;
+        assert_eq!(again, first, "{}", broker.name);
+        let gw: Value = serde_json::from_slice(&again.1).unwrap();
+        println!("{} gateway discovery: {gw}", broker.name);
+        assert_eq!(gw["cmps"]["receiver_connected"]["p"], "binary_sensor");
+        assert_eq!(
+            gw["cmps"]["receiver_connected"]["device_class"],
+            "connectivity"
+        );
+        assert_eq!(gw["state_topic"], format!("{base}/gateway/state"));
+        let event = timeout(WAIT, incoming.recv()).await.unwrap();
+        assert_eq!(event, Some(Incoming::HomeAssistantOnline));
+
+        // `offline` from Home Assistant changes nothing.
+        watch
+            .send(&format!("{prefix}/status"), b"offline", false)
+            .await;
+        watch
+            .send(&format!("{base}/request/scan"), b"{\"seconds\":5}", false)
+            .await;
+        let event = timeout(WAIT, incoming.recv()).await.unwrap();
+        assert_eq!(
+            event,
+            Some(Incoming::Request {
+                name: "scan".into(),
+                payload: b"{\"seconds\":5}".to_vec()
+            })
+        );
+        watch.send(&extra, b"2A44", false).await;
+        let event = timeout(WAIT, incoming.recv()).await.unwrap();
+        assert_eq!(
+            event,
+            Some(Incoming::Message {
+                topic: extra.clone(),
+                payload: b"2A44".to_vec()
+            })
+        );
+        assert!(
+            watch
+                .next_within(Duration::from_millis(300))
+                .await
+                .is_none(),
+            "{}: HA going offline must not re-publish",
+            broker.name
+        );
+        // Clean up the retained documents of this test.
+        publisher.withdraw("meterbridge_kam_76348799");
+        publisher.withdraw("meterbridge_gw_main");
+        let stats = publisher.shutdown().await;
+        assert_eq!(stats.queued, 0);
+    }
+}
+
+/// A TCP relay that can be cut (every connection closed, new ones closed right away) and
+/// restored.
+struct Proxy {
+    port: u16,
+    up: Arc<AtomicBool>,
+    generation: watch::Sender<u64>,
+}
+
+impl Proxy {
+    async fn start(target: u16) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let up = Arc::new(AtomicBool::new(true));
+        let (generation, _) = watch::channel(0u64);
+        let accept_up = up.clone();
+        let accept_generation = generation.clone();
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if !accept_up.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                let mut cut = accept_generation.subscribe();
+                tokio::spawn(async move {
+                    let Ok(mut server) = TcpStream::connect(("127.0.0.1", target)).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = cut.changed() => {}
+                    }
+                });
+            }
+        });
+        Proxy {
+            port,
+            up,
+            generation,
+        }
+    }
+
+    fn cut(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        self.generation.send_modify(|g| *g += 1);
+    }
+
+    fn restore(&self) {
+        self.up.store(true, Ordering::SeqCst);
+    }
+}
+
+fn seqs_of(p: &Publish) -> u64 {
+    let v: Value = serde_json::from_slice(&p.payload).unwrap();
+    v["seq"].as_u64().unwrap()
+}
+
+async fn wait_for_stats(
+    publisher: &Publisher,
+    what: &str,
+    ok: impl Fn(&meterbridge::mqtt::MqttStats) -> bool,
+) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let stats = publisher.stats();
+        if ok(&stats) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{what}: {stats:?}");
+        sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outage_loses_no_reading_and_fires_the_last_will() {
+    for broker in brokers() {
+        let base = unique("mbC");
+        let proxy = Proxy::start(broker.port).await;
+        let status_topic = format!("{base}/status");
+        let state_topic = format!("{base}/m/state");
+        let mut watch = Subscriber::connect(broker.port, &[&status_topic, &state_topic]).await;
+        let (publisher, _incoming) = start(settings(proxy.port, &base)).unwrap();
+        assert_eq!(watch.expect(&status_topic).await.payload, b"online");
+
+        let mut seen = BTreeSet::new();
+        for seq in 0..100u64 {
+            publisher.state("m", format!("{{\"seq\":{seq}}}"));
+        }
+        // Cut while some of the first hundred are still in flight.
+        proxy.cut();
+        // The broker saw the connection die without DISCONNECT: the will says offline.
+        loop {
+            let p = watch.expect_any(&[&status_topic, &state_topic]).await;
+            if p.topic == status_topic {
+                assert_eq!(p.payload, b"offline", "{}: last will", broker.name);
+                break;
+            }
+            seen.insert(seqs_of(&p));
+        }
+        for seq in 100..200u64 {
+            publisher.state("m", format!("{{\"seq\":{seq}}}"));
+            if seq % 25 == 0 {
+                sleep(Duration::from_millis(100)).await;
+            }
+        }
+        wait_for_stats(&publisher, "disconnected", |s| !s.connected).await;
+        assert!(publisher.stats().queued >= 100, "{:?}", publisher.stats());
+        sleep(Duration::from_secs(1)).await;
+        proxy.restore();
+
+        loop {
+            let p = watch.expect_any(&[&status_topic, &state_topic]).await;
+            if p.topic == status_topic {
+                assert_eq!(p.payload, b"online");
+                continue;
+            }
+            seen.insert(seqs_of(&p));
+            if seen.len() == 200 {
+                break;
+            }
+        }
+        assert_eq!(seen, (0..200).collect::<BTreeSet<u64>>(), "{}", broker.name);
+        wait_for_stats(&publisher, "drained", |s| s.queued == 0 && s.connected).await;
+        let stats = publisher.shutdown().await;
+        assert_eq!(stats.dropped, 0);
+        assert!(stats.published >= 200 + 2, "{stats:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_drops_the_oldest_and_counts_them() {
+    for broker in brokers() {
+        let base = unique("mbD");
+        let proxy = Proxy::start(broker.port).await;
+        proxy.cut();
+        let state_topic = format!("{base}/m/state");
+        let mut watch = Subscriber::connect(broker.port, &[&state_topic]).await;
+        let mut s = settings(proxy.port, &base);
+        s.queue_limit = 50;
+        let (publisher, _incoming) = start(s).unwrap();
+        for seq in 0..80u64 {
+            publisher.state("m", format!("{{\"seq\":{seq}}}"));
+        }
+        let stats = publisher.stats();
+        assert_eq!(
+            (stats.connected, stats.queued, stats.dropped),
+            (false, 50, 30)
+        );
+        proxy.restore();
+        let mut seen = BTreeSet::new();
+        while seen.len() < 50 {
+            seen.insert(seqs_of(&watch.expect(&state_topic).await));
+        }
+        assert_eq!(seen, (30..80).collect::<BTreeSet<u64>>(), "{}", broker.name);
+        assert!(watch
+            .next_within(Duration::from_millis(300))
+            .await
+            .is_none());
+        let stats = publisher.shutdown().await;
+        assert_eq!((stats.queued, stats.dropped), (0, 30));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_without_a_broker_reports_what_was_not_delivered() {
+    let port = free_port();
+    let (publisher, mut incoming) = start(settings(port, &unique("mbE"))).unwrap();
+    for seq in 0..5 {
+        publisher.state("m", format!("{{\"seq\":{seq}}}"));
+    }
+    let started = Instant::now();
+    let stats = publisher.shutdown().await;
+    assert!(started.elapsed() < Duration::from_secs(15));
+    assert_eq!(
+        (stats.connected, stats.queued, stats.published),
+        (false, 5, 0)
+    );
+    // The task has ended: the incoming channel is closed.
+    assert_eq!(timeout(WAIT, incoming.recv()).await.unwrap(), None);
+}
+
+impl Subscriber {
+    /// The payloads of the next messages on two topics, in whatever order they come.
+    async fn both(&mut self, a: &str, b: &str) -> (Vec<u8>, Vec<u8>) {
+        let (mut pa, mut pb) = (None, None);
+        while pa.is_none() || pb.is_none() {
+            let p = self.expect_any(&[a, b]).await;
+            if p.topic == a {
+                pa = Some(p.payload);
+            } else {
+                pb = Some(p.payload);
+            }
+        }
+        (pa.unwrap(), pb.unwrap())
+    }
+
+    /// The next message on any of `topics`.
+    async fn expect_any(&mut self, topics: &[&str]) -> Publish {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.next_within(left).await {
+                Some(p) if topics.contains(&p.topic.as_str()) => return p,
+                Some(_) => {}
+                None => panic!("nothing on {topics:?} within {WAIT:?}"),
+            }
+        }
+    }
+}
+
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl runs");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, made with the openssl
+/// command line (no certificate-generating crate in the tree).
+fn make_certificates(dir: &std::path::Path) {
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut ca = vec!["req", "-x509"];
+    ca.extend(ec);
+    ca.extend([
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=meterbridge test CA",
+    ]);
+    openssl(dir, &ca);
+    let mut other_ca = vec!["req", "-x509"];
+    other_ca.extend(ec);
+    other_ca.extend([
+        "-keyout",
+        "other.key",
+        "-out",
+        "other.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=other CA",
+    ]);
+    openssl(dir, &other_ca);
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
+    for (name, ext) in [("server", "server.ext"), ("client", "client.ext")] {
+        let key = format!("{name}.key");
+        let csr = format!("{name}.csr");
+        let pem = format!("{name}.pem");
+        let mut req = vec!["req"];
+        req.extend(ec);
+        req.extend(["-keyout", &key, "-out", &csr, "-subj", "/CN=127.0.0.1"]);
+        openssl(dir, &req);
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &pem,
+                "-days",
+                "2",
+                "-extfile",
+                ext,
+            ],
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_a_ca_file_and_a_client_certificate() {
+    let tools = ["mosquitto", "openssl"].iter().all(|t| {
+        Command::new("which")
+            .arg(t)
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    });
+    if !tools {
+        println!("note: mosquitto or openssl is not installed; TLS test skipped");
+        return;
+    }
+    let dir = std::env::temp_dir().join(unique("meterbridge-mqtt-tls-"));
+    std::fs::create_dir_all(&dir).unwrap();
+    make_certificates(&dir);
+    // mosquitto started as root drops to its own user, which must still read the key.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        dir.join("server.key"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    let (plain, secure) = (free_port(), free_port());
+    let conf = format!(
+        "allow_anonymous true\nlistener {plain} 127.0.0.1\nlistener {secure} 127.0.0.1\n\
+         cafile {d}/ca.pem\ncertfile {d}/server.pem\nkeyfile {d}/server.key\n\
+         require_certificate true\n",
+        d = dir.display()
+    );
+    std::fs::write(dir.join("mosquitto.conf"), conf).unwrap();
+    let child = Command::new("mosquitto")
+        .arg("-c")
+        .arg(dir.join("mosquitto.conf"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _mosquitto = Mosquitto(child);
+    wait_until_listening(plain);
+    wait_until_listening(secure);
+
+    let base = unique("mbT");
+    let state_topic = format!("{base}/m/state");
+    let mut watch = Subscriber::connect(plain, &[&state_topic]).await;
+    let tls_settings = |ca: &str, client: bool| {
+        let mut s = MqttSettings::from_url(&format!("mqtts://127.0.0.1:{secure}")).unwrap();
+        s.client_id = unique("tls");
+        s.base_topic = base.clone();
+        s.ca_file = Some(dir.join(ca));
+        if client {
+            s.client_cert = Some(dir.join("client.pem"));
+            s.client_key = Some(dir.join("client.key"));
+        }
+        s
+    };
+
+    let (publisher, _incoming) = start(tls_settings("ca.pem", true)).unwrap();
+    publisher.state("m", "{\"seq\":1}".into());
+    assert_eq!(watch.expect(&state_topic).await.payload, b"{\"seq\":1}");
+    assert!(publisher.stats().connected);
+    publisher.shutdown().await;
+
+    // A broker certificate from another CA, and no client certificate: neither connects.
+    for (ca, client) in [("other.pem", true), ("ca.pem", false)] {
+        let (publisher, _incoming) = start(tls_settings(ca, client)).unwrap();
+        publisher.state("m", "{\"seq\":2}".into());
+        sleep(Duration::from_millis(1500)).await;
+        let stats = publisher.stats();
+        assert!(
+            !stats.connected && stats.published == 0,
+            "{ca} {client}: {stats:?}"
+        );
+        drop(publisher);
+    }
+    assert!(watch
+        .next_within(Duration::from_millis(300))
+        .await
+        .is_none());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
