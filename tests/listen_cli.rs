@@ -161,3 +161,41 @@ fn listen_to_a_simulated_stick_of_each_kind() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// rtl_wmbus output read from a command the listener runs (restarted when it ends).
+#[test]
+fn listen_reads_rtl_wmbus_lines_from_a_command() {
+    let dir = std::env::temp_dir().join(format!("meterbridge-rtl-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("rtl.txt");
+    std::fs::write(
+        &file,
+        format!("T1;1;1;2026-11-21 07:14:18.000;117;102;76348799;0x{KAMSTRUP}\n"),
+    )
+    .unwrap();
+    let out = bin()
+        .args([
+            "listen",
+            "--format",
+            "json",
+            "--count",
+            "1",
+            "--duration",
+            "20",
+        ])
+        .arg("--rtlwmbus")
+        .arg(format!("cat {}", file.display()))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line: serde_json::Value = serde_json::from_str(
+        stdout
+            .lines()
+            .next()
+            .unwrap_or_else(|| panic!("{}", String::from_utf8_lossy(&out.stderr))),
+    )
+    .unwrap();
+    assert_eq!(line["mode"], "t1");
+    assert_eq!(line["fields"]["total_m3"], 6.408);
+    let _ = std::fs::remove_dir_all(&dir);
+}

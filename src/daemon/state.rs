@@ -373,14 +373,7 @@ mod tests {
         );
         c.mark_emitted("m", t0);
         // A short telegram carries only the total: the flow stays known, nothing changed.
-        let u = c.update(
-            "m",
-            &[num("total_m3", 1.5)],
-            &[],
-            None,
-            Emit::Changes,
-            t0,
-        );
+        let u = c.update("m", &[num("total_m3", 1.5)], &[], None, Emit::Changes, t0);
         assert_eq!(
             u,
             Update {
@@ -392,14 +385,7 @@ mod tests {
         assert_eq!(e.fields.len(), 2);
         assert_eq!(e.rssi_dbm, Some(-70));
         assert_eq!(e.telegrams, 2);
-        let u = c.update(
-            "m",
-            &[num("total_m3", 1.6)],
-            &[],
-            None,
-            Emit::Changes,
-            t0,
-        );
+        let u = c.update("m", &[num("total_m3", 1.6)], &[], None, Emit::Changes, t0);
         assert!(u.emit);
     }
 
