@@ -1,6 +1,7 @@
 //! The command line: one file per subcommand; parsing arguments and printing only.
 
 pub mod bus;
+pub mod daemon;
 pub mod decode;
 pub mod drivers;
 pub mod listen;
@@ -22,6 +23,13 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the gateway: poll wired buses, listen to receivers, publish readings.
+    Run(daemon::RunArgs),
+    /// The whole gateway on simulated hardware: a wired bus with 3 meters and a wireless stick
+    /// with 3 more, printing readings (and publishing them with --mqtt URL).
+    Demo(daemon::DemoArgs),
+    /// Check a configuration file and report every problem in it at once.
+    CheckConfig(daemon::CheckConfigArgs),
     /// Decode M-Bus telegrams given as hex (arguments, or one per line on standard input).
     Decode(decode::DecodeArgs),
     /// Find the meters on a wired bus: `scan primary` (addresses 0-250) or `scan secondary`.
@@ -46,6 +54,9 @@ pub enum Command {
 pub fn run() -> i32 {
     let cli = Cli::parse();
     match cli.command {
+        Command::Run(args) => daemon::run(&args),
+        Command::Demo(args) => daemon::demo(&args),
+        Command::CheckConfig(args) => daemon::check_config(&args),
         Command::Decode(args) => decode::run(&args),
         Command::Scan(a) => bus::run(&bus::BusCommand::Scan(a)),
         Command::Read(a) => bus::run(&bus::BusCommand::Read(a)),

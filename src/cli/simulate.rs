@@ -263,38 +263,6 @@ fn run_stick(args: &StickArgs) -> i32 {
     }
 }
 
-/// Serves one simulated stick on a fresh pseudo-terminal until the host side fails or Ctrl-C.
-pub async fn serve_stick_on_pty(
-    kind: StickKind,
-    amber: sim::amber::AmberSimOptions,
-    cfg: StickSimConfig,
-    log: sim::stick::SharedStickLog,
-    link: Option<&std::path::Path>,
-    announce: impl FnOnce(&str),
-) -> Result<(), String> {
-    use tokio_serial::SerialPort;
-    let (master, slave) = tokio_serial::SerialStream::pair()
-        .map_err(|e| format!("cannot open a pseudo-terminal: {e}"))?;
-    let path = slave
-        .name()
-        .ok_or("the pseudo-terminal has no device name")?;
-    if let Some(link) = link {
-        let tmp = link.with_extension("new-link");
-        let _ = std::fs::remove_file(&tmp);
-        std::os::unix::fs::symlink(&path, &tmp)
-            .and_then(|()| std::fs::rename(&tmp, link))
-            .map_err(|e| format!("cannot create the link {}: {e}", link.display()))?;
-    }
-    announce(&path);
-    let result = match kind {
-        StickKind::Im871a | StickKind::Iu891a => sim::imst::serve(master, kind, cfg, log).await,
-        StickKind::Amb8465 => sim::amber::serve(master, amber, cfg, log).await,
-        StickKind::Cul => sim::cul::serve(master, cfg, log).await,
-    };
-    drop(slave);
-    result.map_err(|e| e.to_string())
-}
-
 async fn serve_stick(args: &StickArgs, cfg: StickSimConfig) -> Result<(), String> {
     let amber = sim::amber::AmberSimOptions {
         cmd_out: !args.amber_transparent,
@@ -311,7 +279,7 @@ async fn serve_stick(args: &StickArgs, cfg: StickSimConfig) -> Result<(), String
     let log = std::sync::Arc::new(std::sync::Mutex::new(StickSimLog::default()));
     let kind = args.kind;
     tokio::select! {
-        r = serve_stick_on_pty(kind, amber, cfg, log, args.link.as_deref(), |path| {
+        r = sim::stick::serve_on_pty(kind, amber, cfg, log, args.link.as_deref(), |path| {
             println!("simulated {kind} on {path}");
             if let Some(l) = &args.link {
                 println!("linked as {}", l.display());

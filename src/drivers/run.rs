@@ -75,6 +75,10 @@ pub struct MeterOutput {
     pub media: String,
     /// Lowercase hex, as wmbusmeters prints it.
     pub id: String,
+    /// Three-letter manufacturer code of the meter (from the same header as `id`).
+    pub manufacturer: String,
+    pub version: u8,
+    pub device_type: u8,
     pub readings: Vec<super::Reading>,
     /// The driver was chosen by auto-detection.
     pub detected: bool,
@@ -134,6 +138,9 @@ impl<'r> DriverRun<'r> {
                 driver: "unknown".to_string(),
                 media: wmbusmeters::media_name(who.device_type).to_string(),
                 id: who.id.to_ascii_lowercase(),
+                manufacturer: who.manufacturer.clone(),
+                version: who.version,
+                device_type: who.device_type,
                 readings: super::engine::generic_readings(telegram),
                 detected: true,
                 hint: Some(format!(
@@ -154,6 +161,9 @@ impl<'r> DriverRun<'r> {
                 .clone()
                 .unwrap_or_else(|| wmbusmeters::media_name(who.device_type).to_string()),
             id: who.id.to_ascii_lowercase(),
+            manufacturer: who.manufacturer.clone(),
+            version: who.version,
+            device_type: who.device_type,
             readings: d.readings(state),
             detected,
             hint: None,

@@ -42,7 +42,7 @@ pub struct Component {
 }
 
 impl Component {
-    fn sensor(key: &str, name: &str) -> Component {
+    pub fn sensor(key: &str, name: &str) -> Component {
         Component {
             key: key.to_string(),
             name: name.to_string(),

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::drivers::Registry;
-use crate::receivers::LinkMode;
+use crate::receivers::{LinkMode, StickKind};
 use crate::wire::hex;
 use crate::wire::wireless::strip_dll_crcs;
 
@@ -111,6 +111,39 @@ pub fn builtin_corpus() -> Vec<Vec<u8>> {
         }
     }
     out
+}
+
+/// Serves one simulated stick on a fresh pseudo-terminal until the host side fails. `announce`
+/// gets the device path as soon as it exists (and `link`, if given, points to it).
+pub async fn serve_on_pty(
+    kind: StickKind,
+    amber: super::amber::AmberSimOptions,
+    cfg: StickSimConfig,
+    log: SharedStickLog,
+    link: Option<&std::path::Path>,
+    announce: impl FnOnce(&str),
+) -> Result<(), String> {
+    use tokio_serial::SerialPort;
+    let (master, slave) = tokio_serial::SerialStream::pair()
+        .map_err(|e| format!("cannot open a pseudo-terminal: {e}"))?;
+    let path = slave
+        .name()
+        .ok_or("the pseudo-terminal has no device name")?;
+    if let Some(link) = link {
+        let tmp = link.with_extension("new-link");
+        let _ = std::fs::remove_file(&tmp);
+        std::os::unix::fs::symlink(&path, &tmp)
+            .and_then(|()| std::fs::rename(&tmp, link))
+            .map_err(|e| format!("cannot create the link {}: {e}", link.display()))?;
+    }
+    announce(&path);
+    let result = match kind {
+        StickKind::Im871a | StickKind::Iu891a => super::imst::serve(master, kind, cfg, log).await,
+        StickKind::Amb8465 => super::amber::serve(master, amber, cfg, log).await,
+        StickKind::Cul => super::cul::serve(master, cfg, log).await,
+    };
+    drop(slave);
+    result.map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

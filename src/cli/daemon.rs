@@ -1,0 +1,310 @@
+//! `meterbridge run`, `check-config` and `demo`: the gateway daemon from the command line.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+
+use crate::config::{self, Config, ValidateOptions};
+use crate::daemon::gateway::{self, PrintFormat, RunOptions};
+use crate::mqtt::client::MqttSettings;
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The configuration file (see config.example.yaml).
+    #[arg(long, short, value_name = "FILE", default_value = "meterbridge.yaml")]
+    pub config: PathBuf,
+    /// Also print readings on standard output: `json` (one state document per line) or
+    /// `text`. Without an `mqtt` section readings always go to standard output as JSON.
+    #[arg(long, value_name = "FORMAT", value_parser = ["json", "text", "none"])]
+    pub print: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckConfigArgs {
+    /// The configuration file to check.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Publish the readings to this broker as well (mqtt://host[:port]), with Home Assistant
+    /// discovery.
+    #[arg(long, value_name = "URL")]
+    pub mqtt: Option<String>,
+    /// Seconds to run; 0 runs until Ctrl-C.
+    #[arg(long, default_value_t = 30.0)]
+    pub duration: f64,
+    /// `text` for people, `json` for the state documents as they go to MQTT.
+    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+    pub format: String,
+}
+
+fn print_format(name: &str) -> PrintFormat {
+    match name {
+        "text" => PrintFormat::Text,
+        "none" => PrintFormat::None,
+        _ => PrintFormat::Json,
+    }
+}
+
+/// Loads and validates a configuration, printing every problem; `None` if it cannot be used.
+pub fn load(path: &Path) -> Option<Config> {
+    match config::load_with(path, &ValidateOptions::with_built_in_drivers()) {
+        Ok((config, warnings)) => {
+            for w in &warnings {
+                eprintln!("{}:{}: {}: warning: {}", w.file, w.pos, w.path, w.message);
+            }
+            Some(config)
+        }
+        Err(errors) => {
+            eprintln!("{errors}");
+            let n = errors.errors.len();
+            eprintln!(
+                "{n} error{} in {}; nothing was started",
+                if n == 1 { "" } else { "s" },
+                path.display()
+            );
+            None
+        }
+    }
+}
+
+pub fn check_config(args: &CheckConfigArgs) -> i32 {
+    match load(&args.file) {
+        Some(c) => {
+            println!(
+                "{}: valid ({} bus{}, {} receiver{}, {} meter{}, {})",
+                args.file.display(),
+                c.buses.len(),
+                if c.buses.len() == 1 { "" } else { "es" },
+                c.receivers.len(),
+                if c.receivers.len() == 1 { "" } else { "s" },
+                c.meters.len(),
+                if c.meters.len() == 1 { "" } else { "s" },
+                if c.mqtt.is_some() {
+                    "publishing to MQTT"
+                } else {
+                    "printing readings on standard output"
+                }
+            );
+            0
+        }
+        None => 1,
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))
+}
+
+pub fn run(args: &RunArgs) -> i32 {
+    let Some(config) = load(&args.config) else {
+        return 1;
+    };
+    let print = match (&args.print, config.mqtt.is_some()) {
+        (Some(p), _) => print_format(p),
+        (None, true) => PrintFormat::None,
+        (None, false) => PrintFormat::Json,
+    };
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 1;
+        }
+    };
+    let options = RunOptions {
+        print,
+        ..RunOptions::default()
+    };
+    match rt.block_on(gateway::run(config, options)) {
+        Ok(_) => 0,
+        Err(e) => {
+            eprintln!("error: {e}");
+            1
+        }
+    }
+}
+
+/// The demo's wired meters: heat meters whose frames come from these drivers' own test cases.
+const DEMO_WIRED: [&str; 3] = ["kamheat", "ultraheat", "sensostar"];
+
+/// The first wired frame among a driver's test telegrams.
+fn wired_test_frame(driver: &str) -> Option<Vec<u8>> {
+    let d = crate::drivers::Registry::built_in_static().get(driver)?;
+    d.file
+        .tests
+        .iter()
+        .flat_map(|t| t.telegrams.iter())
+        .filter_map(|t| crate::wire::hex::decode(t).ok())
+        .find(|f| f.first() == Some(&0x68))
+}
+
+/// The demo's wireless meters: three water meters heard by a simulated iM871A, one of them
+/// encrypted.
+const DEMO_WIRELESS: &str = "\
+# Kamstrup Multical 21 (ELL, stored decrypted)
+2A442D2C998734761B168D2091D37CAC21576C7802FF207100041308190000441308190000615B7F616713
+# Sensus iPERL
+1E44AE4C9956341268077A360010002F2F0413181E0000023B00002F2F2F2F
+# A mode 5 encrypted water meter; its key is in the demo configuration
+76442104710007612507727100076121042507B5006005E2E95A3C2A1279A5415E6732679B43369FD5FDDDD783EEEBB48236D34E7C94AF0A18A5FDA5F7D64111EB42D4D891622139F2952F9D12A20088DFA4CF8123871123EE1F6C1DCEA414879DDB4E05E508F1826D7EFBA6964DF804C9261EA23BBF03
+";
+
+fn demo_config(bus_address: &str, telegrams: &Path, state_dir: &Path) -> String {
+    format!(
+        r#"# The demo: the whole daemon on simulated hardware.
+state_dir: "{state}"
+buses:
+  - name: demo-bus
+    tcp: "{bus_address}"
+    polling: 10s
+    emit: every
+receivers:
+  - name: demo-stick
+    type: simulated
+    stick: im871a
+    telegrams: "{telegrams}"
+    interval: 1s
+meters:
+  - name: Heat flat 1
+    bus: demo-bus
+    address: 1
+    driver: kamheat
+  - name: Heat flat 2
+    bus: demo-bus
+    address: 2
+    driver: ultraheat
+  - name: Heat flat 3
+    bus: demo-bus
+    address: 3
+    driver: sensostar
+  - name: Cold water
+    address: "76348799"
+    driver: auto
+  - name: Garden water
+    address: "12345699"
+    driver: iperl
+  - name: Hot water
+    address: "61070071"
+    driver: aventieswm
+    key: A004EB23329A477F1DD2D7820B56EB3D
+"#,
+        state = state_dir.display(),
+        telegrams = telegrams.display(),
+    )
+}
+
+pub fn demo(args: &DemoArgs) -> i32 {
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 1;
+        }
+    };
+    match rt.block_on(run_demo(args)) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("error: {e}");
+            1
+        }
+    }
+}
+
+async fn run_demo(args: &DemoArgs) -> Result<(), String> {
+    use crate::sim::{BusSim, ServeOptions, SimMeter};
+    let mqtt = match &args.mqtt {
+        Some(url) => Some(MqttSettings::from_url(url).map_err(|e| e.to_string())?),
+        None => None,
+    };
+    let dir = std::env::temp_dir().join(format!("meterbridge-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let telegrams = dir.join("telegrams.hex");
+    std::fs::write(&telegrams, DEMO_WIRELESS).map_err(|e| e.to_string())?;
+
+    // The simulated wired bus behind an M-Bus/TCP "gateway" on a free local port.
+    let mut meters = Vec::new();
+    for (primary, driver) in (1u8..).zip(DEMO_WIRED) {
+        let frame = wired_test_frame(driver).ok_or("a demo driver lost its wired test frame")?;
+        let secondary =
+            crate::sim::bus::secondary_of(&frame).ok_or("a demo frame has no secondary address")?;
+        meters.push(
+            SimMeter::new(primary, secondary)
+                .with_telegrams(vec![frame])
+                .map_err(|e| e.to_string())?,
+        );
+    }
+    let sim = Arc::new(std::sync::Mutex::new(BusSim::new(meters)));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| e.to_string())?;
+    let bus_address = listener
+        .local_addr()
+        .map_err(|e| e.to_string())?
+        .to_string();
+    let bus_task = tokio::spawn(crate::sim::serve_tcp(
+        listener,
+        sim,
+        ServeOptions {
+            baud: crate::sim::bus::DEFAULT_BAUD,
+            log: false,
+        },
+    ));
+
+    let text = demo_config(&bus_address, &telegrams, &dir.join("state"));
+    let (config, _) = config::parse_with(
+        &text,
+        "demo.yaml",
+        &ValidateOptions::with_built_in_drivers(),
+    )
+    .map_err(|e| format!("the demo configuration is invalid (a bug):\n{e}"))?;
+    eprintln!(
+        "meterbridge demo: a simulated wired bus at {bus_address} with 3 heat meters, and a \
+         simulated iM871A stick with 3 water meters (one encrypted, its key configured)."
+    );
+    match &args.mqtt {
+        Some(url) => eprintln!("publishing to {url} with Home Assistant discovery"),
+        None => eprintln!(
+            "readings are printed below; add --mqtt mqtt://localhost:1883 to publish them"
+        ),
+    }
+    if args.duration > 0.0 {
+        eprintln!(
+            "running for {} s (--duration 0 runs until Ctrl-C)\n",
+            args.duration
+        );
+    }
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    if args.duration > 0.0 {
+        let wait = Duration::from_secs_f64(args.duration);
+        tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            let _ = stop_tx.send(true);
+        });
+    } else {
+        std::mem::forget(stop_tx);
+    }
+    let options = RunOptions {
+        print: print_format(&args.format),
+        mqtt,
+        stop: Some(stop_rx),
+        instance: "demo".into(),
+        ..RunOptions::default()
+    };
+    let stats = gateway::run(config, options).await?;
+    bus_task.abort();
+    eprintln!(
+        "\n{} telegrams decoded, {} readings published, {} decode errors, {} key errors, {} bus errors",
+        stats.telegrams, stats.readings_emitted, stats.decode_errors, stats.key_errors, stats.bus_errors
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}

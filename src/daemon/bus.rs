@@ -1,0 +1,276 @@
+//! One task per wired bus. M-Bus is half duplex and sequential: the task owns the bus master,
+//! so a bus never has two requests in flight, and a polling cycle that runs long delays the
+//! next one instead of overlapping it. Each meter has its own next-due time (the bus's
+//! schedule, or the meter's own); cron schedules are evaluated in local time.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio::time::{sleep_until, Instant};
+
+use crate::config::schema::{BusConfig, BusEndpoint, MeterAddress, Polling};
+use crate::master::{Master, MasterOptions, ReadOptions, SecondaryMask, Target};
+use crate::transport::open::{default_latency, open_port, Endpoint};
+use crate::transport::PortConfig;
+
+/// A meter the bus task reads.
+#[derive(Debug, Clone)]
+pub struct PolledMeter {
+    /// Index of the meter in the configuration.
+    pub index: usize,
+    pub target: Target,
+    pub read: ReadOptions,
+    pub polling: Polling,
+}
+
+/// What a bus task reports.
+#[derive(Debug)]
+pub enum BusEvent {
+    /// A meter's telegrams (raw long frames), or why it could not be read.
+    Read {
+        meter: usize,
+        result: Result<Vec<Vec<u8>>, String>,
+    },
+    /// The bus connection came up (`true`) or failed (`false`, with why).
+    Link {
+        bus: usize,
+        up: bool,
+        message: String,
+    },
+}
+
+/// The target of a configured wired address.
+pub fn target_of(address: &MeterAddress) -> Option<Target> {
+    match address {
+        MeterAddress::Primary(a) => Some(Target::Primary(*a)),
+        MeterAddress::Secondary(s) => {
+            // 8 digits name the identification number; manufacturer, version and medium are
+            // then wildcards.
+            let full = if s.len() == 8 {
+                format!("{s}FFFFFFFF")
+            } else {
+                s.clone()
+            };
+            SecondaryMask::from_str(&full).ok().map(Target::Secondary)
+        }
+        MeterAddress::Wireless(_) => None,
+    }
+}
+
+/// When a schedule next fires after `after`; `None` for a schedule that never fires again.
+pub fn next_due(polling: &Polling, last_due: Option<Instant>, now: Instant) -> Option<Instant> {
+    match polling {
+        Polling::Every(every) => {
+            let every = (*every).max(Duration::from_millis(100));
+            Some(match last_due {
+                // A fixed rhythm, but a cycle that overran starts the next one at once, never
+                // several in a row to catch up.
+                Some(last) if last + every > now => last + every,
+                Some(_) => now,
+                None => now,
+            })
+        }
+        Polling::Cron(expressions) => {
+            let local_now = chrono::Local::now();
+            expressions
+                .iter()
+                .filter_map(|e| croner::Cron::from_str(e).ok())
+                .filter_map(|c| c.find_next_occurrence(&local_now, false).ok())
+                .min()
+                .map(|at| {
+                    let wait = (at - local_now).to_std().unwrap_or(Duration::ZERO);
+                    now + wait
+                })
+        }
+    }
+}
+
+/// Runs the bus until `tx` is closed. While `pause` holds `true` (a commissioning tool is
+/// connected through the TCP bridge) no request is sent; polling resumes when it goes back.
+pub async fn run_bus(
+    bus_index: usize,
+    bus: BusConfig,
+    meters: Vec<PolledMeter>,
+    tx: mpsc::Sender<BusEvent>,
+    mut pause: watch::Receiver<bool>,
+) {
+    let endpoint = match &bus.endpoint {
+        BusEndpoint::Serial { device, .. } => Endpoint::Serial(device.clone()),
+        BusEndpoint::Tcp { address } => Endpoint::Tcp(address.clone()),
+    };
+    let baud = match &bus.endpoint {
+        BusEndpoint::Serial { baud, .. } => *baud,
+        BusEndpoint::Tcp { .. } => crate::config::schema::DEFAULT_BAUD,
+    };
+    let config = PortConfig {
+        baud,
+        extra_latency: bus
+            .request_timeout
+            .unwrap_or_else(|| default_latency(&endpoint)),
+        echo: false,
+    };
+    let start = Instant::now();
+    let mut due: Vec<Option<Instant>> = meters
+        .iter()
+        .map(|m| match m.polling {
+            // Interval schedules read once at start, so readings appear without waiting a
+            // whole period; cron schedules wait for their time.
+            Polling::Every(_) => Some(start),
+            Polling::Cron(_) => next_due(&m.polling, None, start),
+        })
+        .collect();
+    let mut master: Option<Master> = None;
+    let mut backoff = Duration::from_millis(500);
+    let mut reported_down = false;
+    loop {
+        if tx.is_closed() {
+            return;
+        }
+        while *pause.borrow() {
+            if pause.changed().await.is_err() {
+                return;
+            }
+        }
+        let Some(next) = due.iter().flatten().min().copied() else {
+            // Nothing will ever be due (no meters, or cron expressions that never fire).
+            if pause.changed().await.is_err() {
+                return;
+            }
+            continue;
+        };
+        tokio::select! {
+            _ = sleep_until(next) => {}
+            changed = pause.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                continue;
+            }
+        }
+        if master.is_none() {
+            match open_port(&endpoint, config).await {
+                Ok(port) => {
+                    master = Some(Master::new(
+                        port,
+                        MasterOptions {
+                            retries: bus.retry,
+                            idle_gap: bus.idle_timeout.unwrap_or(Duration::ZERO),
+                            ..MasterOptions::default()
+                        },
+                    ));
+                    backoff = Duration::from_millis(500);
+                    reported_down = false;
+                    let _ = tx
+                        .send(BusEvent::Link {
+                            bus: bus_index,
+                            up: true,
+                            message: format!("bus {} connected", bus.name),
+                        })
+                        .await;
+                }
+                Err(e) => {
+                    if !reported_down {
+                        reported_down = true;
+                        let _ = tx
+                            .send(BusEvent::Link {
+                                bus: bus_index,
+                                up: false,
+                                message: format!("bus {}: {e}; retrying", bus.name),
+                            })
+                            .await;
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                    continue;
+                }
+            }
+        }
+        let now = Instant::now();
+        for (i, m) in meters.iter().enumerate() {
+            if *pause.borrow() {
+                break;
+            }
+            let Some(at) = due[i] else { continue };
+            if at > now {
+                continue;
+            }
+            due[i] = next_due(&m.polling, Some(at), Instant::now());
+            let Some(bus_master) = master.as_mut() else {
+                break;
+            };
+            let result = bus_master.read(m.target, m.read).await;
+            let failed_port = matches!(&result, Err(crate::master::MasterError::Io { .. }));
+            let event = BusEvent::Read {
+                meter: m.index,
+                result: result.map_err(|e| e.to_string()),
+            };
+            if tx.send(event).await.is_err() {
+                return;
+            }
+            if failed_port {
+                master = None;
+                let _ = tx
+                    .send(BusEvent::Link {
+                        bus: bus_index,
+                        up: false,
+                        message: format!("bus {}: the connection failed; reopening", bus.name),
+                    })
+                    .await;
+                reported_down = true;
+                break;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interval_schedules_keep_their_rhythm_without_catching_up() {
+        let t0 = Instant::now();
+        let p = Polling::Every(Duration::from_secs(60));
+        assert_eq!(next_due(&p, None, t0), Some(t0));
+        assert_eq!(
+            next_due(&p, Some(t0), t0 + Duration::from_secs(5)),
+            Some(t0 + Duration::from_secs(60))
+        );
+        // A cycle that overran: the next starts now, not at a backlog of missed times.
+        let late = t0 + Duration::from_secs(200);
+        assert_eq!(next_due(&p, Some(t0), late), Some(late));
+    }
+
+    #[test]
+    fn cron_schedules_fire_within_their_period() {
+        let now = Instant::now();
+        let every_minute = Polling::Cron(vec!["* * * * *".into()]);
+        let at = next_due(&every_minute, None, now).unwrap();
+        assert!(
+            at > now && at <= now + Duration::from_secs(60),
+            "{:?}",
+            at - now
+        );
+        // Of two expressions the earlier wins.
+        let two = Polling::Cron(vec!["0 0 1 1 *".into(), "* * * * *".into()]);
+        assert_eq!(
+            next_due(&two, None, now).map(|a| a <= now + Duration::from_secs(60)),
+            Some(true)
+        );
+    }
+
+    #[test]
+    fn configured_addresses_become_targets() {
+        assert_eq!(
+            target_of(&MeterAddress::Primary(5)),
+            Some(Target::Primary(5))
+        );
+        let Some(Target::Secondary(m)) = target_of(&MeterAddress::Secondary("12345678".into()))
+        else {
+            panic!()
+        };
+        assert_eq!(m.to_string(), "12345678FFFFFFFF");
+        assert_eq!(target_of(&MeterAddress::Wireless("12345678".into())), None);
+    }
+}

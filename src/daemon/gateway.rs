@@ -1,0 +1,946 @@
+//! The gateway: wires the configured inputs to the decoder, the state cache and the outputs.
+//! One task owns the decoder and the state (no locks on the telegram path); inputs and buses
+//! are tasks of their own that send it events. Meters are found by address in maps, never by a
+//! loop over the configuration.
+
+use std::collections::{HashMap, HashSet};
+use std::io::Write as _;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::{mpsc, watch};
+
+use super::bus::{run_bus, target_of, BusEvent, PolledMeter};
+use super::state::StateCache;
+use crate::config::schema::{
+    Config, Emit, KeySource, MeterAddress, MeterConfig, PasswordSource, Polling, ReceiverKind,
+};
+use crate::drivers::run::{DriverRun, MeterOutput};
+use crate::drivers::Registry;
+use crate::master::ReadOptions;
+use crate::mqtt::client::{Incoming, MqttSettings, Publisher};
+use crate::mqtt::discovery::{self, Component, DeviceDescriptor};
+use crate::output::json::push_str;
+use crate::output::wmbusmeters::{media_name, push_value};
+use crate::receivers::input::{self, InputEvent, InputSpec};
+use crate::receivers::{Dedup, LinkMode};
+use crate::security::KeyStore;
+use crate::sim::stick::{StickSimConfig, StickSimLog};
+use crate::telegram::decode_wired;
+use crate::telegram::wireless::parse_key_argument;
+use crate::wire::wireless::strip_dll_crcs;
+
+/// How readings are printed on standard output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PrintFormat {
+    /// Nothing on standard output (MQTT only).
+    None,
+    /// The state document, one JSON object per line.
+    Json,
+    /// One line per reading for people (the demo).
+    Text,
+}
+
+/// What the caller decides beyond the configuration file.
+pub struct RunOptions {
+    pub print: PrintFormat,
+    /// Replaces the configuration's `mqtt` section (the demo's `--mqtt URL`).
+    pub mqtt: Option<MqttSettings>,
+    /// Set to `true` to stop the gateway (tests, demo duration); Ctrl-C and SIGTERM also stop it.
+    pub stop: Option<watch::Receiver<bool>>,
+    /// Told about things an operator should see (inputs coming and going, meters heard that are
+    /// not configured, wrong keys); standard error by default.
+    pub log: Arc<dyn Fn(&str) + Send + Sync>,
+    /// Name of this gateway instance in discovery (the gateway device's id).
+    pub instance: String,
+    /// State documents that were emitted, for tests: (meter slug, JSON).
+    pub emitted: Option<mpsc::UnboundedSender<(String, String)>>,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            print: PrintFormat::Json,
+            mqtt: None,
+            stop: None,
+            log: Arc::new(|m: &str| eprintln!("{m}")),
+            instance: "main".into(),
+            emitted: None,
+        }
+    }
+}
+
+/// Counters shown on the gateway device.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct GatewayStats {
+    pub telegrams: u64,
+    pub readings_emitted: u64,
+    pub decode_errors: u64,
+    pub key_errors: u64,
+    pub bus_errors: u64,
+    pub duplicates: u64,
+    pub unknown_meters: u64,
+}
+
+struct Meter {
+    cfg: MeterConfig,
+    /// Key in the state cache: stable across renames.
+    state_key: String,
+    slug: String,
+    emit: Emit,
+    expire_after: Option<u64>,
+    /// The discovery document's object id once announced.
+    announced: Option<String>,
+}
+
+enum Sink {
+    Stdout,
+    Mqtt {
+        publisher: Publisher,
+        discovery: bool,
+    },
+}
+
+struct Gateway {
+    registry: &'static Registry,
+    run: DriverRun<'static>,
+    state: StateCache,
+    meters: Vec<Meter>,
+    wireless: HashMap<String, usize>,
+    dedup: Dedup,
+    no_dedup: HashSet<Arc<str>>,
+    sink: Sink,
+    print: PrintFormat,
+    log: Arc<dyn Fn(&str) + Send + Sync>,
+    emitted: Option<mpsc::UnboundedSender<(String, String)>>,
+    stats: GatewayStats,
+    minute: Vec<Instant>,
+    receivers_up: HashMap<Arc<str>, bool>,
+    warned: HashSet<String>,
+    base_topic: String,
+    instance: String,
+}
+
+fn state_key(m: &MeterConfig) -> String {
+    match (&m.address, &m.bus) {
+        (MeterAddress::Wireless(id), _) => format!("wmbus/{id}"),
+        (MeterAddress::Primary(a), Some(bus)) => format!("bus/{bus}/{a}"),
+        (MeterAddress::Secondary(s), Some(bus)) => format!("bus/{bus}/{s}"),
+        (a, None) => format!("meter/{a:?}"),
+    }
+}
+
+fn read_secret_file(path: &Path) -> Result<String, String> {
+    std::fs::read_to_string(path)
+        .map(|s| s.trim().to_string())
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))
+}
+
+/// Keys of the configured wireless meters.
+fn key_store(config: &Config) -> Result<KeyStore, String> {
+    let mut keys = KeyStore::default();
+    for (i, m) in config.meters.iter().enumerate() {
+        let (MeterAddress::Wireless(id), Some(source)) = (&m.address, &m.key) else {
+            continue;
+        };
+        let hex = match source {
+            KeySource::Inline(secret) => secret.expose().to_string(),
+            KeySource::File(path) => read_secret_file(path)
+                .map_err(|e| format!("meters[{i}] ({}): key_file: {e}", m.name))?,
+        };
+        parse_key_argument(&mut keys, &format!("{id}={hex}"))
+            .map_err(|e| format!("meters[{i}] ({}): {}", m.name, e.replace("--key ", "key ")))?;
+    }
+    Ok(keys)
+}
+
+/// MQTT settings from the configuration (password from the file or environment it names).
+pub fn mqtt_settings(config: &Config) -> Result<Option<MqttSettings>, String> {
+    let Some(m) = &config.mqtt else {
+        return Ok(None);
+    };
+    let password = match &m.password {
+        None => None,
+        Some(PasswordSource::Inline(s)) => Some(s.expose().to_string()),
+        Some(PasswordSource::File(p)) => {
+            Some(read_secret_file(p).map_err(|e| format!("mqtt.password_file: {e}"))?)
+        }
+        Some(PasswordSource::Env(var)) => Some(std::env::var(var).map_err(|_| {
+            format!("mqtt.password_env: the environment variable {var} is not set")
+        })?),
+    };
+    let extra_subscriptions = config
+        .receivers
+        .iter()
+        .filter_map(|r| match &r.kind {
+            ReceiverKind::Mqtt { topic } => Some(topic.clone()),
+            _ => None,
+        })
+        .collect();
+    Ok(Some(MqttSettings {
+        host: m.host.clone(),
+        port: m.port,
+        tls: m.tls,
+        username: m.username.clone(),
+        password,
+        client_id: m.client_id.clone(),
+        base_topic: m.base_topic.clone(),
+        qos: m.qos,
+        retain: m.retain,
+        ca_file: m.ca_file.clone(),
+        client_cert: m.client_cert.clone(),
+        client_key: m.client_key.clone(),
+        discovery_prefix: m.discovery_prefix.clone(),
+        discovery: m.discovery,
+        queue_limit: m.queue_limit,
+        extra_subscriptions,
+    }))
+}
+
+fn timestamp(t: SystemTime) -> String {
+    crate::cli::listen::utc_timestamp(t)
+}
+
+/// Does an MQTT topic filter (`+`, `#`) match a topic?
+fn topic_matches(filter: &str, topic: &str) -> bool {
+    let mut f = filter.split('/');
+    let mut t = topic.split('/');
+    loop {
+        match (f.next(), t.next()) {
+            (Some("#"), _) => return true,
+            (Some("+"), Some(_)) => {}
+            (Some(a), Some(b)) if a == b => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
+impl Gateway {
+    fn note(&self, message: &str) {
+        (self.log)(message);
+    }
+
+    /// Says `message` once per `topic` (a meter with a wrong key sends every few seconds).
+    fn note_once(&mut self, topic: String, message: &str) {
+        if self.warned.insert(topic) {
+            (self.log)(message);
+        }
+    }
+
+    fn wireless_telegram(&mut self, input: &Arc<str>, heard: crate::receivers::Heard) {
+        let stripped = match strip_dll_crcs(&heard.frame) {
+            Ok(s) => s.bytes,
+            Err(e) => {
+                self.stats.decode_errors += 1;
+                self.note_once(
+                    format!("crc/{input}"),
+                    &format!("{input}: telegram refused at the data link layer: {e} (further ones are counted, not shown)"),
+                );
+                return;
+            }
+        };
+        if !self.no_dedup.contains(input) && self.dedup.is_repeat(&stripped, heard.received) {
+            self.stats.duplicates += 1;
+            return;
+        }
+        self.stats.telegrams += 1;
+        self.minute.push(heard.received);
+        let decoded = self.run.decoder().decode(&stripped);
+        let frame = match decoded {
+            Ok(f) => f,
+            Err(e) => {
+                let id = e.link.as_ref().map(|l| l.meter_id().to_ascii_lowercase());
+                let configured = id.as_ref().and_then(|id| self.wireless.get(id)).copied();
+                match configured {
+                    Some(i) => {
+                        if e.is_key_error() {
+                            self.stats.key_errors += 1;
+                        } else {
+                            self.stats.decode_errors += 1;
+                        }
+                        let name = self.meters[i].cfg.name.clone();
+                        self.note_once(
+                            format!("decode/{name}"),
+                            &format!("meter {name}: {e} (repeats of this are counted, not shown)"),
+                        );
+                    }
+                    None => {
+                        if let Some(id) = id {
+                            self.unknown_meter(&id, None);
+                        } else {
+                            self.stats.decode_errors += 1;
+                        }
+                    }
+                }
+                return;
+            }
+        };
+        let id = frame.link.meter_id().to_ascii_lowercase();
+        let Some(&index) = self.wireless.get(&id) else {
+            let driver = self
+                .registry
+                .detect(
+                    &frame.link.manufacturer_letters(),
+                    frame.link.dll.version,
+                    frame.link.dll.device_type.code(),
+                )
+                .map(|d| d.name().to_string());
+            self.unknown_meter(&id, driver.as_deref());
+            return;
+        };
+        let telegram = match frame.telegram() {
+            Ok(t) => t,
+            Err(e) => {
+                self.stats.decode_errors += 1;
+                let name = self.meters[index].cfg.name.clone();
+                self.note_once(format!("decode/{name}"), &format!("meter {name}: {e}"));
+                return;
+            }
+        };
+        let driver = self.meters[index].cfg.driver.clone();
+        match self.run.apply(&telegram, &driver) {
+            Ok(output) => self.reading(index, output, heard.rssi_dbm),
+            Err(e) => {
+                let name = self.meters[index].cfg.name.clone();
+                self.note_once(format!("driver/{name}"), &format!("meter {name}: {e}"));
+            }
+        }
+    }
+
+    fn unknown_meter(&mut self, id: &str, driver: Option<&str>) {
+        self.stats.unknown_meters += 1;
+        let hint = match driver {
+            Some(d) => format!("driver {d} would read it"),
+            None => "no driver knows it; `meterbridge listen` shows its records".into(),
+        };
+        self.note_once(
+            format!("unknown/{id}"),
+            &format!("heard meter {id}, which is not in the configuration ({hint}); add it under `meters:` to publish it"),
+        );
+    }
+
+    fn wired_read(&mut self, index: usize, result: Result<Vec<Vec<u8>>, String>) {
+        let name = self.meters[index].cfg.name.clone();
+        let frames = match result {
+            Ok(f) => f,
+            Err(e) => {
+                self.stats.bus_errors += 1;
+                self.note(&format!("meter {name}: {e}"));
+                return;
+            }
+        };
+        let driver = self.meters[index].cfg.driver.clone();
+        let mut last = None;
+        for frame in &frames {
+            self.stats.telegrams += 1;
+            self.minute.push(Instant::now());
+            match decode_wired(frame) {
+                Ok(t) => match self.run.apply(&t, &driver) {
+                    Ok(out) => last = Some(out),
+                    Err(e) => {
+                        self.note_once(format!("driver/{name}"), &format!("meter {name}: {e}"))
+                    }
+                },
+                Err(e) => {
+                    self.stats.decode_errors += 1;
+                    self.note(&format!("meter {name}: {e}"));
+                }
+            }
+        }
+        if let Some(out) = last {
+            self.reading(index, out, None);
+        }
+    }
+
+    /// A decoded reading: into the state, out if the emit policy says so.
+    fn reading(&mut self, index: usize, output: MeterOutput, rssi: Option<i16>) {
+        let now = SystemTime::now();
+        let meter = &self.meters[index];
+        let key = meter.state_key.clone();
+        let update = self.state.update(
+            &key,
+            &output.readings,
+            &meter.cfg.fields,
+            rssi,
+            meter.emit,
+            now,
+        );
+        if self.meters[index].announced.is_none() {
+            self.announce(index, &output);
+        }
+        if let Some(hint) = &output.hint {
+            let name = self.meters[index].cfg.name.clone();
+            self.note_once(format!("hint/{name}"), &format!("meter {name}: {hint}"));
+        }
+        if update.emit {
+            self.emit(index, &output.driver, &output.media, &output.id, now);
+        }
+    }
+
+    fn announce(&mut self, index: usize, output: &MeterOutput) {
+        let object_id = discovery::object_id(&output.manufacturer, &output.id);
+        self.meters[index].announced = Some(object_id.clone());
+        let Sink::Mqtt {
+            publisher,
+            discovery: true,
+        } = &self.sink
+        else {
+            return;
+        };
+        let meter = &self.meters[index];
+        let mut components = match self.registry.get(&output.driver) {
+            Some(d) => discovery::components_for_driver(d, meter.expire_after),
+            // A meter no driver knows: one plain sensor per reading it sent.
+            None => output
+                .readings
+                .iter()
+                .map(|r| {
+                    let mut c = Component::sensor(&r.key, &r.key.replace('_', " "));
+                    c.expire_after = meter.expire_after;
+                    c
+                })
+                .collect(),
+        };
+        components.extend(discovery::meter_components_extra());
+        let device = DeviceDescriptor {
+            object_id,
+            name: meter.cfg.name.clone(),
+            manufacturer: Some(output.manufacturer.clone()),
+            model: Some(output.driver.clone()),
+            serial: Some(output.id.clone()),
+            hw_version: Some(format!("{:02x}", output.version)),
+            via_device: Some(format!(
+                "meterbridge_gw_{}",
+                discovery::slug(&self.instance)
+            )),
+            state_topic: format!("{}/{}/state", self.base_topic, meter.slug),
+            components,
+        };
+        publisher.announce(device);
+    }
+
+    /// Renders and sends the meter's merged state.
+    fn emit(&mut self, index: usize, driver: &str, media: &str, id: &str, now: SystemTime) {
+        let meter = &self.meters[index];
+        let Some(entry) = self.state.get(&meter.state_key) else {
+            return;
+        };
+        let mut json = String::with_capacity(256);
+        json.push_str("{\"_\":\"telegram\",\"media\":");
+        push_str(&mut json, media);
+        json.push_str(",\"meter\":");
+        push_str(&mut json, driver);
+        json.push_str(",\"name\":");
+        push_str(&mut json, &meter.cfg.name);
+        json.push_str(",\"id\":");
+        push_str(&mut json, id);
+        for (k, v) in &entry.fields {
+            json.push(',');
+            push_str(&mut json, k);
+            json.push(':');
+            push_value(&mut json, v);
+        }
+        if let Some(r) = entry.rssi_dbm {
+            json.push_str(&format!(",\"rssi_dbm\":{r}"));
+        }
+        json.push_str(&format!(",\"telegram_counter\":{}", entry.telegrams));
+        json.push_str(",\"timestamp\":");
+        push_str(&mut json, &timestamp(entry.last_seen.unwrap_or(now)));
+        json.push('}');
+        let slug = meter.slug.clone();
+        match self.print {
+            PrintFormat::None => {}
+            PrintFormat::Json => {
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "{json}");
+                let _ = out.flush();
+            }
+            PrintFormat::Text => {
+                let mut line = format!("{:<16} {:<12} {id}", meter.cfg.name, driver);
+                for (k, v) in entry.fields.iter().take(6) {
+                    line.push_str(&format!("  {k}="));
+                    push_value(&mut line, v);
+                }
+                if let Some(r) = entry.rssi_dbm {
+                    line.push_str(&format!("  ({r} dBm)"));
+                }
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "{line}");
+                let _ = out.flush();
+            }
+        }
+        if let Sink::Mqtt { publisher, .. } = &self.sink {
+            publisher.state(&slug, json.clone());
+        }
+        if let Some(tx) = &self.emitted {
+            let _ = tx.send((slug, json));
+        }
+        self.state.mark_emitted(&self.meters[index].state_key, now);
+        self.stats.readings_emitted += 1;
+    }
+
+    /// Meters whose state should go out again without a new telegram: periodic re-emit, or
+    /// everything after Home Assistant restarted.
+    fn re_emit(&mut self, all: bool) {
+        let now = SystemTime::now();
+        for index in 0..self.meters.len() {
+            let meter = &self.meters[index];
+            let Some(entry) = self.state.get(&meter.state_key) else {
+                continue;
+            };
+            if entry.fields.is_empty() {
+                continue;
+            }
+            let due = match meter.emit {
+                Emit::Interval(every) => entry
+                    .emitted_at
+                    .is_none_or(|at| now.duration_since(at).unwrap_or_default() >= every),
+                _ => false,
+            };
+            if all || due {
+                let (driver, media, id) = self.identity_of(index);
+                self.emit(index, &driver, &media, &id, now);
+            }
+        }
+    }
+
+    /// Driver, medium and id as last decoded, for re-emitting without a telegram.
+    fn identity_of(&self, index: usize) -> (String, String, String) {
+        let m = &self.meters[index];
+        let id = match &m.cfg.address {
+            MeterAddress::Wireless(id) => id.clone(),
+            MeterAddress::Secondary(s) => s.chars().take(8).collect(),
+            MeterAddress::Primary(a) => a.to_string(),
+        };
+        let driver = self
+            .registry
+            .get(&m.cfg.driver)
+            .map(|d| d.name().to_string())
+            .unwrap_or_else(|| m.cfg.driver.clone());
+        let media = self
+            .registry
+            .get(&m.cfg.driver)
+            .and_then(|d| d.file.media.clone())
+            .unwrap_or_else(|| media_name(0x0F).to_string());
+        (driver, media, id)
+    }
+
+    fn gateway_state(&mut self) -> String {
+        let now = Instant::now();
+        self.minute
+            .retain(|t| now.saturating_duration_since(*t) < Duration::from_secs(60));
+        let connected = !self.receivers_up.is_empty() && self.receivers_up.values().all(|u| *u);
+        serde_json::json!({
+            "telegrams_per_minute": self.minute.len(),
+            "telegrams": self.stats.telegrams,
+            "decode_errors": self.stats.decode_errors,
+            "key_errors": self.stats.key_errors,
+            "bus_errors": self.stats.bus_errors,
+            "duplicates": self.stats.duplicates,
+            "unknown_meters": self.stats.unknown_meters,
+            "receiver_connected": if connected { "ON" } else { "OFF" },
+            "timestamp": timestamp(SystemTime::now()),
+        })
+        .to_string()
+    }
+}
+
+/// The input spec of a configured receiver; simulated sticks are started here on a pty.
+async fn receiver_spec(
+    kind: &ReceiverKind,
+    sims: &mut tokio::task::JoinSet<()>,
+    log: &Arc<dyn Fn(&str) + Send + Sync>,
+) -> Result<Option<InputSpec>, String> {
+    Ok(Some(match kind {
+        ReceiverKind::Stick {
+            device, baud, mode, ..
+        } => InputSpec::Stick {
+            kind: kind.stick_kind().ok_or("unknown stick")?,
+            device: device.clone(),
+            mode: mode.parse::<LinkMode>()?,
+            baud: *baud,
+        },
+        ReceiverKind::RtlWmbus { command } => InputSpec::RtlWmbus {
+            command: command.clone(),
+        },
+        ReceiverKind::HexStdin => InputSpec::HexStdin,
+        ReceiverKind::TcpClient { address } => InputSpec::TcpClient {
+            address: address.clone(),
+        },
+        ReceiverKind::TcpServer { bind } => InputSpec::TcpServer { bind: bind.clone() },
+        ReceiverKind::Udp { bind } => InputSpec::Udp { bind: bind.clone() },
+        // Read over the gateway's own MQTT connection.
+        ReceiverKind::Mqtt { .. } => return Ok(None),
+        ReceiverKind::Simulated {
+            telegrams,
+            interval,
+            ..
+        } => {
+            let stick = kind.stick_kind().ok_or("unknown stick")?;
+            let telegrams = match telegrams {
+                Some(path) => crate::cli::simulate::load_telegrams(path)?,
+                None => crate::sim::stick::builtin_corpus(),
+            };
+            let cfg = StickSimConfig {
+                telegrams,
+                interval: *interval,
+                rssi_dbm: -67,
+                repeat: true,
+                ..StickSimConfig::default()
+            };
+            let (path_tx, path_rx) = tokio::sync::oneshot::channel();
+            let log = log.clone();
+            sims.spawn(async move {
+                let sim_log = Arc::new(Mutex::new(StickSimLog::default()));
+                let mut path_tx = Some(path_tx);
+                let result = crate::sim::stick::serve_on_pty(
+                    stick,
+                    crate::sim::amber::AmberSimOptions::default(),
+                    cfg,
+                    sim_log,
+                    None,
+                    |p| {
+                        if let Some(tx) = path_tx.take() {
+                            let _ = tx.send(p.to_string());
+                        }
+                    },
+                )
+                .await;
+                if let Err(e) = result {
+                    log(&format!("simulated {stick}: {e}"));
+                }
+            });
+            let device = path_rx
+                .await
+                .map_err(|_| "the simulated stick did not start".to_string())?;
+            InputSpec::Stick {
+                kind: stick,
+                device,
+                mode: LinkMode::T1,
+                baud: None,
+            }
+        }
+    }))
+}
+
+fn expire_after(m: &MeterConfig, bus_polling: Option<&Polling>) -> Option<u64> {
+    if let Some(e) = m.expire_after {
+        return (!e.is_zero()).then(|| e.as_secs().max(1));
+    }
+    // A wired meter is read on a known rhythm: three missed reads make it unavailable.
+    match m.polling.as_ref().or(bus_polling) {
+        Some(Polling::Every(d)) => Some((d.as_secs() * 3).max(600)),
+        _ => None,
+    }
+}
+
+/// Runs the gateway until Ctrl-C, SIGTERM or `options.stop`. Returns the final counters.
+pub async fn run(config: Config, options: RunOptions) -> Result<GatewayStats, String> {
+    let log = options.log.clone();
+    let registry: &'static Registry = match &config.drivers_dir {
+        Some(dir) => crate::cli::drivers::registry(Some(dir))?,
+        None => Registry::built_in_static(),
+    };
+    let keys = key_store(&config)?;
+    let mut run_state = DriverRun::new(registry, keys);
+    let (mut state, warning) =
+        StateCache::load(&config.state_dir, &mut run_state.decoder().compact)
+            .map_err(|e| e.to_string())?;
+    if let Some(w) = warning {
+        log(&format!("warning: {w}"));
+    }
+
+    let mqtt = match options.mqtt.clone() {
+        Some(s) => Some(s),
+        None => mqtt_settings(&config)?,
+    };
+    let base_topic = mqtt
+        .as_ref()
+        .map(|m| m.base_topic.clone())
+        .unwrap_or_else(|| "meterbridge".into());
+    let (sink, mut mqtt_incoming) = match mqtt {
+        Some(settings) => {
+            let discovery = settings.discovery;
+            let (publisher, incoming) =
+                crate::mqtt::client::start(settings).map_err(|e| e.to_string())?;
+            (
+                Sink::Mqtt {
+                    publisher,
+                    discovery,
+                },
+                Some(incoming),
+            )
+        }
+        None => (Sink::Stdout, None),
+    };
+
+    let mut meters = Vec::new();
+    let mut wireless = HashMap::new();
+    for (i, m) in config.meters.iter().enumerate() {
+        let bus = m
+            .bus
+            .as_ref()
+            .and_then(|b| config.buses.iter().find(|c| &c.name == b));
+        if let MeterAddress::Wireless(id) = &m.address {
+            wireless.insert(id.to_ascii_lowercase(), i);
+        }
+        meters.push(Meter {
+            cfg: m.clone(),
+            state_key: state_key(m),
+            slug: m.slug(),
+            // Wireless meters publish every new telegram (repeats are already suppressed);
+            // wired meters follow their bus's `emit`.
+            emit: bus.map_or(Emit::Every, |b| b.emit),
+            expire_after: expire_after(m, bus.map(|b| &b.polling)),
+            announced: None,
+        });
+    }
+    // Meters removed from the configuration: forget them and take their entities away.
+    let keep: HashSet<String> = meters.iter().map(|m| m.state_key.clone()).collect();
+    let removed = state.retain_meters(&|k| keep.contains(k));
+    if let Sink::Mqtt {
+        publisher,
+        discovery: true,
+    } = &sink
+    {
+        for key in &removed {
+            if let Some(device) = state_device(&config.state_dir, key) {
+                publisher.withdraw(&device);
+            }
+        }
+        publisher.announce(discovery::gateway_descriptor(
+            &options.instance,
+            &base_topic,
+            env!("CARGO_PKG_VERSION"),
+        ));
+    }
+    if !removed.is_empty() {
+        log(&format!(
+            "{} meter(s) no longer configured were removed from the state",
+            removed.len()
+        ));
+    }
+
+    let no_dedup: HashSet<Arc<str>> = config
+        .receivers
+        .iter()
+        .filter(|r| r.dedup == Some(false))
+        .map(|r| Arc::from(r.name.as_str()))
+        .collect();
+    let mut gateway = Gateway {
+        registry,
+        run: run_state,
+        state,
+        meters,
+        wireless,
+        dedup: Dedup::new(config.dedup_window),
+        no_dedup,
+        sink,
+        print: options.print,
+        log: log.clone(),
+        emitted: options.emitted.clone(),
+        stats: GatewayStats::default(),
+        minute: Vec::new(),
+        receivers_up: HashMap::new(),
+        warned: HashSet::new(),
+        base_topic: base_topic.clone(),
+        instance: options.instance.clone(),
+    };
+
+    // Inputs.
+    let (input_tx, mut input_rx) = mpsc::channel::<InputEvent>(1024);
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut sims = tokio::task::JoinSet::new();
+    let mut mqtt_inputs: Vec<(String, Arc<str>)> = Vec::new();
+    for r in &config.receivers {
+        let name: Arc<str> = Arc::from(r.name.as_str());
+        if let ReceiverKind::Mqtt { topic } = &r.kind {
+            mqtt_inputs.push((topic.clone(), name));
+            continue;
+        }
+        if let Some(spec) = receiver_spec(&r.kind, &mut sims, &log).await? {
+            gateway.receivers_up.insert(name.clone(), false);
+            log(&format!("receiver {}: {}", r.name, spec.describe()));
+            tasks.spawn(input::run(name, spec, input_tx.clone()));
+        }
+    }
+    // Buses.
+    let (bus_tx, mut bus_rx) = mpsc::channel::<BusEvent>(256);
+    let mut pauses = Vec::new();
+    for (b, bus) in config.buses.iter().enumerate() {
+        let polled: Vec<PolledMeter> = config
+            .meters
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| m.bus.as_deref() == Some(bus.name.as_str()))
+            .filter_map(|(i, m)| {
+                Some(PolledMeter {
+                    index: i,
+                    target: target_of(&m.address)?,
+                    read: ReadOptions {
+                        max_frames: m.max_frames.unwrap_or(bus.max_frames).max(1) as usize,
+                        max_records: m.max_records.map(|r| r as usize),
+                        reset_first: true,
+                    },
+                    polling: m.polling.clone().unwrap_or_else(|| bus.polling.clone()),
+                })
+            })
+            .collect();
+        let (pause_tx, pause_rx) = watch::channel(false);
+        pauses.push(pause_tx);
+        log(&format!("bus {}: {} meter(s)", bus.name, polled.len()));
+        tasks.spawn(run_bus(b, bus.clone(), polled, bus_tx.clone(), pause_rx));
+    }
+    drop(input_tx);
+    drop(bus_tx);
+
+    let mut stop = options.stop.clone();
+    let mut save_timer = tokio::time::interval(Duration::from_secs(30));
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    let mut gateway_timer = tokio::time::interval(Duration::from_secs(60));
+    #[cfg(unix)]
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| format!("cannot watch for SIGTERM: {e}"))?;
+    loop {
+        #[cfg(unix)]
+        let terminate = sigterm.recv();
+        #[cfg(not(unix))]
+        let terminate = std::future::pending::<Option<()>>();
+        tokio::select! {
+            Some(event) = input_rx.recv() => match event {
+                InputEvent::Telegram { input, heard } => gateway.wireless_telegram(&input, heard),
+                InputEvent::Up { input, info } => {
+                    gateway.receivers_up.insert(input.clone(), true);
+                    match info {
+                        Some(i) => log(&format!("receiver {input}: {} firmware {} ready", i.model, i.firmware)),
+                        None => log(&format!("receiver {input}: ready")),
+                    }
+                }
+                InputEvent::Down { input, reason } => {
+                    gateway.receivers_up.insert(input.clone(), false);
+                    log(&format!("receiver {input}: {reason}"));
+                }
+                InputEvent::Malformed { .. } => gateway.stats.decode_errors += 1,
+                InputEvent::Stats { .. } => {}
+            },
+            Some(event) = bus_rx.recv() => match event {
+                BusEvent::Read { meter, result } => gateway.wired_read(meter, result),
+                BusEvent::Link { up, message, .. } => {
+                    if !up {
+                        gateway.stats.bus_errors += 1;
+                    }
+                    log(&message);
+                }
+            },
+            Some(incoming) = async {
+                match mqtt_incoming.as_mut() {
+                    Some(rx) => rx.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => match incoming {
+                Incoming::HomeAssistantOnline => gateway.re_emit(true),
+                Incoming::Message { topic, payload } => {
+                    if let Some((_, name)) = mqtt_inputs.iter().find(|(f, _)| topic_matches(f, &topic)) {
+                        let text = String::from_utf8_lossy(&payload);
+                        for line in text.lines() {
+                            match crate::receivers::lines::parse_hex_line(line) {
+                                Ok(Some(heard)) => gateway.wireless_telegram(name, heard),
+                                Ok(None) => {}
+                                Err(_) => gateway.stats.decode_errors += 1,
+                            }
+                        }
+                    }
+                }
+                Incoming::Request { name, .. } => {
+                    log(&format!("request {name} over MQTT is not supported yet"));
+                }
+            },
+            _ = tick.tick() => gateway.re_emit(false),
+            _ = gateway_timer.tick() => {
+                let doc = gateway.gateway_state();
+                if let Sink::Mqtt { publisher, .. } = &gateway.sink {
+                    publisher.publish(format!("{base_topic}/gateway/state"), doc.into_bytes(), true);
+                }
+            }
+            _ = save_timer.tick() => {
+                if let Err(e) = gateway.state.save(&gateway.run.decoder().compact) {
+                    gateway.note_once("state-save".into(), &format!("warning: {e}"));
+                }
+            }
+            _ = tokio::signal::ctrl_c() => break,
+            _ = terminate => break,
+            _ = async {
+                match stop.as_mut() {
+                    Some(rx) => {
+                        while !*rx.borrow() {
+                            if rx.changed().await.is_err() {
+                                std::future::pending::<()>().await;
+                            }
+                        }
+                    }
+                    None => std::future::pending().await,
+                }
+            } => break,
+        }
+    }
+    tasks.abort_all();
+    sims.abort_all();
+    save_devices(&config.state_dir, &gateway.meters);
+    if let Err(e) = gateway.state.save(&gateway.run.decoder().compact) {
+        log(&format!("warning: {e}"));
+    }
+    if let Sink::Mqtt { publisher, .. } = gateway.sink {
+        let left = publisher.shutdown().await;
+        if left.queued > 0 {
+            log(&format!(
+                "{} reading(s) could not be delivered before shutdown",
+                left.queued
+            ));
+        }
+    }
+    Ok(gateway.stats)
+}
+
+const DEVICES_FILE: &str = "devices.json";
+
+/// Remembers which discovery device each meter was announced as, so a meter removed from the
+/// configuration can have its entities withdrawn after a restart.
+fn save_devices(dir: &Path, meters: &[Meter]) {
+    let mut previous: serde_json::Map<String, serde_json::Value> =
+        std::fs::read_to_string(dir.join(DEVICES_FILE))
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default();
+    for m in meters {
+        if let Some(id) = &m.announced {
+            previous.insert(m.state_key.clone(), serde_json::Value::String(id.clone()));
+        }
+    }
+    let keep: HashSet<&str> = meters.iter().map(|m| m.state_key.as_str()).collect();
+    previous.retain(|k, _| keep.contains(k.as_str()));
+    let _ = std::fs::write(
+        dir.join(DEVICES_FILE),
+        serde_json::Value::Object(previous).to_string(),
+    );
+}
+
+fn state_device(dir: &Path, key: &str) -> Option<String> {
+    let text = std::fs::read_to_string(dir.join(DEVICES_FILE)).ok()?;
+    let map: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&text).ok()?;
+    map.get(key)?.as_str().map(str::to_string)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_filters() {
+        assert!(topic_matches("wmbus/+/raw", "wmbus/esp1/raw"));
+        assert!(topic_matches("wmbus/#", "wmbus/a/b/c"));
+        assert!(!topic_matches("wmbus/+/raw", "wmbus/esp1/other"));
+        assert!(!topic_matches("a/b", "a/b/c"));
+    }
+}
