@@ -16,6 +16,9 @@ use tokio::sync::mpsc;
 use tokio::time::timeout;
 use tokio_serial::{SerialPort, SerialStream};
 
+#[path = "support/broker.rs"]
+mod broker;
+
 const WAIT: Duration = Duration::from_secs(10);
 /// Kamstrup Multical 21 (stored decrypted), `total_m3` 6.408 in the driver corpus.
 const KAMSTRUP: &str =
@@ -196,17 +199,9 @@ async fn telegram_from(
     out
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test]
 async fn raw_telegram_over_udp_is_decoded() {
-    let port = free_port();
+    let port = broker::free_port();
     let spec = InputSpec::Udp {
         bind: format!("127.0.0.1:{port}"),
     };
@@ -220,7 +215,7 @@ async fn raw_telegram_over_udp_is_decoded() {
 
 #[tokio::test]
 async fn json_telegram_over_tcp_is_decoded_with_its_rssi() {
-    let port = free_port();
+    let port = broker::free_port();
     let spec = InputSpec::TcpServer {
         bind: format!("127.0.0.1:{port}"),
     };
@@ -234,58 +229,9 @@ async fn json_telegram_over_tcp_is_decoded_with_its_rssi() {
     assert_eq!(rssi, Some(-77));
 }
 
-fn start_broker(port: u16) {
-    use rumqttd::{Broker, Config, ConnectionSettings, RouterConfig, ServerSettings};
-    use std::collections::HashMap;
-    let server = ServerSettings {
-        name: "v4".into(),
-        listen: format!("127.0.0.1:{port}").parse().unwrap(),
-        tls: None,
-        next_connection_delay_ms: 1,
-        connections: ConnectionSettings {
-            connection_timeout_ms: 5000,
-            max_payload_size: 256 * 1024,
-            max_inflight_count: 100,
-            auth: None,
-            external_auth: None,
-            dynamic_filters: true,
-        },
-    };
-    let config = Config {
-        id: 0,
-        router: RouterConfig {
-            max_connections: 100,
-            max_outgoing_packet_count: 200,
-            max_segment_size: 1024 * 1024,
-            max_segment_count: 10,
-            custom_segment: None,
-            initialized_filters: None,
-            shared_subscriptions_strategy: Default::default(),
-        },
-        v4: Some(HashMap::from([("v4".to_string(), server)])),
-        v5: None,
-        ws: None,
-        cluster: None,
-        console: None,
-        bridge: None,
-        prometheus: None,
-        metrics: None,
-    };
-    std::thread::spawn(move || {
-        let mut broker = Broker::new(config);
-        let _ = broker.start();
-    });
-    let started = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(started.elapsed() < WAIT, "the broker did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn raw_telegram_published_on_mqtt_is_decoded() {
-    let port = free_port();
-    start_broker(port);
+    let port = broker::rumqttd_port();
     let spec = input::mqtt_input_from_url(&format!("mqtt://127.0.0.1:{port}/wmbus/+/raw")).unwrap();
     let (frame, _) = telegram_from(spec, move || {
         use rumqttc::{Client, MqttOptions, QoS};

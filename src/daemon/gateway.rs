@@ -798,7 +798,7 @@ pub async fn run(config: Config, options: RunOptions) -> Result<GatewayStats, St
 
     let mut stop = options.stop.clone();
     let mut save_timer = tokio::time::interval(Duration::from_secs(30));
-    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut gateway_timer = tokio::time::interval(Duration::from_secs(60));
     #[cfg(unix)]
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

@@ -1,0 +1,391 @@
+//! The gateway daemon end to end against a real broker (in-process rumqttd, and mosquitto when
+//! installed): a simulated wired bus over TCP and a wireless input over UDP, MQTT with Home
+//! Assistant discovery. Asserts on the exact discovery and state payloads, emit on change,
+//! periodic re-emit, the re-publish after Home Assistant's birth message, and the removal of
+//! a meter's entities when it leaves the configuration.
+
+#[path = "support/broker.rs"]
+mod broker;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use meterbridge::config::{parse_with, ValidateOptions};
+use meterbridge::daemon::gateway::{self, GatewayStats, PrintFormat, RunOptions};
+use meterbridge::sim::{BusSim, ServeOptions, SimMeter};
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use serde_json::Value;
+use tokio::sync::watch;
+
+const KAMSTRUP: &str =
+    "2A442D2C998734761B168D2091D37CAC21576C7802FF207100041308190000441308190000615B7F616713";
+const WAIT: Duration = Duration::from_secs(15);
+
+fn kamheat_frame() -> Vec<u8> {
+    let d = meterbridge::drivers::Registry::built_in_static()
+        .get("kamheat")
+        .unwrap();
+    d.file
+        .tests
+        .iter()
+        .flat_map(|t| t.telegrams.iter())
+        .filter_map(|t| meterbridge::wire::hex::decode(t).ok())
+        .find(|f| f[0] == 0x68)
+        .unwrap()
+}
+
+/// A simulated bus with one Kamstrup 403 at primary address 1, behind a TCP "gateway".
+async fn start_bus() -> String {
+    let frame = kamheat_frame();
+    let secondary = meterbridge::sim::bus::secondary_of(&frame).unwrap();
+    let sim = BusSim::new(vec![SimMeter::new(1, secondary)
+        .with_telegrams(vec![frame])
+        .unwrap()]);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    tokio::spawn(meterbridge::sim::serve_tcp(
+        listener,
+        Arc::new(Mutex::new(sim)),
+        ServeOptions {
+            baud: 2400,
+            log: false,
+        },
+    ));
+    address
+}
+
+#[derive(Debug, Clone)]
+struct Message {
+    topic: String,
+    payload: Vec<u8>,
+}
+
+struct Watcher {
+    messages: Arc<Mutex<Vec<Message>>>,
+    client: AsyncClient,
+}
+
+impl Watcher {
+    async fn start(port: u16, filters: &[String]) -> Watcher {
+        let id = format!("watcher-{}-{}", std::process::id(), broker::free_port());
+        let mut options = MqttOptions::new(id, "127.0.0.1", port);
+        options.set_max_packet_size(1 << 20, 1 << 20);
+        let (client, mut eventloop) = AsyncClient::new(options, 64);
+        for f in filters {
+            client.subscribe(f.clone(), QoS::AtLeastOnce).await.unwrap();
+        }
+        let messages = Arc::new(Mutex::new(Vec::new()));
+        let sink = messages.clone();
+        let (subscribed_tx, mut subscribed_rx) = watch::channel(0usize);
+        tokio::spawn(async move {
+            let mut acks = 0;
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        sink.lock().unwrap().push(Message {
+                            topic: p.topic.clone(),
+                            payload: p.payload.to_vec(),
+                        });
+                    }
+                    Ok(Event::Incoming(Packet::SubAck(_))) => {
+                        acks += 1;
+                        let _ = subscribed_tx.send(acks);
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+        });
+        let n = filters.len();
+        tokio::time::timeout(WAIT, subscribed_rx.wait_for(|a| *a >= n))
+            .await
+            .expect("subscribed")
+            .unwrap();
+        Watcher { messages, client }
+    }
+
+    fn on(&self, topic: &str) -> Vec<Message> {
+        self.messages
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|m| m.topic == topic)
+            .cloned()
+            .collect()
+    }
+
+    async fn wait_for(&self, topic: &str, count: usize) -> Vec<Message> {
+        let until = Instant::now() + WAIT;
+        loop {
+            let found = self.on(topic);
+            if found.len() >= count {
+                return found;
+            }
+            assert!(
+                Instant::now() < until,
+                "{count} message(s) on {topic} expected, got {}; all topics: {:?}",
+                found.len(),
+                self.messages
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .map(|m| m.topic.clone())
+                    .collect::<Vec<_>>()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+fn json(m: &Message) -> Value {
+    serde_json::from_slice(&m.payload)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&m.payload)))
+}
+
+struct Running {
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<Result<GatewayStats, String>>,
+}
+
+impl Running {
+    async fn finish(self) -> GatewayStats {
+        self.stop.send(true).unwrap();
+        tokio::time::timeout(WAIT, self.task)
+            .await
+            .expect("the gateway stops")
+            .unwrap()
+            .unwrap()
+    }
+}
+
+fn start_gateway(yaml: &str) -> Running {
+    let (config, _) = parse_with(yaml, "test.yaml", &ValidateOptions::with_built_in_drivers())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (stop, stop_rx) = watch::channel(false);
+    let options = RunOptions {
+        print: PrintFormat::None,
+        stop: Some(stop_rx),
+        instance: "test".into(),
+        log: Arc::new(|m: &str| eprintln!("gateway: {m}")),
+        ..RunOptions::default()
+    };
+    Running {
+        stop,
+        task: tokio::spawn(gateway::run(config, options)),
+    }
+}
+
+fn send_udp(port: u16, text: &str) {
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.send_to(text.as_bytes(), ("127.0.0.1", port)).unwrap();
+}
+
+fn temp_dir(tag: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "meterbridge-daemon-{tag}-{}-{}",
+        std::process::id(),
+        broker::free_port()
+    ));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+struct Setup {
+    base: String,
+    prefix: String,
+    udp: u16,
+    state_dir: std::path::PathBuf,
+    changes_bus: String,
+    interval_bus: String,
+}
+
+fn config_yaml(s: &Setup, port: u16, with_garden: bool) -> String {
+    let garden = if with_garden {
+        "  - name: Garden water\n    address: \"12345699\"\n    driver: iperl\n"
+    } else {
+        ""
+    };
+    format!(
+        r#"state_dir: "{state}"
+buses:
+  - name: changes-bus
+    tcp: "{changes}"
+    polling: 300ms
+    emit: changes
+  - name: interval-bus
+    tcp: "{interval}"
+    polling: 1h
+    emit: 1s
+receivers:
+  - name: esp32
+    type: udp
+    bind: "127.0.0.1:{udp}"
+meters:
+  - name: Cold water
+    address: "76348799"
+    driver: auto
+{garden}  - name: Heat
+    bus: changes-bus
+    address: 1
+    driver: kamheat
+  - name: Heat again
+    bus: interval-bus
+    address: 1
+    driver: kamheat
+mqtt:
+  url: "mqtt://127.0.0.1:{port}"
+  base_topic: "{base}"
+  discovery_prefix: "{prefix}"
+  client_id: "{base}"
+"#,
+        state = s.state_dir.display(),
+        changes = s.changes_bus,
+        interval = s.interval_bus,
+        udp = s.udp,
+        base = s.base,
+        prefix = s.prefix,
+    )
+}
+
+async fn gateway_against(port: u16, name: &str) {
+    let tag = format!("{name}{}", broker::free_port());
+    let setup = Setup {
+        base: format!("mb{tag}"),
+        prefix: format!("ha{tag}"),
+        udp: broker::free_port(),
+        state_dir: temp_dir(&tag),
+        changes_bus: start_bus().await,
+        interval_bus: start_bus().await,
+    };
+    let watcher = Watcher::start(
+        port,
+        &[format!("{}/#", setup.base), format!("{}/#", setup.prefix)],
+    )
+    .await;
+    let running = start_gateway(&config_yaml(&setup, port, true));
+    let base = &setup.base;
+    let prefix = &setup.prefix;
+
+    // The gateway is online (retained) and announces itself.
+    let status = watcher.wait_for(&format!("{base}/status"), 1).await;
+    assert_eq!(status[0].payload, b"online");
+
+    // A wireless telegram over UDP, as an ESP32 receiver sends it.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    send_udp(
+        setup.udp,
+        &format!("{{\"telegram\":\"{KAMSTRUP}\",\"rssi\":-71}}"),
+    );
+    let config_topic = format!("{prefix}/device/meterbridge_kam_76348799/config");
+    let discovery = json(&watcher.wait_for(&config_topic, 1).await[0]);
+    assert_eq!(
+        discovery["dev"]["ids"][0], "meterbridge_kam_76348799",
+        "{discovery}"
+    );
+    assert_eq!(discovery["dev"]["name"], "Cold water");
+    assert_eq!(discovery["dev"]["mf"], "KAM");
+    assert_eq!(discovery["dev"]["mdl"], "kamwater");
+    assert_eq!(discovery["dev"]["sn"], "76348799");
+    assert_eq!(discovery["dev"]["via_device"], "meterbridge_gw_test");
+    assert_eq!(discovery["o"]["name"], "meterbridge");
+    assert_eq!(discovery["state_topic"], format!("{base}/cold_water/state"));
+    assert_eq!(
+        discovery["availability"][0]["topic"],
+        format!("{base}/status")
+    );
+    let total = &discovery["cmps"]["total_m3"];
+    assert_eq!(total["p"], "sensor");
+    assert_eq!(total["unique_id"], "meterbridge_kam_76348799_total_m3");
+    assert_eq!(
+        total["default_entity_id"],
+        "sensor.meterbridge_kam_76348799_total_m3"
+    );
+    assert_eq!(total["device_class"], "water");
+    assert_eq!(total["state_class"], "total_increasing");
+    assert_eq!(total["unit_of_measurement"], "m³");
+    assert_eq!(total["value_template"], "{{ value_json.total_m3 }}");
+    assert_eq!(
+        discovery["cmps"]["rssi_dbm"]["entity_category"],
+        "diagnostic"
+    );
+    assert!(discovery.get("object_id").is_none());
+
+    let state_topic = format!("{base}/cold_water/state");
+    let state = watcher.wait_for(&state_topic, 1).await;
+    let doc = json(&state[0]);
+    assert_eq!(doc["_"], "telegram");
+    assert_eq!(doc["media"], "cold water");
+    assert_eq!(doc["meter"], "kamwater");
+    assert_eq!(doc["name"], "Cold water");
+    assert_eq!(doc["id"], "76348799");
+    assert_eq!(doc["total_m3"], 6.408);
+    assert_eq!(doc["target_m3"], 6.408);
+    assert_eq!(doc["current_status"], "DRY");
+    assert_eq!(doc["rssi_dbm"], -71);
+    assert_eq!(doc["telegram_counter"], 1);
+    assert!(doc["timestamp"].as_str().unwrap().ends_with('Z'));
+
+    // Emit on change: the wired meter is read every 300 ms but its values never change.
+    let heat_topic = format!("{base}/heat/state");
+    let heat = json(&watcher.wait_for(&heat_topic, 1).await[0]);
+    assert_eq!(heat["meter"], "kamheat");
+    assert_eq!(heat["id"], "77447744");
+    assert_eq!(heat["total_energy_consumption_kwh"], 34510.0);
+    assert_eq!(heat["t1_temperature_c"], 64.6);
+    // Periodic re-emit: the other bus reads once an hour but re-emits every second.
+    let again_topic = format!("{base}/heat_again/state");
+    watcher.wait_for(&again_topic, 3).await;
+    assert_eq!(
+        watcher.on(&heat_topic).len(),
+        1,
+        "unchanged readings are not re-published"
+    );
+
+    // Home Assistant restarts: discovery and states go out again.
+    let configs_before = watcher.on(&config_topic).len();
+    let states_before = watcher.on(&state_topic).len();
+    watcher
+        .client
+        .publish(
+            format!("{prefix}/status"),
+            QoS::AtLeastOnce,
+            false,
+            "online",
+        )
+        .await
+        .unwrap();
+    watcher.wait_for(&config_topic, configs_before + 1).await;
+    watcher.wait_for(&state_topic, states_before + 1).await;
+
+    let stats = running.finish().await;
+    assert!(stats.telegrams >= 4, "{stats:?}");
+    assert_eq!(stats.key_errors, 0);
+
+    // The garden meter was configured (never heard, so never announced); the cold water meter
+    // is now removed from the configuration: its entities are withdrawn on the next start.
+    let yaml = config_yaml(&setup, port, false).replace(
+        "  - name: Cold water\n    address: \"76348799\"\n    driver: auto\n",
+        "",
+    );
+    let running = start_gateway(&yaml);
+    let cleared = loop {
+        let all = watcher.on(&config_topic);
+        if let Some(m) = all.iter().find(|m| m.payload.is_empty()) {
+            break m.clone();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(cleared.payload.is_empty());
+    running.finish().await;
+    let _ = std::fs::remove_dir_all(&setup.state_dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_publishes_discovery_and_states() {
+    for b in broker::brokers() {
+        eprintln!("broker: {}", b.name);
+        tokio::time::timeout(Duration::from_secs(60), gateway_against(b.port, b.name))
+            .await
+            .unwrap_or_else(|_| panic!("{}: the scenario took too long", b.name));
+    }
+}
