@@ -389,3 +389,108 @@ async fn gateway_publishes_discovery_and_states() {
             .unwrap_or_else(|_| panic!("{}: the scenario took too long", b.name));
     }
 }
+
+/// A commissioning tool on the bus's TCP bridge: its request reaches the meter and the answer
+/// comes back unchanged, the gateway's polling pauses while it is connected and resumes after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_bridge_pauses_polling() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let bus = start_bus().await;
+    let bridge_port = broker::free_port();
+    let state_dir = temp_dir("bridge");
+    let yaml = format!(
+        r#"state_dir: "{state}"
+buses:
+  - name: b
+    tcp: "{bus}"
+    polling: 200ms
+    emit: every
+    tcp_server:
+      port: {bridge_port}
+meters:
+  - name: Heat
+    bus: b
+    address: 1
+    driver: kamheat
+"#,
+        state = state_dir.display()
+    );
+    let (config, _) = parse_with(&yaml, "t.yaml", &ValidateOptions::with_built_in_drivers())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (stop, stop_rx) = watch::channel(false);
+    let (emitted_tx, mut emitted) = tokio::sync::mpsc::unbounded_channel();
+    let task = tokio::spawn(gateway::run(
+        config,
+        RunOptions {
+            print: PrintFormat::None,
+            stop: Some(stop_rx),
+            emitted: Some(emitted_tx),
+            log: Arc::new(|m: &str| eprintln!("gateway: {m}")),
+            ..RunOptions::default()
+        },
+    ));
+    for _ in 0..2 {
+        tokio::time::timeout(WAIT, emitted.recv())
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    // Connect once the bridge listens (a probe connection would count as a client).
+    let until = Instant::now() + WAIT;
+    let mut client = loop {
+        match tokio::net::TcpStream::connect(("127.0.0.1", bridge_port)).await {
+            Ok(c) => break c,
+            Err(e) => {
+                assert!(Instant::now() < until, "bridge never listened: {e}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    // A read already on the line may still finish; after that, silence.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    while emitted.try_recv().is_ok() {}
+    // REQ_UD2 to primary address 1, as a commissioning tool sends it.
+    client
+        .write_all(&[0x10, 0x5B, 0x01, 0x5C, 0x16])
+        .await
+        .unwrap();
+    let mut reply = Vec::new();
+    let mut buf = [0u8; 512];
+    while reply.len() < 6 || reply.len() < usize::from(reply[1]) + 6 {
+        let n = tokio::time::timeout(WAIT, client.read(&mut buf))
+            .await
+            .expect("the meter answers through the bridge")
+            .unwrap();
+        assert!(n > 0, "bridge closed");
+        reply.extend_from_slice(&buf[..n]);
+    }
+    // The meter's RSP_UD from primary address 1: its records as the simulator holds them.
+    let frame = kamheat_frame();
+    assert_eq!(reply[5], 0x01, "answer from address 1");
+    assert_eq!(reply[6..reply.len() - 2], frame[6..frame.len() - 2]);
+    assert_eq!(*reply.last().unwrap(), 0x16);
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert!(
+        emitted.try_recv().is_err(),
+        "no polling while the bridge is in use"
+    );
+
+    drop(client);
+    let resumed = Instant::now();
+    tokio::time::timeout(WAIT, emitted.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    eprintln!(
+        "polling resumed {} ms after the client left",
+        resumed.elapsed().as_millis()
+    );
+
+    stop.send(true).unwrap();
+    tokio::time::timeout(WAIT, task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&state_dir);
+}

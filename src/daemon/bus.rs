@@ -87,13 +87,15 @@ pub fn next_due(polling: &Polling, last_due: Option<Instant>, now: Instant) -> O
 }
 
 /// Runs the bus until `tx` is closed. While `pause` holds `true` (a commissioning tool is
-/// connected through the TCP bridge) no request is sent; polling resumes when it goes back.
+/// connected through the TCP bridge) no request is sent and the port is closed (`released`
+/// says so); polling resumes when it goes back.
 pub async fn run_bus(
     bus_index: usize,
     bus: BusConfig,
     meters: Vec<PolledMeter>,
     tx: mpsc::Sender<BusEvent>,
     mut pause: watch::Receiver<bool>,
+    released: watch::Sender<bool>,
 ) {
     let endpoint = match &bus.endpoint {
         BusEndpoint::Serial { device, .. } => Endpoint::Serial(device.clone()),
@@ -128,10 +130,14 @@ pub async fn run_bus(
             return;
         }
         while *pause.borrow() {
+            // Let go of the port so the bridge can open it.
+            master = None;
+            released.send_replace(true);
             if pause.changed().await.is_err() {
                 return;
             }
         }
+        released.send_replace(false);
         let Some(next) = due.iter().flatten().min().copied() else {
             // Nothing will ever be due (no meters, or cron expressions that never fire).
             if pause.changed().await.is_err() {

@@ -768,6 +768,7 @@ pub async fn run(config: Config, options: RunOptions) -> Result<GatewayStats, St
     }
     // Buses.
     let (bus_tx, mut bus_rx) = mpsc::channel::<BusEvent>(256);
+    // Pause switches of buses without a bridge, kept so their tasks do not see them dropped.
     let mut pauses = Vec::new();
     for (b, bus) in config.buses.iter().enumerate() {
         let polled: Vec<PolledMeter> = config
@@ -789,9 +790,29 @@ pub async fn run(config: Config, options: RunOptions) -> Result<GatewayStats, St
             })
             .collect();
         let (pause_tx, pause_rx) = watch::channel(false);
-        pauses.push(pause_tx);
+        let (released_tx, released_rx) = watch::channel(false);
         log(&format!("bus {}: {} meter(s)", bus.name, polled.len()));
-        tasks.spawn(run_bus(b, bus.clone(), polled, bus_tx.clone(), pause_rx));
+        tasks.spawn(run_bus(
+            b,
+            bus.clone(),
+            polled,
+            bus_tx.clone(),
+            pause_rx,
+            released_tx,
+        ));
+        match &bus.tcp_server {
+            Some(bridge) => {
+                tasks.spawn(super::bridge::run_bridge(
+                    bus.name.clone(),
+                    bus.endpoint.clone(),
+                    bridge.clone(),
+                    pause_tx,
+                    released_rx,
+                    log.clone(),
+                ));
+            }
+            None => pauses.push(pause_tx),
+        }
     }
     drop(input_tx);
     drop(bus_tx);
