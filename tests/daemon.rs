@@ -494,3 +494,165 @@ meters:
         .unwrap();
     let _ = std::fs::remove_dir_all(&state_dir);
 }
+
+/// The broker is stopped for 30 s and started again: every reading produced meanwhile is
+/// delivered afterwards, in order (mosquitto only: it keeps the subscriber's session across the
+/// restart, so what the gateway publishes right after reconnecting is not missed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_outage_loses_no_reading() {
+    if !broker::mosquitto_available() {
+        println!("note: mosquitto is not installed; the outage test needs it");
+        return;
+    }
+    let outage = Duration::from_secs(
+        std::env::var("MB_OUTAGE_SECONDS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(30),
+    );
+    let dir = temp_dir("outage");
+    std::fs::create_dir_all(&dir).unwrap();
+    // mosquitto started as root runs as the user `mosquitto`; it must be able to save there.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    let port = broker::free_port();
+    let conf = dir.join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\nautosave_interval 1\n",
+            dir.display()
+        ),
+    )
+    .unwrap();
+    let start = || {
+        let child = std::process::Command::new("mosquitto")
+            .arg("-c")
+            .arg(&conf)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        broker::wait_until_listening(port);
+        child
+    };
+    let stop = |child: &mut std::process::Child| {
+        // SIGTERM, so mosquitto saves the subscriber's session.
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let _ = child.wait();
+    };
+    let mut mosquitto = start();
+
+    // A subscriber with a persistent session at QoS 1.
+    let base = format!("outage{}", broker::free_port());
+    let received = Arc::new(Mutex::new(Vec::<u64>::new()));
+    let sink = received.clone();
+    let topic = format!("{base}/cold_water/state");
+    let mut options = MqttOptions::new(format!("{base}-sub"), "127.0.0.1", port);
+    options.set_clean_session(false);
+    options.set_max_packet_size(1 << 20, 1 << 20);
+    let (client, mut eventloop) = AsyncClient::new(options, 64);
+    client
+        .subscribe(topic.clone(), QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    tokio::spawn(async move {
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    if let Ok(v) = serde_json::from_slice::<Value>(&p.payload) {
+                        if let Some(n) = v["telegram_counter"].as_u64() {
+                            sink.lock().unwrap().push(n);
+                        }
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+    });
+
+    let udp = broker::free_port();
+    let yaml = format!(
+        r#"state_dir: "{state}"
+dedup_window: 0
+receivers:
+  - name: esp32
+    type: udp
+    bind: "127.0.0.1:{udp}"
+meters:
+  - name: Cold water
+    address: "76348799"
+mqtt:
+  url: "mqtt://127.0.0.1:{port}"
+  base_topic: "{base}"
+  client_id: "{base}-gw"
+  discovery: false
+"#,
+        state = dir.join("state").display()
+    );
+    let running = start_gateway(&yaml);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut sent = 0u64;
+    let send = |n: &mut u64| {
+        send_udp(udp, KAMSTRUP);
+        *n += 1;
+    };
+    for _ in 0..5 {
+        send(&mut sent);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let until = Instant::now() + WAIT;
+    while received.lock().unwrap().len() < 5 {
+        assert!(Instant::now() < until, "the first readings never arrived");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Give mosquitto's autosave a moment to store the session, then stop it.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stop(&mut mosquitto);
+    let down = Instant::now();
+    while down.elapsed() < outage {
+        send(&mut sent);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    mosquitto = start();
+    let back = Instant::now();
+    for _ in 0..5 {
+        send(&mut sent);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        let got: std::collections::BTreeSet<u64> =
+            received.lock().unwrap().iter().copied().collect();
+        if got.len() as u64 >= sent {
+            assert_eq!(
+                got,
+                (1..=sent).collect(),
+                "every reading, each once at least"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "{} of {sent} readings delivered; missing {:?}",
+            got.len(),
+            (1..=sent).filter(|n| !got.contains(n)).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!(
+        "{sent} readings ({} during a {} s outage) all delivered {} ms after the broker came back",
+        sent - 10,
+        outage.as_secs(),
+        back.elapsed().as_millis()
+    );
+    let stats = running.finish().await;
+    assert_eq!(stats.readings_emitted, sent);
+    stop(&mut mosquitto);
+    let _ = std::fs::remove_dir_all(&dir);
+}
