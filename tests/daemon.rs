@@ -656,3 +656,92 @@ mqtt:
     stop(&mut mosquitto);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Requests over MQTT, as zigbee2mqtt takes them: read a meter now, scan the bus, listen for
+/// wireless meters, and a refused write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_over_mqtt_are_answered() {
+    let port = broker::rumqttd_port();
+    let bus = start_bus().await;
+    let udp = broker::free_port();
+    let base = format!("req{}", broker::free_port());
+    let state_dir = temp_dir("requests");
+    let yaml = format!(
+        r#"state_dir: "{state}"
+buses:
+  - name: b
+    tcp: "{bus}"
+    polling: 1h
+receivers:
+  - name: esp32
+    type: udp
+    bind: "127.0.0.1:{udp}"
+meters:
+  - name: Heat
+    bus: b
+    address: 1
+    driver: kamheat
+mqtt:
+  url: "mqtt://127.0.0.1:{port}"
+  base_topic: "{base}"
+  client_id: "{base}"
+  discovery: false
+"#,
+        state = state_dir.display()
+    );
+    let watcher = Watcher::start(port, &[format!("{base}/response/#")]).await;
+    let running = start_gateway(&yaml);
+    let ask = |name: &str, body: &str| {
+        let client = watcher.client.clone();
+        let topic = format!("{base}/request/{name}");
+        let body = body.to_string();
+        async move {
+            client
+                .publish(topic, QoS::AtLeastOnce, false, body)
+                .await
+                .unwrap()
+        }
+    };
+    tokio::time::sleep(Duration::from_millis(800)).await;
+
+    ask("read", r#"{"meter": "Heat"}"#).await;
+    let read = json(&watcher.wait_for(&format!("{base}/response/read"), 1).await[0]);
+    assert_eq!(read["ok"], true, "{read}");
+    assert_eq!(read["meter"], "Heat");
+    assert_eq!(read["fields"]["total_energy_consumption_kwh"], 34510.0);
+
+    ask("scan", r#"{"bus": "b", "type": "secondary"}"#).await;
+    let scan = json(&watcher.wait_for(&format!("{base}/response/scan"), 1).await[0]);
+    assert_eq!(scan["ok"], true, "{scan}");
+    assert_eq!(scan["meters"][0]["secondary"], "774477442D2C3404");
+    assert_eq!(scan["meters"][0]["manufacturer"], "KAM");
+
+    ask("scan", r#"{"type": "wireless", "seconds": 2}"#).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    send_udp(udp, KAMSTRUP);
+    let scans = watcher.wait_for(&format!("{base}/response/scan"), 2).await;
+    let heard = json(&scans[1]);
+    assert_eq!(heard["type"], "wireless", "{heard}");
+    assert_eq!(heard["meters"][0]["id"], "76348799");
+    assert_eq!(heard["meters"][0]["driver"], "kamwater");
+    assert_eq!(heard["meters"][0]["configured"], false);
+
+    ask(
+        "set_address",
+        r#"{"bus": "b", "address": 1, "new_address": 7}"#,
+    )
+    .await;
+    let refused = json(
+        &watcher
+            .wait_for(&format!("{base}/response/set_address"), 1)
+            .await[0],
+    );
+    assert_eq!(refused["ok"], false);
+    assert!(refused["error"]
+        .as_str()
+        .unwrap()
+        .contains("allow_bus_writes"));
+
+    running.finish().await;
+    let _ = std::fs::remove_dir_all(&state_dir);
+}

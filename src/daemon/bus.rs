@@ -6,11 +6,13 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{sleep_until, Instant};
 
 use crate::config::schema::{BusConfig, BusEndpoint, MeterAddress, Polling};
-use crate::master::{Master, MasterOptions, ReadOptions, SecondaryMask, Target};
+use crate::master::{
+    Found, Master, MasterError, MasterOptions, ReadOptions, SecondaryMask, Target,
+};
 use crate::transport::open::{default_latency, open_port, Endpoint};
 use crate::transport::PortConfig;
 
@@ -27,10 +29,12 @@ pub struct PolledMeter {
 /// What a bus task reports.
 #[derive(Debug)]
 pub enum BusEvent {
-    /// A meter's telegrams (raw long frames), or why it could not be read.
+    /// A meter's telegrams (raw long frames), or why it could not be read. `forced` reads
+    /// were asked for (a request over MQTT): their state goes out even if unchanged.
     Read {
         meter: usize,
         result: Result<Vec<Vec<u8>>, String>,
+        forced: bool,
     },
     /// The bus connection came up (`true`) or failed (`false`, with why).
     Link {
@@ -86,6 +90,97 @@ pub fn next_due(polling: &Polling, last_due: Option<Instant>, now: Instant) -> O
     }
 }
 
+/// Work asked of a bus from outside its schedule (requests over MQTT).
+#[derive(Debug)]
+pub enum BusCommand {
+    /// Read this meter now; the result comes as a forced [`BusEvent::Read`].
+    ReadNow { meter: usize },
+    /// Scan the bus for meters.
+    Scan {
+        secondary: bool,
+        reply: oneshot::Sender<Result<Vec<Found>, String>>,
+    },
+    /// Give a meter a new primary address (only sent when bus writes are allowed).
+    SetAddress {
+        target: Target,
+        new: u8,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+}
+
+/// The connection of a bus task: opened on first use, reopened with backoff after a failure.
+struct Link<'a> {
+    bus_index: usize,
+    bus: &'a BusConfig,
+    endpoint: Endpoint,
+    config: PortConfig,
+    master: Option<Master>,
+    backoff: Duration,
+    reported_down: bool,
+}
+
+impl Link<'_> {
+    /// The master, opening the port if needed; `None` (reported once) if it cannot be opened.
+    async fn master(&mut self, tx: &mpsc::Sender<BusEvent>) -> Option<&mut Master> {
+        if self.master.is_none() {
+            match open_port(&self.endpoint, self.config).await {
+                Ok(port) => {
+                    self.master = Some(Master::new(
+                        port,
+                        MasterOptions {
+                            retries: self.bus.retry,
+                            idle_gap: self.bus.idle_timeout.unwrap_or(Duration::ZERO),
+                            ..MasterOptions::default()
+                        },
+                    ));
+                    self.backoff = Duration::from_millis(500);
+                    self.reported_down = false;
+                    let _ = tx
+                        .send(BusEvent::Link {
+                            bus: self.bus_index,
+                            up: true,
+                            message: format!("bus {} connected", self.bus.name),
+                        })
+                        .await;
+                }
+                Err(e) => {
+                    if !self.reported_down {
+                        self.reported_down = true;
+                        let _ = tx
+                            .send(BusEvent::Link {
+                                bus: self.bus_index,
+                                up: false,
+                                message: format!("bus {}: {e}; retrying", self.bus.name),
+                            })
+                            .await;
+                    }
+                    tokio::time::sleep(self.backoff).await;
+                    self.backoff = (self.backoff * 2).min(Duration::from_secs(30));
+                    return None;
+                }
+            }
+        }
+        self.master.as_mut()
+    }
+
+    /// Drops a connection whose port failed, so the next use reopens it.
+    async fn failed(&mut self, tx: &mpsc::Sender<BusEvent>) {
+        self.master = None;
+        self.reported_down = true;
+        let _ = tx
+            .send(BusEvent::Link {
+                bus: self.bus_index,
+                up: false,
+                message: format!("bus {}: the connection failed; reopening", self.bus.name),
+            })
+            .await;
+    }
+}
+
+fn port_failed<T>(r: &Result<T, MasterError>) -> bool {
+    matches!(r, Err(MasterError::Io { .. }))
+}
+
 /// Runs the bus until `tx` is closed. While `pause` holds `true` (a commissioning tool is
 /// connected through the TCP bridge) no request is sent and the port is closed (`released`
 /// says so); polling resumes when it goes back.
@@ -96,6 +191,7 @@ pub async fn run_bus(
     tx: mpsc::Sender<BusEvent>,
     mut pause: watch::Receiver<bool>,
     released: watch::Sender<bool>,
+    mut commands: mpsc::Receiver<BusCommand>,
 ) {
     let endpoint = match &bus.endpoint {
         BusEndpoint::Serial { device, .. } => Endpoint::Serial(device.clone()),
@@ -122,74 +218,50 @@ pub async fn run_bus(
             Polling::Cron(_) => next_due(&m.polling, None, start),
         })
         .collect();
-    let mut master: Option<Master> = None;
-    let mut backoff = Duration::from_millis(500);
-    let mut reported_down = false;
+    let mut link = Link {
+        bus_index,
+        bus: &bus,
+        endpoint,
+        config,
+        master: None,
+        backoff: Duration::from_millis(500),
+        reported_down: false,
+    };
+    let mut commands_open = true;
     loop {
         if tx.is_closed() {
             return;
         }
         while *pause.borrow() {
             // Let go of the port so the bridge can open it.
-            master = None;
+            link.master = None;
             released.send_replace(true);
             if pause.changed().await.is_err() {
                 return;
             }
         }
         released.send_replace(false);
-        let Some(next) = due.iter().flatten().min().copied() else {
-            // Nothing will ever be due (no meters, or cron expressions that never fire).
-            if pause.changed().await.is_err() {
-                return;
-            }
-            continue;
-        };
+        let next = due.iter().flatten().min().copied();
         tokio::select! {
-            _ = sleep_until(next) => {}
+            _ = async {
+                match next {
+                    Some(at) => sleep_until(at).await,
+                    // Nothing will ever be due (no meters, or cron expressions that never fire).
+                    None => std::future::pending().await,
+                }
+            } => {}
             changed = pause.changed() => {
                 if changed.is_err() {
                     return;
                 }
                 continue;
             }
-        }
-        if master.is_none() {
-            match open_port(&endpoint, config).await {
-                Ok(port) => {
-                    master = Some(Master::new(
-                        port,
-                        MasterOptions {
-                            retries: bus.retry,
-                            idle_gap: bus.idle_timeout.unwrap_or(Duration::ZERO),
-                            ..MasterOptions::default()
-                        },
-                    ));
-                    backoff = Duration::from_millis(500);
-                    reported_down = false;
-                    let _ = tx
-                        .send(BusEvent::Link {
-                            bus: bus_index,
-                            up: true,
-                            message: format!("bus {} connected", bus.name),
-                        })
-                        .await;
+            command = commands.recv(), if commands_open => {
+                match command {
+                    Some(c) => run_command(&mut link, &meters, c, &tx).await,
+                    None => commands_open = false,
                 }
-                Err(e) => {
-                    if !reported_down {
-                        reported_down = true;
-                        let _ = tx
-                            .send(BusEvent::Link {
-                                bus: bus_index,
-                                up: false,
-                                message: format!("bus {}: {e}; retrying", bus.name),
-                            })
-                            .await;
-                    }
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(30));
-                    continue;
-                }
+                continue;
             }
         }
         let now = Instant::now();
@@ -201,31 +273,89 @@ pub async fn run_bus(
             if at > now {
                 continue;
             }
-            due[i] = next_due(&m.polling, Some(at), Instant::now());
-            let Some(bus_master) = master.as_mut() else {
+            let Some(bus_master) = link.master(&tx).await else {
                 break;
             };
+            due[i] = next_due(&m.polling, Some(at), Instant::now());
             let result = bus_master.read(m.target, m.read).await;
-            let failed_port = matches!(&result, Err(crate::master::MasterError::Io { .. }));
+            let failed = port_failed(&result);
             let event = BusEvent::Read {
                 meter: m.index,
                 result: result.map_err(|e| e.to_string()),
+                forced: false,
             };
             if tx.send(event).await.is_err() {
                 return;
             }
-            if failed_port {
-                master = None;
-                let _ = tx
-                    .send(BusEvent::Link {
-                        bus: bus_index,
-                        up: false,
-                        message: format!("bus {}: the connection failed; reopening", bus.name),
-                    })
-                    .await;
-                reported_down = true;
+            if failed {
+                link.failed(&tx).await;
                 break;
             }
+        }
+    }
+}
+
+async fn run_command(
+    link: &mut Link<'_>,
+    meters: &[PolledMeter],
+    command: BusCommand,
+    tx: &mpsc::Sender<BusEvent>,
+) {
+    match command {
+        BusCommand::ReadNow { meter } => {
+            let Some(m) = meters.iter().find(|m| m.index == meter) else {
+                return;
+            };
+            let result = match link.master(tx).await {
+                Some(master) => {
+                    let r = master.read(m.target, m.read).await;
+                    if port_failed(&r) {
+                        link.failed(tx).await;
+                    }
+                    r.map_err(|e| e.to_string())
+                }
+                None => Err(format!("bus {} is not reachable", link.bus.name)),
+            };
+            let _ = tx
+                .send(BusEvent::Read {
+                    meter,
+                    result,
+                    forced: true,
+                })
+                .await;
+        }
+        BusCommand::Scan { secondary, reply } => {
+            let result = match link.master(tx).await {
+                Some(master) => {
+                    let mut progress = |_: crate::master::ScanProgress| {};
+                    let r = if secondary {
+                        master
+                            .scan_secondary(SecondaryMask::ANY, &mut progress)
+                            .await
+                    } else {
+                        master.scan_primary(0..=250, &mut progress).await
+                    };
+                    if port_failed(&r) {
+                        link.failed(tx).await;
+                    }
+                    r.map_err(|e| e.to_string())
+                }
+                None => Err(format!("bus {} is not reachable", link.bus.name)),
+            };
+            let _ = reply.send(result);
+        }
+        BusCommand::SetAddress { target, new, reply } => {
+            let result = match link.master(tx).await {
+                Some(master) => {
+                    let r = master.set_primary_address(target, new).await;
+                    if port_failed(&r) {
+                        link.failed(tx).await;
+                    }
+                    r.map_err(|e| e.to_string())
+                }
+                None => Err(format!("bus {} is not reachable", link.bus.name)),
+            };
+            let _ = reply.send(result);
         }
     }
 }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{mpsc, watch};
 
-use super::bus::{run_bus, target_of, BusEvent, PolledMeter};
+use super::bus::{run_bus, target_of, BusCommand, BusEvent, PolledMeter};
 use super::state::StateCache;
 use crate::config::schema::{
     Config, Emit, KeySource, MeterAddress, MeterConfig, PasswordSource, Polling, ReceiverKind,
@@ -120,6 +120,14 @@ struct Gateway {
     warned: HashSet<String>,
     base_topic: String,
     instance: String,
+    allow_bus_writes: bool,
+    /// Command channels of the bus tasks, by bus name.
+    bus_commands: Vec<(String, mpsc::Sender<BusCommand>)>,
+    /// A wireless scan requested over MQTT: until when, and what was heard.
+    listening: Option<(
+        Instant,
+        std::collections::BTreeMap<String, serde_json::Value>,
+    )>,
 }
 
 fn state_key(m: &MeterConfig) -> String {
@@ -248,6 +256,36 @@ impl Gateway {
         self.stats.telegrams += 1;
         self.minute.push(heard.received);
         let decoded = self.run.decoder().decode(&stripped);
+        if let Some((_, heard_ids)) = &mut self.listening {
+            let link = match &decoded {
+                Ok(f) => Some(&f.link),
+                Err(e) => e.link.as_deref(),
+            };
+            if let Some(l) = link {
+                let id = l.meter_id().to_ascii_lowercase();
+                let driver = self
+                    .registry
+                    .detect(
+                        &l.manufacturer_letters(),
+                        l.dll.version,
+                        l.dll.device_type.code(),
+                    )
+                    .map(|d| d.name().to_string());
+                heard_ids.insert(
+                    id.clone(),
+                    serde_json::json!({
+                        "id": id,
+                        "manufacturer": l.manufacturer_letters(),
+                        "media": media_name(l.dll.device_type.code()),
+                        "version": l.dll.version,
+                        "encryption": crate::cli::listen::encryption_name(l),
+                        "driver": driver,
+                        "rssi_dbm": heard.rssi_dbm,
+                        "configured": self.wireless.contains_key(&id),
+                    }),
+                );
+            }
+        }
         let frame = match decoded {
             Ok(f) => f,
             Err(e) => {
@@ -321,13 +359,19 @@ impl Gateway {
         );
     }
 
-    fn wired_read(&mut self, index: usize, result: Result<Vec<Vec<u8>>, String>) {
+    fn wired_read(&mut self, index: usize, result: Result<Vec<Vec<u8>>, String>, forced: bool) {
         let name = self.meters[index].cfg.name.clone();
         let frames = match result {
             Ok(f) => f,
             Err(e) => {
                 self.stats.bus_errors += 1;
                 self.note(&format!("meter {name}: {e}"));
+                if forced {
+                    self.respond(
+                        "read",
+                        serde_json::json!({"ok": false, "meter": name, "error": e}),
+                    );
+                }
                 return;
             }
         };
@@ -349,8 +393,207 @@ impl Gateway {
                 }
             }
         }
-        if let Some(out) = last {
-            self.reading(index, out, None);
+        match last {
+            Some(out) => {
+                let (driver, media, id) = (out.driver.clone(), out.media.clone(), out.id.clone());
+                self.reading(index, out, None);
+                if forced {
+                    // Asked for: the state goes out even if nothing changed.
+                    self.emit(index, &driver, &media, &id, SystemTime::now());
+                    let state = self
+                        .state
+                        .get(&self.meters[index].state_key)
+                        .map(|e| fields_json(&e.fields))
+                        .unwrap_or_default();
+                    self.respond(
+                        "read",
+                        serde_json::json!({"ok": true, "meter": name, "fields": state}),
+                    );
+                }
+            }
+            None if forced => {
+                self.respond("read", serde_json::json!({"ok": false, "meter": name, "error": "no telegram could be decoded"}));
+            }
+            None => {}
+        }
+    }
+
+    /// Publishes the answer to a request on `<base>/response/<name>`.
+    fn respond(&self, name: &str, body: serde_json::Value) {
+        let text = body.to_string();
+        match &self.sink {
+            Sink::Mqtt { publisher, .. } => publisher.publish(
+                format!("{}/response/{name}", self.base_topic),
+                text.into_bytes(),
+                false,
+            ),
+            Sink::Stdout => self.note(&format!("response {name}: {text}")),
+        }
+    }
+
+    /// A request over MQTT (`<base>/request/<name>`), as zigbee2mqtt takes them.
+    fn request(&mut self, name: &str, payload: &[u8]) {
+        let body: serde_json::Value = match serde_json::from_slice(payload) {
+            Ok(v) => v,
+            Err(_) if payload.is_empty() => serde_json::json!({}),
+            Err(e) => {
+                self.respond(name, serde_json::json!({"ok": false, "error": format!("the request is not JSON: {e}")}));
+                return;
+            }
+        };
+        let text = |key: &str| body.get(key).and_then(|v| v.as_str()).map(str::to_string);
+        match name {
+            "read" => {
+                let Some(wanted) = text("meter") else {
+                    self.respond(name, serde_json::json!({"ok": false, "error": "say which meter: {\"meter\": \"<name>\"}"}));
+                    return;
+                };
+                let Some(index) = self
+                    .meters
+                    .iter()
+                    .position(|m| m.cfg.name == wanted || m.slug == wanted)
+                else {
+                    self.respond(name, serde_json::json!({"ok": false, "error": format!("no meter named {wanted:?}")}));
+                    return;
+                };
+                let meter = &self.meters[index];
+                match &meter.cfg.bus {
+                    Some(bus) => {
+                        let sent = self
+                            .bus_commands
+                            .iter()
+                            .find(|(n, _)| n == bus)
+                            .map(|(_, tx)| tx.try_send(BusCommand::ReadNow { meter: index }).is_ok());
+                        if sent != Some(true) {
+                            self.respond(name, serde_json::json!({"ok": false, "meter": wanted, "error": "the bus is busy; try again"}));
+                        }
+                    }
+                    None => {
+                        // A radio meter cannot be asked; answer with what it last sent.
+                        let fields = self
+                            .state
+                            .get(&meter.state_key)
+                            .map(|e| fields_json(&e.fields))
+                            .unwrap_or_default();
+                        self.respond(name, serde_json::json!({"ok": true, "meter": wanted, "wireless": true, "fields": fields}));
+                    }
+                }
+            }
+            "scan" => {
+                let kind = text("type").unwrap_or_else(|| "primary".into());
+                if kind == "wireless" {
+                    let seconds = body.get("seconds").and_then(|v| v.as_u64()).unwrap_or(30).clamp(1, 3600);
+                    self.listening = Some((
+                        Instant::now() + Duration::from_secs(seconds),
+                        std::collections::BTreeMap::new(),
+                    ));
+                    return;
+                }
+                let secondary = match kind.as_str() {
+                    "primary" => false,
+                    "secondary" => true,
+                    other => {
+                        self.respond(name, serde_json::json!({"ok": false, "error": format!("unknown scan type {other:?}; use primary, secondary or wireless")}));
+                        return;
+                    }
+                };
+                let bus = text("bus").or_else(|| self.bus_commands.first().map(|(n, _)| n.clone()));
+                let Some((bus, tx)) = bus.and_then(|b| self.bus_commands.iter().find(|(n, _)| *n == b).cloned()) else {
+                    self.respond(name, serde_json::json!({"ok": false, "error": "no such bus"}));
+                    return;
+                };
+                let (reply, answer) = tokio::sync::oneshot::channel();
+                if tx.try_send(BusCommand::Scan { secondary, reply }).is_err() {
+                    self.respond(name, serde_json::json!({"ok": false, "bus": bus, "error": "the bus is busy; try again"}));
+                    return;
+                }
+                let respond = self.responder();
+                tokio::spawn(async move {
+                    let body = match answer.await {
+                        Ok(Ok(found)) => serde_json::json!({
+                            "ok": true, "bus": bus, "type": kind,
+                            "meters": found.iter().map(|f| serde_json::json!({
+                                "primary": f.primary, "secondary": f.secondary,
+                                "manufacturer": f.manufacturer.to_string(),
+                                "version": f.version, "medium": f.medium.code(),
+                            })).collect::<Vec<_>>(),
+                        }),
+                        Ok(Err(e)) => serde_json::json!({"ok": false, "bus": bus, "error": e}),
+                        Err(_) => serde_json::json!({"ok": false, "bus": bus, "error": "the bus task stopped"}),
+                    };
+                    respond("scan", body);
+                });
+            }
+            "set_address" => {
+                if !self.allow_bus_writes {
+                    self.respond(name, serde_json::json!({"ok": false, "error": "writes to meters are off; set allow_bus_writes: true in the configuration to allow them"}));
+                    return;
+                }
+                let new = body.get("new_address").and_then(|v| v.as_u64()).and_then(|v| u8::try_from(v).ok());
+                let address = match body.get("address") {
+                    Some(serde_json::Value::Number(n)) => n.as_u64().and_then(|v| u8::try_from(v).ok()).map(MeterAddress::Primary),
+                    Some(serde_json::Value::String(s)) => Some(MeterAddress::Secondary(s.to_ascii_uppercase())),
+                    _ => None,
+                };
+                let target = address.as_ref().and_then(target_of);
+                let bus = text("bus").or_else(|| self.bus_commands.first().map(|(n, _)| n.clone()));
+                let found = bus.and_then(|b| self.bus_commands.iter().find(|(n, _)| *n == b).cloned());
+                let (Some(new), Some(target), Some((bus, tx))) = (new, target, found) else {
+                    self.respond(name, serde_json::json!({"ok": false, "error": "give bus, address (primary number or secondary text) and new_address (0-250)"}));
+                    return;
+                };
+                let (reply, answer) = tokio::sync::oneshot::channel();
+                if tx.try_send(BusCommand::SetAddress { target, new, reply }).is_err() {
+                    self.respond(name, serde_json::json!({"ok": false, "bus": bus, "error": "the bus is busy; try again"}));
+                    return;
+                }
+                let respond = self.responder();
+                tokio::spawn(async move {
+                    let body = match answer.await {
+                        Ok(Ok(())) => serde_json::json!({"ok": true, "bus": bus, "new_address": new}),
+                        Ok(Err(e)) => serde_json::json!({"ok": false, "bus": bus, "error": e}),
+                        Err(_) => serde_json::json!({"ok": false, "bus": bus, "error": "the bus task stopped"}),
+                    };
+                    respond("set_address", body);
+                });
+            }
+            other => self.respond(other, serde_json::json!({"ok": false, "error": format!("unknown request {other:?}; known: read, scan, set_address")})),
+        }
+    }
+
+    /// A way to answer a request from another task.
+    fn responder(&self) -> impl Fn(&str, serde_json::Value) + Send + 'static {
+        let publisher = match &self.sink {
+            Sink::Mqtt { publisher, .. } => Some(publisher.clone()),
+            Sink::Stdout => None,
+        };
+        let base = self.base_topic.clone();
+        let log = self.log.clone();
+        move |name: &str, body: serde_json::Value| match &publisher {
+            Some(p) => p.publish(
+                format!("{base}/response/{name}"),
+                body.to_string().into_bytes(),
+                false,
+            ),
+            None => log(&format!("response {name}: {body}")),
+        }
+    }
+
+    /// Ends a wireless scan whose time is up (or any, with `now`) and answers it.
+    fn finish_listening(&mut self, now: bool) {
+        let due = self
+            .listening
+            .as_ref()
+            .is_some_and(|(until, _)| now || Instant::now() >= *until);
+        if !due {
+            return;
+        }
+        if let Some((_, heard)) = self.listening.take() {
+            let meters: Vec<serde_json::Value> = heard.into_values().collect();
+            self.respond(
+                "scan",
+                serde_json::json!({"ok": true, "type": "wireless", "meters": meters}),
+            );
         }
     }
 
@@ -545,6 +788,20 @@ impl Gateway {
         })
         .to_string()
     }
+}
+
+fn fields_json(fields: &[(String, crate::drivers::ReadingValue)]) -> serde_json::Value {
+    let mut text = String::from("{");
+    for (i, (k, v)) in fields.iter().enumerate() {
+        if i > 0 {
+            text.push(',');
+        }
+        push_str(&mut text, k);
+        text.push(':');
+        push_value(&mut text, v);
+    }
+    text.push('}');
+    serde_json::from_str(&text).unwrap_or_default()
 }
 
 /// The input spec of a configured receiver; simulated sticks are started here on a pty.
@@ -747,6 +1004,9 @@ pub async fn run(config: Config, options: RunOptions) -> Result<GatewayStats, St
         warned: HashSet::new(),
         base_topic: base_topic.clone(),
         instance: options.instance.clone(),
+        allow_bus_writes: config.allow_bus_writes,
+        bus_commands: Vec::new(),
+        listening: None,
     };
 
     // Inputs.
@@ -791,6 +1051,8 @@ pub async fn run(config: Config, options: RunOptions) -> Result<GatewayStats, St
             .collect();
         let (pause_tx, pause_rx) = watch::channel(false);
         let (released_tx, released_rx) = watch::channel(false);
+        let (command_tx, command_rx) = mpsc::channel(8);
+        gateway.bus_commands.push((bus.name.clone(), command_tx));
         log(&format!("bus {}: {} meter(s)", bus.name, polled.len()));
         tasks.spawn(run_bus(
             b,
@@ -799,6 +1061,7 @@ pub async fn run(config: Config, options: RunOptions) -> Result<GatewayStats, St
             bus_tx.clone(),
             pause_rx,
             released_tx,
+            command_rx,
         ));
         match &bus.tcp_server {
             Some(bridge) => {
@@ -847,7 +1110,7 @@ pub async fn run(config: Config, options: RunOptions) -> Result<GatewayStats, St
                 InputEvent::Stats { .. } => {}
             },
             Some(event) = bus_rx.recv() => match event {
-                BusEvent::Read { meter, result } => gateway.wired_read(meter, result),
+                BusEvent::Read { meter, result, forced } => gateway.wired_read(meter, result, forced),
                 BusEvent::Link { up, message, .. } => {
                     if !up {
                         gateway.stats.bus_errors += 1;
@@ -874,11 +1137,12 @@ pub async fn run(config: Config, options: RunOptions) -> Result<GatewayStats, St
                         }
                     }
                 }
-                Incoming::Request { name, .. } => {
-                    log(&format!("request {name} over MQTT is not supported yet"));
-                }
+                Incoming::Request { name, payload } => gateway.request(&name, &payload),
             },
-            _ = tick.tick() => gateway.re_emit(false),
+            _ = tick.tick() => {
+                gateway.re_emit(false);
+                gateway.finish_listening(false);
+            }
             _ = gateway_timer.tick() => {
                 let doc = gateway.gateway_state();
                 if let Sink::Mqtt { publisher, .. } = &gateway.sink {
