@@ -18,9 +18,7 @@ use meterbridge::mqtt::discovery::{
 use meterbridge::mqtt::{start, DeviceDescriptor, Incoming, MqttSettings, Publisher};
 use meterbridge::security::KeyStore;
 use meterbridge::wire::hex;
-use rumqttc::{
-    AsyncClient, Event, EventLoop, MqttOptions, Outgoing, Packet, QoS, SubscribeFilter,
-};
+use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Outgoing, Packet, QoS, SubscribeFilter};
 use serde_json::{json, Value};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -611,17 +609,32 @@ async fn outage_loses_no_reading_and_fires_the_last_will() {
         sleep(Duration::from_secs(1)).await;
         proxy.restore();
 
+        // On the new connection the unacknowledged readings come first and everything in
+        // order: nothing replayed by the MQTT library itself jumps the queue.
+        let mut last_after_reconnect: Option<u64> = None;
+        let mut reconnected = false;
         loop {
             let p = watch.expect_any(&[&status_topic, &state_topic]).await;
             if p.topic == status_topic {
                 assert_eq!(p.payload, b"online");
+                reconnected = true;
                 continue;
             }
-            seen.insert(seqs_of(&p));
+            let seq = seqs_of(&p);
+            if reconnected {
+                assert!(
+                    last_after_reconnect.is_none_or(|last| seq > last),
+                    "{}: {seq} after {last_after_reconnect:?}",
+                    broker.name
+                );
+                last_after_reconnect = Some(seq);
+            }
+            seen.insert(seq);
             if seen.len() == 200 {
                 break;
             }
         }
+        assert!(reconnected, "{}", broker.name);
         assert_eq!(seen, (0..200).collect::<BTreeSet<u64>>(), "{}", broker.name);
         wait_for_stats(&publisher, "drained", |s| s.queued == 0 && s.connected).await;
         let stats = publisher.shutdown().await;

@@ -21,8 +21,8 @@ use std::time::Duration;
 
 use rumqttc::{
     AsyncClient, ConnectReturnCode, ConnectionError, Event, EventLoop, LastWill, MqttOptions,
-    NetworkOptions, Outgoing, Packet, QoS, SubscribeFilter, SubscribeReasonCode,
-    TlsConfiguration, Transport,
+    NetworkOptions, Outgoing, Packet, QoS, SubscribeFilter, SubscribeReasonCode, TlsConfiguration,
+    Transport,
 };
 use thiserror::Error;
 use tokio::sync::{mpsc, Notify};
@@ -189,7 +189,11 @@ impl MqttSettings {
             return Err(MqttError::Qos(self.qos));
         }
         // rumqttc refuses a SUBSCRIBE with any bad filter as a whole, on every connect.
-        if !self.extra_subscriptions.iter().all(|f| rumqttc::valid_filter(f)) {
+        if !self
+            .extra_subscriptions
+            .iter()
+            .all(|f| rumqttc::valid_filter(f))
+        {
             return Err(MqttError::Invalid(
                 "extra_subscriptions must be valid MQTT topic filters",
             ));
@@ -487,12 +491,7 @@ fn mqtt_options(s: &MqttSettings, tls: Option<Arc<rustls::ClientConfig>>) -> Mqt
         .set_max_packet_size(MAX_INCOMING_PACKET, MAX_OUTGOING_PACKET)
         .set_request_channel_capacity(REQUEST_CAPACITY)
         .set_inflight(RUMQTTC_INFLIGHT)
-        .set_last_will(LastWill::new(
-            s.status_topic(),
-            "offline",
-            qos_of(s),
-            true,
-        ));
+        .set_last_will(LastWill::new(s.status_topic(), "offline", qos_of(s), true));
     if s.username.is_some() || s.password.is_some() {
         // rumqttc leaves out an empty user name or password, so either may be absent.
         options.set_credentials(
@@ -805,13 +804,13 @@ impl<'a> Link<'a> {
                 }
             }
             Event::Incoming(Packet::Publish(publish)) => self.route(publish),
-            Event::Incoming(Packet::SubAck(ack)) => {
-                if ack.return_codes.contains(&SubscribeReasonCode::Failure) {
-                    eprintln!(
-                        "warning: mqtt: the broker refused a subscription: {:?}",
-                        ack.return_codes
-                    );
-                }
+            Event::Incoming(Packet::SubAck(ack))
+                if ack.return_codes.contains(&SubscribeReasonCode::Failure) =>
+            {
+                eprintln!(
+                    "warning: mqtt: the broker refused a subscription: {:?}",
+                    ack.return_codes
+                );
             }
             // rumqttc writes publishes in the order they were requested, so this one is the
             // oldest that has no packet id yet.
@@ -838,7 +837,10 @@ impl<'a> Link<'a> {
         self.connected = true;
         let mut filters = Vec::new();
         if s.discovery {
-            filters.push(SubscribeFilter::new(self.ha_status.clone(), QoS::AtLeastOnce));
+            filters.push(SubscribeFilter::new(
+                self.ha_status.clone(),
+                QoS::AtLeastOnce,
+            ));
         }
         filters.push(SubscribeFilter::new(
             format!("{}/request/+", s.base_topic),
@@ -997,6 +999,128 @@ mod tests {
         assert!(s.validate().is_err());
         s.queue_limit = 1;
         assert!(s.validate().is_ok());
+    }
+
+    #[test]
+    fn packet_size_is_counted_as_rumqttc_counts_it() {
+        for len in [0, 100, 120, 127, 128, 16_370, 16_383, 16_384, 300_000] {
+            for qos in [QoS::AtMostOnce, QoS::AtLeastOnce] {
+                let payload = vec![b'x'; len];
+                let mut publish = rumqttc::Publish::new("a/b", qos, payload.clone());
+                // rumqttc measures when it writes, after giving QoS 1 a packet id.
+                if qos == QoS::AtLeastOnce {
+                    publish.pkid = 1;
+                }
+                let expected = publish.size();
+                assert_eq!(publish_packet_size("a/b", &payload, qos), expected, "{len}");
+            }
+        }
+    }
+
+    #[test]
+    fn messages_that_can_never_be_sent_are_recognised() {
+        let message = |topic: &str, len: usize| Message {
+            topic: topic.into(),
+            payload: vec![0; len],
+            retain: false,
+        };
+        assert_eq!(undeliverable(&message("a/b", 1000), QoS::AtLeastOnce), None);
+        assert!(undeliverable(&message("a/#", 1), QoS::AtLeastOnce).is_some());
+        assert!(undeliverable(&message("", 1), QoS::AtLeastOnce).is_some());
+        assert!(undeliverable(&message("a", MAX_OUTGOING_PACKET), QoS::AtMostOnce).is_some());
+        assert_eq!(
+            undeliverable(&message("a", MAX_OUTGOING_PACKET - 9), QoS::AtLeastOnce),
+            None
+        );
+    }
+
+    #[test]
+    fn options_carry_the_will_limits_and_credentials() {
+        let mut s = MqttSettings::new("broker", 1883);
+        s.base_topic = "mb".into();
+        s.username = Some("gw".into());
+        let o = mqtt_options(&s, None);
+        let will = o.last_will().unwrap();
+        assert_eq!(
+            (
+                will.topic.as_str(),
+                &will.message[..],
+                will.qos,
+                will.retain
+            ),
+            ("mb/status", &b"offline"[..], QoS::AtLeastOnce, true)
+        );
+        assert_eq!(o.max_packet_size(), MAX_INCOMING_PACKET);
+        assert!(o.clean_session());
+        assert_eq!(o.keep_alive(), KEEP_ALIVE);
+        let login = o.credentials().unwrap();
+        assert_eq!(
+            (login.username.as_str(), login.password.as_str()),
+            ("gw", "")
+        );
+        assert!(matches!(o.transport(), Transport::Tcp));
+    }
+
+    /// The bookkeeping between our FIFO and rumqttc, driven by the events rumqttc would emit.
+    #[tokio::test]
+    async fn acknowledgements_are_matched_by_write_order_and_the_rest_requeued() {
+        let mut s = MqttSettings::new("127.0.0.1", 1);
+        s.discovery = false;
+        let shared = Shared {
+            settings: s.clone(),
+            state: Mutex::new(State::default()),
+            wake: Notify::new(),
+            task: Mutex::new(None),
+        };
+        for seq in 0..5 {
+            lock(&shared.state).readings.push_back(Message {
+                topic: "t".into(),
+                payload: vec![seq],
+                retain: false,
+            });
+        }
+        let (tx, _rx) = mpsc::channel(4);
+        let (client, _eventloop) = AsyncClient::new(mqtt_options(&s, None), REQUEST_CAPACITY);
+        let mut link = Link::new(&shared, client, &tx);
+        link.handle(Event::Incoming(Packet::ConnAck(rumqttc::ConnAck::new(
+            ConnectReturnCode::Success,
+            false,
+        ))));
+        link.feed();
+        // The subscription and `online` take two channel slots; two readings fit.
+        let payloads = |link: &Link| -> Vec<Vec<u8>> {
+            link.sent
+                .iter()
+                .map(|f| f.message.payload.clone())
+                .collect()
+        };
+        assert_eq!(payloads(&link), [b"online".to_vec(), vec![0], vec![1]]);
+        assert_eq!(shared_stats(&shared), (true, 5, 0));
+
+        for pkid in [7, 8, 9] {
+            link.handle(Event::Outgoing(Outgoing::Publish(pkid)));
+        }
+        link.handle(Event::Incoming(Packet::PubAck(rumqttc::PubAck::new(8))));
+        link.handle(Event::Incoming(Packet::PubAck(rumqttc::PubAck::new(7))));
+        // An acknowledgement for nothing of ours changes nothing.
+        link.handle(Event::Incoming(Packet::PubAck(rumqttc::PubAck::new(42))));
+        assert_eq!(payloads(&link), [vec![1]]);
+        assert_eq!(shared_stats(&shared), (true, 4, 2));
+
+        link.requeue();
+        let st = lock(&shared.state);
+        let queued: Vec<u8> = st.readings.iter().map(|m| m.payload[0]).collect();
+        assert_eq!(queued, [1, 2, 3, 4]);
+        assert_eq!((st.connected, st.readings_in_flight), (false, 0));
+    }
+
+    fn shared_stats(shared: &Shared) -> (bool, usize, u64) {
+        let st = lock(&shared.state);
+        (
+            st.connected,
+            st.readings.len() + st.readings_in_flight,
+            st.published,
+        )
     }
 
     #[test]
