@@ -1,9 +1,8 @@
 //! The MQTT publisher against real brokers: an in-process rumqttd always, and mosquitto when it
-//! is installed. A test subscriber (built on the crate's packet codec, checked here by the
-//! brokers themselves) watches what arrives; a TCP proxy in front of the broker simulates
-//! outages.
+//! is installed. A test subscriber (a plain rumqttc client, independent of the publisher's
+//! queue) watches what arrives; a TCP proxy in front of the broker simulates outages.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -16,12 +15,11 @@ use meterbridge::mqtt::discovery::{
     components_for_driver, discovery_topic, gateway_descriptor, meter_components_extra, object_id,
     slug,
 };
-use meterbridge::mqtt::packet::{self, Connect, Decoder, Packet, Publish};
 use meterbridge::mqtt::{start, DeviceDescriptor, Incoming, MqttSettings, Publisher};
 use meterbridge::security::KeyStore;
 use meterbridge::wire::hex;
+use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Outgoing, Packet, QoS, SubscribeFilter};
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::time::{sleep, timeout, Instant};
@@ -164,83 +162,88 @@ fn settings(port: u16, base: &str) -> MqttSettings {
     s
 }
 
-/// A minimal subscriber speaking MQTT through the crate's codec.
+/// What the subscriber received.
+#[derive(Debug)]
+struct Publish {
+    topic: String,
+    payload: Vec<u8>,
+    retain: bool,
+}
+
+/// A minimal subscriber: a rumqttc client of its own, polled only by the test.
 struct Subscriber {
-    tcp: TcpStream,
-    decoder: Decoder,
-    next_pkid: u16,
+    client: AsyncClient,
+    events: EventLoop,
+    /// Publishes that arrived while waiting for something else (a SUBACK, our own send).
+    received: VecDeque<Publish>,
 }
 
 impl Subscriber {
     async fn connect(port: u16, filters: &[&str]) -> Subscriber {
-        let tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        let mut options = MqttOptions::new(unique("sub"), "127.0.0.1", port);
+        options
+            .set_keep_alive(Duration::from_secs(60))
+            .set_max_packet_size(4 << 20, 4 << 20);
+        let (client, events) = AsyncClient::new(options, 16);
         let mut s = Subscriber {
-            tcp,
-            decoder: Decoder::new(4 << 20),
-            next_pkid: 1,
+            client,
+            events,
+            received: VecDeque::new(),
         };
-        let id = unique("sub");
-        let bytes = packet::connect(&Connect {
-            client_id: &id,
-            keep_alive_secs: 60,
-            clean_session: true,
-            username: None,
-            password: None,
-            will: None,
-        })
-        .unwrap();
-        s.tcp.write_all(&bytes).await.unwrap();
-        match s.packet().await {
-            Packet::ConnAck { code: 0, .. } => {}
+        match s.event().await {
+            Event::Incoming(Packet::ConnAck(_)) => {}
             other => panic!("no CONNACK: {other:?}"),
         }
         if !filters.is_empty() {
-            let with_qos: Vec<(&str, u8)> = filters.iter().map(|f| (*f, 1)).collect();
-            let bytes = packet::subscribe(s.pkid(), &with_qos).unwrap();
-            s.tcp.write_all(&bytes).await.unwrap();
-            // Retained messages may arrive before the SUBACK; the tests look at publishes only.
+            let with_qos = filters
+                .iter()
+                .map(|f| SubscribeFilter::new(f.to_string(), QoS::AtLeastOnce));
+            s.client.subscribe_many(with_qos).await.unwrap();
+            // In place before the test goes on; retained messages may arrive before the SUBACK.
+            loop {
+                if let Event::Incoming(Packet::SubAck(_)) = s.event().await {
+                    break;
+                }
+            }
         }
         s
     }
 
-    fn pkid(&mut self) -> u16 {
-        self.next_pkid += 1;
-        self.next_pkid
-    }
-
-    async fn packet(&mut self) -> Packet {
-        let mut buf = [0u8; 8192];
-        loop {
-            if let Some(p) = self.decoder.next_packet().unwrap() {
-                return p;
-            }
-            let n = timeout(WAIT, self.tcp.read(&mut buf))
-                .await
-                .expect("broker sends within 10 s")
-                .unwrap();
-            assert!(n > 0, "broker closed the subscriber");
-            self.decoder.push(&buf[..n]);
+    /// The next event; incoming publishes are also kept for `next_within`.
+    async fn event(&mut self) -> Event {
+        let event = timeout(WAIT, self.events.poll())
+            .await
+            .expect("broker answers within 10 s")
+            .expect("subscriber connection");
+        if let Event::Incoming(Packet::Publish(p)) = &event {
+            self.received.push_back(Publish {
+                topic: p.topic.clone(),
+                payload: p.payload.to_vec(),
+                retain: p.retain,
+            });
         }
+        event
     }
 
     /// The next PUBLISH within `within`, or None.
     async fn next_within(&mut self, within: Duration) -> Option<Publish> {
         let deadline = Instant::now() + within;
         loop {
-            let p = match timeout(
-                deadline.saturating_duration_since(Instant::now()),
-                self.packet(),
-            )
-            .await
-            {
-                Ok(p) => p,
-                Err(_) => return None,
-            };
-            if let Packet::Publish(p) = p {
-                if p.qos > 0 {
-                    self.tcp.write_all(&packet::puback(p.pkid)).await.unwrap();
-                }
+            if let Some(p) = self.received.pop_front() {
                 return Some(p);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match timeout(left, self.events.poll()).await {
+                Ok(Ok(Event::Incoming(Packet::Publish(p)))) => {
+                    return Some(Publish {
+                        topic: p.topic,
+                        payload: p.payload.to_vec(),
+                        retain: p.retain,
+                    })
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => panic!("subscriber connection: {e}"),
+                Err(_) => return None,
             }
         }
     }
@@ -258,9 +261,17 @@ impl Subscriber {
         }
     }
 
+    /// Publishes at QoS 0 and returns once it is written to the broker.
     async fn send(&mut self, topic: &str, payload: &[u8], retain: bool) {
-        let bytes = packet::publish(topic, payload, 0, retain, false, 0).unwrap();
-        self.tcp.write_all(&bytes).await.unwrap();
+        self.client
+            .publish(topic, QoS::AtMostOnce, retain, payload.to_vec())
+            .await
+            .unwrap();
+        loop {
+            if let Event::Outgoing(Outgoing::Publish(_)) = self.event().await {
+                return;
+            }
+        }
     }
 }
 
@@ -598,17 +609,32 @@ async fn outage_loses_no_reading_and_fires_the_last_will() {
         sleep(Duration::from_secs(1)).await;
         proxy.restore();
 
+        // On the new connection the unacknowledged readings come first and everything in
+        // order: nothing replayed by the MQTT library itself jumps the queue.
+        let mut last_after_reconnect: Option<u64> = None;
+        let mut reconnected = false;
         loop {
             let p = watch.expect_any(&[&status_topic, &state_topic]).await;
             if p.topic == status_topic {
                 assert_eq!(p.payload, b"online");
+                reconnected = true;
                 continue;
             }
-            seen.insert(seqs_of(&p));
+            let seq = seqs_of(&p);
+            if reconnected {
+                assert!(
+                    last_after_reconnect.is_none_or(|last| seq > last),
+                    "{}: {seq} after {last_after_reconnect:?}",
+                    broker.name
+                );
+                last_after_reconnect = Some(seq);
+            }
+            seen.insert(seq);
             if seen.len() == 200 {
                 break;
             }
         }
+        assert!(reconnected, "{}", broker.name);
         assert_eq!(seen, (0..200).collect::<BTreeSet<u64>>(), "{}", broker.name);
         wait_for_stats(&publisher, "drained", |s| s.queued == 0 && s.connected).await;
         let stats = publisher.shutdown().await;

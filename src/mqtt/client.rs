@@ -1,11 +1,17 @@
-//! The publisher: one persistent broker connection run by a background task, fed through a
-//! bounded FIFO of our own so readings survive broker outages.
+//! The publisher: one persistent broker connection (rumqttc) run by a background task, fed
+//! through a bounded FIFO of our own so readings survive broker outages.
 //!
-//! A message leaves the FIFO only when it is written to the broker and stays "in flight" until
-//! the broker acknowledges it (QoS 1 PUBACK). When the connection drops, everything in flight
-//! goes back to the front of the FIFO in its original order and is sent again after the
-//! reconnect: at QoS 1 a reading may arrive twice, never not at all (unless the FIFO overflows,
-//! which drops the oldest and counts it).
+//! A message leaves the FIFO only when it is handed to rumqttc and stays "in flight" until the
+//! broker acknowledges it (QoS 1 PUBACK). When the connection drops, everything in flight goes
+//! back to the front of the FIFO in its original order and is sent again after the reconnect:
+//! at QoS 1 a reading may arrive twice, never not at all (unless the FIFO overflows, which drops
+//! the oldest and counts it).
+//!
+//! rumqttc keeps its own list of unacknowledged publishes and replays it when a session is
+//! resumed. We never let it: every connection attempt gets a fresh `EventLoop` with a clean
+//! session, so our FIFO is the only place a message waits and the order stays ours. (Reusing
+//! one `EventLoop` is not enough: after an error it keeps buffered events and a packet-id
+//! collision from the dead connection, which would be reported against the new one.)
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
@@ -13,14 +19,18 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use rumqttc::{
+    AsyncClient, ConnectReturnCode, ConnectionError, Event, EventLoop, LastWill, MqttOptions,
+    NetworkOptions, Outgoing, Packet, QoS, SubscribeFilter, SubscribeReasonCode, TlsConfiguration,
+    Transport,
+};
 use thiserror::Error;
 use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 use tokio::time::{sleep_until, timeout, Instant};
 
 use super::discovery::{discovery_payload, discovery_topic, DeviceDescriptor};
-use super::packet::{self, Connect, Decoder, Packet, PacketError, Will};
-use super::tls::{tls_setup, TlsSetup, Transport};
+use super::tls::tls_setup;
 
 /// How many readings wait for the broker by default (issue 7: 10,000).
 pub const DEFAULT_QUEUE_LIMIT: usize = 10_000;
@@ -28,20 +38,29 @@ pub const DEFAULT_QUEUE_LIMIT: usize = 10_000;
 pub const ORIGIN_VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// Largest packet we accept from the broker. Discovery documents of big meters exceed the
-/// 10 KiB many clients default to; subscribers may also receive them back.
+/// 10 KiB rumqttc defaults to; subscribers may also receive them back.
 const MAX_INCOMING_PACKET: usize = 1 << 20;
-/// Publishes written but not yet acknowledged. Small, so a dropped connection re-sends little,
-/// yet enough to keep a slow link busy.
+/// Largest packet we send. A bigger message is dropped (and counted) before it reaches
+/// rumqttc, which would otherwise fail the whole connection on it, again after every reconnect.
+const MAX_OUTGOING_PACKET: usize = 256 << 10;
+/// Publishes handed to rumqttc but not yet acknowledged. Small, so a dropped connection re-sends
+/// little, yet enough to keep a slow link busy.
 const IN_FLIGHT_LIMIT: usize = 16;
-const KEEP_ALIVE: Duration = Duration::from_secs(30);
+/// rumqttc's own in-flight bound. Above ours so it never holds requests back; its packet ids
+/// cycle through 1..=this, so a wide range also keeps an id from being reused while the broker
+/// still owes its acknowledgement.
+const RUMQTTC_INFLIGHT: u16 = 4 * IN_FLIGHT_LIMIT as u16;
+/// rumqttc's request channel. Our FIFO is the queue; this only hands messages over.
+const REQUEST_CAPACITY: usize = 4;
+/// rumqttc sends PINGREQ every keep-alive period and gives up when the previous one is still
+/// unanswered, so a dead link is noticed within two periods.
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const BACKOFF_MIN: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// How long `shutdown` keeps trying to deliver what is queued.
 const SHUTDOWN_FLUSH: Duration = Duration::from_secs(10);
 const INCOMING_CAPACITY: usize = 64;
-/// Packet id of the one SUBSCRIBE per connection; publishes use the others.
-const SUBSCRIBE_PKID: u16 = 1;
 
 #[derive(Clone)]
 pub struct MqttSettings {
@@ -168,6 +187,16 @@ impl MqttSettings {
         }
         if self.qos > 1 {
             return Err(MqttError::Qos(self.qos));
+        }
+        // rumqttc refuses a SUBSCRIBE with any bad filter as a whole, on every connect.
+        if !self
+            .extra_subscriptions
+            .iter()
+            .all(|f| rumqttc::valid_filter(f))
+        {
+            return Err(MqttError::Invalid(
+                "extra_subscriptions must be valid MQTT topic filters",
+            ));
         }
         Ok(())
     }
@@ -298,7 +327,7 @@ impl fmt::Debug for Publisher {
 /// unreachable is not an error (the task keeps retrying and queues meanwhile).
 pub fn start(settings: MqttSettings) -> Result<(Publisher, mpsc::Receiver<Incoming>), MqttError> {
     settings.validate()?;
-    let tls = tls_setup(&settings)?;
+    let options = mqtt_options(&settings, tls_setup(&settings)?);
     let runtime = tokio::runtime::Handle::try_current().map_err(|_| MqttError::NoRuntime)?;
     let shared = Arc::new(Shared {
         settings,
@@ -307,7 +336,7 @@ pub fn start(settings: MqttSettings) -> Result<(Publisher, mpsc::Receiver<Incomi
         task: Mutex::new(None),
     });
     let (tx, rx) = mpsc::channel(INCOMING_CAPACITY);
-    let task = runtime.spawn(run(shared.clone(), tls, tx));
+    let task = runtime.spawn(run(shared.clone(), options, tx));
     *lock(&shared.task) = Some(task);
     let owner = Arc::new(Owner(shared.clone()));
     Ok((
@@ -425,32 +454,93 @@ impl Publisher {
 /// Why a connection ended.
 #[derive(Debug, Error)]
 enum Lost {
-    #[error("{0}")]
-    Io(#[from] std::io::Error),
-    #[error("protocol error: {0}")]
-    Packet(#[from] PacketError),
     #[error("broker refused the connection: {}", connack_reason(*.0))]
-    Refused(u8),
+    Refused(ConnectReturnCode),
     #[error("{0}")]
-    Timeout(&'static str),
-    #[error("broker closed the connection")]
-    Closed,
-    #[error("unexpected packet type {0}")]
-    Unexpected(u8),
+    Connection(ConnectionError),
 }
 
-fn connack_reason(code: u8) -> &'static str {
+fn connack_reason(code: ConnectReturnCode) -> &'static str {
     match code {
-        1 => "unacceptable protocol version",
-        2 => "client id rejected",
-        3 => "server unavailable",
-        4 => "bad user name or password",
-        5 => "not authorized",
-        _ => "unknown reason",
+        ConnectReturnCode::Success => "accepted",
+        ConnectReturnCode::RefusedProtocolVersion => "unacceptable protocol version",
+        ConnectReturnCode::BadClientId => "client id rejected",
+        ConnectReturnCode::ServiceUnavailable => "server unavailable",
+        ConnectReturnCode::BadUserNamePassword => "bad user name or password",
+        ConnectReturnCode::NotAuthorized => "not authorized",
     }
 }
 
-async fn run(shared: Arc<Shared>, tls: Option<TlsSetup>, incoming: mpsc::Sender<Incoming>) {
+fn qos_of(settings: &MqttSettings) -> QoS {
+    if settings.qos == 0 {
+        QoS::AtMostOnce
+    } else {
+        QoS::AtLeastOnce
+    }
+}
+
+fn mqtt_options(s: &MqttSettings, tls: Option<Arc<rustls::ClientConfig>>) -> MqttOptions {
+    // An IPv6 literal works unbracketed: rumqttc joins host and port with ':' and the resolver
+    // splits at the last one; the TLS server name is the bare address, as it must be.
+    let mut options = MqttOptions::new(s.client_id.clone(), s.host.clone(), s.port);
+    options
+        .set_keep_alive(KEEP_ALIVE)
+        // Our own FIFO is the persistent state; a broker-side session would only add a second,
+        // invisible queue, and rumqttc would replay its copy ahead of ours.
+        .set_clean_session(true)
+        .set_max_packet_size(MAX_INCOMING_PACKET, MAX_OUTGOING_PACKET)
+        .set_request_channel_capacity(REQUEST_CAPACITY)
+        .set_inflight(RUMQTTC_INFLIGHT)
+        .set_last_will(LastWill::new(s.status_topic(), "offline", qos_of(s), true));
+    if s.username.is_some() || s.password.is_some() {
+        // rumqttc leaves out an empty user name or password, so either may be absent.
+        options.set_credentials(
+            s.username.clone().unwrap_or_default(),
+            s.password.clone().unwrap_or_default(),
+        );
+    }
+    if let Some(config) = tls {
+        options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(config)));
+    }
+    options
+}
+
+fn network_options() -> NetworkOptions {
+    let mut network = NetworkOptions::new();
+    // Small MQTT packets (acks, pings) must not wait for Nagle.
+    network.set_tcp_nodelay(true);
+    // Bounds TCP connect + TLS handshake + CONNACK, and every flush.
+    network.set_connection_timeout(CONNECT_TIMEOUT.as_secs());
+    network
+}
+
+/// Bytes the PUBLISH would take on the wire, as rumqttc counts them against its limit.
+fn publish_packet_size(topic: &str, payload: &[u8], qos: QoS) -> usize {
+    let pkid = if qos == QoS::AtMostOnce { 0 } else { 2 };
+    let remaining = 2 + topic.len() + pkid + payload.len();
+    let length_bytes = match remaining {
+        0..=127 => 1,
+        128..=16_383 => 2,
+        16_384..=2_097_151 => 3,
+        _ => 4,
+    };
+    1 + length_bytes + remaining
+}
+
+/// Why a message can never be sent, so it must not block the queue.
+fn undeliverable(m: &Message, qos: QoS) -> Option<&'static str> {
+    if m.topic.is_empty() || !rumqttc::valid_topic(&m.topic) {
+        Some("a topic must be non-empty and without + or #")
+    } else if m.topic.len() > usize::from(u16::MAX) {
+        Some("the topic is longer than 65535 bytes")
+    } else if publish_packet_size(&m.topic, &m.payload, qos) > MAX_OUTGOING_PACKET {
+        Some("the message is larger than 256 KiB")
+    } else {
+        None
+    }
+}
+
+async fn run(shared: Arc<Shared>, options: MqttOptions, incoming: mpsc::Sender<Incoming>) {
     let s = &shared.settings;
     let mut backoff = BACKOFF_MIN;
     let mut close_deadline: Option<Instant> = None;
@@ -463,11 +553,21 @@ async fn run(shared: Arc<Shared>, tls: Option<TlsSetup>, incoming: mpsc::Sender<
                 break;
             }
         }
-        let mut session = Session::new(&shared, &incoming);
-        let result = session
-            .run(tls.as_ref(), &mut backoff, &mut close_deadline)
+        // A fresh client per attempt: nothing rumqttc kept from the last connection (pending
+        // publishes, buffered events, a packet-id collision) can leak into this one.
+        let (client, mut eventloop) = AsyncClient::new(options.clone(), REQUEST_CAPACITY);
+        eventloop.set_network_options(network_options());
+        let mut link = Link::new(&shared, client, &incoming);
+        let result = link
+            .run(&mut eventloop, &mut backoff, &mut close_deadline)
             .await;
-        session.requeue();
+        // Packets rumqttc had already taken in when the connection failed (acknowledgements
+        // among them) still count.
+        for event in eventloop.state.events.drain(..) {
+            link.handle(event);
+        }
+        drop(eventloop);
+        link.requeue();
         match result {
             // Shut down as asked.
             Ok(()) => break,
@@ -492,206 +592,155 @@ async fn run(shared: Arc<Shared>, tls: Option<TlsSetup>, incoming: mpsc::Sender<
                 last_error = text;
             }
         }
-        let mut wake_at = Instant::now() + backoff;
-        if let Some(deadline) = close_deadline {
-            wake_at = wake_at.min(deadline);
+        let retry_at = Instant::now() + backoff;
+        loop {
+            let wake_at = close_deadline.map_or(retry_at, |d| d.min(retry_at));
+            tokio::select! {
+                _ = sleep_until(wake_at) => break,
+                // Readings arriving meanwhile only queue; a shutdown starts its deadline now.
+                _ = shared.wake.notified() => {
+                    if lock(&shared.state).closing {
+                        close_deadline
+                            .get_or_insert_with(|| Instant::now() + SHUTDOWN_FLUSH);
+                    }
+                }
+            }
         }
-        sleep_until(wake_at).await;
         backoff = (backoff * 2).min(BACKOFF_MAX);
     }
     lock(&shared.state).connected = false;
+    let st = lock(&shared.state);
+    let left = st.readings.len() + st.control.len();
+    if left > 0 {
+        eprintln!("warning: mqtt: stopped with {left} messages not delivered");
+    }
 }
 
-struct InFlight {
-    pkid: u16,
+/// A message handed to rumqttc; `pkid` is known once rumqttc has written it.
+struct Sent {
+    pkid: Option<u16>,
     message: Message,
     lane: Lane,
 }
 
-struct Session<'a> {
+/// One connection attempt: our side of the bookkeeping around one rumqttc `EventLoop`.
+struct Link<'a> {
     shared: &'a Shared,
+    client: AsyncClient,
     incoming: &'a mpsc::Sender<Incoming>,
-    in_flight: VecDeque<InFlight>,
-    next_pkid: u16,
+    qos: QoS,
+    ha_status: String,
+    /// In the order handed to rumqttc, which is the order it writes them in.
+    sent: VecDeque<Sent>,
+    connected: bool,
+    offline_queued: bool,
+    disconnect_requested: bool,
+    disconnect_written: bool,
 }
 
-impl<'a> Session<'a> {
-    fn new(shared: &'a Shared, incoming: &'a mpsc::Sender<Incoming>) -> Self {
-        Session {
+impl<'a> Link<'a> {
+    fn new(shared: &'a Shared, client: AsyncClient, incoming: &'a mpsc::Sender<Incoming>) -> Self {
+        let s = &shared.settings;
+        Link {
             shared,
+            client,
             incoming,
-            in_flight: VecDeque::new(),
-            next_pkid: SUBSCRIBE_PKID,
+            qos: qos_of(s),
+            ha_status: format!("{}/status", s.discovery_prefix),
+            sent: VecDeque::new(),
+            connected: false,
+            offline_queued: false,
+            disconnect_requested: false,
+            disconnect_written: false,
         }
     }
 
-    /// Unacknowledged messages go back in front of their lanes, in their original order.
-    fn requeue(&mut self) {
-        let mut st = lock(&self.shared.state);
-        st.connected = false;
-        while let Some(f) = self.in_flight.pop_back() {
-            match f.lane {
-                Lane::Readings => {
-                    st.readings_in_flight = st.readings_in_flight.saturating_sub(1);
-                    st.readings.push_front(f.message);
-                }
-                Lane::Control => st.control.push_front(f.message),
-            }
-        }
-    }
-
-    fn pkid(&mut self) -> u16 {
-        self.next_pkid = match self.next_pkid {
-            u16::MAX => SUBSCRIBE_PKID + 1,
-            n => n + 1,
-        };
-        self.next_pkid
-    }
-
+    /// Drives the event loop until the connection fails or the shutdown is done.
+    ///
+    /// `poll()` is never cancelled while the connection lives (a cancelled poll could drop a
+    /// half-made connection): new messages are handed over between its events, while the same
+    /// poll future keeps running.
     async fn run(
         &mut self,
-        tls: Option<&TlsSetup>,
+        eventloop: &mut EventLoop,
         backoff: &mut Duration,
         close_deadline: &mut Option<Instant>,
     ) -> Result<(), Lost> {
-        let s = &self.shared.settings;
-        let mut t = timeout(CONNECT_TIMEOUT, Transport::connect(&s.host, s.port, tls))
-            .await
-            .map_err(|_| Lost::Timeout("connect timed out"))??;
-        let status_topic = s.status_topic();
-        let connect = packet::connect(&Connect {
-            client_id: &s.client_id,
-            keep_alive_secs: KEEP_ALIVE.as_secs() as u16,
-            // Our own FIFO is the persistent state; a broker-side session would only add a
-            // second, invisible queue.
-            clean_session: true,
-            username: s.username.as_deref(),
-            password: s.password.as_deref().map(str::as_bytes),
-            will: Some(Will {
-                topic: &status_topic,
-                payload: b"offline",
-                qos: s.qos,
-                retain: true,
-            }),
-        })?;
-        t.write_all(&connect).await?;
-
-        let mut decoder = Decoder::new(MAX_INCOMING_PACKET);
-        let mut buf = vec![0u8; 16 * 1024];
-        let connack = timeout(CONNECT_TIMEOUT, async {
-            loop {
-                if let Some(p) = decoder.next_packet()? {
-                    return Ok::<Packet, Lost>(p);
-                }
-                let n = t.read(&mut buf).await?;
-                if n == 0 {
-                    return Err(Lost::Closed);
-                }
-                decoder.push(buf.get(..n).unwrap_or_default());
-            }
-        })
-        .await
-        .map_err(|_| Lost::Timeout("no CONNACK"))??;
-        match connack {
-            Packet::ConnAck { code: 0, .. } => {}
-            Packet::ConnAck { code, .. } => return Err(Lost::Refused(code)),
-            other => return Err(Lost::Unexpected(packet_kind(&other))),
-        }
-        *backoff = BACKOFF_MIN;
-
-        let ha_status = format!("{}/status", s.discovery_prefix);
-        let request_filter = format!("{}/request/+", s.base_topic);
-        let mut filters: Vec<(&str, u8)> = Vec::new();
-        if s.discovery {
-            filters.push((&ha_status, 1));
-        }
-        filters.push((&request_filter, 1));
-        for extra in &s.extra_subscriptions {
-            filters.push((extra, 1));
-        }
-        t.write_all(&packet::subscribe(SUBSCRIBE_PKID, &filters)?)
-            .await?;
-
-        {
-            let mut st = lock(&self.shared.state);
-            st.connected = true;
-            let docs: Vec<Message> = st.discovery.values().cloned().collect();
-            for doc in docs.into_iter().rev() {
-                st.control.push_front(doc);
-            }
-            st.control.push_front(Message {
-                topic: status_topic.clone(),
-                payload: b"online".to_vec(),
-                retain: true,
-            });
-        }
-
-        let mut ping_at = Instant::now() + KEEP_ALIVE / 2;
-        let mut awaiting_pong = false;
-        let mut offline_queued = false;
         loop {
-            self.fill_window(&mut t).await?;
-
-            let closing = lock(&self.shared.state).closing;
-            if closing {
-                let deadline =
-                    *close_deadline.get_or_insert_with(|| Instant::now() + SHUTDOWN_FLUSH);
-                let drained = {
-                    let st = lock(&self.shared.state);
-                    st.readings.is_empty() && st.control.is_empty()
-                } && self.in_flight.is_empty();
-                if drained && !offline_queued {
-                    offline_queued = true;
-                    lock(&self.shared.state).control.push_back(Message {
-                        topic: status_topic.clone(),
-                        payload: b"offline".to_vec(),
-                        retain: true,
-                    });
-                    continue;
-                }
-                if (drained && offline_queued) || Instant::now() >= deadline {
-                    // DISCONNECT tells the broker not to publish the will: `offline` is
-                    // already there, published by us.
-                    let _ = t.write_all(&packet::disconnect()).await;
-                    t.close().await;
-                    return Ok(());
-                }
-            }
-            let deadline = close_deadline.unwrap_or_else(|| Instant::now() + KEEP_ALIVE);
-
-            tokio::select! {
-                read = t.read(&mut buf) => {
-                    let n = read?;
-                    if n == 0 {
-                        return Err(Lost::Closed);
+            let polled = {
+                let poll = eventloop.poll();
+                tokio::pin!(poll);
+                loop {
+                    self.step(close_deadline);
+                    let deadline = *close_deadline;
+                    tokio::select! {
+                        polled = &mut poll => break polled,
+                        _ = self.shared.wake.notified() => {}
+                        // Out of time: dropping the connection without DISCONNECT lets the
+                        // broker publish the will (`offline`).
+                        _ = sleep_until(deadline.unwrap_or_else(Instant::now)),
+                            if deadline.is_some() => return Ok(()),
                     }
-                    decoder.push(buf.get(..n).unwrap_or_default());
-                    while let Some(p) = decoder.next_packet()? {
-                        if p == Packet::PingResp {
-                            awaiting_pong = false;
-                        }
-                        self.handle(p, &mut t, &ha_status).await?;
-                    }
-                    t.flush().await?;
                 }
-                _ = self.shared.wake.notified() => {}
-                _ = sleep_until(ping_at) => {
-                    if awaiting_pong {
-                        return Err(Lost::Timeout("no answer to PINGREQ"));
+            };
+            match polled {
+                Ok(event) => {
+                    if matches!(event, Event::Incoming(Packet::ConnAck(_))) {
+                        *backoff = BACKOFF_MIN;
                     }
-                    t.write_all(&packet::pingreq()).await?;
-                    awaiting_pong = true;
-                    ping_at = Instant::now() + KEEP_ALIVE / 2;
+                    self.handle(event);
+                    if self.disconnect_written {
+                        return Ok(());
+                    }
                 }
-                _ = sleep_until(deadline), if closing => {}
+                // The broker may close first once DISCONNECT is on its way.
+                Err(_) if self.disconnect_requested => return Ok(()),
+                Err(ConnectionError::ConnectionRefused(code)) => return Err(Lost::Refused(code)),
+                Err(e) => return Err(Lost::Connection(e)),
             }
         }
     }
 
-    /// Writes queued messages while fewer than `IN_FLIGHT_LIMIT` await their PUBACK.
-    async fn fill_window(&mut self, t: &mut Transport) -> Result<(), Lost> {
-        let qos = self.shared.settings.qos;
-        while self.in_flight.len() < IN_FLIGHT_LIMIT {
+    /// Hands queued messages over and, when shutting down, finishes with `offline` and
+    /// DISCONNECT once everything is acknowledged.
+    fn step(&mut self, close_deadline: &mut Option<Instant>) {
+        let closing = lock(&self.shared.state).closing;
+        if closing && close_deadline.is_none() {
+            *close_deadline = Some(Instant::now() + SHUTDOWN_FLUSH);
+        }
+        if !self.connected || self.disconnect_requested {
+            return;
+        }
+        self.feed();
+        if !closing {
+            return;
+        }
+        let drained = self.sent.is_empty() && {
+            let st = lock(&self.shared.state);
+            st.readings.is_empty() && st.control.is_empty()
+        };
+        if !drained {
+            return;
+        }
+        if !self.offline_queued {
+            self.offline_queued = true;
+            lock(&self.shared.state).control.push_back(Message {
+                topic: self.shared.settings.status_topic(),
+                payload: b"offline".to_vec(),
+                retain: true,
+            });
+            self.feed();
+        } else if self.client.try_disconnect().is_ok() {
+            // DISCONNECT tells the broker not to publish the will: `offline` is already
+            // there, published by us.
+            self.disconnect_requested = true;
+        }
+    }
+
+    /// Moves messages from our FIFO to rumqttc while fewer than `IN_FLIGHT_LIMIT` await their
+    /// acknowledgement and its request channel has room. Control messages go first.
+    fn feed(&mut self) {
+        while self.sent.len() < IN_FLIGHT_LIMIT {
             let next = {
                 let mut st = lock(&self.shared.state);
                 if let Some(m) = st.control.pop_front() {
@@ -704,47 +753,117 @@ impl<'a> Session<'a> {
                 }
             };
             let Some((message, lane)) = next else {
-                return Ok(());
+                return;
             };
-            let pkid = if qos > 0 { self.pkid() } else { 0 };
-            let bytes = packet::publish(
-                &message.topic,
-                &message.payload,
-                qos,
-                message.retain,
-                false,
-                pkid,
-            );
-            let bytes = match bytes {
-                Ok(b) => b,
-                Err(e) => {
-                    // Only a topic over 64 KiB or a payload over 256 MiB gets here; it can
-                    // never be sent, so it must not block the queue.
-                    eprintln!(
-                        "warning: mqtt: dropping message for {:?}: {e}",
-                        message.topic
-                    );
-                    let mut st = lock(&self.shared.state);
-                    st.dropped += 1;
-                    if lane == Lane::Readings {
-                        st.readings_in_flight = st.readings_in_flight.saturating_sub(1);
-                    }
-                    continue;
+            if let Some(reason) = undeliverable(&message, self.qos) {
+                eprintln!(
+                    "warning: mqtt: dropping message for {:?}: {reason}",
+                    message.topic
+                );
+                let mut st = lock(&self.shared.state);
+                st.dropped += 1;
+                if lane == Lane::Readings {
+                    st.readings_in_flight = st.readings_in_flight.saturating_sub(1);
                 }
-            };
-            // In flight before the write, so a failed write puts it back on requeue.
-            self.in_flight.push_back(InFlight {
-                pkid,
+                continue;
+            }
+            let handed = self.client.try_publish(
+                message.topic.clone(),
+                self.qos,
+                message.retain,
+                message.payload.clone(),
+            );
+            if handed.is_err() {
+                // The channel is full (the topic was checked above); retry after its next event.
+                let mut st = lock(&self.shared.state);
+                match lane {
+                    Lane::Readings => {
+                        st.readings_in_flight = st.readings_in_flight.saturating_sub(1);
+                        st.readings.push_front(message);
+                    }
+                    Lane::Control => st.control.push_front(message),
+                }
+                return;
+            }
+            self.sent.push_back(Sent {
+                pkid: None,
                 message,
                 lane,
             });
-            t.write_all(&bytes).await?;
-            if qos == 0 {
-                self.in_flight.pop_back();
-                self.delivered(lane);
-            }
         }
-        Ok(())
+    }
+
+    fn handle(&mut self, event: Event) {
+        match event {
+            Event::Incoming(Packet::ConnAck(_)) => self.on_connack(),
+            Event::Incoming(Packet::PubAck(ack)) => {
+                if let Some(i) = self.sent.iter().position(|f| f.pkid == Some(ack.pkid)) {
+                    if let Some(f) = self.sent.remove(i) {
+                        self.delivered(f.lane);
+                    }
+                }
+            }
+            Event::Incoming(Packet::Publish(publish)) => self.route(publish),
+            Event::Incoming(Packet::SubAck(ack))
+                if ack.return_codes.contains(&SubscribeReasonCode::Failure) =>
+            {
+                eprintln!(
+                    "warning: mqtt: the broker refused a subscription: {:?}",
+                    ack.return_codes
+                );
+            }
+            // rumqttc writes publishes in the order they were requested, so this one is the
+            // oldest that has no packet id yet.
+            Event::Outgoing(Outgoing::Publish(pkid)) => {
+                if let Some(i) = self.sent.iter().position(|f| f.pkid.is_none()) {
+                    if self.qos == QoS::AtMostOnce {
+                        if let Some(f) = self.sent.remove(i) {
+                            self.delivered(f.lane);
+                        }
+                    } else if let Some(f) = self.sent.get_mut(i) {
+                        f.pkid = Some(pkid);
+                    }
+                }
+            }
+            Event::Outgoing(Outgoing::Disconnect) => self.disconnect_written = true,
+            _ => {}
+        }
+    }
+
+    /// Subscriptions first, then `online` and every remembered discovery document ahead of
+    /// whatever else is queued (a broker that lost its retained messages gets them back).
+    fn on_connack(&mut self) {
+        let s = &self.shared.settings;
+        self.connected = true;
+        let mut filters = Vec::new();
+        if s.discovery {
+            filters.push(SubscribeFilter::new(
+                self.ha_status.clone(),
+                QoS::AtLeastOnce,
+            ));
+        }
+        filters.push(SubscribeFilter::new(
+            format!("{}/request/+", s.base_topic),
+            QoS::AtLeastOnce,
+        ));
+        for extra in &s.extra_subscriptions {
+            filters.push(SubscribeFilter::new(extra.clone(), QoS::AtLeastOnce));
+        }
+        // The channel of a fresh client is empty, so this cannot find it full.
+        if let Err(e) = self.client.try_subscribe_many(filters) {
+            eprintln!("warning: mqtt: could not subscribe: {e}");
+        }
+        let mut st = lock(&self.shared.state);
+        st.connected = true;
+        let docs: Vec<Message> = st.discovery.values().cloned().collect();
+        for doc in docs.into_iter().rev() {
+            st.control.push_front(doc);
+        }
+        st.control.push_front(Message {
+            topic: s.status_topic(),
+            payload: b"online".to_vec(),
+            retain: true,
+        });
     }
 
     fn delivered(&self, lane: Lane) {
@@ -755,38 +874,27 @@ impl<'a> Session<'a> {
         }
     }
 
-    async fn handle(&mut self, p: Packet, t: &mut Transport, ha_status: &str) -> Result<(), Lost> {
-        match p {
-            Packet::PubAck { pkid } => {
-                if let Some(i) = self.in_flight.iter().position(|f| f.pkid == pkid) {
-                    if let Some(f) = self.in_flight.remove(i) {
-                        self.delivered(f.lane);
-                    }
+    /// Unacknowledged messages go back in front of their lanes, in their original order.
+    fn requeue(&mut self) {
+        let mut st = lock(&self.shared.state);
+        st.connected = false;
+        while let Some(f) = self.sent.pop_back() {
+            match f.lane {
+                Lane::Readings => {
+                    st.readings_in_flight = st.readings_in_flight.saturating_sub(1);
+                    st.readings.push_front(f.message);
                 }
+                Lane::Control => st.control.push_front(f.message),
             }
-            Packet::Publish(publish) => {
-                if publish.qos > 0 {
-                    t.write_all(&packet::puback(publish.pkid)).await?;
-                }
-                self.route(publish, ha_status);
-            }
-            Packet::SubAck { codes, .. } => {
-                if codes.contains(&0x80) {
-                    eprintln!("warning: mqtt: the broker refused a subscription: {codes:02X?}");
-                }
-            }
-            Packet::PingResp | Packet::UnsubAck { .. } | Packet::ConnAck { .. } => {}
-            Packet::Unexpected { kind } => return Err(Lost::Unexpected(kind)),
         }
-        Ok(())
     }
 
-    fn route(&self, publish: packet::Publish, ha_status: &str) {
+    fn route(&self, publish: rumqttc::Publish) {
         let s = &self.shared.settings;
-        let event = if publish.topic == ha_status {
+        let event = if publish.topic == self.ha_status {
             // A retained `online` arrives with every subscribe; discovery was just sent on
             // connect, so only a live birth message means Home Assistant restarted.
-            if publish.payload != b"online" || publish.retain {
+            if publish.payload[..] != b"online"[..] || publish.retain {
                 return;
             }
             let mut st = lock(&self.shared.state);
@@ -801,30 +909,18 @@ impl<'a> Session<'a> {
         {
             Incoming::Request {
                 name: name.to_string(),
-                payload: publish.payload,
+                payload: publish.payload.to_vec(),
             }
         } else {
             Incoming::Message {
                 topic: publish.topic,
-                payload: publish.payload,
+                payload: publish.payload.to_vec(),
             }
         };
         if let Err(mpsc::error::TrySendError::Full(e)) = self.incoming.try_send(event) {
             // The connection must keep running; a caller that does not read loses events.
             eprintln!("warning: mqtt: incoming queue full, dropped {e:?}");
         }
-    }
-}
-
-fn packet_kind(p: &Packet) -> u8 {
-    match p {
-        Packet::ConnAck { .. } => 2,
-        Packet::Publish(_) => 3,
-        Packet::PubAck { .. } => 4,
-        Packet::SubAck { .. } => 9,
-        Packet::UnsubAck { .. } => 11,
-        Packet::PingResp => 13,
-        Packet::Unexpected { kind } => *kind,
     }
 }
 
@@ -903,6 +999,128 @@ mod tests {
         assert!(s.validate().is_err());
         s.queue_limit = 1;
         assert!(s.validate().is_ok());
+    }
+
+    #[test]
+    fn packet_size_is_counted_as_rumqttc_counts_it() {
+        for len in [0, 100, 120, 127, 128, 16_370, 16_383, 16_384, 300_000] {
+            for qos in [QoS::AtMostOnce, QoS::AtLeastOnce] {
+                let payload = vec![b'x'; len];
+                let mut publish = rumqttc::Publish::new("a/b", qos, payload.clone());
+                // rumqttc measures when it writes, after giving QoS 1 a packet id.
+                if qos == QoS::AtLeastOnce {
+                    publish.pkid = 1;
+                }
+                let expected = publish.size();
+                assert_eq!(publish_packet_size("a/b", &payload, qos), expected, "{len}");
+            }
+        }
+    }
+
+    #[test]
+    fn messages_that_can_never_be_sent_are_recognised() {
+        let message = |topic: &str, len: usize| Message {
+            topic: topic.into(),
+            payload: vec![0; len],
+            retain: false,
+        };
+        assert_eq!(undeliverable(&message("a/b", 1000), QoS::AtLeastOnce), None);
+        assert!(undeliverable(&message("a/#", 1), QoS::AtLeastOnce).is_some());
+        assert!(undeliverable(&message("", 1), QoS::AtLeastOnce).is_some());
+        assert!(undeliverable(&message("a", MAX_OUTGOING_PACKET), QoS::AtMostOnce).is_some());
+        assert_eq!(
+            undeliverable(&message("a", MAX_OUTGOING_PACKET - 9), QoS::AtLeastOnce),
+            None
+        );
+    }
+
+    #[test]
+    fn options_carry_the_will_limits_and_credentials() {
+        let mut s = MqttSettings::new("broker", 1883);
+        s.base_topic = "mb".into();
+        s.username = Some("gw".into());
+        let o = mqtt_options(&s, None);
+        let will = o.last_will().unwrap();
+        assert_eq!(
+            (
+                will.topic.as_str(),
+                &will.message[..],
+                will.qos,
+                will.retain
+            ),
+            ("mb/status", &b"offline"[..], QoS::AtLeastOnce, true)
+        );
+        assert_eq!(o.max_packet_size(), MAX_INCOMING_PACKET);
+        assert!(o.clean_session());
+        assert_eq!(o.keep_alive(), KEEP_ALIVE);
+        let login = o.credentials().unwrap();
+        assert_eq!(
+            (login.username.as_str(), login.password.as_str()),
+            ("gw", "")
+        );
+        assert!(matches!(o.transport(), Transport::Tcp));
+    }
+
+    /// The bookkeeping between our FIFO and rumqttc, driven by the events rumqttc would emit.
+    #[tokio::test]
+    async fn acknowledgements_are_matched_by_write_order_and_the_rest_requeued() {
+        let mut s = MqttSettings::new("127.0.0.1", 1);
+        s.discovery = false;
+        let shared = Shared {
+            settings: s.clone(),
+            state: Mutex::new(State::default()),
+            wake: Notify::new(),
+            task: Mutex::new(None),
+        };
+        for seq in 0..5 {
+            lock(&shared.state).readings.push_back(Message {
+                topic: "t".into(),
+                payload: vec![seq],
+                retain: false,
+            });
+        }
+        let (tx, _rx) = mpsc::channel(4);
+        let (client, _eventloop) = AsyncClient::new(mqtt_options(&s, None), REQUEST_CAPACITY);
+        let mut link = Link::new(&shared, client, &tx);
+        link.handle(Event::Incoming(Packet::ConnAck(rumqttc::ConnAck::new(
+            ConnectReturnCode::Success,
+            false,
+        ))));
+        link.feed();
+        // The subscription and `online` take two channel slots; two readings fit.
+        let payloads = |link: &Link| -> Vec<Vec<u8>> {
+            link.sent
+                .iter()
+                .map(|f| f.message.payload.clone())
+                .collect()
+        };
+        assert_eq!(payloads(&link), [b"online".to_vec(), vec![0], vec![1]]);
+        assert_eq!(shared_stats(&shared), (true, 5, 0));
+
+        for pkid in [7, 8, 9] {
+            link.handle(Event::Outgoing(Outgoing::Publish(pkid)));
+        }
+        link.handle(Event::Incoming(Packet::PubAck(rumqttc::PubAck::new(8))));
+        link.handle(Event::Incoming(Packet::PubAck(rumqttc::PubAck::new(7))));
+        // An acknowledgement for nothing of ours changes nothing.
+        link.handle(Event::Incoming(Packet::PubAck(rumqttc::PubAck::new(42))));
+        assert_eq!(payloads(&link), [vec![1]]);
+        assert_eq!(shared_stats(&shared), (true, 4, 2));
+
+        link.requeue();
+        let st = lock(&shared.state);
+        let queued: Vec<u8> = st.readings.iter().map(|m| m.payload[0]).collect();
+        assert_eq!(queued, [1, 2, 3, 4]);
+        assert_eq!((st.connected, st.readings_in_flight), (false, 0));
+    }
+
+    fn shared_stats(shared: &Shared) -> (bool, usize, u64) {
+        let st = lock(&shared.state);
+        (
+            st.connected,
+            st.readings.len() + st.readings_in_flight,
+            st.published,
+        )
     }
 
     #[test]

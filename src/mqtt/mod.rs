@@ -6,7 +6,6 @@
 
 pub mod client;
 pub mod discovery;
-pub mod packet;
 mod tls;
 pub mod units;
 
