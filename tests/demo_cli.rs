@@ -38,7 +38,11 @@ fn demo_prints_readings_of_all_six_meters() {
 fn check_config_accepts_the_example_and_reports_every_mistake() {
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.yaml");
     let out = bin().args(["check-config", example]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("valid"));
 
     let dir = std::env::temp_dir().join(format!("meterbridge-check-{}", std::process::id()));
@@ -54,7 +58,10 @@ fn check_config_accepts_the_example_and_reports_every_mistake() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("bad.yaml:3:5"), "{err}");
     assert!(err.contains("address"), "did-you-mean for adress: {err}");
-    assert!(err.contains("multical21"), "did-you-mean for the driver: {err}");
+    assert!(
+        err.contains("multical21"),
+        "did-you-mean for the driver: {err}"
+    );
     assert!(err.contains("mqtt.url"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
