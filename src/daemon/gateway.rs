@@ -232,6 +232,10 @@ impl Gateway {
 
     /// Says `message` once per `topic` (a meter with a wrong key sends every few seconds).
     fn note_once(&mut self, topic: String, message: &str) {
+        // Bounded: a gateway runs for years among meters that come and go.
+        if self.warned.len() >= 10_000 {
+            self.warned.clear();
+        }
         if self.warned.insert(topic) {
             (self.log)(message);
         }
@@ -774,7 +778,8 @@ impl Gateway {
         let now = Instant::now();
         self.minute
             .retain(|t| now.saturating_duration_since(*t) < Duration::from_secs(60));
-        let connected = !self.receivers_up.is_empty() && self.receivers_up.values().all(|u| *u);
+        // Every configured receiver delivering (a gateway without receivers has nothing to lose).
+        let connected = self.receivers_up.values().all(|u| *u);
         serde_json::json!({
             "telegrams_per_minute": self.minute.len(),
             "telegrams": self.stats.telegrams,
