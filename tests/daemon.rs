@@ -745,3 +745,45 @@ mqtt:
     running.finish().await;
     let _ = std::fs::remove_dir_all(&state_dir);
 }
+
+/// `only_values`: the state document carries the readings and the time, no header fields.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_values_leaves_out_the_header_fields() {
+    let bus = start_bus().await;
+    let state_dir = temp_dir("only-values");
+    let yaml = format!(
+        "state_dir: \"{}\"\nbuses:\n  - name: b\n    tcp: \"{bus}\"\n    only_values: true\nmeters:\n  - name: Heat\n    bus: b\n    address: 1\n    driver: kamheat\n",
+        state_dir.display()
+    );
+    let (config, _) = parse_with(&yaml, "t.yaml", &ValidateOptions::with_built_in_drivers())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (stop, stop_rx) = watch::channel(false);
+    let (emitted_tx, mut emitted) = tokio::sync::mpsc::unbounded_channel();
+    let task = tokio::spawn(gateway::run(
+        config,
+        RunOptions {
+            print: PrintFormat::None,
+            stop: Some(stop_rx),
+            emitted: Some(emitted_tx),
+            ..RunOptions::default()
+        },
+    ));
+    let (slug, doc) = tokio::time::timeout(WAIT, emitted.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(slug, "heat");
+    let v: Value = serde_json::from_str(&doc).unwrap();
+    assert_eq!(v["total_energy_consumption_kwh"], 34510.0);
+    assert!(v.get("timestamp").is_some());
+    for header in ["_", "media", "meter", "name", "id", "telegram_counter"] {
+        assert!(v.get(header).is_none(), "{header} in {doc}");
+    }
+    stop.send(true).unwrap();
+    tokio::time::timeout(WAIT, task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&state_dir);
+}

@@ -92,6 +92,8 @@ struct Meter {
     expire_after: Option<u64>,
     /// The discovery document's object id once announced.
     announced: Option<String>,
+    /// The bus says `only_values`: the state document carries the readings and the time only.
+    only_values: bool,
 }
 
 enum Sink {
@@ -675,25 +677,32 @@ impl Gateway {
             return;
         };
         let mut json = String::with_capacity(256);
-        json.push_str("{\"_\":\"telegram\",\"media\":");
-        push_str(&mut json, media);
-        json.push_str(",\"meter\":");
-        push_str(&mut json, driver);
-        json.push_str(",\"name\":");
-        push_str(&mut json, &meter.cfg.name);
-        json.push_str(",\"id\":");
-        push_str(&mut json, id);
-        for (k, v) in &entry.fields {
+        if meter.only_values {
+            json.push('{');
+        } else {
+            json.push_str("{\"_\":\"telegram\",\"media\":");
+            push_str(&mut json, media);
+            json.push_str(",\"meter\":");
+            push_str(&mut json, driver);
+            json.push_str(",\"name\":");
+            push_str(&mut json, &meter.cfg.name);
+            json.push_str(",\"id\":");
+            push_str(&mut json, id);
             json.push(',');
+        }
+        for (k, v) in &entry.fields {
             push_str(&mut json, k);
             json.push(':');
             push_value(&mut json, v);
+            json.push(',');
         }
-        if let Some(r) = entry.rssi_dbm {
-            json.push_str(&format!(",\"rssi_dbm\":{r}"));
+        if !meter.only_values {
+            if let Some(r) = entry.rssi_dbm {
+                json.push_str(&format!("\"rssi_dbm\":{r},"));
+            }
+            json.push_str(&format!("\"telegram_counter\":{},", entry.telegrams));
         }
-        json.push_str(&format!(",\"telegram_counter\":{}", entry.telegrams));
-        json.push_str(",\"timestamp\":");
+        json.push_str("\"timestamp\":");
         push_str(&mut json, &timestamp(entry.last_seen.unwrap_or(now)));
         json.push('}');
         let slug = meter.slug.clone();
@@ -957,6 +966,7 @@ pub async fn run(config: Config, options: RunOptions) -> Result<GatewayStats, St
             emit: bus.map_or(Emit::Every, |b| b.emit),
             expire_after: expire_after(m, bus.map(|b| &b.polling)),
             announced: None,
+            only_values: bus.is_some_and(|b| b.only_values),
         });
     }
     // Meters removed from the configuration: forget them and take their entities away.
