@@ -1058,7 +1058,7 @@ pub async fn run(config: Config, options: RunOptions) -> Result<GatewayStats, St
                     read: ReadOptions {
                         max_frames: m.max_frames.unwrap_or(bus.max_frames).max(1) as usize,
                         max_records: m.max_records.map(|r| r as usize),
-                        reset_first: true,
+                        reset_first: bus.force_reset,
                     },
                     polling: m.polling.clone().unwrap_or_else(|| bus.polling.clone()),
                 })
