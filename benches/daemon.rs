@@ -268,6 +268,40 @@ fn smaps_rollup(pid: u32) -> HashMap<String, u64> {
         .collect()
 }
 
+/// Resident memory by what is mapped: the executable, shared libraries, the heap, and
+/// anonymous mappings (thread stacks, allocator arenas), in kB, largest first.
+fn rss_by_mapping(pid: u32) -> Vec<(String, u64)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    let mut sums: HashMap<String, u64> = HashMap::new();
+    let mut current = String::new();
+    for line in text.lines() {
+        let mut words = line.split_whitespace();
+        let first = words.next().unwrap_or("");
+        if first.contains('-') && !first.ends_with(':') {
+            // A mapping header: address range, perms, offset, device, inode, then the path.
+            let path = words.nth(4).unwrap_or("");
+            current = if path.is_empty() {
+                "anonymous".into()
+            } else if path == exe {
+                "the executable".into()
+            } else if path.starts_with('[') {
+                path.to_string()
+            } else {
+                "shared libraries and other files".into()
+            };
+        } else if first == "Rss:" {
+            let kb: u64 = words.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+            *sums.entry(current.clone()).or_default() += kb;
+        }
+    }
+    let mut list: Vec<(String, u64)> = sums.into_iter().filter(|(_, kb)| *kb > 0).collect();
+    list.sort_by_key(|e| std::cmp::Reverse(e.1));
+    list
+}
+
 fn clock_ticks_per_second() -> f64 {
     Command::new("getconf")
         .arg("CLK_TCK")
@@ -292,6 +326,19 @@ fn cpu_ticks(pid: u32) -> u64 {
             .unwrap_or(0)
     };
     at(11) + at(12)
+}
+
+/// Time on a CPU of all the process's threads, in nanoseconds (`schedstat` is exact, where
+/// utime and stime count whole clock ticks).
+fn cpu_nanos(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
 }
 
 fn thread_count(pid: u32) -> usize {
@@ -514,11 +561,13 @@ async fn bench(plan: Plan, broker_port: u16, broker_name: &str) {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let ticks_per_second = clock_ticks_per_second();
     let cpu_before = cpu_ticks(pid);
+    let nanos_before = cpu_nanos(pid);
     let idle_started = Instant::now();
     tokio::time::sleep(plan.idle).await;
     let idle_elapsed = idle_started.elapsed();
     let idle_ticks = cpu_ticks(pid).saturating_sub(cpu_before);
-    let idle_cpu_seconds = idle_ticks as f64 / ticks_per_second;
+    let idle_nanos = cpu_nanos(pid).saturating_sub(nanos_before);
+    let idle_cpu_seconds = idle_nanos as f64 / 1e9;
     let idle_percent = 100.0 * idle_cpu_seconds / idle_elapsed.as_secs_f64();
     while messages.try_recv().is_ok() {}
 
@@ -553,6 +602,7 @@ async fn bench(plan: Plan, broker_port: u16, broker_name: &str) {
     let latency_cpu = cpu_ticks(pid).saturating_sub(cpu_before_latency) as f64 / ticks_per_second;
     latencies.sort();
     let at_end = memory(pid);
+    let by_mapping = rss_by_mapping(pid);
 
     // Shut down as systemd would, and check the daemon leaves cleanly.
     let _ = Command::new("kill")
@@ -580,10 +630,16 @@ async fn bench(plan: Plan, broker_port: u16, broker_name: &str) {
     );
     print_memory("after every meter published once:", &after_first);
     print_memory("after the latency run:", &at_end);
+    let parts: Vec<String> = by_mapping
+        .iter()
+        .map(|(what, kb)| format!("{what} {:.2} MB", mb(*kb)))
+        .collect();
+    println!("resident at the end, by mapping: {}", parts.join(", "));
     println!(
-        "idle: {idle_ticks} ticks = {idle_cpu_seconds:.3} CPU s over {:.1} s = {idle_percent:.2} % of one core (1 tick = {:.0} ms)",
+        "idle: {:.3} ms on a CPU (schedstat; {idle_ticks} ticks of {:.0} ms in utime+stime) over {:.1} s = {idle_percent:.4} % of one core",
+        idle_cpu_seconds * 1e3,
+        1000.0 / ticks_per_second,
         idle_elapsed.as_secs_f64(),
-        1000.0 / ticks_per_second
     );
     if latencies.is_empty() {
         println!("latency: no state message arrived ({lost} lost)");
@@ -625,7 +681,7 @@ async fn bench(plan: Plan, broker_port: u16, broker_name: &str) {
     );
     println!("| RSS at the end | {:.2} MB | | |", mb(at_end.rss_kb));
     println!(
-        "| idle CPU | {idle_percent:.2} % of one core | ≈ 0 | {} |",
+        "| idle CPU | {idle_percent:.4} % of one core | ≈ 0 | {} |",
         verdict(idle_percent < 0.5)
     );
     match median {
