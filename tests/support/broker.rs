@@ -28,45 +28,48 @@ pub fn wait_until_listening(port: u16) {
 /// The port of this process's rumqttd, started on first use.
 pub fn rumqttd_port() -> u16 {
     static PORT: OnceLock<u16> = OnceLock::new();
-    *PORT.get_or_init(|| {
-        use rumqttd::{Config, ConnectionSettings, RouterConfig, ServerSettings};
-        let port = free_port();
-        let server = ServerSettings {
-            name: "v4".into(),
-            listen: SocketAddr::from(([127, 0, 0, 1], port)),
-            tls: None,
-            next_connection_delay_ms: 1,
-            connections: ConnectionSettings {
-                connection_timeout_ms: 5000,
-                // Discovery documents exceed the sample configuration's 20 KiB.
-                max_payload_size: 1 << 20,
-                max_inflight_count: 100,
-                auth: None,
-                external_auth: None,
-                dynamic_filters: true,
-            },
-        };
-        let config = Config {
-            id: 0,
-            router: RouterConfig {
-                max_connections: 100,
-                max_outgoing_packet_count: 200,
-                max_segment_size: 100 * 1024 * 1024,
-                max_segment_count: 10,
-                ..Default::default()
-            },
-            v4: Some(HashMap::from([("v4".to_string(), server)])),
+    *PORT.get_or_init(|| start_rumqttd(None))
+}
+
+/// Starts an in-process rumqttd on a free port, optionally accepting only one user.
+pub fn start_rumqttd(user: Option<(&str, &str)>) -> u16 {
+    use rumqttd::{Config, ConnectionSettings, RouterConfig, ServerSettings};
+    let port = free_port();
+    let server = ServerSettings {
+        name: "v4".into(),
+        listen: SocketAddr::from(([127, 0, 0, 1], port)),
+        tls: None,
+        next_connection_delay_ms: 1,
+        connections: ConnectionSettings {
+            connection_timeout_ms: 5000,
+            // Discovery documents exceed the sample configuration's 20 KiB.
+            max_payload_size: 1 << 20,
+            max_inflight_count: 100,
+            auth: user.map(|(u, p)| HashMap::from([(u.to_string(), p.to_string())])),
+            external_auth: None,
+            dynamic_filters: true,
+        },
+    };
+    let config = Config {
+        id: 0,
+        router: RouterConfig {
+            max_connections: 100,
+            max_outgoing_packet_count: 200,
+            max_segment_size: 100 * 1024 * 1024,
+            max_segment_count: 10,
             ..Default::default()
-        };
-        std::thread::spawn(move || {
-            let mut broker = rumqttd::Broker::new(config);
-            if let Err(e) = broker.start() {
-                eprintln!("rumqttd stopped: {e}");
-            }
-        });
-        wait_until_listening(port);
-        port
-    })
+        },
+        v4: Some(HashMap::from([("v4".to_string(), server)])),
+        ..Default::default()
+    };
+    std::thread::spawn(move || {
+        let mut broker = rumqttd::Broker::new(config);
+        if let Err(e) = broker.start() {
+            eprintln!("rumqttd stopped: {e}");
+        }
+    });
+    wait_until_listening(port);
+    port
 }
 
 pub struct Mosquitto(Child);
