@@ -37,13 +37,17 @@ fn schema_options(config: &Node) -> Vec<(String, String, String)> {
             Yaml::List(items) => {
                 assert_eq!(items.len(), 1, "schema.{key}: one item schema");
                 for (k, _, v) in entries(&items[0]) {
-                    let Yaml::Str(t) = &v.value else { panic!("{key}.{k}") };
+                    let Yaml::Str(t) = &v.value else {
+                        panic!("{key}.{k}")
+                    };
                     out.push((key.clone(), k.clone(), t.clone()));
                 }
             }
             Yaml::Map(m) => {
                 for (k, _, v) in m {
-                    let Yaml::Str(t) = &v.value else { panic!("{key}.{k}") };
+                    let Yaml::Str(t) = &v.value else {
+                        panic!("{key}.{k}")
+                    };
                     out.push((key.clone(), k.clone(), t.clone()));
                 }
             }
@@ -268,9 +272,14 @@ fn every_schema_option_is_converted_and_the_result_passes_check_config() {
             _ => vec![(String::new(), key.clone())],
         })
         .collect();
-    let in_schema: BTreeSet<(String, String)> =
-        schema.iter().map(|(s, k, _)| (s.clone(), k.clone())).collect();
-    assert_eq!(set, in_schema, "the sample options must set every schema option");
+    let in_schema: BTreeSet<(String, String)> = schema
+        .iter()
+        .map(|(s, k, _)| (s.clone(), k.clone()))
+        .collect();
+    assert_eq!(
+        set, in_schema,
+        "the sample options must set every schema option"
+    );
 
     let dir = Scratch::new("every");
     let (out, _) = convert(&dir, &options, None);
@@ -312,12 +321,18 @@ fn every_schema_option_is_converted_and_the_result_passes_check_config() {
                     assert_eq!(yaml_scalar(got), json_scalar(v), "{key}.{k}");
                 }
             }
-            v => assert_eq!(yaml_scalar(written.get(key).unwrap()), json_scalar(v), "{key}"),
+            v => assert_eq!(
+                yaml_scalar(written.get(key).unwrap()),
+                json_scalar(v),
+                "{key}"
+            ),
         }
     }
     // Types survive: a wired primary address and a millisecond timeout are numbers.
     let meters = written.get("meters").unwrap();
-    let Yaml::List(meters) = &meters.value else { panic!() };
+    let Yaml::List(meters) = &meters.value else {
+        panic!()
+    };
     assert_eq!(meters[0].get("address").unwrap().value, Yaml::Int(5));
     assert_eq!(
         meters[1].get("address").unwrap().value,
@@ -397,7 +412,11 @@ fn the_supervisor_service_is_used_and_secrets_stay_private() {
         .0;
     let broker = cfg.mqtt.unwrap();
     assert_eq!(
-        (broker.host.as_str(), broker.port, broker.username.as_deref()),
+        (
+            broker.host.as_str(),
+            broker.port,
+            broker.username.as_deref()
+        ),
         ("core-mosquitto", 1883, Some("meters"))
     );
     // No file but the configuration is left behind next to it.
@@ -412,7 +431,10 @@ fn the_supervisor_service_is_used_and_secrets_stay_private() {
     let secrets = [METER_KEY, SERVICE_PASSWORD, MQTT_PASSWORD];
     let printed = text(&out);
     for secret in secrets {
-        assert!(!args.iter().any(|a| a.contains(secret)), "{secret} in {args:?}");
+        assert!(
+            !args.iter().any(|a| a.contains(secret)),
+            "{secret} in {args:?}"
+        );
         assert!(!printed.contains(secret), "{secret} in {printed}");
     }
     let checked = check_config(&output);
@@ -446,9 +468,14 @@ fn the_run_script_passes_only_file_names_to_the_binary() {
         );
     }
     // Nothing reads an option into a variable that could end up on a command line.
-    assert!(!script.contains("bashio::config"), "options are read by the binary");
+    assert!(
+        !script.contains("bashio::config"),
+        "options are read by the binary"
+    );
     assert!(!script.contains("services mqtt password"));
-    assert!(script.contains("exec s6-setuidgid \"${RUN_USER}\" meterbridge run --config \"${CONFIG}\""));
+    assert!(
+        script.contains("exec s6-setuidgid \"${RUN_USER}\" meterbridge run --config \"${CONFIG}\"")
+    );
     assert!(script.contains("--mqtt-service \"${service_file}\""));
 }
 
@@ -469,7 +496,11 @@ fn invalid_options_stop_the_start_with_the_option_named() {
     );
     assert!(err.contains("1 error in the add-on's options"), "{err}");
 
-    let (out, _) = convert(&dir, &json!({"buses": [{"name": "b", "baud": "fast"}]}), None);
+    let (out, _) = convert(
+        &dir,
+        &json!({"buses": [{"name": "b", "baud": "fast"}]}),
+        None,
+    );
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
         String::from_utf8_lossy(&out.stderr).trim(),
@@ -493,15 +524,23 @@ fn the_add_on_metadata_follows_the_conventions() {
     assert_eq!(s("version"), version);
     assert_eq!(s("slug"), "meterbridge");
     assert_eq!(s("image"), "ghcr.io/meterbridge/meterbridge-addon");
-    let Yaml::List(arch) = &config.get("arch").unwrap().value else { panic!() };
+    let Yaml::List(arch) = &config.get("arch").unwrap().value else {
+        panic!()
+    };
     let arch: Vec<String> = arch.iter().map(yaml_scalar).collect();
     assert_eq!(arch, ["aarch64", "amd64"]);
     assert_eq!(config.get("init").unwrap().value, Yaml::Bool(false));
     assert_eq!(config.get("uart").unwrap().value, Yaml::Bool(true));
-    let Yaml::List(services) = &config.get("services").unwrap().value else { panic!() };
+    let Yaml::List(services) = &config.get("services").unwrap().value else {
+        panic!()
+    };
     assert_eq!(yaml_scalar(&services[0]), "mqtt:want");
     let ports = config.get("ports").unwrap();
-    assert_eq!(ports.get("8222/tcp").unwrap().value, Yaml::Null, "off by default");
+    assert_eq!(
+        ports.get("8222/tcp").unwrap().value,
+        Yaml::Null,
+        "off by default"
+    );
     for (port, _, value) in entries(ports) {
         assert_eq!(value.value, Yaml::Null, "{port} must be off by default");
     }
@@ -533,7 +572,12 @@ fn the_add_on_metadata_follows_the_conventions() {
         assert_eq!((width, height), (w, h), "{png}");
     }
     let apparmor = read("addon/apparmor.txt");
-    for rule in ["/dev/ttyUSB* rw", "/dev/ttyACM* rw", "/dev/serial/by-id/* r", "/data/** rwk"] {
+    for rule in [
+        "/dev/ttyUSB* rw",
+        "/dev/ttyACM* rw",
+        "/dev/serial/by-id/* r",
+        "/data/** rwk",
+    ] {
         assert!(apparmor.contains(rule), "{rule}");
     }
 }
@@ -560,7 +604,10 @@ fn the_translations_name_every_schema_option() {
         }
     }
     for (port, _, _) in entries(config.get("ports").unwrap()) {
-        assert!(en.get("network").and_then(|n| n.get(port)).is_some(), "{port}");
+        assert!(
+            en.get("network").and_then(|n| n.get(port)).is_some(),
+            "{port}"
+        );
     }
 }
 
@@ -578,7 +625,14 @@ fn the_docker_image_and_systemd_unit_are_hardened() {
         assert!(dockerfile.contains(line), "Dockerfile: {line}");
     }
     // Everything the build reads is copied into the build stage.
-    for path in ["Cargo.toml", "Cargo.lock", "build.rs", "src", "drivers", "benches"] {
+    for path in [
+        "Cargo.toml",
+        "Cargo.lock",
+        "build.rs",
+        "src",
+        "drivers",
+        "benches",
+    ] {
         assert!(Path::new(ROOT).join(path).exists());
         assert!(
             dockerfile

@@ -281,7 +281,10 @@ fn list_section(
     let _ = writeln!(out, "{section}:");
     for (i, item) in items.iter().enumerate() {
         let Value::Object(map) = item else {
-            return Err(option_error(format!("{section}[{i}]"), "expected a mapping"));
+            return Err(option_error(
+                format!("{section}[{i}]"),
+                "expected a mapping",
+            ));
         };
         if let Some(unknown) = map.keys().find(|k| !options.iter().any(|(o, _)| o == k)) {
             return Err(option_error(
@@ -450,7 +453,10 @@ pub fn convert(
         .keys()
         .find(|k| !sections.contains(&k.as_str()) && !TOP_OPTIONS.iter().any(|(o, _)| o == k))
     {
-        return Err(option_error(unknown.as_str(), "not an option of the add-on"));
+        return Err(option_error(
+            unknown.as_str(),
+            "not an option of the add-on",
+        ));
     }
     let mut out = String::new();
     out.push_str(
@@ -621,7 +627,9 @@ mod tests {
         assert_eq!(mqtt.username.as_deref(), Some("meters"));
         assert_eq!(
             mqtt.password,
-            Some(config::PasswordSource::Inline(config::Secret::new("s3cret")))
+            Some(config::PasswordSource::Inline(config::Secret::new(
+                "s3cret"
+            )))
         );
         assert_eq!(mqtt.base_topic, "mb");
         assert_eq!(cfg.state_dir, PathBuf::from("/data"));
@@ -637,7 +645,10 @@ mod tests {
         assert!(!c.yaml.contains("s3cret"), "{}", c.yaml);
         let (cfg, _) = config::parse(&c.yaml, "out.yaml").unwrap();
         let mqtt = cfg.mqtt.unwrap();
-        assert_eq!((mqtt.host.as_str(), mqtt.port, mqtt.tls), ("broker.example", 8883, true));
+        assert_eq!(
+            (mqtt.host.as_str(), mqtt.port, mqtt.tls),
+            ("broker.example", 8883, true)
+        );
         assert_eq!(mqtt.username, None);
     }
 
@@ -647,7 +658,10 @@ mod tests {
         let c = convert(&json!({}), Some(&service), "/data").unwrap();
         let (cfg, _) = config::parse(&c.yaml, "out.yaml").unwrap();
         let mqtt = cfg.mqtt.unwrap();
-        assert_eq!((mqtt.host.as_str(), mqtt.port, mqtt.tls), ("fd00::5", 8883, true));
+        assert_eq!(
+            (mqtt.host.as_str(), mqtt.port, mqtt.tls),
+            ("fd00::5", 8883, true)
+        );
     }
 
     #[test]
@@ -656,7 +670,11 @@ mod tests {
         assert_eq!(c.broker, BrokerSource::None);
         assert!(!c.yaml.contains("mqtt:"));
         let e = convert(&json!({"mqtt": {"username": "u"}}), None, "/data").unwrap_err();
-        assert!(e.to_string().starts_with("mqtt.username: is set but there is no broker"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("mqtt.username: is set but there is no broker"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -674,9 +692,18 @@ mod tests {
         let (cfg, warnings) = config::parse(&c.yaml, "out.yaml").unwrap();
         use crate::config::{MeterAddress, Polling};
         assert_eq!(cfg.meters[0].address, MeterAddress::Primary(5));
-        assert_eq!(cfg.meters[1].address, MeterAddress::Secondary("12345678".into()));
-        assert_eq!(cfg.meters[2].address, MeterAddress::Wireless("00123456".into()));
-        assert_eq!(cfg.buses[0].polling, Polling::Every(std::time::Duration::from_secs(60)));
+        assert_eq!(
+            cfg.meters[1].address,
+            MeterAddress::Secondary("12345678".into())
+        );
+        assert_eq!(
+            cfg.meters[2].address,
+            MeterAddress::Wireless("00123456".into())
+        );
+        assert_eq!(
+            cfg.buses[0].polling,
+            Polling::Every(std::time::Duration::from_secs(60))
+        );
         let bridge = cfg.buses[0].tcp_server.as_ref().unwrap();
         assert_eq!((bridge.port, bridge.bind.as_str()), (8222, "0.0.0.0"));
         // The bridge on every interface of the container is worth the warning it gets.
@@ -685,11 +712,23 @@ mod tests {
 
     #[test]
     fn wrong_shapes_and_unknown_options_are_named() {
-        let e = convert(&json!({"buses": [{"name": "b", "baud": "fast"}]}), None, "/").unwrap_err();
+        let e = convert(
+            &json!({"buses": [{"name": "b", "baud": "fast"}]}),
+            None,
+            "/",
+        )
+        .unwrap_err();
         assert_eq!(e.to_string(), "buses[0].baud: expected a whole number");
-        let e = convert(&json!({"meters": [{"name": "m", "colour": "red"}]}), None, "/")
-            .unwrap_err();
-        assert_eq!(e.to_string(), "meters[0].colour: not an option of the add-on");
+        let e = convert(
+            &json!({"meters": [{"name": "m", "colour": "red"}]}),
+            None,
+            "/",
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "meters[0].colour: not an option of the add-on"
+        );
         let e = convert(&json!({"verbose": true}), None, "/").unwrap_err();
         assert_eq!(e.to_string(), "verbose: not an option of the add-on");
         let e = convert(&json!([1]), None, "/").unwrap_err();
@@ -710,7 +749,11 @@ mod tests {
         let meta = std::fs::metadata(&path).unwrap();
         assert_eq!(meta.permissions().mode() & 0o777, 0o600);
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "new: 1\n");
-        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1, "temporary file left");
+        assert_eq!(
+            std::fs::read_dir(&dir).unwrap().count(),
+            1,
+            "temporary file left"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
