@@ -1,5 +1,6 @@
 //! The command line: one file per subcommand; parsing arguments and printing only.
 
+pub mod addon;
 pub mod bus;
 pub mod daemon;
 pub mod decode;
@@ -48,6 +49,9 @@ pub enum Command {
     Drivers(drivers::DriversArgs),
     /// Simulate a wired bus or a wireless stick for testing without hardware.
     Simulate(simulate::SimulateArgs),
+    /// Home Assistant add-on: write the configuration from the add-on's options and the
+    /// Supervisor's MQTT service (used by the add-on's start script).
+    AddonConfig(addon::AddonConfigArgs),
 }
 
 /// Runs the command line and returns the process exit status.
@@ -66,5 +70,6 @@ pub fn run() -> i32 {
         Command::Listen(args) => listen::run(&args),
         Command::Drivers(args) => drivers::run(&args),
         Command::Simulate(args) => simulate::run(&args),
+        Command::AddonConfig(args) => addon::run(&args),
     }
 }
