@@ -779,6 +779,18 @@ async fn only_values_leaves_out_the_header_fields() {
     for header in ["_", "media", "meter", "name", "id", "telegram_counter"] {
         assert!(v.get(header).is_none(), "{header} in {doc}");
     }
+    // The running gateway shows it is alive; a directory no gateway used does not.
+    let health = |dir: &std::path::Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_meterbridge"))
+            .args(["health", "--state-dir"])
+            .arg(dir)
+            .output()
+            .unwrap()
+    };
+    let alive = health(&state_dir);
+    assert!(alive.status.success(), "{alive:?}");
+    assert!(String::from_utf8_lossy(&alive.stdout).starts_with("alive"));
+    assert_eq!(health(&state_dir.join("nothing")).status.code(), Some(1));
     stop.send(true).unwrap();
     tokio::time::timeout(WAIT, task)
         .await

@@ -29,6 +29,55 @@ pub struct CheckConfigArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct HealthArgs {
+    /// The gateway's configuration; its `state_dir` is checked.
+    #[arg(long, short, value_name = "FILE", conflicts_with = "state_dir")]
+    pub config: Option<PathBuf>,
+    /// The gateway's state directory, instead of --config.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Most seconds since the gateway last showed it was alive (it does every 30 s).
+    #[arg(long, value_name = "SECONDS", default_value_t = 120)]
+    pub max_age: u64,
+}
+
+/// For container health checks: exit 0 if the gateway in `state_dir` is alive.
+pub fn health(args: &HealthArgs) -> i32 {
+    let dir = match (&args.state_dir, &args.config) {
+        (Some(d), _) => d.clone(),
+        (None, Some(file)) => match config::load_with(file, &ValidateOptions::default()) {
+            Ok((c, _)) => c.state_dir,
+            Err(e) => {
+                println!("{e}");
+                return 1;
+            }
+        },
+        (None, None) => {
+            eprintln!("error: give --config FILE or --state-dir DIR");
+            return 2;
+        }
+    };
+    match gateway::heartbeat_age(&dir) {
+        Some(age) if age <= Duration::from_secs(args.max_age) => {
+            println!("alive ({} s ago)", age.as_secs());
+            0
+        }
+        Some(age) => {
+            println!(
+                "stuck or stopped: last sign of life {} s ago (more than {} s)",
+                age.as_secs(),
+                args.max_age
+            );
+            1
+        }
+        None => {
+            println!("no gateway has run with state directory {}", dir.display());
+            1
+        }
+    }
+}
+
+#[derive(Debug, Args)]
 pub struct DemoArgs {
     /// Publish the readings to this broker as well (mqtt://host[:port]), with Home Assistant
     /// discovery.

@@ -31,6 +31,8 @@ pub enum Command {
     Demo(daemon::DemoArgs),
     /// Check a configuration file and report every problem in it at once.
     CheckConfig(daemon::CheckConfigArgs),
+    /// Exit 0 if the gateway using a state directory is alive (for container health checks).
+    Health(daemon::HealthArgs),
     /// Decode M-Bus telegrams given as hex (arguments, or one per line on standard input).
     Decode(decode::DecodeArgs),
     /// Find the meters on a wired bus: `scan primary` (addresses 0-250) or `scan secondary`.
@@ -61,6 +63,7 @@ pub fn run() -> i32 {
         Command::Run(args) => daemon::run(&args),
         Command::Demo(args) => daemon::demo(&args),
         Command::CheckConfig(args) => daemon::check_config(&args),
+        Command::Health(args) => daemon::health(&args),
         Command::Decode(args) => decode::run(&args),
         Command::Scan(a) => bus::run(&bus::BusCommand::Scan(a)),
         Command::Read(a) => bus::run(&bus::BusCommand::Read(a)),

@@ -1168,6 +1168,7 @@ pub async fn run(config: Config, options: RunOptions) -> Result<GatewayStats, St
                 if let Err(e) = gateway.state.save(&gateway.run.decoder().compact) {
                     gateway.note_once("state-save".into(), &format!("warning: {e}"));
                 }
+                write_heartbeat(&config.state_dir);
             }
             _ = tokio::signal::ctrl_c() => break,
             _ = terminate => break,
@@ -1204,6 +1205,23 @@ pub async fn run(config: Config, options: RunOptions) -> Result<GatewayStats, St
 }
 
 const DEVICES_FILE: &str = "devices.json";
+/// Rewritten every 30 s while the gateway's main loop runs: `meterbridge health` checks its age.
+pub const HEARTBEAT_FILE: &str = "heartbeat";
+
+fn write_heartbeat(dir: &Path) {
+    let now = SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    let _ = std::fs::write(dir.join(HEARTBEAT_FILE), format!("{now}\n"));
+}
+
+/// How long ago the gateway using `dir` last showed it was alive; `None` if it never did.
+pub fn heartbeat_age(dir: &Path) -> Option<Duration> {
+    let text = std::fs::read_to_string(dir.join(HEARTBEAT_FILE)).ok()?;
+    let then = std::time::UNIX_EPOCH + Duration::from_secs(text.trim().parse().ok()?);
+    Some(SystemTime::now().duration_since(then).unwrap_or_default())
+}
 
 /// Remembers which discovery device each meter was announced as, so a meter removed from the
 /// configuration can have its entities withdrawn after a restart.
