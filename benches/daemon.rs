@@ -47,6 +47,9 @@ struct Plan {
     idle: Duration,
     latency_samples: usize,
     spacing: Duration,
+    /// `MB_SOAK_SECONDS`: a soak phase at 50× normal rates (wired polling every 1.2 s instead of
+    /// 60 s, each wireless meter every 0.4 s instead of about 20 s) before shutdown.
+    soak: Option<Duration>,
 }
 
 impl Plan {
@@ -58,6 +61,10 @@ impl Plan {
             idle: Duration::from_secs(if quick { 2 } else { 10 }),
             latency_samples: if quick { 50 } else { 500 },
             spacing: Duration::from_millis(15),
+            soak: std::env::var("MB_SOAK_SECONDS")
+                .ok()
+                .and_then(|s| s.parse::<u64>().ok())
+                .map(Duration::from_secs),
         }
     }
 }
@@ -193,6 +200,7 @@ fn config_yaml(
     udp: u16,
     mqtt: u16,
     wireless: &[(String, Vec<u8>)],
+    polling: &str,
 ) -> String {
     let mut y = format!(
         r#"state_dir: "{state}"
@@ -202,7 +210,7 @@ dedup_window: 0
 buses:
   - name: bench-bus
     tcp: "{bus}"
-    polling: 60s
+    polling: {polling}
 receivers:
   - name: udp-in
     type: udp
@@ -355,6 +363,9 @@ fn free_udp_port() -> u16 {
 }
 
 /// State messages as they arrive at the subscriber: (topic, arrival time).
+/// State messages of meters (not the gateway's) the subscriber received, over the whole run.
+static METER_STATES_RECEIVED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 async fn subscribe(port: u16) -> mpsc::UnboundedReceiver<(String, Instant)> {
     let mut options = MqttOptions::new(
         format!("mbbench-watch-{}", std::process::id()),
@@ -376,6 +387,9 @@ async fn subscribe(port: u16) -> mpsc::UnboundedReceiver<(String, Instant)> {
             match eventloop.poll().await {
                 Ok(Event::Incoming(Packet::Publish(p))) => {
                     let at = Instant::now();
+                    if p.topic != format!("{BASE_TOPIC}/gateway/state") {
+                        METER_STATES_RECEIVED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
                     if tx.send((p.topic.to_string(), at)).is_err() {
                         return;
                     }
@@ -476,6 +490,7 @@ async fn bench(plan: Plan, broker_port: u16, broker_name: &str) {
             udp_port,
             broker_port,
             &wireless,
+            if plan.soak.is_some() { "1200ms" } else { "60s" },
         ),
     )
     .expect("write config");
@@ -604,6 +619,47 @@ async fn bench(plan: Plan, broker_port: u16, broker_name: &str) {
     let at_end = memory(pid);
     let by_mapping = rss_by_mapping(pid);
 
+    // Phase 4 (optional): soak at 50× normal rates; memory sampled as it goes.
+    let mut soak_report = None;
+    if let Some(length) = plan.soak {
+        let rss_start = memory(pid);
+        let soak_started = Instant::now();
+        let mut next_sample = soak_started + Duration::from_secs(30);
+        let mut sent = 0u64;
+        println!(
+            "soak: {} s, 50 wireless meters every 0.4 s ({} telegrams/s), wired polling every 1.2 s; RSS at start {:.2} MB",
+            length.as_secs(),
+            METERS_PER_KIND as f64 / 0.4,
+            mb(rss_start.rss_kb)
+        );
+        while soak_started.elapsed() < length {
+            let round = Instant::now();
+            for line in &lines {
+                let _ = udp.send_to(line.as_bytes(), ("127.0.0.1", udp_port)).await;
+                sent += 1;
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            while messages.try_recv().is_ok() {}
+            if Instant::now() >= next_sample {
+                next_sample += Duration::from_secs(30);
+                let m = memory(pid);
+                println!(
+                    "soak {:>5.0} s: RSS {:.2} MB (peak {:.2} MB), {} telegrams sent, {} meter states received",
+                    soak_started.elapsed().as_secs_f64(),
+                    mb(m.rss_kb),
+                    mb(m.hwm_kb),
+                    sent,
+                    METER_STATES_RECEIVED.load(std::sync::atomic::Ordering::Relaxed)
+                );
+            }
+            tokio::time::sleep_until((round + Duration::from_millis(400)).into()).await;
+        }
+        // Let the last publications arrive before comparing counts.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let rss_end = memory(pid);
+        soak_report = Some((rss_start, rss_end, sent, soak_started.elapsed()));
+    }
+
     // Shut down as systemd would, and check the daemon leaves cleanly.
     let _ = Command::new("kill")
         .args(["-TERM", &pid.to_string()])
@@ -668,6 +724,32 @@ async fn bench(plan: Plan, broker_port: u16, broker_name: &str) {
         None => println!("SIGTERM: the daemon did not exit within 10 s (killed)"),
     }
 
+    if let Some((start, end, sent, took)) = &soak_report {
+        // The daemon prints its counters when it stops.
+        let log = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+        let produced = log.lines().find_map(|l| {
+            let rest = l.split("telegrams, ").nth(1)?;
+            rest.split(' ').next()?.parse::<u64>().ok()
+        });
+        let published = METER_STATES_RECEIVED.load(std::sync::atomic::Ordering::Relaxed);
+        println!(
+            "soak over {:.0} s: {sent} telegrams sent; readings produced {} (the daemon's count), published and received {published}: {}",
+            took.as_secs_f64(),
+            produced.map_or("unknown".to_string(), |p| p.to_string()),
+            match produced {
+                Some(p) if p == published => "equal".to_string(),
+                Some(p) => format!("DIFFERENT by {}", published as i64 - p as i64),
+                None => "no count in the daemon's log".to_string(),
+            }
+        );
+        println!(
+            "soak RSS: {:.2} MB at start, {:.2} MB at end ({:+.2} MB), peak {:.2} MB",
+            mb(start.rss_kb),
+            mb(end.rss_kb),
+            mb(end.rss_kb) - mb(start.rss_kb),
+            mb(end.hwm_kb)
+        );
+    }
     let median = latencies.get(latencies.len() / 2).copied();
     println!();
     println!("| figure | measured | target | |");

@@ -174,7 +174,19 @@ pub fn run(args: &RunArgs) -> i32 {
         ..RunOptions::default()
     };
     match rt.block_on(gateway::run(config, options)) {
-        Ok(_) => 0,
+        Ok(stats) => {
+            eprintln!(
+                "stopped: {} telegrams, {} readings emitted, {} duplicates, {} decode errors, {} key errors, {} bus errors, {} unknown meters",
+                stats.telegrams,
+                stats.readings_emitted,
+                stats.duplicates,
+                stats.decode_errors,
+                stats.key_errors,
+                stats.bus_errors,
+                stats.unknown_meters
+            );
+            0
+        }
         Err(e) => {
             eprintln!("error: {e}");
             1
