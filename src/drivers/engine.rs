@@ -356,6 +356,26 @@ impl Driver {
                         .collect::<Result<_, _>>()?,
                 ),
             };
+            if f.profile == Some(0) {
+                return Err(invalid(
+                    file,
+                    format!("{where_}: profile counts from 1 (the first element)"),
+                ));
+            }
+            if (f.profile.is_some() || f.null_value.is_some())
+                && matches!(
+                    f.quantity,
+                    Quantity::Text | Quantity::Date | Quantity::Datetime
+                )
+            {
+                return Err(invalid(
+                    file,
+                    format!(
+                        "{where_}: profile and null_value are for numbers, not {:?}",
+                        f.quantity
+                    ),
+                ));
+            }
             if let Some(tf) = &f.text_format {
                 if !["hex", "wire", "digits", "ascii"].contains(&tf.as_str()) {
                     return Err(invalid(
@@ -514,7 +534,13 @@ impl Driver {
                     Value::DateTime(d) => Some(ReadingValue::Text(format_datetime(&d))),
                     _ => None,
                 },
-                _ => number_value(f, c, r).map(ReadingValue::Number),
+                _ => number_value(f, c, r).map(|v| {
+                    if f.null_value.is_some_and(|n| same_number(n, v)) {
+                        ReadingValue::Null
+                    } else {
+                        ReadingValue::Number(v)
+                    }
+                }),
             };
             if f.has("inject_into_status") {
                 status_matched = true;
@@ -795,8 +821,65 @@ fn lookup_texts(l: &Lookup, raw: u64) -> Vec<String> {
     out
 }
 
+/// Equal up to rounding (1e-12 relative): a `null_value` written in decimal against a scaled
+/// register; tight enough that the neighbouring register value (one unit of the last digit of
+/// a 32-bit register) still counts as a value.
+fn same_number(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 1e-12 * a.abs().max(b.abs()).max(1e-300)
+}
+
+/// Element `n` (1-based) of a compact profile (EN 13757-3 annex F): a spacing-control byte
+/// (increment mode in bits 7-6, spacing unit in bits 5-4, element data field in bits 3-0), a
+/// spacing value, then the elements, signed little-endian integers. Only absolute elements
+/// (increment mode 0) are read: increments need a rule for which end the base value is at.
+fn profile_element(data: &[u8], n: usize) -> Option<i64> {
+    let (&control, rest) = data.split_first()?;
+    let elements = rest.get(1..)?;
+    if control >> 6 != 0 {
+        return None;
+    }
+    let size = match control & 0x0F {
+        code @ 1..=4 => usize::from(code),
+        6 => 6,
+        7 => 8,
+        _ => return None,
+    };
+    let at = n.checked_sub(1)?.checked_mul(size)?;
+    let bytes = elements.get(at..at.checked_add(size)?)?;
+    let mut v = 0i64;
+    for &b in bytes.iter().rev() {
+        v = (v << 8) | i64::from(b);
+    }
+    // Sign-extend from the element's width.
+    let unused = 64 - 8 * size as u32;
+    Some(if unused > 0 {
+        (v << unused) >> unused
+    } else {
+        v
+    })
+}
+
 fn number_value(f: &Field, c: &CompiledField, r: &Record<'_>) -> Option<f64> {
     let scale = f.scale.unwrap_or(1.0);
+    if let Some(n) = f.profile {
+        let raw = profile_element(r.data, n)?;
+        let s = r.scale()?;
+        let e = i32::from(s.exponent);
+        // Divided rather than multiplied by a fraction so that 1 litre is exactly 0.001 m3.
+        let v = if e >= 0 {
+            raw as f64 * f64::from(s.factor) * 10f64.powi(e)
+        } else {
+            raw as f64 * f64::from(s.factor) / 10f64.powi(-e)
+        };
+        if c.units.is_empty() {
+            return Some(v * scale);
+        }
+        return c
+            .units
+            .iter()
+            .find(|(u, _)| *u == s.unit)
+            .map(|(_, factor)| v * factor * scale);
+    }
     if f.unsigned {
         if let RawValue::Integer(i) = r.raw_value() {
             let bits = 8 * r.data.len().min(8) as u32;
@@ -1069,5 +1152,41 @@ mod tests {
             Some("2021-03-27 10:00")
         );
         assert_eq!(shift_date("garbage", 1), None);
+    }
+
+    #[test]
+    fn profile_elements_are_signed_and_bounded() {
+        use super::profile_element;
+        // Zenner IUWS (corpus line 343): monthly spacing, 32-bit absolute elements.
+        let mut data = vec![0x34, 0xFE];
+        data.extend([0x00, 0x00, 0x00, 0x00]);
+        data.extend([0x00, 0x00, 0x00, 0x80]);
+        data.extend([0x2A, 0x01, 0x00, 0x00]);
+        assert_eq!(profile_element(&data, 1), Some(0));
+        assert_eq!(profile_element(&data, 2), Some(-2_147_483_648));
+        assert_eq!(profile_element(&data, 3), Some(0x12A));
+        assert_eq!(profile_element(&data, 4), None);
+        assert_eq!(profile_element(&data, 0), None);
+        assert_eq!(profile_element(&data, usize::MAX), None);
+        // 16-bit elements sign-extend from 16 bits.
+        assert_eq!(profile_element(&[0x02, 0x01, 0xFF, 0xFF], 1), Some(-1));
+        // Increments (mode 1-3) are not read; too short or empty data gives nothing.
+        assert_eq!(profile_element(&[0x74, 0xFE, 0, 0, 0, 0], 1), None);
+        assert_eq!(profile_element(&[0x34], 1), None);
+        assert_eq!(profile_element(&[], 1), None);
+        // 64-bit elements.
+        let mut data = vec![0x07, 0x01];
+        data.extend(u64::MAX.to_le_bytes());
+        assert_eq!(profile_element(&data, 1), Some(-1));
+    }
+
+    #[test]
+    fn null_value_compares_relatively() {
+        assert!(super::same_number(
+            -2_147_483.648,
+            -2_147_483_648.0 / 1000.0
+        ));
+        assert!(!super::same_number(-2_147_483.648, -2_147_483.647));
+        assert!(super::same_number(0.0, 0.0));
     }
 }

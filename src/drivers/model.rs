@@ -34,6 +34,11 @@ pub struct DriverFile {
     /// its values with `from`. The decoders are listed in `src/drivers/hooks/`.
     #[serde(default)]
     pub decoder: Option<String>,
+    /// The meter's id, version and device type come from the enhanced identification record
+    /// (DIF 07, VIF 79) when a telegram carries one: a radio converter that relays a meter
+    /// sends its own address in the data-link header and the meter's in that record.
+    #[serde(default)]
+    pub enhanced_identity: bool,
     #[serde(default)]
     pub fields: Vec<Field>,
     #[serde(default)]
@@ -117,6 +122,14 @@ pub struct Field {
     /// day of its month stays on the last day (`2020-12-31` minus one month is `2020-11-30`).
     #[serde(default)]
     pub date_shift: Option<DateShift>,
+    /// Numbers: the value (in this field's unit) a meter sends for "no value"; the field
+    /// prints `null` then (0x80000000 in a 32-bit litre register is -2147483.648 m3).
+    #[serde(default)]
+    pub null_value: Option<f64>,
+    /// Numbers: the n-th element (1 = the first) of the compact profile the matched record
+    /// carries, instead of the record's whole data.
+    #[serde(default)]
+    pub profile: Option<usize>,
     #[serde(default)]
     pub ha: Option<HaMeta>,
 }

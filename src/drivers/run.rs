@@ -7,7 +7,9 @@ use super::{Driver, MeterState, Registry};
 use crate::output::wmbusmeters::{self, MeterLine};
 use crate::security::KeyStore;
 use crate::telegram::{decode_wired, Link, Telegram, WirelessDecoder};
-use crate::wire::application::{Application, Header};
+use crate::wire::application::{Application, Header, IdentificationNumber};
+use crate::wire::manufacturer::Manufacturer;
+use crate::wire::records::RecordKind;
 
 /// Placeholder timestamp used when the caller has no clock to offer (tests, golden files).
 pub const FIXED_TIMESTAMP: &str = "1111-11-11T11:11:11Z";
@@ -66,6 +68,24 @@ fn identity(t: &Telegram<'_>) -> Option<Identity> {
         }),
         (None, Link::Wired(_)) => None,
     }
+}
+
+/// The meter named by an enhanced identification record (DIF 07, VIF 79: id, manufacturer,
+/// version, device type, as in a long header), for drivers of meters behind a radio converter.
+fn enhanced_identity(t: &Telegram<'_>, sender: Option<(String, u8, u8)>) -> Option<Identity> {
+    let r = t.records.iter().find(|r| {
+        r.kind == RecordKind::Data && r.dib == [0x07] && r.vif == Some(0x79) && r.vifes.is_empty()
+    })?;
+    let &[i0, i1, i2, i3, m0, m1, version, device_type] = r.data else {
+        return None;
+    };
+    Some(Identity {
+        id: IdentificationNumber(u32::from_le_bytes([i0, i1, i2, i3])).to_string(),
+        manufacturer: Manufacturer::from_le_bytes([m0, m1]).to_string(),
+        version,
+        device_type,
+        sender,
+    })
 }
 
 /// A meter's readings after a telegram.
@@ -150,6 +170,11 @@ impl<'r> DriverRun<'r> {
             });
         };
         let d: &Driver = d;
+        let who = if d.file.enhanced_identity {
+            enhanced_identity(telegram, who.sender.clone()).unwrap_or(who)
+        } else {
+            who
+        };
         let key = self.decoder.keys.get(&who.id);
         let state = self.meters.entry(who.id.clone()).or_default();
         d.apply_with_key(telegram, state, key);

@@ -61,51 +61,63 @@ const ENERGY_DELTAS: [&str; 12] = [
     "energy_delta_13_kwh",
 ];
 
-pub const HOOKS: &[Hook] = &[Hook {
-    name: "qundis",
-    values: &[
-        "total_m3",
-        "target_m3",
-        "target_year_m3",
-        "total_kwh",
-        "target_kwh",
-        "target_year_kwh",
-        "total_hca",
-        "target_hca",
-        "target_year_hca",
-        "target_date",
-        "target_year_date",
-        "target_date_text",
-        "target_year_date_text",
-        "error_date",
-        "error_date_text",
-        "volume_delta_2_m3",
-        "volume_delta_3_m3",
-        "volume_delta_4_m3",
-        "volume_delta_5_m3",
-        "volume_delta_6_m3",
-        "volume_delta_7_m3",
-        "volume_delta_8_m3",
-        "volume_delta_9_m3",
-        "volume_delta_10_m3",
-        "volume_delta_11_m3",
-        "volume_delta_12_m3",
-        "volume_delta_13_m3",
-        "energy_delta_2_kwh",
-        "energy_delta_3_kwh",
-        "energy_delta_4_kwh",
-        "energy_delta_5_kwh",
-        "energy_delta_6_kwh",
-        "energy_delta_7_kwh",
-        "energy_delta_8_kwh",
-        "energy_delta_9_kwh",
-        "energy_delta_10_kwh",
-        "energy_delta_11_kwh",
-        "energy_delta_12_kwh",
-        "energy_delta_13_kwh",
-    ],
-    decode: decode_qundis,
-}];
+pub const HOOKS: &[Hook] = &[
+    Hook {
+        name: "qundis",
+        values: VALUES,
+        decode: decode_qundis,
+    },
+    Hook {
+        name: "qundis_qheat",
+        values: VALUES,
+        decode: decode_qundis_qheat,
+    },
+];
+
+/// The walk-by block's VIF as wmbusmeters' qheat reads every block: 0.1 kWh (VIF 05).
+const QHEAT_BLOCK_VIF: u8 = 0x05;
+
+const VALUES: &[&str] = &[
+    "total_m3",
+    "target_m3",
+    "target_year_m3",
+    "total_kwh",
+    "target_kwh",
+    "target_year_kwh",
+    "total_hca",
+    "target_hca",
+    "target_year_hca",
+    "target_date",
+    "target_year_date",
+    "target_date_text",
+    "target_year_date_text",
+    "error_date",
+    "error_date_text",
+    "volume_delta_2_m3",
+    "volume_delta_3_m3",
+    "volume_delta_4_m3",
+    "volume_delta_5_m3",
+    "volume_delta_6_m3",
+    "volume_delta_7_m3",
+    "volume_delta_8_m3",
+    "volume_delta_9_m3",
+    "volume_delta_10_m3",
+    "volume_delta_11_m3",
+    "volume_delta_12_m3",
+    "volume_delta_13_m3",
+    "energy_delta_2_kwh",
+    "energy_delta_3_kwh",
+    "energy_delta_4_kwh",
+    "energy_delta_5_kwh",
+    "energy_delta_6_kwh",
+    "energy_delta_7_kwh",
+    "energy_delta_8_kwh",
+    "energy_delta_9_kwh",
+    "energy_delta_10_kwh",
+    "energy_delta_11_kwh",
+    "energy_delta_12_kwh",
+    "energy_delta_13_kwh",
+];
 
 /// What a value of a given unit is, and the value names it goes under.
 #[derive(Clone, Copy, PartialEq, Debug)]
@@ -199,24 +211,37 @@ fn is_walk_by_block(r: &Record<'_>) -> bool {
 }
 
 fn decode_qundis(t: &Telegram<'_>, out: &mut HookValues) {
+    decode_telegram(t, None, out);
+}
+
+/// wmbusmeters' qheat reads the walk-by block's energies in 0.1 kWh whatever VIF the block
+/// names: a block that says 0D (100 kJ) prints 3083.1 kWh for 30831 where qheatv2 prints
+/// 856.416667. Its users' dashboards carry those numbers, so this decoder reads them the same
+/// way; ordinary telegrams are read by their records' units as with `qundis`.
+fn decode_qundis_qheat(t: &Telegram<'_>, out: &mut HookValues) {
+    decode_telegram(t, Some(QHEAT_BLOCK_VIF), out);
+}
+
+/// `block_vif`: read the walk-by block's values with this VIF instead of the block's own.
+fn decode_telegram(t: &Telegram<'_>, block_vif: Option<u8>, out: &mut HookValues) {
     // Other telegrams may carry a 0DFF5F record of another kind (the WHE 46x sends 12 bytes
     // next to ordinary records): those are read from their records.
     let walk_by = t
         .records
         .iter()
         .find(|r| is_walk_by_block(r))
-        .is_some_and(|r| decode_block(r.data, out));
+        .is_some_and(|r| decode_block(r.data, block_vif, out));
     if !walk_by {
         decode_records(&t.records, out);
     }
 }
 
 /// The walk-by block (table at the top of the file); false if this is not one we can read.
-fn decode_block(b: &[u8], out: &mut HookValues) -> bool {
+fn decode_block(b: &[u8], block_vif: Option<u8>, out: &mut HookValues) -> bool {
     if b.len() != 53 || b.get(3..5) != Some(&[0, 0][..]) {
         return false;
     }
-    let Some(&vif_code) = b.get(9) else {
+    let Some(&vif_code) = block_vif.as_ref().or(b.get(9)) else {
         return false;
     };
     let d = vif::primary(vif_code);
@@ -371,6 +396,20 @@ mod tests {
     }
 
     #[test]
+    fn qheat_reads_the_block_in_tenths_of_kwh() {
+        // Corpus line 384: the block says VIF 0D (100 kJ); wmbusmeters' qheat prints 0.1 kWh.
+        let telegram = "58449344414620684737780779414620689344470C0DFF5F3500825A00000E0007C00DFFFF310803001F3C036800003E34310803000080008000800080008000800000931A92293128190C00002F02FD170000046D000F3235";
+        let v = super::super::testing::run(decode_qundis_qheat, telegram);
+        assert!(close(number(&v, "total_kwh"), 3083.1));
+        assert!(close(number(&v, "target_kwh"), 3083.1));
+        assert!(close(number(&v, "target_year_kwh"), 680.3));
+        assert_eq!(text(&v, "target_date_text"), "2025-04-30");
+        // Ordinary telegrams keep their records' units (corpus line 385's second telegram).
+        let v = super::super::testing::run(decode_qundis_qheat, "4144934441462068473772414620689344470C5B0000200C0D310803004C0D03680000426C1F3CCC080D31080300C2086C3E3402FD170000326CFFFF046D000F3235");
+        assert!(close(number(&v, "total_kwh"), 856.416_666_666_7));
+    }
+
+    #[test]
     fn allocator_walk_by_block() {
         // Corpus line 278 (qcaloric): VIF 6E, HCA units.
         let v = values("49449344939291903408780DFF5F350082180000800007B06EFFFF970000009F2C70020000BE26970000000000010018002E001F002E0023FF210008000500020000002F046D220FA227");
@@ -416,12 +455,12 @@ mod tests {
     fn short_or_odd_blocks_do_not_panic() {
         let mut out = HookValues::default();
         for len in 0..60 {
-            decode_block(&vec![0x00; len], &mut out);
-            assert!(!decode_block(&vec![0xFF; len], &mut out));
+            decode_block(&vec![0x00; len], None, &mut out);
+            assert!(!decode_block(&vec![0xFF; len], None, &mut out));
         }
         let mut b = vec![0u8; 53];
         b[9] = 0xFD;
-        assert!(!decode_block(&b, &mut out));
+        assert!(!decode_block(&b, None, &mut out));
         assert_eq!(out.get("total_m3"), None);
     }
 }
