@@ -50,7 +50,8 @@ pub struct Config {
 pub const DEFAULT_STATE_DIR: &str = "./meterbridge-state";
 pub const DEFAULT_DEDUP_WINDOW: Duration = Duration::from_secs(10);
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// Ordered from the fewest messages to the most.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
 pub enum LogLevel {
     Error,
     Warn,

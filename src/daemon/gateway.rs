@@ -14,7 +14,8 @@ use tokio::sync::{mpsc, watch};
 use super::bus::{run_bus, target_of, BusCommand, BusEvent, PolledMeter};
 use super::state::StateCache;
 use crate::config::schema::{
-    Config, Emit, KeySource, MeterAddress, MeterConfig, PasswordSource, Polling, ReceiverKind,
+    Config, Emit, KeySource, LogLevel, MeterAddress, MeterConfig, PasswordSource, Polling,
+    ReceiverKind,
 };
 use crate::drivers::run::{DriverRun, MeterOutput};
 use crate::drivers::Registry;
@@ -123,6 +124,9 @@ struct Gateway {
     base_topic: String,
     instance: String,
     allow_bus_writes: bool,
+    /// `log_level` of the configuration: what `note` (info), `note_once` (warnings) and
+    /// `detail` (debug) let through.
+    level: LogLevel,
     /// Command channels of the bus tasks, by bus name.
     bus_commands: Vec<(String, mpsc::Sender<BusCommand>)>,
     /// A wireless scan requested over MQTT: until when, and what was heard.
@@ -229,7 +233,16 @@ fn topic_matches(filter: &str, topic: &str) -> bool {
 
 impl Gateway {
     fn note(&self, message: &str) {
-        (self.log)(message);
+        if self.level >= LogLevel::Info {
+            (self.log)(message);
+        }
+    }
+
+    /// Debug-level detail: one line per reading or read (never telegram contents or keys).
+    fn detail(&self, level: LogLevel, message: impl FnOnce() -> String) {
+        if self.level >= level {
+            (self.log)(&message());
+        }
     }
 
     /// Says `message` once per `topic` (a meter with a wrong key sends every few seconds).
@@ -238,7 +251,7 @@ impl Gateway {
         if self.warned.len() >= 10_000 {
             self.warned.clear();
         }
-        if self.warned.insert(topic) {
+        if self.warned.insert(topic) && self.level >= LogLevel::Warn {
             (self.log)(message);
         }
     }
@@ -261,6 +274,16 @@ impl Gateway {
         }
         self.stats.telegrams += 1;
         self.minute.push(heard.received);
+        self.detail(LogLevel::Trace, || {
+            format!(
+                "{input}: telegram of {} bytes{}",
+                stripped.len(),
+                heard
+                    .rssi_dbm
+                    .map(|r| format!(", {r} dBm"))
+                    .unwrap_or_default()
+            )
+        });
         let decoded = self.run.decoder().decode(&stripped);
         if let Some((_, heard_ids)) = &mut self.listening {
             let link = match &decoded {
@@ -706,6 +729,7 @@ impl Gateway {
         push_str(&mut json, &timestamp(entry.last_seen.unwrap_or(now)));
         json.push('}');
         let slug = meter.slug.clone();
+        let entry_len = entry.fields.len();
         match self.print {
             PrintFormat::None => {}
             PrintFormat::Json => {
@@ -735,6 +759,12 @@ impl Gateway {
         }
         self.state.mark_emitted(&self.meters[index].state_key, now);
         self.stats.readings_emitted += 1;
+        self.detail(LogLevel::Debug, || {
+            format!(
+                "meter {}: state published ({} fields)",
+                self.meters[index].cfg.name, entry_len
+            )
+        });
     }
 
     /// Meters whose state should go out again without a new telegram: periodic re-emit, or
@@ -909,7 +939,14 @@ fn expire_after(m: &MeterConfig, bus_polling: Option<&Polling>) -> Option<u64> {
 
 /// Runs the gateway until Ctrl-C, SIGTERM or `options.stop`. Returns the final counters.
 pub async fn run(config: Config, options: RunOptions) -> Result<GatewayStats, String> {
-    let log = options.log.clone();
+    // Start-up and connection messages are info; the gateway filters its own by level.
+    let level = config.log_level;
+    let raw_log = options.log.clone();
+    let log: Arc<dyn Fn(&str) + Send + Sync> = Arc::new(move |m: &str| {
+        if level >= LogLevel::Info || (level >= LogLevel::Warn && m.starts_with("warning")) {
+            raw_log(m);
+        }
+    });
     let registry: &'static Registry = match &config.drivers_dir {
         Some(dir) => crate::cli::drivers::registry(Some(dir))?,
         None => Registry::built_in_static(),
@@ -1011,7 +1048,7 @@ pub async fn run(config: Config, options: RunOptions) -> Result<GatewayStats, St
         no_dedup,
         sink,
         print: options.print,
-        log: log.clone(),
+        log: options.log.clone(),
         emitted: options.emitted.clone(),
         stats: GatewayStats::default(),
         minute: Vec::new(),
@@ -1020,6 +1057,7 @@ pub async fn run(config: Config, options: RunOptions) -> Result<GatewayStats, St
         base_topic: base_topic.clone(),
         instance: options.instance.clone(),
         allow_bus_writes: config.allow_bus_writes,
+        level: config.log_level,
         bus_commands: Vec::new(),
         listening: None,
     };
