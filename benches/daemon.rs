@@ -510,8 +510,11 @@ async fn bench(plan: Plan, broker_port: u16, broker_name: &str) {
     );
     let pid = daemon.0.id();
     println!(
-        "daemon pid {pid}: {} wired meters ({wired_frames} distinct driver frames) on a simulated bus at {} baud (polling 60 s), {} wireless meters over UDP, broker {broker_name}, discovery on",
-        METERS_PER_KIND, plan.bus_baud, METERS_PER_KIND
+        "daemon pid {pid}: {} wired meters ({wired_frames} distinct driver frames) on a simulated bus at {} baud (polling {}), {} wireless meters over UDP, broker {broker_name}, discovery on",
+        METERS_PER_KIND,
+        plan.bus_baud,
+        if plan.soak.is_some() { "1.2 s" } else { "60 s" },
+        METERS_PER_KIND
     );
 
     // Phase 1: every meter publishes once. Wireless telegrams are re-sent every two seconds
