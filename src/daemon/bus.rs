@@ -16,6 +16,9 @@ use crate::master::{
 use crate::transport::open::{default_latency, open_port, Endpoint};
 use crate::transport::PortConfig;
 
+/// How often cron schedules are evaluated again against the wall clock.
+const CRON_RECHECK: Duration = Duration::from_secs(60);
+
 /// A meter the bus task reads.
 #[derive(Debug, Clone)]
 pub struct PolledMeter {
@@ -242,11 +245,16 @@ pub async fn run_bus(
         }
         released.send_replace(false);
         let next = due.iter().flatten().min().copied();
+        let has_cron = meters.iter().any(|m| matches!(m.polling, Polling::Cron(_)));
         tokio::select! {
             _ = async {
                 match next {
+                    // Cron times are wall-clock times: look again every minute, so a clock that
+                    // was set (NTP after a boot without an RTC) moves the schedule with it.
+                    Some(at) if has_cron => sleep_until(at.min(Instant::now() + CRON_RECHECK)).await,
                     Some(at) => sleep_until(at).await,
                     // Nothing will ever be due (no meters, or cron expressions that never fire).
+                    None if has_cron => tokio::time::sleep(CRON_RECHECK).await,
                     None => std::future::pending().await,
                 }
             } => {}
@@ -265,6 +273,13 @@ pub async fn run_bus(
             }
         }
         let now = Instant::now();
+        if has_cron && !due.iter().flatten().any(|at| *at <= now) {
+            for (i, m) in meters.iter().enumerate() {
+                if matches!(m.polling, Polling::Cron(_)) {
+                    due[i] = next_due(&m.polling, None, now);
+                }
+            }
+        }
         for (i, m) in meters.iter().enumerate() {
             if *pause.borrow() {
                 break;

@@ -782,7 +782,7 @@ impl Gateway {
             let due = match meter.emit {
                 Emit::Interval(every) => entry
                     .emitted_at
-                    .is_none_or(|at| now.duration_since(at).unwrap_or_default() >= every),
+                    .is_none_or(|at| super::state::is_due(at, every, now)),
                 _ => false,
             };
             if all || due {

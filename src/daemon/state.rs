@@ -108,6 +108,16 @@ fn fields_from_json(v: Option<&Value>) -> Vec<(String, ReadingValue)> {
         .collect()
 }
 
+/// Whether `every` has passed since `at`. A wall clock set back (NTP after a boot without an RTC,
+/// a user) makes `at` lie in the future; that counts as due, so a re-emit never stalls until the
+/// clock catches up again.
+pub fn is_due(at: SystemTime, every: Duration, now: SystemTime) -> bool {
+    match now.duration_since(at) {
+        Ok(passed) => passed >= every,
+        Err(_) => true,
+    }
+}
+
 fn millis(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
@@ -232,10 +242,7 @@ impl StateCache {
             Emit::Every => true,
             Emit::Changes => changed,
             Emit::Interval(every) => {
-                changed
-                    || entry
-                        .emitted_at
-                        .is_none_or(|at| now.duration_since(at).unwrap_or(Duration::ZERO) >= every)
+                changed || entry.emitted_at.is_none_or(|at| is_due(at, every, now))
             }
         };
         self.dirty = true;
@@ -256,9 +263,7 @@ impl StateCache {
         self.meters
             .iter()
             .filter(|(_, e)| {
-                !e.fields.is_empty()
-                    && e.emitted_at
-                        .is_some_and(|at| now.duration_since(at).unwrap_or(Duration::ZERO) >= every)
+                !e.fields.is_empty() && e.emitted_at.is_some_and(|at| is_due(at, every, now))
             })
             .map(|(k, _)| k.clone())
             .collect()
@@ -427,6 +432,36 @@ mod tests {
         assert!(c
             .due_for_reemit(every, t0 + Duration::from_secs(10))
             .is_empty());
+    }
+
+    #[test]
+    fn a_clock_set_back_does_not_stall_re_emits() {
+        let t0 = SystemTime::now();
+        let every = Duration::from_secs(900);
+        let mut c = StateCache::in_memory();
+        let r = [num("total_m3", 1.0)];
+        c.update("m", &r, &[], None, Emit::Interval(every), t0);
+        c.mark_emitted("m", t0);
+        // The clock jumps back a day: due at once, not in 24 hours.
+        let earlier = t0 - Duration::from_secs(86_400);
+        assert!(
+            c.update("m", &r, &[], None, Emit::Interval(every), earlier)
+                .emit
+        );
+        assert_eq!(c.due_for_reemit(every, earlier), vec!["m".to_string()]);
+        // And forward again: normal rules.
+        c.mark_emitted("m", earlier);
+        assert!(
+            !c.update(
+                "m",
+                &r,
+                &[],
+                None,
+                Emit::Interval(every),
+                earlier + Duration::from_secs(60)
+            )
+            .emit
+        );
     }
 
     #[test]
