@@ -17,9 +17,9 @@ use meterbridge::receivers::StickKind;
 
 /// Longest HCI frame: header 4, payload 255, timestamp 4, RSSI 1, CRC 2.
 const MAX_HCI_FRAME: usize = 4 + 255 + 7;
-/// A SLIP frame is dropped once its content passes twice that; each content byte may have
-/// arrived escaped (two bytes).
-const MAX_SLIP_PENDING: usize = 2 * (2 * MAX_HCI_FRAME + 1);
+/// A SLIP frame is dropped once its content passes twice that (533 bytes); each content byte
+/// may have arrived escaped (two bytes), and nothing is kept after the drop.
+const MAX_SLIP_PENDING: usize = 2 * (2 * MAX_HCI_FRAME + 1) + 1;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&pattern, stream)) = data.split_first() else {
