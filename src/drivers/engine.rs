@@ -217,12 +217,23 @@ fn parse_hex(s: &str) -> Option<Vec<u8>> {
     crate::wire::hex::decode(s).ok()
 }
 
+/// Events aliases may replay in one driver file. The library's default (1,000,000) let a
+/// 6 KB file whose `tests` alias one test case of 1,000 telegrams 99 times replay 100,000
+/// events, and a 16 KB one hundreds of thousands. No driver file uses aliases at all.
+const MAX_REPLAYED_ALIAS_EVENTS: usize = 50_000;
+
 impl Driver {
     pub fn from_yaml(file: &str, text: &str) -> Result<Driver, DriverError> {
-        let parsed: DriverFile = serde_saphyr::from_str(text).map_err(|e| DriverError::Parse {
-            file: file.to_string(),
-            message: e.to_string(),
-        })?;
+        let options = serde_saphyr::options! {
+            alias_limits: serde_saphyr::alias_limits! {
+                max_total_replayed_events: MAX_REPLAYED_ALIAS_EVENTS,
+            },
+        };
+        let parsed: DriverFile =
+            serde_saphyr::from_str_with_options(text, options).map_err(|e| DriverError::Parse {
+                file: file.to_string(),
+                message: e.to_string(),
+            })?;
         Driver::compile(file, parsed)
     }
 
@@ -1128,6 +1139,40 @@ fn normalized(mut d: MeterDateTime) -> MeterDateTime {
 #[cfg(test)]
 mod tests {
     use super::shift_date;
+
+    /// A driver whose `tests` alias one test case, holding `telegrams` telegrams, `copies` times.
+    fn aliased_tests(telegrams: usize, copies: usize) -> String {
+        let list = vec!["2A44"; telegrams].join(",");
+        let mut doc = format!(
+            "name: x\nmeter_type: water\ntests:\n  - &t {{name: a, id: \"1\", telegrams: [{list}], expected: {{}}}}\n"
+        );
+        doc.push_str(&"  - *t\n".repeat(copies));
+        doc
+    }
+
+    #[test]
+    fn aliases_in_a_driver_file_expand_within_the_limit() {
+        let driver = super::Driver::from_yaml("f.yaml", &aliased_tests(10, 20)).unwrap();
+        assert_eq!(driver.file.tests.len(), 21);
+        assert!(driver.file.tests.iter().all(|t| t.telegrams.len() == 10));
+        assert_eq!(driver.file.tests[20].telegrams[9], "2A44");
+    }
+
+    #[test]
+    fn alias_amplification_in_a_driver_file_is_refused_quickly() {
+        // Found with a hand-made input replayed through the driver_yaml fuzz target. 99 copies
+        // of 1,000 telegrams replay 100,000 events from 6 KB: within the library's defaults
+        // (which refuse 100 aliases or more of one anchor), over ours.
+        let doc = aliased_tests(1000, 99);
+        let started = std::time::Instant::now();
+        let e = super::Driver::from_yaml("f.yaml", &doc).unwrap_err();
+        assert!(e.to_string().contains("alias"), "{e}");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "took {:?}",
+            started.elapsed()
+        );
+    }
 
     #[test]
     fn zero_dates_roll_over_like_a_calendar() {

@@ -458,7 +458,11 @@ impl SlipDecoder {
     fn finish_frame(&mut self) {
         let data = std::mem::take(&mut self.data);
         let mut raw = std::mem::take(&mut self.raw);
-        self.escaped = false;
+        if std::mem::take(&mut self.escaped) && self.error.is_none() {
+            // ESC END: the byte after the escape was lost, so the content is one byte short
+            // and may still pass as a shorter HCI frame.
+            self.error = Some(HciError::SlipBadEscape(SLIP_END));
+        }
         if let Some(e) = self.error.take() {
             self.ready.push_back(Err(e));
         } else if !raw.is_empty() {
@@ -1378,6 +1382,27 @@ mod tests {
         assert!(got[2].is_err());
         assert!(matches!(got[3], Err(HciError::BadCrc { .. })));
         assert_eq!(got[4].as_ref().unwrap().msg_id, MSG_PING_RSP);
+    }
+
+    #[test]
+    fn slip_frame_ending_in_an_escape_is_rejected() {
+        // Found by the imst_stream fuzz target: `A5 03 03 03 01 00 59` is a whole HCI frame,
+        // and the ESC after it used to vanish at the END.
+        let frame = h("A5 03 03 03 01 00 59");
+        assert!(decode_frame(&frame).is_ok());
+        let mut wire = slip_encode(&frame);
+        wire.insert(wire.len() - 1, SLIP_ESC);
+        wire.extend(slip_encode(&frame));
+        let mut d = ImstDecoder::new(StickKind::Iu891a);
+        d.push(&wire);
+        assert_eq!(d.next_frame(), Some(Err(HciError::SlipBadEscape(SLIP_END))));
+        // The escape does not leak into the next frame.
+        let next = d.next_frame().unwrap().unwrap();
+        assert_eq!(
+            (next.endpoint, next.msg_id, next.payload),
+            (3, 3, h("01 00 59"))
+        );
+        assert!(d.next_frame().is_none());
     }
 
     #[test]
