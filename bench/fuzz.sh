@@ -34,7 +34,9 @@ for target in $targets; do
         result="FAILED (see $log)"
         failed=1
     fi
-    runs=$(sed -n 's/^Done \([0-9]*\) runs in.*/\1/p' "$log" | tail -n 1)
+    # libFuzzer prints its final stats after a crash as well; "Done" only after a clean run.
+    runs=$(sed -n 's/^stat::number_of_executed_units: *\([0-9]*\).*/\1/p' "$log" | tail -n 1)
+    [ -n "$runs" ] || runs=$(sed -n 's/^Done \([0-9]*\) runs in.*/\1/p' "$log" | tail -n 1)
     last=$(grep -E '^#[0-9]+.*(cov|ft):' "$log" | tail -n 1)
     edges=$(printf '%s\n' "$last" | sed -n 's/.*cov: \([0-9]*\).*/\1/p')
     features=$(printf '%s\n' "$last" | sed -n 's/.*ft: \([0-9]*\).*/\1/p')
