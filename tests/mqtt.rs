@@ -2,11 +2,10 @@
 //! is installed. A test subscriber (a plain rumqttc client, independent of the publisher's
 //! queue) watches what arrives; a TCP proxy in front of the broker simulates outages.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::collections::{BTreeSet, VecDeque};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use meterbridge::drivers::run::DriverRun;
@@ -29,120 +28,10 @@ const WAIT: Duration = Duration::from_secs(10);
 const MULTICAL21: &str =
     "2A442D2C998734761B168D2091D37CAC21576C7802FF207100041308190000441308190000615B7F616713";
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+#[path = "support/broker.rs"]
+mod broker;
 
-fn wait_until_listening(port: u16) {
-    let until = std::time::Instant::now() + WAIT;
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            std::time::Instant::now() < until,
-            "broker on {port} never listened"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// One rumqttd per test process; tests keep apart by using their own topics.
-fn rumqttd_port() -> u16 {
-    static PORT: OnceLock<u16> = OnceLock::new();
-    *PORT.get_or_init(|| {
-        use rumqttd::{Config, ConnectionSettings, RouterConfig, ServerSettings};
-        let port = free_port();
-        let server = ServerSettings {
-            name: "v4".into(),
-            listen: SocketAddr::from(([127, 0, 0, 1], port)),
-            tls: None,
-            next_connection_delay_ms: 1,
-            connections: ConnectionSettings {
-                connection_timeout_ms: 5000,
-                // discovery documents exceed the sample config's 20 KiB
-                max_payload_size: 1 << 20,
-                max_inflight_count: 100,
-                auth: None,
-                external_auth: None,
-                dynamic_filters: true,
-            },
-        };
-        let config = Config {
-            id: 0,
-            router: RouterConfig {
-                max_connections: 100,
-                max_outgoing_packet_count: 200,
-                max_segment_size: 100 * 1024 * 1024,
-                max_segment_count: 10,
-                ..Default::default()
-            },
-            v4: Some(HashMap::from([("v4".to_string(), server)])),
-            ..Default::default()
-        };
-        std::thread::spawn(move || {
-            let mut broker = rumqttd::Broker::new(config);
-            if let Err(e) = broker.start() {
-                eprintln!("rumqttd stopped: {e}");
-            }
-        });
-        wait_until_listening(port);
-        port
-    })
-}
-
-struct Mosquitto(Child);
-
-impl Drop for Mosquitto {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-struct Broker {
-    name: &'static str,
-    port: u16,
-    _process: Option<Mosquitto>,
-}
-
-fn mosquitto_available() -> bool {
-    Command::new("which")
-        .arg("mosquitto")
-        .stdout(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
-}
-
-/// rumqttd, plus a fresh mosquitto on a free port when it is installed.
-fn brokers() -> Vec<Broker> {
-    let mut list = vec![Broker {
-        name: "rumqttd",
-        port: rumqttd_port(),
-        _process: None,
-    }];
-    if mosquitto_available() {
-        let port = free_port();
-        let child = Command::new("mosquitto")
-            .args(["-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("mosquitto starts");
-        let guard = Mosquitto(child);
-        wait_until_listening(port);
-        list.push(Broker {
-            name: "mosquitto",
-            port,
-            _process: Some(guard),
-        });
-    } else {
-        println!("note: mosquitto is not installed; testing against rumqttd only");
-    }
-    list
-}
+use broker::{brokers, free_port, wait_until_listening, Mosquitto};
 
 /// Topics unique to one test run against one broker.
 fn unique(prefix: &str) -> String {

@@ -72,7 +72,8 @@ pub fn start_rumqttd(user: Option<(&str, &str)>) -> u16 {
     port
 }
 
-pub struct Mosquitto(Child);
+/// A mosquitto child process, killed when dropped.
+pub struct Mosquitto(pub Child);
 
 impl Drop for Mosquitto {
     fn drop(&mut self) {
