@@ -159,6 +159,24 @@ impl Running {
 }
 
 fn start_gateway(yaml: &str) -> Running {
+    start_gateway_with(yaml, None)
+}
+
+/// A gateway that also hands every state document it emits to `emitted`.
+fn start_gateway_emitting(
+    yaml: &str,
+) -> (
+    Running,
+    tokio::sync::mpsc::UnboundedReceiver<(String, String)>,
+) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    (start_gateway_with(yaml, Some(tx)), rx)
+}
+
+fn start_gateway_with(
+    yaml: &str,
+    emitted: Option<tokio::sync::mpsc::UnboundedSender<(String, String)>>,
+) -> Running {
     let (config, _) = parse_with(yaml, "test.yaml", &ValidateOptions::with_built_in_drivers())
         .unwrap_or_else(|e| panic!("{e}"));
     let (stop, stop_rx) = watch::channel(false);
@@ -167,6 +185,7 @@ fn start_gateway(yaml: &str) -> Running {
         stop: Some(stop_rx),
         instance: "test".into(),
         log: Arc::new(|m: &str| eprintln!("gateway: {m}")),
+        emitted,
         ..RunOptions::default()
     };
     Running {
@@ -415,20 +434,7 @@ meters:
 "#,
         state = state_dir.display()
     );
-    let (config, _) = parse_with(&yaml, "t.yaml", &ValidateOptions::with_built_in_drivers())
-        .unwrap_or_else(|e| panic!("{e}"));
-    let (stop, stop_rx) = watch::channel(false);
-    let (emitted_tx, mut emitted) = tokio::sync::mpsc::unbounded_channel();
-    let task = tokio::spawn(gateway::run(
-        config,
-        RunOptions {
-            print: PrintFormat::None,
-            stop: Some(stop_rx),
-            emitted: Some(emitted_tx),
-            log: Arc::new(|m: &str| eprintln!("gateway: {m}")),
-            ..RunOptions::default()
-        },
-    ));
+    let (running, mut emitted) = start_gateway_emitting(&yaml);
     for _ in 0..2 {
         tokio::time::timeout(WAIT, emitted.recv())
             .await
@@ -486,12 +492,7 @@ meters:
         resumed.elapsed().as_millis()
     );
 
-    stop.send(true).unwrap();
-    tokio::time::timeout(WAIT, task)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    running.finish().await;
     let _ = std::fs::remove_dir_all(&state_dir);
 }
 
@@ -755,19 +756,7 @@ async fn only_values_leaves_out_the_header_fields() {
         "state_dir: \"{}\"\nbuses:\n  - name: b\n    tcp: \"{bus}\"\n    only_values: true\nmeters:\n  - name: Heat\n    bus: b\n    address: 1\n    driver: kamheat\n",
         state_dir.display()
     );
-    let (config, _) = parse_with(&yaml, "t.yaml", &ValidateOptions::with_built_in_drivers())
-        .unwrap_or_else(|e| panic!("{e}"));
-    let (stop, stop_rx) = watch::channel(false);
-    let (emitted_tx, mut emitted) = tokio::sync::mpsc::unbounded_channel();
-    let task = tokio::spawn(gateway::run(
-        config,
-        RunOptions {
-            print: PrintFormat::None,
-            stop: Some(stop_rx),
-            emitted: Some(emitted_tx),
-            ..RunOptions::default()
-        },
-    ));
+    let (running, mut emitted) = start_gateway_emitting(&yaml);
     let (slug, doc) = tokio::time::timeout(WAIT, emitted.recv())
         .await
         .unwrap()
@@ -791,11 +780,6 @@ async fn only_values_leaves_out_the_header_fields() {
     assert!(alive.status.success(), "{alive:?}");
     assert!(String::from_utf8_lossy(&alive.stdout).starts_with("alive"));
     assert_eq!(health(&state_dir.join("nothing")).status.code(), Some(1));
-    stop.send(true).unwrap();
-    tokio::time::timeout(WAIT, task)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    running.finish().await;
     let _ = std::fs::remove_dir_all(&state_dir);
 }
