@@ -95,6 +95,9 @@ struct Meter {
     announced: Option<String>,
     /// The bus says `only_values`: the state document carries the readings and the time only.
     only_values: bool,
+    /// Driver, medium and id of the last decoded telegram: what the state document names, also
+    /// when it is re-emitted without a new telegram.
+    identity: Option<(String, String, String)>,
 }
 
 enum Sink {
@@ -424,11 +427,10 @@ impl Gateway {
         }
         match last {
             Some(out) => {
-                let (driver, media, id) = (out.driver.clone(), out.media.clone(), out.id.clone());
                 self.reading(index, out, None);
                 if forced {
                     // Asked for: the state goes out even if nothing changed.
-                    self.emit(index, &driver, &media, &id, SystemTime::now());
+                    self.emit(index, SystemTime::now());
                     let state = self
                         .state
                         .get(&self.meters[index].state_key)
@@ -646,8 +648,13 @@ impl Gateway {
             let name = self.meters[index].cfg.name.clone();
             self.note_once(format!("hint/{name}"), &format!("meter {name}: {hint}"));
         }
+        self.meters[index].identity = Some((
+            output.driver.clone(),
+            output.media.clone(),
+            output.id.clone(),
+        ));
         if update.emit {
-            self.emit(index, &output.driver, &output.media, &output.id, now);
+            self.emit(index, now);
         }
     }
 
@@ -694,9 +701,11 @@ impl Gateway {
     }
 
     /// Renders and sends the meter's merged state.
-    fn emit(&mut self, index: usize, driver: &str, media: &str, id: &str, now: SystemTime) {
+    fn emit(&mut self, index: usize, now: SystemTime) {
         let meter = &self.meters[index];
-        let Some(entry) = self.state.get(&meter.state_key) else {
+        let (Some(entry), Some((driver, media, id))) =
+            (self.state.get(&meter.state_key), &meter.identity)
+        else {
             return;
         };
         let mut json = String::with_capacity(256);
@@ -786,31 +795,9 @@ impl Gateway {
                 _ => false,
             };
             if all || due {
-                let (driver, media, id) = self.identity_of(index);
-                self.emit(index, &driver, &media, &id, now);
+                self.emit(index, now);
             }
         }
-    }
-
-    /// Driver, medium and id as last decoded, for re-emitting without a telegram.
-    fn identity_of(&self, index: usize) -> (String, String, String) {
-        let m = &self.meters[index];
-        let id = match &m.cfg.address {
-            MeterAddress::Wireless(id) => id.clone(),
-            MeterAddress::Secondary(s) => s.chars().take(8).collect(),
-            MeterAddress::Primary(a) => a.to_string(),
-        };
-        let driver = self
-            .registry
-            .get(&m.cfg.driver)
-            .map(|d| d.name().to_string())
-            .unwrap_or_else(|| m.cfg.driver.clone());
-        let media = self
-            .registry
-            .get(&m.cfg.driver)
-            .and_then(|d| d.file.media.clone())
-            .unwrap_or_else(|| media_name(0x0F).to_string());
-        (driver, media, id)
     }
 
     fn gateway_state(&mut self) -> String {
@@ -1004,6 +991,7 @@ pub async fn run(config: Config, options: RunOptions) -> Result<GatewayStats, St
             expire_after: expire_after(m, bus.map(|b| &b.polling)),
             announced: None,
             only_values: bus.is_some_and(|b| b.only_values),
+            identity: None,
         });
     }
     // Meters removed from the configuration: forget them and take their entities away.

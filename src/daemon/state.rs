@@ -281,10 +281,6 @@ impl StateCache {
         gone
     }
 
-    pub fn meter_keys(&self) -> impl Iterator<Item = &str> {
-        self.meters.keys().map(String::as_str)
-    }
-
     /// Writes the state if it changed since the last save: to a temporary file, then renamed
     /// over the old one, so a crash or a full disk never leaves half a file behind.
     pub fn save(&mut self, compact: &CompactFormats) -> Result<(), StateError> {
