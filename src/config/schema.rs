@@ -35,6 +35,8 @@ pub struct Config {
     /// The file this was loaded from; `None` when parsed from text.
     pub path: Option<PathBuf>,
     pub state_dir: PathBuf,
+    /// How often the state cache is written when it changed (and at shutdown).
+    pub state_save_interval: Duration,
     pub log_level: LogLevel,
     pub drivers_dir: Option<PathBuf>,
     /// Wireless telegrams repeated within this window are dropped; zero turns that off.
@@ -49,6 +51,7 @@ pub struct Config {
 
 pub const DEFAULT_STATE_DIR: &str = "./meterbridge-state";
 pub const DEFAULT_DEDUP_WINDOW: Duration = Duration::from_secs(10);
+pub const DEFAULT_STATE_SAVE_INTERVAL: Duration = Duration::from_secs(30);
 
 /// Ordered from the fewest messages to the most.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]

@@ -246,6 +246,7 @@ fn syntax_message(raw: &str) -> String {
 
 const TOP_KEYS: &[&str] = &[
     "state_dir",
+    "state_save_interval",
     "log_level",
     "drivers_dir",
     "dedup_window",
@@ -703,6 +704,7 @@ impl Checker<'_> {
         let mut config = Config {
             path: None,
             state_dir: PathBuf::from(DEFAULT_STATE_DIR),
+            state_save_interval: DEFAULT_STATE_SAVE_INTERVAL,
             log_level: LogLevel::Info,
             drivers_dir: None,
             dedup_window: DEFAULT_DEDUP_WINDOW,
@@ -717,6 +719,9 @@ impl Checker<'_> {
         };
         if let Some(p) = self.path_buf(&top, "state_dir") {
             config.state_dir = p;
+        }
+        if let Some(d) = self.duration(&top, "state_save_interval", Bare::ZeroOnly, false) {
+            config.state_save_interval = d;
         }
         if let Some(level) = self.choice(&top, "log_level", "log level", LOG_LEVELS) {
             config.log_level = LogLevel::ALL

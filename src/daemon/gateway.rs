@@ -941,8 +941,7 @@ pub async fn run(config: Config, options: RunOptions) -> Result<GatewayStats, St
     let keys = key_store(&config)?;
     let mut run_state = DriverRun::new(registry, keys);
     let (mut state, warning) =
-        StateCache::load(&config.state_dir, &mut run_state.decoder().compact)
-            .map_err(|e| e.to_string())?;
+        StateCache::load(&config.state_dir, &mut run_state.decoder().compact);
     if let Some(w) = warning {
         log(&format!("warning: {w}"));
     }
@@ -1122,7 +1121,11 @@ pub async fn run(config: Config, options: RunOptions) -> Result<GatewayStats, St
     drop(bus_tx);
 
     let mut stop = options.stop.clone();
-    let mut save_timer = tokio::time::interval(Duration::from_secs(30));
+    let mut save_timer = tokio::time::interval(config.state_save_interval);
+    let mut heartbeat_timer = tokio::time::interval(HEARTBEAT_EVERY);
+    // Failed saves since the last one that worked: a full or read-only disk is reported once
+    // when it starts and once when it is over, not every interval.
+    let mut failed_saves: u64 = 0;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut gateway_timer = tokio::time::interval(Duration::from_secs(60));
     #[cfg(unix)]
@@ -1191,11 +1194,23 @@ pub async fn run(config: Config, options: RunOptions) -> Result<GatewayStats, St
                 }
             }
             _ = save_timer.tick() => {
-                if let Err(e) = gateway.state.save(&gateway.run.decoder().compact) {
-                    gateway.note_once("state-save".into(), &format!("warning: {e}"));
+                match gateway.state.save(&gateway.run.decoder().compact) {
+                    Err(e) => {
+                        failed_saves += 1;
+                        gateway.note_once("state-save".into(), &format!("warning: {e}"));
+                    }
+                    Ok(()) if failed_saves > 0 => {
+                        log(&format!(
+                            "state saved to {} again after {failed_saves} failed attempt(s)",
+                            config.state_dir.display()
+                        ));
+                        failed_saves = 0;
+                        gateway.warned.remove("state-save");
+                    }
+                    Ok(()) => {}
                 }
-                write_heartbeat(&config.state_dir);
             }
+            _ = heartbeat_timer.tick() => write_heartbeat(&config.state_dir),
             _ = tokio::signal::ctrl_c() => break,
             _ = terminate => break,
             _ = async {
@@ -1231,8 +1246,10 @@ pub async fn run(config: Config, options: RunOptions) -> Result<GatewayStats, St
 }
 
 const DEVICES_FILE: &str = "devices.json";
-/// Rewritten every 30 s while the gateway's main loop runs: `meterbridge health` checks its age.
+/// Rewritten every [`HEARTBEAT_EVERY`] while the gateway's main loop runs: `meterbridge health`
+/// checks its age. A state directory that cannot be written therefore shows as unhealthy.
 pub const HEARTBEAT_FILE: &str = "heartbeat";
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(30);
 
 fn write_heartbeat(dir: &Path) {
     let now = SystemTime::now()
@@ -1264,9 +1281,10 @@ fn save_devices(dir: &Path, meters: &[Meter]) {
     }
     let keep: HashSet<&str> = meters.iter().map(|m| m.state_key.as_str()).collect();
     previous.retain(|k, _| keep.contains(k.as_str()));
-    let _ = std::fs::write(
-        dir.join(DEVICES_FILE),
-        serde_json::Value::Object(previous).to_string(),
+    // Atomically: a truncated file would forget which devices to withdraw.
+    let _ = crate::daemon::state::write_atomically(
+        &dir.join(DEVICES_FILE),
+        serde_json::Value::Object(previous).to_string().as_bytes(),
     );
 }
 

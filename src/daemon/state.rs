@@ -17,8 +17,13 @@ use crate::wire::hex;
 
 #[derive(Debug, Error)]
 pub enum StateError {
-    #[error("state directory {path}: {source}")]
+    #[error("state directory: cannot write {path}: {source}")]
     Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("state directory {path} cannot be used ({source}); readings are still published, but last values and learned compact formats are kept only in memory until it can be written")]
+    Unusable {
         path: PathBuf,
         source: std::io::Error,
     },
@@ -135,33 +140,40 @@ impl StateCache {
     }
 
     /// Loads the cache from `dir` (created if missing) and teaches `compact` the layouts learned
-    /// before. A damaged file is moved aside, not fatal: the gateway must keep running.
-    pub fn load(
-        dir: &Path,
-        compact: &mut CompactFormats,
-    ) -> Result<(StateCache, Option<StateError>), StateError> {
-        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+    /// before. Nothing here is fatal — a damaged file is moved aside, a directory that cannot be
+    /// created or read leaves the cache in memory — because readings matter more than the cache:
+    /// the returned warning says what happened, and every later [`StateCache::save`] tries again.
+    pub fn load(dir: &Path, compact: &mut CompactFormats) -> (StateCache, Option<StateError>) {
         let file = dir.join(FILE_NAME);
         let mut cache = StateCache {
             file: Some(file.clone()),
             ..StateCache::default()
         };
+        let unusable = |source| StateError::Unusable {
+            path: dir.to_path_buf(),
+            source,
+        };
+        if let Err(e) = std::fs::create_dir_all(dir) {
+            return (cache, Some(unusable(e)));
+        }
         let text = match std::fs::read_to_string(&file) {
             Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((cache, None)),
-            Err(e) => return Err(io_err(&file)(e)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return (cache, None),
+            Err(e) => return (cache, Some(unusable(e))),
         };
         let root: Value = match serde_json::from_str(&text) {
             Ok(v) => v,
             Err(e) => {
                 let moved_to = file.with_extension("json.damaged");
-                std::fs::rename(&file, &moved_to).map_err(io_err(&file))?;
+                if let Err(source) = std::fs::rename(&file, &moved_to) {
+                    return (cache, Some(unusable(source)));
+                }
                 let warning = StateError::Damaged {
                     path: file,
                     message: e.to_string(),
                     moved_to,
                 };
-                return Ok((cache, Some(warning)));
+                return (cache, Some(warning));
             }
         };
         if let Some(Value::Object(meters)) = root.get("meters") {
@@ -193,7 +205,7 @@ impl StateCache {
                 }
             }
         }
-        Ok((cache, None))
+        (cache, None)
     }
 
     pub fn get(&self, meter: &str) -> Option<&MeterEntry> {
@@ -324,12 +336,31 @@ impl StateCache {
         root.insert("meters".into(), Value::Object(meters));
         root.insert("compact_formats".into(), Value::Array(layouts));
         let text = Value::Object(root).to_string();
-        let tmp = file.with_extension("json.tmp");
-        std::fs::write(&tmp, text).map_err(io_err(&tmp))?;
-        std::fs::rename(&tmp, &file).map_err(io_err(&file))?;
+        if let Some(dir) = file.parent() {
+            // The directory may have been missing at start (a mount not there yet).
+            std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+        }
+        // `dirty` stays set on failure, so the next save writes everything again.
+        write_atomically(&file, text.as_bytes())?;
         self.dirty = false;
         Ok(())
     }
+}
+
+/// Replaces `file` with `bytes` so that a crash, a power cut or a full disk leaves either the old
+/// or the new content, never a truncated file: written to a temporary file beside it, flushed
+/// to the device, then renamed over it.
+pub fn write_atomically(file: &Path, bytes: &[u8]) -> Result<(), StateError> {
+    use std::io::Write as _;
+    let mut tmp_name = file.as_os_str().to_owned();
+    tmp_name.push(".tmp");
+    let tmp = PathBuf::from(tmp_name);
+    let written = std::fs::File::create(&tmp).and_then(|mut f| {
+        f.write_all(bytes)?;
+        f.sync_all()
+    });
+    written.map_err(io_err(&tmp))?;
+    std::fs::rename(&tmp, file).map_err(io_err(file))
 }
 
 #[cfg(test)]
@@ -489,7 +520,7 @@ mod tests {
         let layout = vec![0x04, 0x13, 0x44, 0x13];
         let sig = compact.insert(0x2C2D, layout.clone());
         {
-            let (mut c, warn) = StateCache::load(&dir, &mut CompactFormats::new()).unwrap();
+            let (mut c, warn) = StateCache::load(&dir, &mut CompactFormats::new());
             assert!(warn.is_none());
             c.update(
                 "kam_1",
@@ -509,7 +540,7 @@ mod tests {
             c.save(&compact).unwrap();
         }
         let mut learned = CompactFormats::new();
-        let (mut c, warn) = StateCache::load(&dir, &mut learned).unwrap();
+        let (mut c, warn) = StateCache::load(&dir, &mut learned);
         assert!(warn.is_none());
         assert!(learned.lookup(0x2C2D, sig).is_some());
         let e = c.get("kam_1").unwrap();
@@ -537,11 +568,76 @@ mod tests {
         let dir = temp_dir("damaged");
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join(FILE_NAME), "{not json").unwrap();
-        let (c, warn) = StateCache::load(&dir, &mut CompactFormats::new()).unwrap();
+        let (c, warn) = StateCache::load(&dir, &mut CompactFormats::new());
         assert!(matches!(warn, Some(StateError::Damaged { .. })), "{warn:?}");
         assert!(c.get("x").is_none());
         assert!(dir.join("state.json.damaged").exists());
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_failed_save_keeps_the_old_file_and_writes_everything_next_time() {
+        let dir = temp_dir("failed-save");
+        let (mut c, warn) = StateCache::load(&dir, &mut CompactFormats::new());
+        assert!(warn.is_none());
+        let t0 = SystemTime::now();
+        c.update("m", &[num("total_m3", 1.0)], &[], None, Emit::Every, t0);
+        c.save(&CompactFormats::new()).unwrap();
+        let before = std::fs::read_to_string(dir.join(FILE_NAME)).unwrap();
+
+        // A directory where the temporary file goes makes the write fail even for root.
+        let tmp = dir.join("state.json.tmp");
+        std::fs::create_dir(&tmp).unwrap();
+        c.update("m", &[num("total_m3", 2.0)], &[], None, Emit::Every, t0);
+        let err = c.save(&CompactFormats::new()).unwrap_err();
+        assert!(err.to_string().contains("state.json.tmp"), "{err}");
+        assert_eq!(
+            std::fs::read_to_string(dir.join(FILE_NAME)).unwrap(),
+            before
+        );
+
+        std::fs::remove_dir(&tmp).unwrap();
+        c.save(&CompactFormats::new()).unwrap();
+        let (again, _) = StateCache::load(&dir, &mut CompactFormats::new());
+        let e = again.get("m").unwrap();
+        assert_eq!(e.fields[0].1, ReadingValue::Number(2.0));
+        assert_eq!(e.telegrams, 2);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn an_unusable_directory_is_a_warning_and_saving_retries() {
+        let parent = temp_dir("unusable");
+        std::fs::create_dir_all(&parent).unwrap();
+        // A regular file where a directory should be: neither root nor anyone can create it.
+        let blocker = parent.join("blocker");
+        std::fs::write(&blocker, "").unwrap();
+        let dir = blocker.join("state");
+        let (mut c, warn) = StateCache::load(&dir, &mut CompactFormats::new());
+        assert!(
+            matches!(warn, Some(StateError::Unusable { .. })),
+            "{warn:?}"
+        );
+        c.update(
+            "m",
+            &[num("total_m3", 3.0)],
+            &[],
+            None,
+            Emit::Every,
+            SystemTime::now(),
+        );
+        assert_eq!(c.get("m").unwrap().telegrams, 1);
+        assert!(c.save(&CompactFormats::new()).is_err());
+
+        std::fs::remove_file(&blocker).unwrap();
+        c.save(&CompactFormats::new()).unwrap();
+        let (again, warn) = StateCache::load(&dir, &mut CompactFormats::new());
+        assert!(warn.is_none());
+        assert_eq!(
+            again.get("m").unwrap().fields[0].1,
+            ReadingValue::Number(3.0)
+        );
+        let _ = std::fs::remove_dir_all(&parent);
     }
 
     #[test]
