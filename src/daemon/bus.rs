@@ -538,7 +538,10 @@ mod tests {
         let now = Instant::now();
         let wall = local(2026, 3, 1, 10, 58, 30);
         let every_minute = Schedule::new(&Polling::Cron(vec!["* * * * *".into()]), now, wall);
-        assert_eq!(every_minute.next(), NextRead::AtWall(local(2026, 3, 1, 10, 59, 0)));
+        assert_eq!(
+            every_minute.next(),
+            NextRead::AtWall(local(2026, 3, 1, 10, 59, 0))
+        );
         assert_eq!(every_minute.wait(now, wall), Some(Duration::from_secs(30)));
         // Of two expressions the earlier wins.
         let two = Schedule::new(
@@ -645,7 +648,10 @@ mod tests {
         let reads = simulate(&hourly(), boot, 60 * MIN + 10 * MIN, &[(jump_at, by)]);
         assert_eq!(reads.len(), 2, "{reads:?}");
         assert!(reads[0].elapsed - jump_at <= CRON_RECHECK, "{reads:?}");
-        assert_eq!(reads[0].wall.format("%Y-%m-%d %H").to_string(), "2026-03-01 10");
+        assert_eq!(
+            reads[0].wall.format("%Y-%m-%d %H").to_string(),
+            "2026-03-01 10"
+        );
         assert_eq!(reads[1].wall, local(2026, 3, 1, 11, 0, 0));
     }
 
