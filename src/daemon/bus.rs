@@ -6,6 +6,7 @@
 use std::str::FromStr;
 use std::time::Duration;
 
+use chrono::{DateTime, Local};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{sleep_until, Instant};
 
@@ -65,32 +66,115 @@ pub fn target_of(address: &MeterAddress) -> Option<Target> {
     }
 }
 
-/// When a schedule next fires after `after`; `None` for a schedule that never fires again.
-pub fn next_due(polling: &Polling, last_due: Option<Instant>, now: Instant) -> Option<Instant> {
-    match polling {
-        Polling::Every(every) => {
-            let every = (*every).max(Duration::from_millis(100));
-            Some(match last_due {
-                // A fixed rhythm, but a cycle that overran starts the next one at once, never
-                // several in a row to catch up.
-                Some(last) if last + every > now => last + every,
-                Some(_) => now,
-                None => now,
-            })
-        }
-        Polling::Cron(expressions) => {
-            let local_now = chrono::Local::now();
-            expressions
-                .iter()
-                .filter_map(|e| croner::Cron::from_str(e).ok())
-                .filter_map(|c| c.find_next_occurrence(&local_now, false).ok())
-                .min()
-                .map(|at| {
-                    let wait = (at - local_now).to_std().unwrap_or(Duration::ZERO);
-                    now + wait
-                })
+/// When a meter is read next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NextRead {
+    /// At this monotonic instant (interval schedules), so a wall clock that is set does not
+    /// move it.
+    At(Instant),
+    /// Once the wall clock shows this time or later (cron schedules).
+    AtWall(DateTime<Local>),
+    /// Never again: cron expressions without a further occurrence.
+    Never,
+}
+
+#[derive(Debug, Clone)]
+enum Rule {
+    Every(Duration),
+    Cron(Vec<croner::Cron>),
+}
+
+/// One meter's polling schedule. It never reads a clock itself: the bus task passes both the
+/// monotonic time and the wall time, so the decisions can be tested with a simulated clock
+/// that jumps.
+///
+/// Cron schedules wait for a wall-clock occurrence rather than for an instant computed from
+/// it: a clock set forward past occurrences makes the meter due once (not once per missed
+/// occurrence), a clock set back makes it wait until the wall clock reaches the occurrence
+/// again, so no occurrence is read twice.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    rule: Rule,
+    next: NextRead,
+}
+
+impl Schedule {
+    /// The schedule of a meter whose bus task starts now. Interval schedules are due at once,
+    /// so readings appear without waiting a whole period; cron schedules wait for their time.
+    pub fn new(polling: &Polling, now: Instant, wall: DateTime<Local>) -> Self {
+        match polling {
+            Polling::Every(every) => Schedule {
+                rule: Rule::Every((*every).max(Duration::from_millis(100))),
+                next: NextRead::At(now),
+            },
+            Polling::Cron(expressions) => {
+                let crons: Vec<croner::Cron> = expressions
+                    .iter()
+                    .filter_map(|e| croner::Cron::from_str(e).ok())
+                    .collect();
+                let next = next_occurrence(&crons, wall);
+                Schedule {
+                    rule: Rule::Cron(crons),
+                    next,
+                }
+            }
         }
     }
+
+    /// What the schedule waits for.
+    pub fn next(&self) -> NextRead {
+        self.next
+    }
+
+    pub fn is_due(&self, now: Instant, wall: DateTime<Local>) -> bool {
+        match self.next {
+            NextRead::At(at) => at <= now,
+            NextRead::AtWall(at) => at <= wall,
+            NextRead::Never => false,
+        }
+    }
+
+    /// How long the bus task may sleep as far as this meter is concerned; `None` if the
+    /// meter is never due again. A cron schedule never allows more than [`CRON_RECHECK`]:
+    /// a sleep is monotonic time, and the wall clock may be set meanwhile.
+    pub fn wait(&self, now: Instant, wall: DateTime<Local>) -> Option<Duration> {
+        match self.next {
+            NextRead::At(at) => Some(at.saturating_duration_since(now)),
+            NextRead::AtWall(at) => Some(
+                (at - wall)
+                    .to_std()
+                    .unwrap_or(Duration::ZERO)
+                    .min(CRON_RECHECK),
+            ),
+            NextRead::Never => None,
+        }
+    }
+
+    /// Records that a read of the meter starts at `now` / `wall`.
+    pub fn after_read(&mut self, now: Instant, wall: DateTime<Local>) {
+        self.next = match &self.rule {
+            Rule::Every(every) => match self.next {
+                // A fixed rhythm, but a cycle that overran starts the next one at once, never
+                // several in a row to catch up.
+                NextRead::At(last) if last + *every > now => NextRead::At(last + *every),
+                _ => NextRead::At(now),
+            },
+            // Strictly after the read, whatever the occurrence it was due for: after a clock
+            // jumped forward this skips every missed occurrence.
+            Rule::Cron(crons) => next_occurrence(crons, wall),
+        };
+    }
+}
+
+/// The earliest occurrence of any of `crons` strictly after `wall`.
+fn next_occurrence(crons: &[croner::Cron], wall: DateTime<Local>) -> NextRead {
+    crons
+        .iter()
+        // Exclusive: croner then starts from the second after `wall`, so the occurrence just
+        // read (whose second `wall` is in) is not found again.
+        .filter_map(|c| c.find_next_occurrence(&wall, false).ok())
+        .min()
+        .map_or(NextRead::Never, NextRead::AtWall)
 }
 
 /// Work asked of a bus from outside its schedule (requests over MQTT).
@@ -211,15 +295,10 @@ pub async fn run_bus(
             .unwrap_or_else(|| default_latency(&endpoint)),
         echo: false,
     };
-    let start = Instant::now();
-    let mut due: Vec<Option<Instant>> = meters
+    let (start, wall) = (Instant::now(), Local::now());
+    let mut schedules: Vec<Schedule> = meters
         .iter()
-        .map(|m| match m.polling {
-            // Interval schedules read once at start, so readings appear without waiting a
-            // whole period; cron schedules wait for their time.
-            Polling::Every(_) => Some(start),
-            Polling::Cron(_) => next_due(&m.polling, None, start),
-        })
+        .map(|m| Schedule::new(&m.polling, start, wall))
         .collect();
     let mut link = Link {
         bus_index,
@@ -244,17 +323,13 @@ pub async fn run_bus(
             }
         }
         released.send_replace(false);
-        let next = due.iter().flatten().min().copied();
-        let has_cron = meters.iter().any(|m| matches!(m.polling, Polling::Cron(_)));
+        let (now, wall) = (Instant::now(), Local::now());
+        let wait = schedules.iter().filter_map(|s| s.wait(now, wall)).min();
         tokio::select! {
             _ = async {
-                match next {
-                    // Cron times are wall-clock times: look again every minute, so a clock that
-                    // was set (NTP after a boot without an RTC) moves the schedule with it.
-                    Some(at) if has_cron => sleep_until(at.min(Instant::now() + CRON_RECHECK)).await,
-                    Some(at) => sleep_until(at).await,
+                match wait {
+                    Some(wait) => sleep_until(now + wait).await,
                     // Nothing will ever be due (no meters, or cron expressions that never fire).
-                    None if has_cron => tokio::time::sleep(CRON_RECHECK).await,
                     None => std::future::pending().await,
                 }
             } => {}
@@ -272,26 +347,18 @@ pub async fn run_bus(
                 continue;
             }
         }
-        let now = Instant::now();
-        if has_cron && !due.iter().flatten().any(|at| *at <= now) {
-            for (i, m) in meters.iter().enumerate() {
-                if matches!(m.polling, Polling::Cron(_)) {
-                    due[i] = next_due(&m.polling, None, now);
-                }
-            }
-        }
-        for (i, m) in meters.iter().enumerate() {
+        let (now, wall) = (Instant::now(), Local::now());
+        for (m, schedule) in meters.iter().zip(schedules.iter_mut()) {
             if *pause.borrow() {
                 break;
             }
-            let Some(at) = due[i] else { continue };
-            if at > now {
+            if !schedule.is_due(now, wall) {
                 continue;
             }
             let Some(bus_master) = link.master(&tx).await else {
                 break;
             };
-            due[i] = next_due(&m.polling, Some(at), Instant::now());
+            schedule.after_read(Instant::now(), Local::now());
             let result = bus_master.read(m.target, m.read).await;
             let failed = port_failed(&result);
             let event = BusEvent::Read {
@@ -379,36 +446,227 @@ async fn run_command(
 mod tests {
     use super::*;
 
+    use chrono::TimeZone;
+
+    fn local(y: i32, mo: u32, d: u32, h: u32, mi: u32, s: u32) -> DateTime<Local> {
+        Local.with_ymd_and_hms(y, mo, d, h, mi, s).single().unwrap()
+    }
+
+    fn hourly() -> Polling {
+        Polling::Cron(vec!["0 * * * *".into()])
+    }
+
+    const MIN: Duration = Duration::from_secs(60);
+
+    /// A read in a simulated run: monotonic time since the start, and the wall time.
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    struct SimRead {
+        elapsed: Duration,
+        wall: DateTime<Local>,
+    }
+
+    /// Drives a schedule the way `run_bus` does, with simulated clocks: the monotonic clock
+    /// advances by the wait the schedule asks for; the wall clock is `wall_start` + elapsed +
+    /// an offset that each `(at elapsed, by)` jump changes, while the task sleeps. Runs until
+    /// `until` of monotonic time (a check at exactly `until` included) and returns the reads.
+    fn simulate(
+        polling: &Polling,
+        wall_start: DateTime<Local>,
+        until: Duration,
+        jumps: &[(Duration, chrono::TimeDelta)],
+    ) -> Vec<SimRead> {
+        let mono_start = Instant::now();
+        let wall_at = |elapsed: Duration| {
+            let offset: chrono::TimeDelta = jumps
+                .iter()
+                .filter(|(at, _)| *at <= elapsed)
+                .map(|(_, by)| *by)
+                .sum();
+            wall_start + chrono::TimeDelta::from_std(elapsed).unwrap() + offset
+        };
+        let mut schedule = Schedule::new(polling, mono_start, wall_start);
+        let cron = matches!(polling, Polling::Cron(_));
+        let mut elapsed = Duration::ZERO;
+        let mut reads = Vec::new();
+        for _ in 0..1_000_000 {
+            let wait = schedule.wait(mono_start + elapsed, wall_at(elapsed));
+            if cron {
+                // The jump is only noticed when the task wakes up.
+                assert!(wait.is_none_or(|w| w <= CRON_RECHECK), "{wait:?}");
+            }
+            elapsed += wait.unwrap_or(until).min(until.saturating_sub(elapsed));
+            let (now, wall) = (mono_start + elapsed, wall_at(elapsed));
+            if schedule.is_due(now, wall) {
+                reads.push(SimRead { elapsed, wall });
+                schedule.after_read(now, wall);
+                // A due schedule is no longer due after its read: no burst.
+                assert!(!schedule.is_due(now, wall), "{:?}", schedule.next());
+            } else if elapsed >= until {
+                return reads;
+            }
+        }
+        panic!("the schedule never let time advance: {reads:?}");
+    }
+
+    fn walls(reads: &[SimRead]) -> Vec<DateTime<Local>> {
+        reads.iter().map(|r| r.wall).collect()
+    }
+
     #[test]
     fn interval_schedules_keep_their_rhythm_without_catching_up() {
         let t0 = Instant::now();
-        let p = Polling::Every(Duration::from_secs(60));
-        assert_eq!(next_due(&p, None, t0), Some(t0));
-        assert_eq!(
-            next_due(&p, Some(t0), t0 + Duration::from_secs(5)),
-            Some(t0 + Duration::from_secs(60))
-        );
+        let wall = local(2026, 3, 1, 10, 58, 0);
+        let mut s = Schedule::new(&Polling::Every(MIN), t0, wall);
+        assert!(s.is_due(t0, wall));
+        s.after_read(t0, wall);
+        let later = t0 + Duration::from_secs(5);
+        assert!(!s.is_due(later, wall));
+        assert_eq!(s.wait(later, wall), Some(Duration::from_secs(55)));
+        assert_eq!(s.next(), NextRead::At(t0 + MIN));
         // A cycle that overran: the next starts now, not at a backlog of missed times.
         let late = t0 + Duration::from_secs(200);
-        assert_eq!(next_due(&p, Some(t0), late), Some(late));
+        assert!(s.is_due(late, wall));
+        s.after_read(late, wall);
+        assert_eq!(s.next(), NextRead::At(late));
+        // On time again: the rhythm continues from there.
+        s.after_read(late + Duration::from_secs(1), wall);
+        assert_eq!(s.next(), NextRead::At(late + MIN));
     }
 
     #[test]
     fn cron_schedules_fire_within_their_period() {
         let now = Instant::now();
-        let every_minute = Polling::Cron(vec!["* * * * *".into()]);
-        let at = next_due(&every_minute, None, now).unwrap();
-        assert!(
-            at > now && at <= now + Duration::from_secs(60),
-            "{:?}",
-            at - now
-        );
-        // Of two expressions the earlier wins.
-        let two = Polling::Cron(vec!["0 0 1 1 *".into(), "* * * * *".into()]);
+        let wall = local(2026, 3, 1, 10, 58, 30);
+        let every_minute = Schedule::new(&Polling::Cron(vec!["* * * * *".into()]), now, wall);
         assert_eq!(
-            next_due(&two, None, now).map(|a| a <= now + Duration::from_secs(60)),
-            Some(true)
+            every_minute.next(),
+            NextRead::AtWall(local(2026, 3, 1, 10, 59, 0))
         );
+        assert_eq!(every_minute.wait(now, wall), Some(Duration::from_secs(30)));
+        // Of two expressions the earlier wins.
+        let two = Schedule::new(
+            &Polling::Cron(vec!["0 0 1 1 *".into(), "* * * * *".into()]),
+            now,
+            wall,
+        );
+        assert_eq!(two.next(), every_minute.next());
+        // A far occurrence is still looked at again within a minute.
+        let yearly = Schedule::new(&Polling::Cron(vec!["0 0 1 1 *".into()]), now, wall);
+        assert_eq!(yearly.next(), NextRead::AtWall(local(2027, 1, 1, 0, 0, 0)));
+        assert_eq!(yearly.wait(now, wall), Some(CRON_RECHECK));
+        // An expression that never matches.
+        let never = Schedule::new(&Polling::Cron(vec!["0 0 30 2 *".into()]), now, wall);
+        assert_eq!(never.next(), NextRead::Never);
+        assert_eq!(never.wait(now, wall), None);
+        assert!(!never.is_due(now, wall));
+    }
+
+    #[test]
+    fn cron_reads_on_the_hour_without_a_jump() {
+        // 10:58 to 13:03.
+        let reads = simulate(
+            &hourly(),
+            local(2026, 3, 1, 10, 58, 0),
+            2 * 60 * MIN + 5 * MIN,
+            &[],
+        );
+        assert_eq!(
+            walls(&reads),
+            [
+                local(2026, 3, 1, 11, 0, 0),
+                local(2026, 3, 1, 12, 0, 0),
+                local(2026, 3, 1, 13, 0, 0),
+            ]
+        );
+    }
+
+    #[test]
+    fn cron_catches_up_once_after_the_clock_jumps_forward() {
+        // At 11:10:20, after the 11:00 read, the clock jumps to 13:40:20: the 12:00 and 13:00
+        // occurrences were missed.
+        let jump_at = 12 * MIN + Duration::from_secs(20);
+        let reads = simulate(
+            &hourly(),
+            local(2026, 3, 1, 10, 58, 0),
+            3 * 60 * MIN + 5 * MIN,
+            &[(jump_at, chrono::TimeDelta::minutes(150))],
+        );
+        // Ends at 16:33 of the new wall time.
+        assert_eq!(reads.len(), 5, "{reads:?}");
+        assert_eq!(reads[0].wall, local(2026, 3, 1, 11, 0, 0));
+        let catch_up = reads[1];
+        assert!(catch_up.elapsed >= jump_at, "{catch_up:?}");
+        assert!(catch_up.elapsed - jump_at <= CRON_RECHECK, "{catch_up:?}");
+        assert_eq!(catch_up.wall.format("%H").to_string(), "13");
+        assert_eq!(
+            walls(&reads[2..]),
+            [
+                local(2026, 3, 1, 14, 0, 0),
+                local(2026, 3, 1, 15, 0, 0),
+                local(2026, 3, 1, 16, 0, 0),
+            ]
+        );
+    }
+
+    #[test]
+    fn cron_waits_for_its_occurrence_after_the_clock_jumps_back() {
+        // At 11:10:20, after the 11:00 read, the clock goes back to 9:10:20. The meter waits
+        // for 12:00 (2 h 49 min 40 s later), and reads neither 10:00 nor 11:00 again.
+        let jump_at = 12 * MIN + Duration::from_secs(20);
+        let reads = simulate(
+            &hourly(),
+            local(2026, 3, 1, 10, 58, 0),
+            3 * 60 * MIN + 30 * MIN,
+            &[(jump_at, chrono::TimeDelta::minutes(-120))],
+        );
+        assert_eq!(
+            reads,
+            [
+                SimRead {
+                    elapsed: 2 * MIN,
+                    wall: local(2026, 3, 1, 11, 0, 0)
+                },
+                SimRead {
+                    elapsed: 3 * 60 * MIN + 2 * MIN,
+                    wall: local(2026, 3, 1, 12, 0, 0)
+                },
+            ]
+        );
+        assert_eq!(
+            reads[1].elapsed - jump_at,
+            2 * 60 * MIN + 49 * MIN + Duration::from_secs(40)
+        );
+    }
+
+    #[test]
+    fn cron_reads_once_when_a_clock_from_1970_is_set() {
+        // A Raspberry Pi without an RTC boots at 1970-01-01 00:00; NTP sets the clock to
+        // 2026-03-01 10:20:20 five minutes later: decades of hourly occurrences were missed.
+        let boot = local(1970, 1, 1, 0, 0, 0);
+        let jump_at = 5 * MIN;
+        let by = local(2026, 3, 1, 10, 20, 20) - (boot + chrono::TimeDelta::minutes(5));
+        let reads = simulate(&hourly(), boot, 60 * MIN + 10 * MIN, &[(jump_at, by)]);
+        assert_eq!(reads.len(), 2, "{reads:?}");
+        assert!(reads[0].elapsed - jump_at <= CRON_RECHECK, "{reads:?}");
+        assert_eq!(
+            reads[0].wall.format("%Y-%m-%d %H").to_string(),
+            "2026-03-01 10"
+        );
+        assert_eq!(reads[1].wall, local(2026, 3, 1, 11, 0, 0));
+    }
+
+    #[test]
+    fn interval_schedules_ignore_the_wall_clock() {
+        let every = Polling::Every(15 * MIN);
+        let start = local(2026, 3, 1, 10, 58, 0);
+        let steady = simulate(&every, start, 60 * MIN, &[]);
+        // At 0, 15, 30, 45 and 60 minutes.
+        assert_eq!(steady.len(), 5, "{steady:?}");
+        let elapsed = |reads: &[SimRead]| reads.iter().map(|r| r.elapsed).collect::<Vec<_>>();
+        for by in [chrono::TimeDelta::hours(1), chrono::TimeDelta::hours(-1)] {
+            let jumped = simulate(&every, start, 60 * MIN, &[(20 * MIN, by)]);
+            assert_eq!(elapsed(&jumped), elapsed(&steady), "jump by {by}");
+        }
     }
 
     #[test]
