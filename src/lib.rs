@@ -5,6 +5,9 @@
 //! [`wire`] turns them into validated structures without any I/O, [`telegram`] is the one parse
 //! that the rest of the program works on, and [`output`] renders it for people and scripts.
 
+// Nothing here needs it, so the fuzzers can run without AddressSanitizer (docs/fuzzing.md).
+#![forbid(unsafe_code)]
+
 pub mod cli;
 pub mod config;
 pub mod daemon;
