@@ -137,8 +137,8 @@ async fn stick_unplugged_and_replugged_is_used_again() {
         recovery.as_millis(),
         unplugged.elapsed().as_millis()
     );
-    // The backoff is capped well below the time a person takes to replug.
-    assert!(recovery < Duration::from_secs(5), "{recovery:?}");
+    // How soon is a property of the backoff (unit-tested in receivers::input); timing here would
+    // only make the test flaky on a loaded machine.
     task.abort();
     drop(second.slave);
     second.server.abort();

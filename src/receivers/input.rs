@@ -118,8 +118,15 @@ impl Backoff {
     }
 
     pub async fn wait(&mut self) {
-        sleep(self.next).await;
+        sleep(self.next_delay()).await;
+    }
+
+    /// The delay before the next attempt; each one doubles, up to a cap well below the time a
+    /// person takes to replug a stick, so a replugged stick is used within seconds.
+    fn next_delay(&mut self) -> Duration {
+        let delay = self.next;
         self.next = (self.next * 2).min(Self::MAX);
+        delay
     }
 }
 
@@ -633,4 +640,18 @@ pub async fn deliver_text(name: &Arc<str>, text: &str, tx: &mpsc::Sender<InputEv
         }
     }
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_its_cap_and_starts_over_after_a_reset() {
+        let mut b = Backoff::new();
+        let delays: Vec<u64> = (0..8).map(|_| b.next_delay().as_millis() as u64).collect();
+        assert_eq!(delays, [250, 500, 1000, 2000, 4000, 8000, 10_000, 10_000]);
+        b.reset();
+        assert_eq!(b.next_delay(), Duration::from_millis(250));
+    }
 }
