@@ -194,6 +194,9 @@ fn state_topic(name: &str) -> String {
     )
 }
 
+/// The simulated stick's gap between telegrams in the soak: 50 meters, each once a second.
+const STICK_INTERVAL_MS: u64 = 20;
+
 fn config_yaml(
     state_dir: &Path,
     bus: &str,
@@ -201,6 +204,7 @@ fn config_yaml(
     mqtt: u16,
     wireless: &[(String, Vec<u8>)],
     polling: &str,
+    stick_telegrams: Option<&Path>,
 ) -> String {
     let mut y = format!(
         r#"state_dir: "{state}"
@@ -215,7 +219,7 @@ receivers:
   - name: udp-in
     type: udp
     bind: "127.0.0.1:{udp}"
-mqtt:
+{stick}mqtt:
   url: "mqtt://127.0.0.1:{mqtt}"
   base_topic: "{BASE_TOPIC}"
   client_id: "mbbench-daemon"
@@ -223,6 +227,12 @@ mqtt:
 meters:
 "#,
         state = state_dir.display(),
+        // The soak also runs a simulated iM871A on a pseudo-terminal inside the daemon: the
+        // same stick session, HCI codec and CRC checks as a real stick.
+        stick = stick_telegrams.map_or(String::new(), |file| format!(
+            "  - name: sim-stick\n    type: simulated\n    stick: im871a\n    telegrams: \"{}\"\n    interval: {STICK_INTERVAL_MS}ms\n",
+            file.display()
+        )),
     );
     for i in 0..METERS_PER_KIND {
         let _ = writeln!(
@@ -481,6 +491,14 @@ async fn bench(plan: Plan, broker_port: u16, broker_name: &str) {
 
     let wireless = wireless_meters();
     let udp_port = free_udp_port();
+    let stick_file = work.join("stick-telegrams.hex");
+    if plan.soak.is_some() {
+        let lines: String = wireless
+            .iter()
+            .map(|(_, t)| format!("{}\n", hex::encode_upper(t)))
+            .collect();
+        std::fs::write(&stick_file, lines).expect("write the stick's telegrams");
+    }
     let config = work.join("bench.yaml");
     std::fs::write(
         &config,
@@ -491,6 +509,7 @@ async fn bench(plan: Plan, broker_port: u16, broker_name: &str) {
             broker_port,
             &wireless,
             if plan.soak.is_some() { "1200ms" } else { "60s" },
+            plan.soak.is_some().then_some(stick_file.as_path()),
         ),
     )
     .expect("write config");
@@ -630,9 +649,10 @@ async fn bench(plan: Plan, broker_port: u16, broker_name: &str) {
         let mut next_sample = soak_started + Duration::from_secs(30);
         let mut sent = 0u64;
         println!(
-            "soak: {} s, 50 wireless meters every 0.4 s ({} telegrams/s), wired polling every 1.2 s; RSS at start {:.2} MB",
+            "soak: {} s, 50 wireless meters every 0.4 s over UDP ({} telegrams/s) and each once a second from a simulated iM871A ({} telegrams/s), wired polling every 1.2 s; RSS at start {:.2} MB",
             length.as_secs(),
             METERS_PER_KIND as f64 / 0.4,
+            1000 / STICK_INTERVAL_MS,
             mb(rss_start.rss_kb)
         );
         while soak_started.elapsed() < length {
