@@ -204,6 +204,30 @@ async fn transparent_output_without_rssi() {
 }
 
 #[tokio::test]
+async fn a_stick_silent_to_serial_and_firmware_requests_still_receives() {
+    let sent = telegrams_to_send();
+    let opts = AmberSimOptions {
+        answers_identity: false,
+        ..Default::default()
+    };
+    let rig = start_against_sim(opts, sim_config(sent.clone(), -60), LinkMode::T1).await;
+    let mut session = rig
+        .started
+        .expect("start-up goes on without serial and firmware");
+    assert_eq!(detail(&session, "serial"), Some("not answered"));
+    assert_eq!(detail(&session, "firmware"), Some("not answered"));
+    assert_eq!(session.info().firmware, "");
+    assert_eq!(detail(&session, "mode"), Some("t1"));
+    for telegram in &sent {
+        let heard = timeout(WAIT, session.next()).await.unwrap().unwrap();
+        assert_eq!(&heard.frame, telegram);
+        assert_eq!(heard.rssi_dbm, Some(-60));
+    }
+    let first = decode(&sent[0], KeyStore::new()).unwrap();
+    assert_eq!(first["total_m3"], 6.408);
+}
+
+#[tokio::test]
 async fn an_indication_during_start_up_is_not_lost() {
     for cmd_out in [true, false] {
         let sent = telegrams_to_send();

@@ -650,23 +650,52 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> AmberSession<S> {
         }
         session.info.details.push(("mode".into(), mode.to_string()));
 
-        let serial = session.command("SERIALNO", cmd::SERIALNO_REQ, &[]).await?;
-        let serial = parse_serial(&serial).ok_or_else(|| StickError::Protocol {
-            stick: STICK,
-            request: "SERIALNO",
-            detail: format!("{} byte(s) instead of 4", serial.len()),
-        })?;
-        session.info.id = format!("{serial:08X}");
-
-        let firmware = session.command("FWV", cmd::FWV_REQ, &[]).await?;
-        let [major, minor, patch] =
-            parse_firmware(&firmware).ok_or_else(|| StickError::Protocol {
-                stick: STICK,
-                request: "FWV",
-                detail: format!("{} byte(s) instead of 3", firmware.len()),
-            })?;
-        session.info.firmware = format!("{major}.{minor}.{patch}");
+        // Serial number and firmware only describe the stick. Every source documents both
+        // commands, but no capture of a real stick answering FWV_REQ was available, so a stick
+        // that stays silent to them (or answers oddly) is still used; only I/O errors count.
+        match session.identity("SERIALNO", cmd::SERIALNO_REQ).await? {
+            Some(answer) => match parse_serial(&answer) {
+                Some(serial) => session.info.id = format!("{serial:08X}"),
+                None => session.note_identity("serial", answer.len(), 4),
+            },
+            None => session
+                .info
+                .details
+                .push(("serial".into(), "not answered".into())),
+        }
+        match session.identity("FWV", cmd::FWV_REQ).await? {
+            Some(answer) => match parse_firmware(&answer) {
+                Some([major, minor, patch]) => {
+                    session.info.firmware = format!("{major}.{minor}.{patch}")
+                }
+                None => session.note_identity("firmware", answer.len(), 3),
+            },
+            None => session
+                .info
+                .details
+                .push(("firmware".into(), "not answered".into())),
+        }
         Ok(session)
+    }
+
+    /// An identity request whose silence is not an error: `None` when it timed out.
+    async fn identity(
+        &mut self,
+        request: &'static str,
+        command: u8,
+    ) -> Result<Option<Vec<u8>>, StickError> {
+        match self.command(request, command, &[]).await {
+            Ok(answer) => Ok(Some(answer)),
+            Err(StickError::Timeout { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn note_identity(&mut self, what: &str, got: usize, expected: usize) {
+        self.info.details.push((
+            what.into(),
+            format!("unreadable answer ({got} byte(s) instead of {expected})"),
+        ));
     }
 
     pub fn info(&self) -> &StickInfo {

@@ -28,6 +28,9 @@ pub struct AmberSimOptions {
     /// Deliver the first telegram right before answering the first parameter read, as a stick
     /// still listening in its power-up mode does.
     pub indication_during_startup: bool,
+    /// Answer SERIALNO_REQ and FWV_REQ. Off: stay silent to both, as firmware that lacks them
+    /// would.
+    pub answers_identity: bool,
 }
 
 impl Default for AmberSimOptions {
@@ -39,6 +42,7 @@ impl Default for AmberSimOptions {
             serial: 0x1122_3344,
             firmware: [1, 7, 0],
             indication_during_startup: false,
+            answers_identity: true,
         }
     }
 }
@@ -199,8 +203,10 @@ impl SimStick {
                 };
                 reply(&[status])
             }
-            cmd::SERIALNO_REQ => reply(&self.opts.serial.to_be_bytes()),
-            cmd::FWV_REQ => reply(&self.opts.firmware),
+            cmd::SERIALNO_REQ if self.opts.answers_identity => {
+                reply(&self.opts.serial.to_be_bytes())
+            }
+            cmd::FWV_REQ if self.opts.answers_identity => reply(&self.opts.firmware),
             cmd::SET_REQ => {
                 let status = match payload {
                     [start, count, bytes @ ..] if usize::from(*count) == bytes.len() => {
