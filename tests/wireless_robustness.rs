@@ -75,7 +75,10 @@ fn corpus() -> Vec<(Sample, bool)> {
         .enumerate()
         .map(|(i, v)| {
             let key = v["key"].as_str().and_then(key_bytes);
-            let preceding = preceding_telegrams(&v).into_iter().map(corpus_hex).collect();
+            let preceding = preceding_telegrams(&v)
+                .into_iter()
+                .map(corpus_hex)
+                .collect();
             let sample = Sample {
                 name: format!(
                     "corpus line {} ({})",
