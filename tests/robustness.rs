@@ -7,12 +7,7 @@
 //! the defaults keep the whole file at a few seconds in a debug build. See `docs/fuzzing.md`.
 
 use std::fmt::Write as _;
-use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread;
-use std::time::{Duration, Instant};
 
 use meterbridge::cli::decode::{Decoder, Format};
 use meterbridge::output::{json, libmbus_xml};
@@ -21,10 +16,10 @@ use meterbridge::wire::application::{Application, Header};
 use meterbridge::wire::hex::{self, HexError};
 use meterbridge::wire::wired::{scan, Frame, FrameReader, Scan};
 
-// Case counts, tuned so the file runs in well under 15 s in a debug build on two cores.
 mod support;
-use support::exercise_record;
+use support::{exercise_record, run_cases, Rng};
 
+// Case counts, tuned so the file runs in well under 15 s in a debug build on two cores.
 const RANDOM_BYTES_CASES: usize = 200_000;
 const VALID_FRAME_CASES: usize = 60_000;
 const MUTATION_CASES: usize = 100_000;
@@ -38,62 +33,17 @@ const MAX_FRAME: usize = 255 + 6;
 /// User data bytes after CI that still fit in one long frame.
 const MAX_DATA: usize = 252;
 
-/// A case that runs this long is taken for an endless loop. Cases take microseconds even in a
-/// debug build, so this leaves room for a machine busy with other builds.
-const STALL_LIMIT: Duration = Duration::from_secs(10);
-/// Panics listed in a failure report; the rest are only counted.
-const MAX_REPORTED: usize = 5;
-
 // ---------------------------------------------------------------------------------------------
 // Random numbers
 
-/// xorshift64* (Vigna): tiny, fast and good enough to pick bytes and lengths.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        let extra = std::env::var("ROBUSTNESS_SEED")
-            .ok()
-            .and_then(|s| s.trim().parse::<u64>().ok())
-            .unwrap_or(0);
-        // The state must never be zero, or the generator only ever returns zero.
-        Rng((seed ^ extra.wrapping_mul(0x9E37_79B9_7F4A_7C15)) | 1)
-    }
-
-    fn next_u64(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    /// Uniform in `0..n` (`n` > 0), using the high bits, which are the better ones.
-    fn below(&mut self, n: usize) -> usize {
-        (((self.next_u64() >> 32) * n as u64) >> 32) as usize
-    }
-
-    fn range(&mut self, lo: usize, hi_inclusive: usize) -> usize {
-        lo + self.below(hi_inclusive - lo + 1)
-    }
-
-    fn byte(&mut self) -> u8 {
-        (self.next_u64() >> 56) as u8
-    }
-
-    /// True with probability 1/n.
-    fn one_in(&mut self, n: usize) -> bool {
-        self.below(n) == 0
-    }
-
-    fn pick<T: Copy>(&mut self, items: &[T]) -> T {
-        items[self.below(items.len())]
-    }
-
-    fn push_bytes(&mut self, out: &mut Vec<u8>, n: usize) {
-        out.extend((0..n).map(|_| self.byte()));
-    }
+/// The generator for one property, its fixed seed moved by `ROBUSTNESS_SEED` for exploratory
+/// runs.
+fn seeded_rng(seed: u64) -> Rng {
+    let extra = std::env::var("ROBUSTNESS_SEED")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    Rng::new(seed ^ extra.wrapping_mul(0x9E37_79B9_7F4A_7C15))
 }
 
 fn scaled(cases: usize) -> usize {
@@ -103,120 +53,6 @@ fn scaled(cases: usize) -> usize {
         .filter(|f| f.is_finite() && *f > 0.0)
         .unwrap_or(1.0);
     ((cases as f64 * factor) as usize).max(1)
-}
-
-// ---------------------------------------------------------------------------------------------
-// Harness: panics become reports with the input, and a stuck case becomes a failure instead of
-// a test run that never ends.
-
-#[derive(Default)]
-struct Progress {
-    cases: AtomicU64,
-    current: Mutex<Vec<u8>>,
-}
-
-struct Cases {
-    progress: Arc<Progress>,
-    panicked: u64,
-    reports: Vec<String>,
-    slowest: Duration,
-}
-
-impl Cases {
-    /// Runs one case; `input` is what a report shows if `f` panics or never returns.
-    fn check(&mut self, input: &[u8], f: impl FnOnce()) {
-        {
-            let mut current = self
-                .progress
-                .current
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            current.clear();
-            current.extend_from_slice(input);
-        }
-        // Counted after `current` is set, so the watchdog never blames the previous input.
-        self.progress.cases.fetch_add(1, Ordering::Release);
-        let started = Instant::now();
-        let result = panic::catch_unwind(AssertUnwindSafe(f));
-        self.slowest = self.slowest.max(started.elapsed());
-        if let Err(payload) = result {
-            self.panicked += 1;
-            if self.reports.len() < MAX_REPORTED {
-                self.reports.push(format!(
-                    "  input {}\n  panic: {}",
-                    hex::encode_upper(input),
-                    panic_message(payload.as_ref())
-                ));
-            }
-        }
-    }
-}
-
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_string()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "(non-string panic payload)".to_string()
-    }
-}
-
-/// Runs `body` on a worker thread while this thread watches that cases keep finishing.
-fn run_cases(name: &str, body: impl FnOnce(&mut Cases) + Send + 'static) -> u64 {
-    let progress = Arc::new(Progress::default());
-    let worker_progress = Arc::clone(&progress);
-    let started = Instant::now();
-    let worker = thread::Builder::new()
-        .name(name.to_string())
-        .spawn(move || {
-            let mut cases = Cases {
-                progress: worker_progress,
-                panicked: 0,
-                reports: Vec::new(),
-                slowest: Duration::ZERO,
-            };
-            body(&mut cases);
-            (cases.panicked, cases.reports, cases.slowest)
-        })
-        .expect("spawn worker thread");
-
-    let mut seen = 0;
-    let mut last_change = Instant::now();
-    while !worker.is_finished() {
-        thread::sleep(Duration::from_millis(10));
-        let done = progress.cases.load(Ordering::Acquire);
-        if done != seen {
-            seen = done;
-            last_change = Instant::now();
-        } else if last_change.elapsed() > STALL_LIMIT {
-            let input = progress.current.lock().unwrap_or_else(|e| e.into_inner());
-            // The stuck worker cannot be stopped; it dies with the test process.
-            panic!(
-                "{name}: case {done} has not finished after {STALL_LIMIT:?} (endless loop?) \
-                 on input {}",
-                hex::encode_upper(&input)
-            );
-        }
-    }
-    let (panicked, reports, slowest) = match worker.join() {
-        Ok(result) => result,
-        Err(payload) => panic::resume_unwind(payload),
-    };
-    let cases = progress.cases.load(Ordering::Acquire);
-    let elapsed = started.elapsed();
-    eprintln!(
-        "{name}: {cases} cases in {:.2} s ({:.0} cases/s, slowest {} µs)",
-        elapsed.as_secs_f64(),
-        cases as f64 / elapsed.as_secs_f64().max(1e-9),
-        slowest.as_micros()
-    );
-    assert!(
-        panicked == 0,
-        "{name}: {panicked} of {cases} cases panicked; the first ones:\n{}",
-        reports.join("\n")
-    );
-    cases
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -827,7 +663,7 @@ fn mutate(rng: &mut Rng, f: &mut Vec<u8>) {
 fn random_bytes_decode_without_panic() {
     let n = scaled(RANDOM_BYTES_CASES);
     run_cases("random bytes", move |cases| {
-        let mut rng = Rng::new(0x5EED_0001);
+        let mut rng = seeded_rng(0x5EED_0001);
         let mut tally = Tally::default();
         let mut out = String::new();
         let mut input = Vec::with_capacity(MAX_INPUT);
@@ -857,7 +693,7 @@ fn random_bytes_decode_without_panic() {
 fn valid_long_frames_reach_the_records() {
     let n = scaled(VALID_FRAME_CASES);
     run_cases("valid long frames", move |cases| {
-        let mut rng = Rng::new(0x5EED_0002);
+        let mut rng = seeded_rng(0x5EED_0002);
         let mut tally = Tally::default();
         let mut out = String::new();
         let mut decoders = [Format::Json, Format::Xml, Format::XmlNormalized].map(Decoder::new);
@@ -911,7 +747,7 @@ fn mutated_fixtures_decode_without_panic() {
     let n = scaled(MUTATION_CASES);
     let frames = fixture_frames();
     run_cases("mutated fixtures", move |cases| {
-        let mut rng = Rng::new(0x5EED_0003);
+        let mut rng = seeded_rng(0x5EED_0003);
         let mut tally = Tally::default();
         let mut out = String::new();
         // The unmutated corpus first: the baseline the mutations start from.
@@ -1010,7 +846,7 @@ fn random_frame(rng: &mut Rng) -> Vec<u8> {
 fn stream_reader_terminates_and_yields_only_valid_frames() {
     let n = scaled(STREAM_CASES);
     run_cases("stream reader", move |cases| {
-        let mut rng = Rng::new(0x5EED_0004);
+        let mut rng = seeded_rng(0x5EED_0004);
         let (mut frames_seen, mut errors_seen) = (0usize, 0usize);
         let mut stream = Vec::new();
         let mut expected = Vec::new();
@@ -1045,7 +881,7 @@ fn stream_reader_terminates_and_yields_only_valid_frames() {
             }
             let seed = rng.next_u64();
             cases.check(&stream, || {
-                let mut chunks = Rng::new(seed);
+                let mut chunks = seeded_rng(seed);
                 let (chunked, errors) = read_stream(&stream, || random_chunk(&mut chunks));
                 let (whole, _) = read_stream(&stream, || usize::MAX);
                 // Where a frame starts and ends is a property of the bytes, not of how they
@@ -1073,7 +909,7 @@ fn stream_reader_terminates_and_yields_only_valid_frames() {
 fn hex_reader_matches_a_model_and_never_panics() {
     let n = scaled(HEX_CASES);
     run_cases("hex reader", move |cases| {
-        let mut rng = Rng::new(0x5EED_0005);
+        let mut rng = seeded_rng(0x5EED_0005);
         const ALPHABET: &[char] = &[
             '0', '1', '2', '5', '9', 'a', 'b', 'f', 'A', 'C', 'F', ' ', '\t', '\n', '|', '_', ':',
             '-', 'g', 'G', 'x', '#', '\0', 'é', '\u{3000}', '\u{a0}', '😀', '\u{ff10}',

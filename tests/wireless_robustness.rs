@@ -11,12 +11,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::panic::{self, AssertUnwindSafe};
-use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use meterbridge::cli::decode::{Decoder, Format};
 use meterbridge::output::json;
@@ -28,65 +23,13 @@ use meterbridge::wire::ell::Ell;
 use meterbridge::wire::hex;
 use meterbridge::wire::wireless::{strip_dll_crcs, FrameFormat};
 
-/// Random keys tried in all, shared out equally between the three kinds of protection.
 mod support;
-use support::exercise_record;
+use support::{exercise_record, preceding_telegrams, run_cases, wmbus_corpus_lines, Rng};
 
+/// Random keys tried in all, shared out equally between the three kinds of protection.
 const KEY_TRIES: usize = 100_000;
 const RANDOM_BYTES_CASES: usize = 100_000;
 const MUTATION_CASES: usize = 100_000;
-
-/// A case that runs this long is taken for an endless loop; cases take microseconds, so this
-/// leaves room for a machine busy with other builds.
-const STALL_LIMIT: Duration = Duration::from_secs(10);
-/// Panics listed in a failure report; the rest are only counted.
-const MAX_REPORTED: usize = 5;
-
-// ---------------------------------------------------------------------------------------------
-// Random numbers
-
-/// xorshift64* (Vigna): small, fast, and good enough to pick bytes, lengths and keys.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        // A zero state would stay zero forever.
-        Rng(seed | 1)
-    }
-
-    fn next_u64(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    /// Uniform in `0..n` (`n` > 0) from the high bits, which are the better ones.
-    fn below(&mut self, n: usize) -> usize {
-        (((self.next_u64() >> 32) * n as u64) >> 32) as usize
-    }
-
-    fn byte(&mut self) -> u8 {
-        (self.next_u64() >> 56) as u8
-    }
-
-    fn one_in(&mut self, n: usize) -> bool {
-        self.below(n) == 0
-    }
-
-    fn pick<T: Copy>(&mut self, items: &[T]) -> T {
-        items[self.below(items.len())]
-    }
-
-    fn key(&mut self) -> [u8; 16] {
-        let mut k = [0u8; 16];
-        k[..8].copy_from_slice(&self.next_u64().to_le_bytes());
-        k[8..].copy_from_slice(&self.next_u64().to_le_bytes());
-        k
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // Test data
@@ -127,23 +70,15 @@ fn corpus_hex(text: &str) -> Vec<u8> {
 /// Every corpus line, wired frames included: to the wireless decoder they are just bytes.
 /// `encrypted` marks the lines with a real key (32 hex digits).
 fn corpus() -> Vec<(Sample, bool)> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/wmbus/wmbusmeters_driver_tests.jsonl");
-    let text = std::fs::read_to_string(path).expect("corpus");
-    text.lines()
+    wmbus_corpus_lines()
+        .into_iter()
         .enumerate()
-        .map(|(i, line)| {
-            let v: serde_json::Value = serde_json::from_str(line).expect("json line");
+        .map(|(i, v)| {
             let key = v["key"].as_str().and_then(key_bytes);
-            let preceding = v["preceding_telegrams"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|t| t.as_str())
-                        .map(corpus_hex)
-                        .collect()
-                })
-                .unwrap_or_default();
+            let preceding = preceding_telegrams(&v)
+                .into_iter()
+                .map(corpus_hex)
+                .collect();
             let sample = Sample {
                 name: format!(
                     "corpus line {} ({})",
@@ -212,124 +147,6 @@ fn all_samples() -> Vec<Sample> {
     let mut samples: Vec<Sample> = corpus().into_iter().map(|(s, _)| s).collect();
     samples.extend(vectors());
     samples
-}
-
-// ---------------------------------------------------------------------------------------------
-// Harness: panics become reports with the input, and a stuck case fails the test instead of
-// hanging it.
-
-#[derive(Default)]
-struct Progress {
-    cases: AtomicU64,
-    current: Mutex<Vec<u8>>,
-}
-
-struct Cases {
-    progress: Arc<Progress>,
-    panicked: u64,
-    reports: Vec<String>,
-    slowest: Duration,
-    slowest_input: Vec<u8>,
-}
-
-impl Cases {
-    fn check(&mut self, input: &[u8], f: impl FnOnce()) {
-        {
-            let mut current = self
-                .progress
-                .current
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            current.clear();
-            current.extend_from_slice(input);
-        }
-        // Counted only once `current` holds this input, so the watchdog blames the right one.
-        self.progress.cases.fetch_add(1, Ordering::Release);
-        let started = Instant::now();
-        let result = panic::catch_unwind(AssertUnwindSafe(f));
-        let took = started.elapsed();
-        if took > self.slowest {
-            self.slowest = took;
-            self.slowest_input = input.to_vec();
-        }
-        if let Err(payload) = result {
-            self.panicked += 1;
-            if self.reports.len() < MAX_REPORTED {
-                let message = payload
-                    .downcast_ref::<&str>()
-                    .map(|s| (*s).to_string())
-                    .or_else(|| payload.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "(non-string panic payload)".to_string());
-                self.reports.push(format!(
-                    "  input {}\n  panic: {message}",
-                    hex::encode_upper(input)
-                ));
-            }
-        }
-    }
-}
-
-/// Runs `body` on a worker thread while this thread checks that cases keep finishing.
-fn run_cases<T: Send + 'static>(
-    name: &str,
-    body: impl FnOnce(&mut Cases) -> T + Send + 'static,
-) -> T {
-    let progress = Arc::new(Progress::default());
-    let worker_progress = Arc::clone(&progress);
-    let started = Instant::now();
-    let worker = thread::Builder::new()
-        .name(name.to_string())
-        .spawn(move || {
-            let mut cases = Cases {
-                progress: worker_progress,
-                panicked: 0,
-                reports: Vec::new(),
-                slowest: Duration::ZERO,
-                slowest_input: Vec::new(),
-            };
-            let result = body(&mut cases);
-            let slowest = (cases.slowest, cases.slowest_input);
-            (result, cases.panicked, cases.reports, slowest)
-        })
-        .expect("spawn worker thread");
-
-    let mut seen = 0;
-    let mut last_change = Instant::now();
-    while !worker.is_finished() {
-        thread::sleep(Duration::from_millis(10));
-        let done = progress.cases.load(Ordering::Acquire);
-        if done != seen {
-            seen = done;
-            last_change = Instant::now();
-        } else if last_change.elapsed() > STALL_LIMIT {
-            let input = progress.current.lock().unwrap_or_else(|e| e.into_inner());
-            // A stuck worker cannot be stopped; it dies with the test process.
-            panic!(
-                "{name}: case {done} has not finished after {STALL_LIMIT:?} (endless loop?) \
-                 on input {}",
-                hex::encode_upper(&input)
-            );
-        }
-    }
-    let (result, panicked, reports, (slowest, slowest_input)) = match worker.join() {
-        Ok(r) => r,
-        Err(payload) => panic::resume_unwind(payload),
-    };
-    let cases = progress.cases.load(Ordering::Acquire);
-    let elapsed = started.elapsed();
-    eprintln!(
-        "{name}: {cases} cases in {:.2} s ({:.0} cases/s, slowest {} µs on {})",
-        elapsed.as_secs_f64(),
-        cases as f64 / elapsed.as_secs_f64().max(1e-9),
-        slowest.as_micros(),
-        hex::encode_upper(&slowest_input)
-    );
-    assert!(
-        panicked == 0,
-        "{name}: {panicked} of {cases} cases panicked; the first ones:\n{}",
-        reports.join("\n")
-    );
-    result
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -8,7 +8,6 @@
 //! they are counted and listed, and the counts are asserted so they cannot silently grow.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use meterbridge::security::{Key, KeyStore};
 use meterbridge::telegram::{decode_wired, Telegram, WirelessDecoder};
@@ -16,6 +15,9 @@ use meterbridge::wire::hex;
 use meterbridge::wire::records::Value;
 use meterbridge::wire::vif::Unit;
 use serde_json::Value as Json;
+
+mod support;
+use support::{preceding_telegrams, wmbus_corpus_lines};
 
 struct Case {
     line: usize,
@@ -27,27 +29,20 @@ struct Case {
 }
 
 fn cases() -> Vec<Case> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/wmbus/wmbusmeters_driver_tests.jsonl");
-    let text = std::fs::read_to_string(path).expect("corpus");
-    text.lines()
+    wmbus_corpus_lines()
+        .into_iter()
         .enumerate()
-        .map(|(i, line)| {
-            let v: Json = serde_json::from_str(line).expect("json line");
+        .map(|(i, v)| {
             let key = v["key"].as_str().unwrap_or("NOKEY");
             Case {
                 line: i + 1,
                 driver: v["driver"].as_str().unwrap_or("").to_string(),
                 key: (key != "NOKEY").then(|| key.to_string()),
                 telegram: v["telegram"].as_str().unwrap_or("").to_string(),
-                preceding: v["preceding_telegrams"]
-                    .as_array()
-                    .map(|a| {
-                        a.iter()
-                            .filter_map(|t| t.as_str().map(str::to_string))
-                            .collect()
-                    })
-                    .unwrap_or_default(),
+                preceding: preceding_telegrams(&v)
+                    .into_iter()
+                    .map(str::to_string)
+                    .collect(),
                 expected: v["expected_json"].as_object().cloned().unwrap_or_default(),
             }
         })

@@ -14,6 +14,8 @@
 
 use std::time::{Duration, Instant};
 
+mod common;
+
 use libfuzzer_sys::fuzz_target;
 use meterbridge::receivers::amber::{
     encode_frame, parse_firmware, parse_nvm_dump, parse_serial, AmberDecoder, AmberEvent,
@@ -55,19 +57,11 @@ fn read(
 ) -> Vec<AmberEvent> {
     let mut decoder = AmberDecoder::new(settings);
     let mut events = Vec::new();
-    let mut pos = 0;
-    let mut step = 0usize;
     let mut now = base;
-    while pos < stream.len() {
-        let n = if pattern == 0 {
-            stream.len()
-        } else {
-            step += 1;
-            (step % 8 + 1) * usize::from(pattern & 0x0F).max(1) + usize::from(pattern >> 4) % 3
-        };
+    for chunk in common::chunks(stream, pattern) {
         if pauses != 0 {
             // Pauses of 0 to 3.5 s in steps of 250 ms, cycling with the chunk count.
-            let quarter_seconds = u64::from((pauses >> (step % 4 * 2)) & 0x0F) % 15;
+            let quarter_seconds = u64::from((pauses >> (chunk.step % 4 * 2)) & 0x0F) % 15;
             now += Duration::from_millis(250 * quarter_seconds);
             if quarter_seconds % 2 == 1 {
                 let before = decoder.malformed();
@@ -79,24 +73,16 @@ fn read(
                 }
             }
         }
-        let end = stream.len().min(pos + n);
-        if learn_later && pos >= stream.len() / 2 && decoder.settings().is_none() {
+        if learn_later && chunk.offset >= stream.len() / 2 && decoder.settings().is_none() {
             decoder.set_settings(AmberSettings {
                 cmd_out: stream.len() % 2 == 0,
                 rssi_enabled: stream.len() % 3 == 0,
             });
         }
-        decoder.push_at(&stream[pos..end], now);
-        pos = end;
+        decoder.push_at(chunk.bytes, now);
         while let Some(event) = decoder.next_event() {
             match &event {
-                AmberEvent::Telegram(t) => {
-                    assert_eq!(
-                        t.frame.first().map(|&l| usize::from(l) + 1),
-                        Some(t.frame.len()),
-                        "telegram L does not match its length"
-                    );
-                }
+                AmberEvent::Telegram(t) => common::assert_l_field(&t.frame),
                 AmberEvent::Answer { command, payload } => {
                     assert!(payload.len() <= 255);
                     let frame = encode_frame(*command, payload);

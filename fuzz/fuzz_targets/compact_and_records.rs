@@ -12,18 +12,13 @@
 
 use std::fmt::Write as _;
 
+mod common;
+
 use libfuzzer_sys::fuzz_target;
 use meterbridge::output::json;
-use meterbridge::security::{Key, KeyStore};
 use meterbridge::telegram::compact::CompactFormats;
 use meterbridge::telegram::{Telegram, WirelessDecoder};
 
-const V5B_KEY: [u8; 16] = [
-    0xBE, 0xDB, 0x81, 0xB5, 0x2C, 0x29, 0xB5, 0xC1, 0x43, 0x38, 0x8C, 0xBB, 0x0D, 0x15, 0xA0, 0x51,
-];
-const V6_KEY: [u8; 16] = [
-    0x28, 0xF6, 0x4A, 0x24, 0x98, 0x80, 0x64, 0xA0, 0x79, 0xAA, 0x2C, 0x80, 0x7D, 0x61, 0x02, 0xAE,
-];
 const MAX_SEGMENTS: usize = 8;
 
 fuzz_target!(|data: &[u8]| {
@@ -43,16 +38,7 @@ fuzz_target!(|data: &[u8]| {
         rest = tail;
     }
 
-    let mut keys = KeyStore::new();
-    match mode % 4 {
-        1 => keys.set_default(Key::from_bytes([0; 16])),
-        2 => keys.set_default(Key::from_bytes(V5B_KEY)),
-        3 => {
-            let _ = keys.insert("76348799", Key::from_bytes(V6_KEY));
-        }
-        _ => {}
-    }
-    let mut decoder = WirelessDecoder::new(keys);
+    let mut decoder = WirelessDecoder::new(common::key_store(mode));
     let mut out = String::new();
     for segment in &segments {
         match decoder.decode(segment) {

@@ -7,6 +7,8 @@
 
 #![no_main]
 
+mod common;
+
 use libfuzzer_sys::fuzz_target;
 use meterbridge::receivers::cul::{parse_data_line, CulCodec, CulEvent, CulTelegram};
 use meterbridge::wire::hex;
@@ -30,18 +32,8 @@ fuzz_target!(|data: &[u8]| {
 fn read(stream: &[u8], pattern: u8) -> Vec<CulEvent> {
     let mut codec = CulCodec::new();
     let mut events = Vec::new();
-    let mut pos = 0;
-    let mut step = 0usize;
-    while pos < stream.len() {
-        let n = if pattern == 0 {
-            stream.len()
-        } else {
-            step += 1;
-            (step % 8 + 1) * usize::from(pattern & 0x0F).max(1) + usize::from(pattern >> 4) % 3
-        };
-        let end = stream.len().min(pos + n);
-        codec.push(&stream[pos..end]);
-        pos = end;
+    for chunk in common::chunks(stream, pattern) {
+        codec.push(chunk.bytes);
         while let Some(event) = codec.next_event() {
             if let CulEvent::Telegram(t) = &event {
                 assert!(t.frame.len() >= 2);
@@ -54,11 +46,7 @@ fn read(stream: &[u8], pattern: u8) -> Vec<CulEvent> {
 }
 
 fn check(line: &str, t: &CulTelegram) {
-    assert_eq!(
-        t.frame.first().map(|&l| usize::from(l) + 1),
-        Some(t.frame.len()),
-        "telegram L does not match its length"
-    );
+    common::assert_l_field(&t.frame);
     let body_start = if line.starts_with("bY") { 2 } else { 1 };
     let body = line.get(body_start..).unwrap_or_default().trim_end();
     let carried = hex::decode(body).expect("the line parsed as hex");

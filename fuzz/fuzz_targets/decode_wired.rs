@@ -6,13 +6,12 @@
 
 #![no_main]
 
-use std::fmt::Write as _;
+mod common;
 
 use libfuzzer_sys::fuzz_target;
 use meterbridge::output::{json, libmbus_xml};
 use meterbridge::telegram::{decode_wired, DecodeError, Telegram};
 use meterbridge::wire::application::Application;
-use meterbridge::wire::records::Value;
 
 fuzz_target!(|data: &[u8]| {
     match decode_wired(data) {
@@ -54,29 +53,7 @@ fn exercise(t: &Telegram<'_>) {
         assert!(t.records.len() <= area.len());
     }
     for r in &t.records {
-        let _ = write!(out, "{:?} {:?}", r.raw_value(), r.value_information());
-        match r.value() {
-            Value::Decimal(d) => {
-                let _ = write!(out, "{d} {}", d.to_f64());
-            }
-            Value::InvalidBcd(digits) => {
-                let _ = write!(out, "{digits}");
-            }
-            Value::DateTime(time) => {
-                let _ = write!(out, "{time}");
-            }
-            other => {
-                let _ = write!(out, "{other:?}");
-            }
-        }
-        if let Some(scale) = r.scale() {
-            let _ = write!(out, "{} {scale:?}", scale.unit);
-        }
-        for c in r.combinables() {
-            out.push_str(&c.describe());
-        }
-        out.extend(r.plain_text_unit());
-        out.clear();
+        common::exercise_record(r, &mut out);
     }
     json::render(t, &mut out);
     for style in [

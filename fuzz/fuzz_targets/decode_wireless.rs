@@ -20,33 +20,17 @@
 
 use std::fmt::Write as _;
 
+mod common;
+
 use libfuzzer_sys::fuzz_target;
 use meterbridge::output::json;
-use meterbridge::security::{Key, KeyStore};
 use meterbridge::telegram::{Telegram, WirelessDecoder};
-use meterbridge::wire::records::Value;
-
-const V5B_KEY: [u8; 16] = [
-    0xBE, 0xDB, 0x81, 0xB5, 0x2C, 0x29, 0xB5, 0xC1, 0x43, 0x38, 0x8C, 0xBB, 0x0D, 0x15, 0xA0, 0x51,
-];
-const V6_KEY: [u8; 16] = [
-    0x28, 0xF6, 0x4A, 0x24, 0x98, 0x80, 0x64, 0xA0, 0x79, 0xAA, 0x2C, 0x80, 0x7D, 0x61, 0x02, 0xAE,
-];
 
 fuzz_target!(|data: &[u8]| {
     let Some((&mode, telegram)) = data.split_first() else {
         return;
     };
-    let mut keys = KeyStore::new();
-    match mode % 4 {
-        1 => keys.set_default(Key::from_bytes([0; 16])),
-        2 => keys.set_default(Key::from_bytes(V5B_KEY)),
-        3 => {
-            let _ = keys.insert("76348799", Key::from_bytes(V6_KEY));
-        }
-        _ => {}
-    }
-    let mut decoder = WirelessDecoder::new(keys);
+    let mut decoder = WirelessDecoder::new(common::key_store(mode));
     let rounds = if mode & 4 != 0 { 2 } else { 1 };
     let mut out = String::new();
     for _ in 0..rounds {
@@ -75,29 +59,7 @@ fuzz_target!(|data: &[u8]| {
 fn exercise(t: &Telegram<'_>, out: &mut String) {
     let _ = (t.more_records_follow(), t.link.master_to_slave());
     for r in &t.records {
-        let _ = write!(out, "{:?} {:?}", r.raw_value(), r.value_information());
-        match r.value() {
-            Value::Decimal(d) => {
-                let _ = write!(out, "{d} {}", d.to_f64());
-            }
-            Value::InvalidBcd(digits) => {
-                let _ = write!(out, "{digits}");
-            }
-            Value::DateTime(time) => {
-                let _ = write!(out, "{time}");
-            }
-            other => {
-                let _ = write!(out, "{other:?}");
-            }
-        }
-        if let Some(scale) = r.scale() {
-            let _ = write!(out, "{} {scale:?}", scale.unit);
-        }
-        for c in r.combinables() {
-            out.push_str(&c.describe());
-        }
-        out.extend(r.plain_text_unit());
-        out.clear();
+        common::exercise_record(r, out);
     }
     json::render(t, out);
 }

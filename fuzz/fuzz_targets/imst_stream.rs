@@ -9,6 +9,8 @@
 
 #![no_main]
 
+mod common;
+
 use libfuzzer_sys::fuzz_target;
 use meterbridge::receivers::imst::{
     decode_frame, slip_encode, DeviceInfo, HciFrame, ImstDecoder, RadioConfig,
@@ -39,18 +41,8 @@ type Item = Result<(HciFrame, Vec<u8>), String>;
 fn read(kind: StickKind, stream: &[u8], pattern: u8) -> Vec<Item> {
     let mut decoder = ImstDecoder::new(kind);
     let mut items = Vec::new();
-    let mut pos = 0;
-    let mut step = 0usize;
-    while pos < stream.len() {
-        let n = if pattern == 0 {
-            stream.len()
-        } else {
-            step += 1;
-            (step % 8 + 1) * usize::from(pattern & 0x0F).max(1) + usize::from(pattern >> 4) % 3
-        };
-        let end = stream.len().min(pos + n);
-        decoder.push(&stream[pos..end]);
-        pos = end;
+    for chunk in common::chunks(stream, pattern) {
+        decoder.push(chunk.bytes);
         while let Some(item) = decoder.next_frame_with_raw() {
             match item {
                 Ok((frame, raw)) => {

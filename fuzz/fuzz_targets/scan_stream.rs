@@ -6,6 +6,8 @@
 
 #![no_main]
 
+mod common;
+
 use libfuzzer_sys::fuzz_target;
 use meterbridge::wire::wired::{Frame, FrameReader};
 
@@ -22,23 +24,12 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(chunked, whole);
 });
 
-/// Frames read from `stream`. `pattern` 0 pushes everything at once; otherwise chunk sizes
-/// cycle through 1..=8 times a factor from the pattern's bits.
+/// Frames read from `stream`, pushed in the chunks `pattern` picks (see [`common::chunks`]).
 fn read(stream: &[u8], pattern: u8) -> Vec<Vec<u8>> {
     let mut reader = FrameReader::new();
     let mut frames = Vec::new();
-    let mut pos = 0;
-    let mut step = 0usize;
-    while pos < stream.len() {
-        let n = if pattern == 0 {
-            stream.len()
-        } else {
-            step += 1;
-            (step % 8 + 1) * usize::from(pattern & 0x0F).max(1) + usize::from(pattern >> 4) % 3
-        };
-        let end = stream.len().min(pos + n);
-        reader.push(&stream[pos..end]);
-        pos = end;
+    for chunk in common::chunks(stream, pattern) {
+        reader.push(chunk.bytes);
         loop {
             let before = reader.pending();
             let Some(item) = reader.next_frame() else {

@@ -7,6 +7,8 @@
 
 #![no_main]
 
+mod common;
+
 use libfuzzer_sys::fuzz_target;
 use meterbridge::receivers::lines::{parse_hex_line, parse_rtlwmbus_line, LineError, MAX_LINE};
 use meterbridge::receivers::Heard;
@@ -23,13 +25,7 @@ fuzz_target!(|data: &[u8]| {
 
 fn check(line: &str, result: Result<Option<Heard>, LineError>) {
     match result {
-        Ok(Some(heard)) => {
-            assert_eq!(
-                heard.frame.first().map(|&l| usize::from(l) + 1),
-                Some(heard.frame.len()),
-                "telegram L does not match its length"
-            );
-        }
+        Ok(Some(heard)) => common::assert_l_field(&heard.frame),
         Ok(None) => {}
         Err(e) => {
             let _ = e.to_string();
