@@ -867,3 +867,26 @@ fn damaged_configurations_never_panic() {
         let _ = config::parse_with(&dedented[shift..].join("\n"), "t.yaml", &options);
     }
 }
+
+#[test]
+fn unsupported_and_new_top_level_options() {
+    let (c, warnings) = parse_ok(
+        "state_save_interval: 5m\nbuses:\n  - name: a\n    device: /dev/ttyS0\n    apply_unit_factor: false\n",
+    );
+    assert_eq!(c.state_save_interval, secs(300));
+    assert!(!c.buses[0].apply_unit_factor);
+    let warned: Vec<(usize, &str)> = warnings
+        .iter()
+        .map(|w| (w.pos.line, w.path.as_str()))
+        .collect();
+    assert_eq!(warned, [(5, "buses[0].apply_unit_factor")]);
+    assert!(
+        warnings[0].message.contains("not supported"),
+        "{warnings:?}"
+    );
+
+    let (c, _) = parse_ok("");
+    assert_eq!(c.state_save_interval, secs(30));
+    let errors = parse_err("state_save_interval: 0\n");
+    assert_eq!(errors[0].path, "state_save_interval");
+}

@@ -982,6 +982,16 @@ impl Checker<'_> {
         let idle_timeout = self.duration(&s, "idle_timeout", Bare::Millis, false);
         let retry = self.u32_in(&s, "retry", 0, 100).unwrap_or(DEFAULT_RETRY);
         let apply_unit_factor = self.boolean(&s, "apply_unit_factor").unwrap_or(true);
+        if !apply_unit_factor {
+            // Accepted so configurations from commercial gateways load, but said out loud:
+            // silently publishing scaled values to someone who asked for raw ones is worse.
+            self.warn(
+                s.key_pos("apply_unit_factor"),
+                &s.child("apply_unit_factor"),
+                "`false` is not supported yet: readings are published in the unit their driver \
+                 names (e.g. `_kwh`), scaled by the record's unit factor",
+            );
+        }
         let only_values = self.boolean(&s, "only_values").unwrap_or(false);
         let emit = s
             .get("emit")
