@@ -343,3 +343,113 @@ meters:
     );
     let _ = std::fs::remove_dir_all(&state_dir);
 }
+
+/// A proxy that can turn slow: while `slow` is set, each answer from the bus is delivered
+/// `delay` after it left the bus, longer than the master waits. Order is kept, as in a
+/// converter's buffer.
+async fn start_delaying_proxy(upstream: String, delay: Duration) -> (String, Arc<AtomicU8>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let slow = Arc::new(AtomicU8::new(0));
+    let flag = slow.clone();
+    tokio::spawn(async move {
+        let Ok((client, _)) = listener.accept().await else {
+            return;
+        };
+        let bus = TcpStream::connect(&upstream).await.unwrap();
+        let (mut client_rx, mut client_tx) = client.into_split();
+        let (mut bus_rx, mut bus_tx) = bus.into_split();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 512];
+            while let Ok(n) = client_rx.read(&mut buf).await {
+                if n == 0 || bus_tx.write_all(&buf[..n]).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let (queue_tx, mut queue_rx) = mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
+        tokio::spawn(async move {
+            while let Some((at, bytes)) = queue_rx.recv().await {
+                tokio::time::sleep_until(at.into()).await;
+                if client_tx.write_all(&bytes).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let mut buf = [0u8; 512];
+        while let Ok(n) = bus_rx.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+            let at = if flag.load(Ordering::SeqCst) == 1 {
+                Instant::now() + delay
+            } else {
+                Instant::now()
+            };
+            if queue_tx.send((at, buf[..n].to_vec())).is_err() {
+                break;
+            }
+        }
+    });
+    (address, slow)
+}
+
+/// The access number of a wired RSP_UD with a 12-byte header (CI 0x72).
+fn access_number(frame: &[u8]) -> u8 {
+    assert_eq!(frame[6], 0x72, "CI");
+    frame[15]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_answer_is_never_taken_for_the_next_one() {
+    use meterbridge::master::{Master, MasterOptions, ReadOptions, Target};
+    use meterbridge::transport::open::{open_port, Endpoint};
+    use meterbridge::transport::port::PortConfig;
+
+    // A generated meter: each new answer carries the next access number and a new volume.
+    let secondary = meterbridge::sim::bus::secondary_of(&kamheat_frame()).unwrap();
+    let sim = BusSim::new(vec![SimMeter::new(1, secondary)]);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let bus = listener.local_addr().unwrap().to_string();
+    tokio::spawn(meterbridge::sim::serve_tcp(
+        listener,
+        Arc::new(Mutex::new(sim)),
+        ServeOptions {
+            baud: 2400,
+            log: false,
+        },
+    ));
+    let config = PortConfig {
+        baud: 2400,
+        extra_latency: Duration::from_millis(300),
+        echo: false,
+    };
+    // Long enough that the first attempt gives up and the repeat's window sees the late answer.
+    let (address, slow) = start_delaying_proxy(bus, Duration::from_millis(700)).await;
+    let port = open_port(&Endpoint::Tcp(address), config).await.unwrap();
+    let mut master = Master::new(
+        port,
+        MasterOptions {
+            retries: 2,
+            ..MasterOptions::default()
+        },
+    );
+    // As the daemon reads without `force_reset`: no SND_NKE in front that would swallow a
+    // stray frame.
+    let read = ReadOptions {
+        reset_first: false,
+        ..ReadOptions::default()
+    };
+    let mut access = Vec::new();
+    for i in 0..4 {
+        slow.store(u8::from(i == 1), Ordering::SeqCst);
+        let frames = master.read(Target::Primary(1), read).await.unwrap();
+        assert_eq!(frames.len(), 1);
+        access.push(access_number(&frames[0]));
+    }
+    // The simulated meter numbers each new answer; a repeated request gets the same number.
+    // Read 2's first answer arrives late, inside the window of the repeated request, and is
+    // taken; the repeat's own answer arrives after read 2 ended and must not pass for read 3's.
+    let expected: Vec<u8> = (0..4).map(|i| access[0].wrapping_add(i)).collect();
+    assert_eq!(access, expected, "access numbers of four reads");
+}

@@ -57,6 +57,12 @@ pub struct Port {
     reconnect_to: Option<String>,
     /// The peer closed the stream (seen as end of file while reading).
     closed: bool,
+    stale_bytes: u64,
+    /// Requests whose window passed in silence since the last answer.
+    unanswered: u32,
+    /// The last answer came after silent attempts, so it may have been a late answer to one of
+    /// them, with the answers to the later attempts still on their way.
+    strays_possible: bool,
 }
 
 impl Port {
@@ -67,6 +73,9 @@ impl Port {
             pending: Vec::new(),
             reconnect_to: None,
             closed: false,
+            stale_bytes: 0,
+            unanswered: 0,
+            strays_possible: false,
         }
     }
 
@@ -99,6 +108,9 @@ impl Port {
         self.stream = super::open::open_tcp(&address, connect_timeout).await?;
         self.pending.clear();
         self.closed = false;
+        // Nothing sent on the old connection can arrive on the new one.
+        self.unanswered = 0;
+        self.strays_possible = false;
         Ok(())
     }
 
@@ -108,6 +120,48 @@ impl Port {
             std::io::ErrorKind::UnexpectedEof,
             "the converter closed the connection",
         )
+    }
+
+    /// Drops whatever arrived since the last reply was taken, before the next request goes
+    /// out. Those bytes answer no request of ours: the answer to an attempt we had given up on
+    /// (a converter or meter slower than the window), a repeat's answer after the original
+    /// came late, noise. Left in place they would pass for the next request's answer, and from
+    /// then on every reading would be the one before. If bytes are still arriving, wait until
+    /// the line has been quiet for a reply's gap, at most two response windows (three after
+    /// an answer that came late).
+    async fn discard_stale_input(&mut self) -> std::io::Result<()> {
+        let give_up = Instant::now() + self.response_window() * 3;
+        let mut buf = [0u8; 256];
+        // After an answer that only came to a repeated request, the answers to the earlier
+        // attempts may still arrive: give them one window (the cost is paid only then).
+        let mut wait = if std::mem::take(&mut self.strays_possible) {
+            self.response_window() + self.quiet_gap()
+        } else {
+            Duration::ZERO
+        };
+        loop {
+            // A zero timeout still polls the read once, so only bytes already here count.
+            match timeout_at(Instant::now() + wait, self.stream.read(&mut buf)).await {
+                Err(_) => return Ok(()),
+                Ok(Ok(0)) => {
+                    self.closed = true;
+                    return Ok(());
+                }
+                Ok(Ok(n)) => {
+                    self.stale_bytes += n as u64;
+                    if Instant::now() >= give_up {
+                        return Ok(());
+                    }
+                    wait = self.quiet_gap();
+                }
+                Ok(Err(e)) => return Err(e),
+            }
+        }
+    }
+
+    /// Bytes dropped so far because they arrived when no answer was awaited.
+    pub fn stale_bytes(&self) -> u64 {
+        self.stale_bytes
     }
 
     /// The window in which a slave's first byte must arrive, counted from the end of our frame.
@@ -124,6 +178,9 @@ impl Port {
     /// Writes a frame. With `echo`, the converter's copy of it is read back and dropped.
     pub async fn send(&mut self, frame: &[u8]) -> std::io::Result<()> {
         self.pending.clear();
+        if !self.closed {
+            self.discard_stale_input().await?;
+        }
         if self.closed {
             return Err(self.eof());
         }
@@ -160,7 +217,10 @@ impl Port {
         let mut buf = [0u8; 256];
         if got.is_empty() {
             match timeout_at(first_deadline, self.stream.read(&mut buf)).await {
-                Err(_) => return Ok(Reply::Silence),
+                Err(_) => {
+                    self.unanswered = self.unanswered.saturating_add(1);
+                    return Ok(Reply::Silence);
+                }
                 Ok(Ok(0)) => return Err(self.eof()),
                 Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
                 Ok(Err(e)) => return Err(e),
@@ -188,6 +248,9 @@ impl Port {
                 Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
                 Ok(Err(e)) => return Err(e),
             }
+        }
+        if std::mem::take(&mut self.unanswered) > 0 {
+            self.strays_possible = true;
         }
         Ok(match scan(&got) {
             Scan::Complete(n) if n == got.len() => Reply::Frame(got),
