@@ -46,11 +46,23 @@ struct Proxy {
     address: String,
 }
 
-async fn start_sim_bus(frame: Vec<u8>) -> String {
-    let secondary = meterbridge::sim::bus::secondary_of(&frame).unwrap();
-    let sim = BusSim::new(vec![SimMeter::new(1, secondary)
-        .with_telegrams(vec![frame])
-        .unwrap()]);
+/// A simulated meter at primary address 1 that generates its answers: each new one (a request
+/// with the frame count bit toggled) carries the next access number and 10 litres more, a
+/// repeated request gets the same answer again. Returns the bus's address and the length of
+/// its answers.
+async fn start_generated_bus() -> (String, usize) {
+    let secondary = meterbridge::sim::bus::secondary_of(&kamheat_frame()).unwrap();
+    let answer_len = BusSim::new(vec![SimMeter::new(1, secondary)])
+        .handle(&meterbridge::wire::wired::req_ud2(1, true), 2400)
+        .bytes
+        .len();
+    (
+        serve_bus(BusSim::new(vec![SimMeter::new(1, secondary)])).await,
+        answer_len,
+    )
+}
+
+async fn serve_bus(sim: BusSim) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap().to_string();
     tokio::spawn(meterbridge::sim::serve_tcp(
@@ -221,9 +233,8 @@ impl Observed {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bus_faults_lose_no_reading_and_never_publish_a_damaged_one() {
-    let frame = kamheat_frame();
-    let bus = start_sim_bus(frame.clone()).await;
-    let proxy = start_proxy(bus, frame.len()).await;
+    let (bus, answer_len) = start_generated_bus().await;
+    let proxy = start_proxy(bus, answer_len).await;
     let state_dir =
         std::env::temp_dir().join(format!("meterbridge-bus-faults-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&state_dir);
@@ -269,10 +280,8 @@ meters:
     tokio::spawn(async move {
         while let Some((_, doc)) = emitted_rx.recv().await {
             let v: serde_json::Value = serde_json::from_str(&doc).unwrap();
-            let kwh = v["total_energy_consumption_kwh"]
-                .as_f64()
-                .unwrap_or(f64::NAN);
-            sink.lock().unwrap().push((Instant::now(), kwh));
+            let m3 = v["total_volume_m3"].as_f64().unwrap_or(f64::NAN);
+            sink.lock().unwrap().push((Instant::now(), m3));
         }
     });
 
@@ -321,13 +330,20 @@ meters:
     // Every whole answer became exactly one reading: none lost, none doubled, none invented.
     assert_eq!(readings.len() as u64, whole, "readings vs whole answers");
     assert!(whole >= 10, "too few reads to mean anything: {whole}");
-    // kamheat's test frame says 6.408 MWh... in the unit its driver declares.
-    let expected = readings[0].1;
-    assert!(expected.is_finite() && expected > 0.0);
-    assert!(
-        readings.iter().all(|(_, v)| *v == expected),
-        "a reading differs: {readings:?}"
-    );
+    // Each reading is a new answer: its volume is above the one before (a reading published
+    // twice, or an old answer taken for a new one, would repeat or go back), by whole
+    // multiples of 10 litres (a damaged answer that slipped through would not).
+    let volumes: Vec<f64> = readings.iter().map(|(_, v)| *v).collect();
+    assert!(volumes.iter().all(|v| v.is_finite()), "{volumes:?}");
+    for pair in volumes.windows(2) {
+        let step_litres = ((pair[1] - pair[0]) * 1000.0).round();
+        assert!(
+            step_litres >= 10.0 && step_litres % 10.0 == 0.0,
+            "volumes {} then {} m³ in {volumes:?}",
+            pair[0],
+            pair[1]
+        );
+    }
     assert!(stats.bus_errors > 0, "the faults were not seen: {stats:?}");
     for (name, took) in &recoveries {
         eprintln!(
@@ -407,18 +423,7 @@ async fn a_late_answer_is_never_taken_for_the_next_one() {
     use meterbridge::transport::port::PortConfig;
 
     // A generated meter: each new answer carries the next access number and a new volume.
-    let secondary = meterbridge::sim::bus::secondary_of(&kamheat_frame()).unwrap();
-    let sim = BusSim::new(vec![SimMeter::new(1, secondary)]);
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let bus = listener.local_addr().unwrap().to_string();
-    tokio::spawn(meterbridge::sim::serve_tcp(
-        listener,
-        Arc::new(Mutex::new(sim)),
-        ServeOptions {
-            baud: 2400,
-            log: false,
-        },
-    ));
+    let (bus, _) = start_generated_bus().await;
     let config = PortConfig {
         baud: 2400,
         extra_latency: Duration::from_millis(300),
