@@ -458,3 +458,182 @@ async fn a_late_answer_is_never_taken_for_the_next_one() {
     let expected: Vec<u8> = (0..4).map(|i| access[0].wrapping_add(i)).collect();
     assert_eq!(access, expected, "access numbers of four reads");
 }
+
+/// A simulated bus on a fresh pseudo-terminal, reachable through `link` (re-pointed atomically,
+/// as udev does for /dev/serial/by-id/ when a USB converter comes back). The meters live in
+/// `sim` and keep their state across plugs, as real meters on the bus would.
+struct PluggedBus {
+    _slave: tokio_serial::SerialStream,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+fn plug_bus(link: &std::path::Path, sim: Arc<Mutex<BusSim>>) -> PluggedBus {
+    use tokio_serial::SerialPort;
+    let (master, slave) = tokio_serial::SerialStream::pair().unwrap();
+    let path = slave.name().unwrap();
+    let tmp = link.with_extension("new");
+    let _ = std::fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(&path, &tmp).unwrap();
+    std::fs::rename(&tmp, link).unwrap();
+    let server = tokio::spawn(async move {
+        meterbridge::sim::serve_stream(
+            master,
+            &sim,
+            ServeOptions {
+                baud: 2400,
+                log: false,
+            },
+        )
+        .await
+    });
+    PluggedBus {
+        _slave: slave,
+        server,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_serial_converter_unplugged_and_plugged_back_is_read_again() {
+    let secondary = meterbridge::sim::bus::secondary_of(&kamheat_frame()).unwrap();
+    let sim = Arc::new(Mutex::new(BusSim::new(vec![SimMeter::new(1, secondary)])));
+    let dir = std::env::temp_dir().join(format!("meterbridge-unplug-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let link = dir.join("ttyMBUS");
+    let plugged = plug_bus(&link, sim.clone());
+    let yaml = format!(
+        r#"state_dir: "{}"
+buses:
+  - name: cellar
+    device: "{}"
+    baud: 2400
+    polling: 150ms
+    emit: every
+meters:
+  - name: Heat
+    bus: cellar
+    address: 1
+    driver: kamheat
+"#,
+        dir.join("state").display(),
+        link.display()
+    );
+    let (config, _) = parse_with(
+        &yaml,
+        "test.yaml",
+        &ValidateOptions::with_built_in_drivers(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let (emitted_tx, mut emitted_rx) = mpsc::unbounded_channel::<(String, String)>();
+    let (stop, stop_rx) = watch::channel(false);
+    let messages = Arc::new(Mutex::new(Vec::<String>::new()));
+    let log_sink = messages.clone();
+    let options = RunOptions {
+        print: PrintFormat::None,
+        stop: Some(stop_rx),
+        instance: "unplug".into(),
+        log: Arc::new(move |m: &str| log_sink.lock().unwrap().push(m.to_string())),
+        emitted: Some(emitted_tx),
+        ..RunOptions::default()
+    };
+    let task = tokio::spawn(gateway::run(config, options));
+    let observed = Observed {
+        readings: Arc::new(Mutex::new(Vec::new())),
+    };
+    let sink = observed.readings.clone();
+    tokio::spawn(async move {
+        while let Some((_, doc)) = emitted_rx.recv().await {
+            let v: serde_json::Value = serde_json::from_str(&doc).unwrap();
+            let m3 = v["total_volume_m3"].as_f64().unwrap_or(f64::NAN);
+            sink.lock().unwrap().push((Instant::now(), m3));
+        }
+    });
+    let limit = Duration::from_secs(15);
+    observed.next_after(Instant::now(), limit).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+
+    // Unplugged: the converter's end of the line is gone.
+    plugged.server.abort();
+    drop(plugged);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = observed.count();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(observed.count(), before, "a reading while unplugged");
+
+    let replugged_at = Instant::now();
+    let _plugged = plug_bus(&link, sim.clone());
+    let recovery = observed.next_after(replugged_at, limit).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    stop.send(true).unwrap();
+    tokio::time::timeout(limit, task)
+        .await
+        .expect("the gateway stops")
+        .unwrap()
+        .unwrap();
+
+    // Every reading a new answer (the meter adds 10 litres per answer): none repeated, none
+    // from before the unplug published again after it.
+    let volumes: Vec<f64> = observed
+        .readings
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|r| r.1)
+        .collect();
+    assert!(volumes.len() >= 6, "{volumes:?}");
+    for pair in volumes.windows(2) {
+        let step_litres = ((pair[1] - pair[0]) * 1000.0).round();
+        assert!(
+            step_litres >= 10.0 && step_litres % 10.0 == 0.0,
+            "volumes {} then {} m³ in {volumes:?}",
+            pair[0],
+            pair[1]
+        );
+    }
+    let log = messages.lock().unwrap().clone();
+    let count = |needle: &str| log.iter().filter(|m| m.contains(needle)).count();
+    eprintln!(
+        "serial converter: first reading {} ms after it was plugged back; {} readings; log: {log:#?}",
+        recovery.as_millis(),
+        volumes.len()
+    );
+    // Reported once when it went, once when it came back; not once per retry.
+    assert_eq!(count("bus cellar: the connection failed"), 1, "{log:#?}");
+    assert_eq!(count("bus cellar connected"), 2, "{log:#?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_connection_does_not_get_the_meters_previous_answer_again() {
+    use meterbridge::master::{Master, MasterOptions, ReadOptions, Target};
+    use meterbridge::transport::open::{open_port, Endpoint};
+    use meterbridge::transport::port::PortConfig;
+
+    let (bus, _) = start_generated_bus().await;
+    let config = PortConfig {
+        baud: 2400,
+        extra_latency: Duration::from_millis(300),
+        echo: false,
+    };
+    // As the daemon reads without `force_reset`.
+    let read = ReadOptions {
+        reset_first: false,
+        ..ReadOptions::default()
+    };
+    let mut access = Vec::new();
+    // Each master is a reopened port (the daemon makes a new one after a failure); the meter
+    // remembers the frame count bit of the last request it saw.
+    for _ in 0..3 {
+        let port = open_port(&Endpoint::Tcp(bus.clone()), config)
+            .await
+            .unwrap();
+        let mut master = Master::new(port, MasterOptions::default());
+        let frames = master.read(Target::Primary(1), read).await.unwrap();
+        access.push(access_number(&frames[0]));
+    }
+    let expected: Vec<u8> = (0..3).map(|i| access[0].wrapping_add(i)).collect();
+    assert_eq!(
+        access, expected,
+        "access numbers of reads through three connections"
+    );
+}

@@ -457,7 +457,11 @@ impl Master {
     ) -> Result<Vec<Vec<u8>>, MasterError> {
         match target {
             Target::Primary(address) => {
-                if opts.reset_first {
+                // Also on first contact since this master was created (a reopened port): the
+                // meter still expects the frame count bit of the master before, and half the
+                // time it would take our first request for a repeat and send its previous
+                // answer again — a stale reading published as new.
+                if opts.reset_first || !self.fcb.contains_key(&address) {
                     // An unacknowledged reset is no reason to give up: some meters only answer
                     // REQ_UD2, and the read below reports a meter that is really missing.
                     self.snd_nke(address).await?;
