@@ -435,22 +435,47 @@ async fn run_stick(
 
 type LineParser = fn(&str) -> Result<Option<Heard>, LineError>;
 
-/// Reads lines until the stream ends; returns false if the consumer is gone.
+/// Longest input line accepted. The longest real one (a 256-byte telegram as hex inside an
+/// rtl_wmbus line or a JSON object with its RSSI and timestamps) is under 1 KiB.
+pub const MAX_LINE: usize = 8192;
+
+/// Reads lines until the stream ends; returns false if the consumer is gone. A line longer than
+/// [`MAX_LINE`] is dropped (and reported) without being held in memory, so a peer that never
+/// sends a newline cannot make the gateway grow; bytes that are not UTF-8 are replaced, and the
+/// line is judged by the parser like any other.
 async fn read_lines<R: AsyncRead + Unpin>(
     name: &Arc<str>,
     reader: R,
     parse: LineParser,
     tx: &mpsc::Sender<InputEvent>,
 ) -> bool {
-    let mut lines = BufReader::new(reader).lines();
+    let mut reader = BufReader::new(reader);
+    let mut line: Vec<u8> = Vec::new();
+    let mut overlong = false;
     loop {
-        match lines.next_line().await {
-            Ok(Some(line)) => {
-                if !deliver(name, &line, parse, tx).await {
-                    return false;
-                }
+        let (used, complete) = match reader.fill_buf().await {
+            Ok([]) => {
+                // End of stream: a last line without a newline still counts.
+                return overlong || line.is_empty() || deliver_bytes(name, &line, parse, tx).await;
             }
-            Ok(None) => return true,
+            Ok(buf) => {
+                let newline = buf.iter().position(|&b| b == b'\n');
+                let used = newline.map_or(buf.len(), |i| i + 1);
+                let content = buf.get(..newline.unwrap_or(buf.len())).unwrap_or_default();
+                if !overlong {
+                    if line.len() + content.len() > MAX_LINE {
+                        overlong = true;
+                        line.clear();
+                        let _ = tx.try_send(InputEvent::Malformed {
+                            input: name.clone(),
+                            reason: format!("a line longer than {MAX_LINE} bytes was dropped"),
+                        });
+                    } else {
+                        line.extend_from_slice(content);
+                    }
+                }
+                (used, newline.is_some())
+            }
             Err(e) => {
                 let _ = tx.try_send(InputEvent::Malformed {
                     input: name.clone(),
@@ -458,8 +483,26 @@ async fn read_lines<R: AsyncRead + Unpin>(
                 });
                 return true;
             }
+        };
+        reader.consume(used);
+        if complete {
+            if !overlong && !deliver_bytes(name, &line, parse, tx).await {
+                return false;
+            }
+            line.clear();
+            overlong = false;
         }
     }
+}
+
+async fn deliver_bytes(
+    name: &Arc<str>,
+    line: &[u8],
+    parse: LineParser,
+    tx: &mpsc::Sender<InputEvent>,
+) -> bool {
+    let text = String::from_utf8_lossy(line);
+    deliver(name, text.strip_suffix('\r').unwrap_or(&text), parse, tx).await
 }
 
 async fn deliver(
@@ -581,21 +624,38 @@ async fn run_tcp_server(name: Arc<str>, bind: &str, tx: mpsc::Sender<InputEvent>
             info: None,
         })
         .await;
+    // Each client costs a task and a socket; a bridge has one or two. The cap keeps a confused
+    // or hostile peer from exhausting file descriptors.
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_TCP_CLIENTS));
     loop {
-        let Ok((stream, _peer)) = listener.accept().await else {
+        let Ok((stream, peer)) = listener.accept().await else {
             sleep(Duration::from_millis(100)).await;
             continue;
         };
         if tx.is_closed() {
             return;
         }
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            let _ = tx.try_send(InputEvent::Malformed {
+                input: name.clone(),
+                reason: format!(
+                    "connection from {peer} refused: {MAX_TCP_CLIENTS} clients are connected already"
+                ),
+            });
+            drop(stream);
+            continue;
+        };
         let name = name.clone();
         let tx = tx.clone();
         tokio::spawn(async move {
             read_lines(&name, stream, parse_hex_line, &tx).await;
+            drop(slot);
         });
     }
 }
+
+/// Clients a `tcp_server` input serves at once.
+pub const MAX_TCP_CLIENTS: usize = 16;
 
 /// Largest datagram accepted: a wireless telegram is at most 256 bytes, so 600 hex characters
 /// plus JSON around them is plenty; longer ones are cut and then refused by the parser.
@@ -645,6 +705,108 @@ pub async fn deliver_text(name: &Arc<str>, text: &str, tx: &mpsc::Sender<InputEv
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every event `read_lines` sends for `input`, as short descriptions.
+    async fn events_for(input: Vec<u8>) -> Vec<String> {
+        let (tx, mut rx) = mpsc::channel(16);
+        let name: Arc<str> = Arc::from("test");
+        let reader =
+            tokio::spawn(
+                async move { read_lines(&name, input.as_slice(), parse_hex_line, &tx).await },
+            );
+        let mut seen = Vec::new();
+        while let Some(event) = rx.recv().await {
+            seen.push(match event {
+                InputEvent::Telegram { heard, .. } => format!("telegram of {}", heard.frame.len()),
+                InputEvent::Malformed { reason, .. } => format!("malformed: {reason}"),
+                other => format!("{other:?}"),
+            });
+        }
+        assert!(reader.await.unwrap());
+        seen
+    }
+
+    const TELEGRAM: &str = "2E44A5119870659930037A060020052F2F0C933E842784060A3B00000A5A5901C4016D3B37DF2CCC01933E24032606";
+
+    #[tokio::test]
+    async fn an_endless_line_is_dropped_and_the_next_one_read() {
+        let mut input = vec![b'A'; 3 * 1024 * 1024];
+        input.extend_from_slice(format!("\n{TELEGRAM}\r\n").as_bytes());
+        // Not UTF-8: judged by the parser, and the stream goes on.
+        input.extend_from_slice(b"\xFF\xFE\n");
+        input.extend_from_slice(TELEGRAM.as_bytes());
+        let seen = events_for(input).await;
+        assert_eq!(seen.len(), 4, "{seen:?}");
+        assert_eq!(
+            seen[0],
+            format!("malformed: a line longer than {MAX_LINE} bytes was dropped")
+        );
+        assert_eq!(seen[1], "telegram of 47");
+        assert!(seen[2].starts_with("malformed: "), "{seen:?}");
+        // The last line has no newline before the end of the stream.
+        assert_eq!(seen[3], "telegram of 47");
+    }
+
+    #[tokio::test]
+    async fn a_line_at_the_limit_reaches_the_parser_and_one_past_it_does_not() {
+        let dropped = format!("malformed: a line longer than {MAX_LINE} bytes was dropped");
+        let at_limit = format!("{}\n", "A".repeat(MAX_LINE));
+        let seen = events_for(at_limit.into_bytes()).await;
+        assert_eq!(seen.len(), 1);
+        assert_ne!(seen[0], dropped, "the parser, not the reader, refuses it");
+        let past = format!("{}\n", "A".repeat(MAX_LINE + 1));
+        assert_eq!(events_for(past.into_bytes()).await, [dropped]);
+    }
+
+    async fn next(rx: &mut mpsc::Receiver<InputEvent>) -> InputEvent {
+        tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .expect("an event in time")
+            .expect("input alive")
+    }
+
+    #[tokio::test]
+    async fn a_tcp_server_input_serves_a_bounded_number_of_clients() {
+        use tokio::io::AsyncWriteExt;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let bind = format!("127.0.0.1:{port}");
+        let (tx, mut rx) = mpsc::channel(64);
+        let server = tokio::spawn({
+            let bind = bind.clone();
+            async move { run_tcp_server(Arc::from("bridge"), &bind, tx).await }
+        });
+        assert!(matches!(next(&mut rx).await, InputEvent::Up { .. }));
+        let mut clients = Vec::new();
+        for _ in 0..MAX_TCP_CLIENTS {
+            clients.push(TcpStream::connect(&bind).await.unwrap());
+        }
+        let _refused = TcpStream::connect(&bind).await.unwrap();
+        match next(&mut rx).await {
+            InputEvent::Malformed { reason, .. } => {
+                assert!(
+                    reason.contains("16 clients are connected already"),
+                    "{reason}"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+        // A slot freed is a slot for the next client.
+        drop(clients.pop());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut late = TcpStream::connect(&bind).await.unwrap();
+        late.write_all(format!("{TELEGRAM}\n").as_bytes())
+            .await
+            .unwrap();
+        match next(&mut rx).await {
+            InputEvent::Telegram { heard, .. } => assert_eq!(heard.frame.len(), 47),
+            other => panic!("{other:?}"),
+        }
+        server.abort();
+    }
 
     #[test]
     fn backoff_doubles_up_to_its_cap_and_starts_over_after_a_reset() {
