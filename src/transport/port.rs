@@ -9,6 +9,10 @@ use tokio::time::{timeout_at, Instant};
 use super::timing;
 use crate::wire::wired::{scan, Scan};
 
+/// Most bytes taken as one reply: two long frames (261 bytes each) and then some, so a
+/// collision of two answers is still seen whole for diagnostics.
+const MAX_REPLY: usize = 600;
+
 /// Any byte stream a port can run on.
 pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
@@ -227,6 +231,13 @@ impl Port {
             }
         }
         loop {
+            // A line that never goes quiet (a babbling meter, a shorted bus, a gateway sending
+            // garbage) must not hold the bus task or grow this buffer: no answer is longer than
+            // a long frame, so beyond a few of them the reply is garbled. The rest is dropped
+            // before the next request.
+            if got.len() > MAX_REPLY {
+                break;
+            }
             // How long to wait for the next byte: until the frame can be complete, plus a
             // quiet gap; once a frame is complete, a quiet gap to catch a second answer.
             let wait = match scan(&got) {
@@ -273,6 +284,47 @@ mod tests {
                 echo,
             },
         )
+    }
+
+    #[tokio::test]
+    async fn a_line_that_never_goes_quiet_is_a_garbled_reply_not_a_hang() {
+        let (a, mut b) = duplex(64 * 1024);
+        let mut p = port(a, false);
+        p.send(&[0x10, 0x7B, 0x01, 0x7C, 0x16]).await.unwrap();
+        let mut req = [0u8; 5];
+        b.read_exact(&mut req).await.unwrap();
+        // Noise without end, faster than the quiet gap.
+        let noise = tokio::spawn(async move {
+            loop {
+                if b.write_all(&[0x55; 16]).await.is_err() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        });
+        let reply = tokio::time::timeout(Duration::from_secs(10), p.receive(Duration::ZERO))
+            .await
+            .expect("receive returns while the noise goes on")
+            .unwrap();
+        match reply {
+            Reply::Garbled(bytes) => {
+                assert!(
+                    bytes.len() > MAX_REPLY && bytes.len() <= MAX_REPLY + 256,
+                    "{}",
+                    bytes.len()
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+        // The next request goes out after at most the drain's limit, noise or not.
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            p.send(&[0x10, 0x7B, 0x01, 0x7C, 0x16]),
+        )
+        .await
+        .expect("send returns while the noise goes on")
+        .unwrap();
+        noise.abort();
     }
 
     #[tokio::test]
