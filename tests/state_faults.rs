@@ -1,4 +1,5 @@
-//! The state directory fails under a running gateway: the disk fills up, the directory becomes
+//! The state directory fails under a running gateway (and, with the same harness, garbage on an
+//! input): the disk fills up, the directory becomes
 //! read-only. Readings must keep flowing (every one printed exactly once), the old state file
 //! must stay intact, the failure must be reported once, and the state must be saved again soon
 //! after the fault is cleared.
@@ -457,5 +458,46 @@ fn a_really_full_or_read_only_state_directory_loses_no_reading() {
         state: state.clone(),
     };
     run_scenario(gateway, &faults);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+// ---------------------------------------------------------------------------------------------
+
+/// Not a state fault, but the same harness: garbage on an input is reported once per kind,
+/// counted, and does not disturb the readings around it.
+#[test]
+fn garbage_on_an_input_is_reported_once_and_readings_go_on() {
+    let dir = work_dir("garbage");
+    let state = dir.join("state");
+    let udp_port = free_udp_port();
+    let config = write_config(&dir, &state, udp_port);
+    let mut command = Command::new(env!("CARGO_BIN_EXE_meterbridge"));
+    command.arg("run").arg("--config").arg(&config);
+    let gateway = Gateway::start(command, udp_port);
+    gateway.send(0..2);
+    for junk in ["hello there", "not hex either", "zz"] {
+        gateway
+            .socket
+            .send_to(junk.as_bytes(), ("127.0.0.1", udp_port))
+            .unwrap();
+    }
+    gateway.send(2..4);
+    gateway.wait_for("four readings", Duration::from_secs(20), || {
+        gateway.readings().len() >= 4
+    });
+    gateway.wait_for(
+        "the garbage to be reported",
+        Duration::from_secs(20),
+        || gateway.stderr_has("warning: udp: "),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let reported = gateway.stderr_count("warning: udp: ");
+    assert!(
+        (1..=2).contains(&reported),
+        "reported {reported} times: {:#?}",
+        gateway.stderr.lock().unwrap()
+    );
+    assert_eq!(gateway.readings(), vec![0, 1, 2, 3]);
+    gateway.stop();
     let _ = std::fs::remove_dir_all(&dir);
 }

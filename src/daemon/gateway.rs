@@ -1150,7 +1150,18 @@ pub async fn run(config: Config, options: RunOptions) -> Result<GatewayStats, St
                     gateway.receivers_up.insert(input.clone(), false);
                     log(&format!("receiver {input}: {reason}"));
                 }
-                InputEvent::Malformed { .. } => gateway.stats.decode_errors += 1,
+                InputEvent::Malformed { input, reason } => {
+                    gateway.stats.decode_errors += 1;
+                    // Once per input and kind of problem: a noisy input must not flood the log.
+                    let kind: String = reason
+                        .chars()
+                        .take_while(|c| *c != ':' && !c.is_ascii_digit())
+                        .collect();
+                    gateway.note_once(
+                        format!("malformed/{input}/{kind}"),
+                        &format!("warning: {input}: {reason} (more like this are counted, not shown)"),
+                    );
+                }
                 InputEvent::Stats { .. } => {}
             },
             Some(event) = bus_rx.recv() => match event {
