@@ -1,5 +1,4 @@
-//! The state directory fails under a running gateway (and, with the same harness, garbage on an
-//! input): the disk fills up, the directory becomes
+//! The state directory fails under a running gateway: the disk fills up, the directory becomes
 //! read-only. Readings must keep flowing (every one printed exactly once), the old state file
 //! must stay intact, the failure must be reported once, and the state must be saved again soon
 //! after the fault is cleared.
