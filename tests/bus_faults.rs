@@ -637,3 +637,37 @@ async fn a_new_connection_does_not_get_the_meters_previous_answer_again() {
         "access numbers of reads through three connections"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_connection_reading_by_secondary_address_gets_a_new_answer() {
+    use meterbridge::master::{Master, MasterOptions, ReadOptions, SecondaryMask, Target};
+    use meterbridge::transport::open::{open_port, Endpoint};
+    use meterbridge::transport::port::PortConfig;
+
+    let (bus, _) = start_generated_bus().await;
+    let secondary = meterbridge::sim::bus::secondary_of(&kamheat_frame()).unwrap();
+    let mask: SecondaryMask = format!("{:08X}FFFFFFFF", secondary.id).parse().unwrap();
+    let config = PortConfig {
+        baud: 2400,
+        extra_latency: Duration::from_millis(300),
+        echo: false,
+    };
+    let read = ReadOptions {
+        reset_first: false,
+        ..ReadOptions::default()
+    };
+    let mut access = Vec::new();
+    for _ in 0..3 {
+        let port = open_port(&Endpoint::Tcp(bus.clone()), config)
+            .await
+            .unwrap();
+        let mut master = Master::new(port, MasterOptions::default());
+        let frames = master.read(Target::Secondary(mask), read).await.unwrap();
+        access.push(access_number(&frames[0]));
+    }
+    let expected: Vec<u8> = (0..3).map(|i| access[0].wrapping_add(i)).collect();
+    assert_eq!(
+        access, expected,
+        "access numbers of reads through three connections"
+    );
+}
