@@ -1877,9 +1877,7 @@ impl Checker<'_> {
             .integer(&s, "queue_limit", 1, 10_000_000)
             .and_then(|q| usize::try_from(q).ok())
             .unwrap_or(DEFAULT_QUEUE_LIMIT);
-        let keep_alive = self
-            .mqtt_keep_alive(&s)
-            .unwrap_or(DEFAULT_MQTT_KEEP_ALIVE);
+        let keep_alive = self.mqtt_keep_alive(&s).unwrap_or(DEFAULT_MQTT_KEEP_ALIVE);
         let (host, port, tls) = url?;
         let url_text = match s.get("url") {
             Some((

@@ -1080,10 +1080,7 @@ mod tests {
         assert!(o.clean_session());
         assert_eq!(o.keep_alive(), KEEP_ALIVE);
         s.keep_alive = Duration::from_secs(3);
-        assert_eq!(
-            mqtt_options(&s, None).keep_alive(),
-            Duration::from_secs(3)
-        );
+        assert_eq!(mqtt_options(&s, None).keep_alive(), Duration::from_secs(3));
         let login = o.credentials().unwrap();
         assert_eq!(
             (login.username.as_str(), login.password.as_str()),
