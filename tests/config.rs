@@ -162,6 +162,7 @@ fn the_example_validates_with_the_expected_values() {
     assert_eq!(mqtt.discovery_prefix, "homeassistant");
     assert!(mqtt.discovery);
     assert_eq!(mqtt.queue_limit, 10_000);
+    assert_eq!(mqtt.keep_alive, secs(15));
     assert_eq!(mqtt.ca_file, None);
 }
 
@@ -707,6 +708,40 @@ fn mqtt_rules() {
     assert_eq!((m.qos, m.retain, m.discovery), (0, false, false));
     assert_eq!(m.base_topic, "home/meters");
     assert_eq!(m.client_key, Some(PathBuf::from("k.pem")));
+}
+
+#[test]
+fn mqtt_keep_alive() {
+    let with = |value: &str| format!("mqtt:\n  url: mqtt://broker\n  keep_alive: {value}\n");
+    let (c, _) = parse_ok(&with("2m30s"));
+    assert_eq!(c.mqtt.unwrap().keep_alive, secs(150));
+    let (c, _) = parse_ok(&with("1s"));
+    assert_eq!(c.mqtt.unwrap().keep_alive, secs(1));
+    let (c, _) = parse_ok("mqtt:\n  url: mqtt://broker\n");
+    assert_eq!(c.mqtt.unwrap().keep_alive, secs(15));
+
+    // rumqttc would panic on anything under a second; the message says why it is refused.
+    let errors = parse_err(&with("500ms"));
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    let e = &errors[0];
+    assert_eq!(
+        (e.pos.line, e.pos.column, e.path.as_str()),
+        (3, 15, "mqtt.keep_alive")
+    );
+    assert!(e.message.contains("`500ms`"), "{}", e.message);
+    assert!(e.message.contains("at least 1s"), "{}", e.message);
+
+    let errors = parse_err(&with("18h12m16s"));
+    assert!(errors[0].message.contains("at most 65535s"), "{errors:?}");
+    let errors = parse_err(&with("1500ms"));
+    assert!(
+        errors[0].message.contains("whole number of seconds"),
+        "{errors:?}"
+    );
+    let errors = parse_err(&with("0"));
+    assert!(errors[0].message.contains("longer than zero"), "{errors:?}");
+    let errors = parse_err(&with("15"));
+    assert!(errors[0].message.contains("has no unit"), "{errors:?}");
 }
 
 #[test]

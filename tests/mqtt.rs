@@ -19,6 +19,7 @@ use meterbridge::security::KeyStore;
 use meterbridge::wire::hex;
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Outgoing, Packet, QoS, SubscribeFilter};
 use serde_json::{json, Value};
+use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::time::{sleep, timeout, Instant};
@@ -390,11 +391,13 @@ async fn home_assistant_birth_requests_and_extra_subscriptions() {
 }
 
 /// A TCP relay that can be cut (every connection closed, new ones closed right away) and
-/// restored.
+/// restored, or turned into a black hole: nothing passes any more, yet no socket is closed,
+/// as when Wi-Fi drops, a NAT entry expires or the broker's machine freezes.
 struct Proxy {
     port: u16,
     up: Arc<AtomicBool>,
     generation: watch::Sender<u64>,
+    hole: watch::Sender<bool>,
 }
 
 impl Proxy {
@@ -403,8 +406,10 @@ impl Proxy {
         let port = listener.local_addr().unwrap().port();
         let up = Arc::new(AtomicBool::new(true));
         let (generation, _) = watch::channel(0u64);
+        let (hole, _) = watch::channel(false);
         let accept_up = up.clone();
         let accept_generation = generation.clone();
+        let accept_hole = hole.clone();
         tokio::spawn(async move {
             while let Ok((mut client, _)) = listener.accept().await {
                 if !accept_up.load(Ordering::SeqCst) {
@@ -412,14 +417,28 @@ impl Proxy {
                     continue;
                 }
                 let mut cut = accept_generation.subscribe();
+                let mut hole = accept_hole.subscribe();
                 tokio::spawn(async move {
+                    // Accepted during the silence: like a SYN answered only once the link is
+                    // back, it goes through afterwards, if the client is still waiting.
+                    tokio::select! {
+                        _ = hole.wait_for(|on| !*on) => {}
+                        _ = cut.changed() => return,
+                    }
                     let Ok(mut server) = TcpStream::connect(("127.0.0.1", target)).await else {
                         return;
                     };
+                    // Checked before each forwarding step: once the hole is on, not one more
+                    // byte may pass, whichever side the task was woken for.
                     tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
-                        _ = cut.changed() => {}
+                        biased;
+                        _ = hole.wait_for(|on| *on) => {}
+                        _ = cut.changed() => return,
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => return,
                     }
+                    // Bytes already dropped cannot be taken back: this connection stays dead
+                    // after the silence too, as a NAT entry once expired does.
+                    swallow(client, server, cut).await;
                 });
             }
         });
@@ -427,6 +446,7 @@ impl Proxy {
             port,
             up,
             generation,
+            hole,
         }
     }
 
@@ -437,6 +457,32 @@ impl Proxy {
 
     fn restore(&self) {
         self.up.store(true, Ordering::SeqCst);
+    }
+
+    fn black_hole(&self, on: bool) {
+        self.hole.send_replace(on);
+    }
+}
+
+/// Reads and drops whatever either side sends, keeping both sockets open, until the client
+/// closes its end: no FIN or RST may tell it the connection is gone.
+async fn swallow(mut client: TcpStream, mut server: TcpStream, mut cut: watch::Receiver<u64>) {
+    let (mut from_client, mut from_server) = ([0u8; 4096], [0u8; 4096]);
+    let mut server_open = true;
+    loop {
+        tokio::select! {
+            r = client.read(&mut from_client) => {
+                if !matches!(r, Ok(n) if n > 0) {
+                    return;
+                }
+            }
+            // The broker may give up on its side first (keep-alive); the client must not learn
+            // of it from us.
+            r = server.read(&mut from_server), if server_open => {
+                server_open = matches!(r, Ok(n) if n > 0);
+            }
+            _ = cut.changed() => return,
+        }
     }
 }
 
@@ -529,6 +575,139 @@ async fn outage_loses_no_reading_and_fires_the_last_will() {
         let stats = publisher.shutdown().await;
         assert_eq!(stats.dropped, 0);
         assert!(stats.published >= 200 + 2, "{stats:?}");
+    }
+}
+
+/// The connection stays open but nothing passes any more (issue 9): only the keep-alive can
+/// tell. Readings published meanwhile wait in our queue and arrive after it, each once, in
+/// order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_connection_is_noticed_by_the_keep_alive_and_loses_nothing() {
+    const BEFORE: u64 = 20;
+    const DURING: u64 = 20;
+    const AFTER: u64 = 20;
+    const TOTAL: u64 = BEFORE + DURING + AFTER;
+    const HOLE: Duration = Duration::from_secs(5);
+    /// Far beyond any expected recovery: only "never" fails.
+    const NEVER: Duration = Duration::from_secs(30);
+    const POLL: Duration = Duration::from_millis(50);
+    let reading = |seq: u64| format!("{{\"seq\":{seq}}}");
+    for broker in brokers() {
+        let base = unique("mbH");
+        let proxy = Proxy::start(broker.port).await;
+        let status_topic = format!("{base}/status");
+        let state_topic = format!("{base}/m/state");
+        let topics = [status_topic.as_str(), state_topic.as_str()];
+        let mut watch = Subscriber::connect(broker.port, &topics).await;
+        let mut s = settings(proxy.port, &base);
+        s.keep_alive = Duration::from_secs(1);
+        let (publisher, _incoming) = start(s).unwrap();
+        assert_eq!(watch.expect(&status_topic).await.payload, b"online");
+
+        let mut arrived = Vec::new();
+        for seq in 0..BEFORE {
+            publisher.state("m", reading(seq));
+        }
+        while arrived.len() < BEFORE as usize {
+            let p = watch.expect_any(&topics).await;
+            assert_eq!(p.topic, state_topic, "{}: {:?}", broker.name, p.payload);
+            arrived.push(seqs_of(&p));
+        }
+        // Nothing in flight when the silence begins: whatever the broker got was acknowledged.
+        wait_for_stats(&publisher, "acknowledged", |s| s.queued == 0 && s.connected).await;
+
+        proxy.black_hole(true);
+        let hole_start = Instant::now();
+        let mut noticed: Option<Duration> = None;
+        let mut will: Option<Duration> = None;
+        let observe = |p: &Publish, will: &mut Option<Duration>, arrived: &mut Vec<u64>| {
+            if p.topic == status_topic {
+                if p.payload == b"offline" && will.is_none() {
+                    *will = Some(hole_start.elapsed());
+                }
+            } else {
+                arrived.push(seqs_of(p));
+            }
+        };
+        // Spread over the silence: the first go into the dead connection, the rest queue up
+        // once the client has noticed.
+        for seq in BEFORE..BEFORE + DURING {
+            publisher.state("m", reading(seq));
+            let slice_end = hole_start + HOLE.mul_f64((seq - BEFORE + 1) as f64 / DURING as f64);
+            while Instant::now() < slice_end {
+                if noticed.is_none() && !publisher.stats().connected {
+                    noticed = Some(hole_start.elapsed());
+                }
+                if let Some(p) = watch.next_within(POLL).await {
+                    observe(&p, &mut will, &mut arrived);
+                }
+            }
+        }
+        assert_eq!(
+            arrived.len(),
+            BEFORE as usize,
+            "{}: something passed the black hole: {arrived:?}",
+            broker.name
+        );
+        let stats = publisher.stats();
+        eprintln!(
+            "{}: during the black hole: {stats:?}, client noticed after {noticed:?}, \
+             broker's will after {will:?}",
+            broker.name
+        );
+
+        proxy.black_hole(false);
+        let hole_end = Instant::now();
+        for seq in BEFORE + DURING..TOTAL {
+            publisher.state("m", reading(seq));
+        }
+        let mut first_held: Option<Duration> = None;
+        let mut online_again: Option<Duration> = None;
+        while (0..TOTAL).any(|seq| !arrived.contains(&seq)) {
+            assert!(
+                hole_end.elapsed() < NEVER,
+                "{}: never recovered: {:?}, got {arrived:?}",
+                broker.name,
+                publisher.stats()
+            );
+            if noticed.is_none() && !publisher.stats().connected {
+                noticed = Some(hole_start.elapsed());
+            }
+            let Some(p) = watch.next_within(POLL).await else {
+                continue;
+            };
+            if p.topic == status_topic && p.payload == b"online" {
+                online_again.get_or_insert(hole_end.elapsed());
+            }
+            observe(&p, &mut will, &mut arrived);
+            if first_held.is_none()
+                && arrived
+                    .iter()
+                    .any(|seq| (BEFORE..BEFORE + DURING).contains(seq))
+            {
+                first_held = Some(hole_end.elapsed());
+            }
+        }
+        let all = hole_end.elapsed();
+        wait_for_stats(&publisher, "drained", |s| s.queued == 0 && s.connected).await;
+        // A late duplicate would come right behind the rest.
+        while let Some(p) = watch.next_within(Duration::from_millis(300)).await {
+            observe(&p, &mut will, &mut arrived);
+        }
+        let duplicates = arrived.len() - (0..TOTAL).filter(|seq| arrived.contains(seq)).count();
+        eprintln!(
+            "{}: keep_alive 1s, black hole {HOLE:?}: client noticed after {noticed:?}, \
+             broker's will after {will:?}; after the hole: online again after {online_again:?}, \
+             first held reading after {first_held:?}, all {TOTAL} after {all:?}; \
+             {duplicates} duplicates",
+            broker.name
+        );
+        // QoS 1 allows duplicates, but none can happen here: nothing reached the broker
+        // during the silence, so nothing it had was left unacknowledged, and what the dead
+        // connection swallowed went to the front of the queue once, in its order.
+        assert_eq!(arrived, (0..TOTAL).collect::<Vec<u64>>(), "{}", broker.name);
+        let stats = publisher.shutdown().await;
+        assert_eq!((stats.queued, stats.dropped), (0, 0), "{}", broker.name);
     }
 }
 

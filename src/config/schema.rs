@@ -300,6 +300,8 @@ pub struct MqttConfig {
     pub discovery: bool,
     /// Readings kept while the broker is away; the oldest are dropped beyond this.
     pub queue_limit: usize,
+    /// MQTT keep-alive: a connection that goes silent is given up after about two of these.
+    pub keep_alive: Duration,
 }
 
 pub const DEFAULT_CLIENT_ID: &str = "meterbridge";
@@ -307,6 +309,9 @@ pub const DEFAULT_BASE_TOPIC: &str = "meterbridge";
 pub const DEFAULT_QOS: u8 = 1;
 pub const DEFAULT_DISCOVERY_PREFIX: &str = "homeassistant";
 pub const DEFAULT_QUEUE_LIMIT: usize = 10_000;
+pub const DEFAULT_MQTT_KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// The CONNECT packet carries the keep-alive as a 16-bit number of seconds.
+pub const MAX_MQTT_KEEP_ALIVE: Duration = Duration::from_secs(65_535);
 pub const DEFAULT_MQTT_PORT: u16 = 1883;
 pub const DEFAULT_MQTTS_PORT: u16 = 8883;
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use thiserror::Error;
 
-use super::duration::parse_duration;
+use super::duration::{format_duration, parse_duration};
 use super::node::{self, Node, Pos, Value};
 use super::schema::*;
 use crate::receivers::{LinkMode, StickKind};
@@ -317,6 +317,7 @@ const MQTT_KEYS: &[&str] = &[
     "discovery_prefix",
     "discovery",
     "queue_limit",
+    "keep_alive",
 ];
 const LOG_LEVELS: &[&str] = &["error", "warn", "info", "debug", "trace"];
 const SERIAL_BAUDS: &[u32] = &[300, 600, 1200, 2400, 4800, 9600, 19200, 38400];
@@ -1876,6 +1877,7 @@ impl Checker<'_> {
             .integer(&s, "queue_limit", 1, 10_000_000)
             .and_then(|q| usize::try_from(q).ok())
             .unwrap_or(DEFAULT_QUEUE_LIMIT);
+        let keep_alive = self.mqtt_keep_alive(&s).unwrap_or(DEFAULT_MQTT_KEEP_ALIVE);
         let (host, port, tls) = url?;
         let url_text = match s.get("url") {
             Some((
@@ -1904,7 +1906,49 @@ impl Checker<'_> {
             discovery_prefix,
             discovery,
             queue_limit,
+            keep_alive,
         })
+    }
+
+    /// Whole seconds from 1s to 65535s. The MQTT library panics below one second, and the
+    /// CONNECT packet tells the broker a 16-bit number of seconds: with a fraction our pings
+    /// and the broker's own timeout would be computed from different values.
+    fn mqtt_keep_alive(&mut self, s: &Section) -> Option<Duration> {
+        let d = self.duration(s, "keep_alive", Bare::ZeroOnly, false)?;
+        let pos = s.get("keep_alive").map_or(s.pos, |(n, _)| n.pos);
+        let path = s.child("keep_alive");
+        let text = format_duration(d);
+        if d < Duration::from_secs(1) {
+            self.error(
+                pos,
+                &path,
+                format!("`{text}` is too short; the keep-alive must be at least 1s"),
+                None,
+            );
+            return None;
+        }
+        if d > MAX_MQTT_KEEP_ALIVE {
+            self.error(
+                pos,
+                &path,
+                format!(
+                    "`{text}` is too long; the keep-alive can be at most 65535s ({})",
+                    format_duration(MAX_MQTT_KEEP_ALIVE)
+                ),
+                None,
+            );
+            return None;
+        }
+        if d.subsec_nanos() != 0 {
+            self.error(
+                pos,
+                &path,
+                format!("`{text}` is not a whole number of seconds"),
+                Some("MQTT gives the keep-alive to the broker in whole seconds".into()),
+            );
+            return None;
+        }
+        Some(d)
     }
 
     /// Host, port and TLS from `mqtt[s]://host[:port]`. Messages never repeat the url: it may

@@ -212,6 +212,7 @@ pub fn mqtt_settings(config: &Config) -> Result<Option<MqttSettings>, String> {
         discovery: m.discovery,
         queue_limit: m.queue_limit,
         extra_subscriptions,
+        keep_alive: m.keep_alive,
     }))
 }
 

@@ -53,7 +53,7 @@ const RUMQTTC_INFLIGHT: u16 = 4 * IN_FLIGHT_LIMIT as u16;
 /// rumqttc's request channel. Our FIFO is the queue; this only hands messages over.
 const REQUEST_CAPACITY: usize = 4;
 /// rumqttc sends PINGREQ every keep-alive period and gives up when the previous one is still
-/// unanswered, so a dead link is noticed within two periods.
+/// unanswered, so a dead link is noticed within two periods. The default of `keep_alive`.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const BACKOFF_MIN: Duration = Duration::from_millis(500);
@@ -81,6 +81,9 @@ pub struct MqttSettings {
     pub discovery: bool,
     pub queue_limit: usize,
     pub extra_subscriptions: Vec<String>,
+    /// Whole seconds, 1 s to 65535 s (checked by `start`): how soon a silent connection is
+    /// given up (within two periods).
+    pub keep_alive: Duration,
 }
 
 impl fmt::Debug for MqttSettings {
@@ -102,6 +105,7 @@ impl fmt::Debug for MqttSettings {
             .field("discovery", &self.discovery)
             .field("queue_limit", &self.queue_limit)
             .field("extra_subscriptions", &self.extra_subscriptions)
+            .field("keep_alive", &self.keep_alive)
             .finish()
     }
 }
@@ -127,6 +131,7 @@ impl MqttSettings {
             discovery: true,
             queue_limit: DEFAULT_QUEUE_LIMIT,
             extra_subscriptions: Vec::new(),
+            keep_alive: KEEP_ALIVE,
         }
     }
 
@@ -187,6 +192,15 @@ impl MqttSettings {
         }
         if self.qos > 1 {
             return Err(MqttError::Qos(self.qos));
+        }
+        // rumqttc panics below one second and sends the value as 16-bit seconds.
+        if self.keep_alive < Duration::from_secs(1)
+            || self.keep_alive > Duration::from_secs(u64::from(u16::MAX))
+            || self.keep_alive.subsec_nanos() != 0
+        {
+            return Err(MqttError::Invalid(
+                "keep_alive must be whole seconds from 1 s to 65535 s",
+            ));
         }
         // rumqttc refuses a SUBSCRIBE with any bad filter as a whole, on every connect.
         if !self
@@ -484,7 +498,7 @@ fn mqtt_options(s: &MqttSettings, tls: Option<Arc<rustls::ClientConfig>>) -> Mqt
     // splits at the last one; the TLS server name is the bare address, as it must be.
     let mut options = MqttOptions::new(s.client_id.clone(), s.host.clone(), s.port);
     options
-        .set_keep_alive(KEEP_ALIVE)
+        .set_keep_alive(s.keep_alive)
         // Our own FIFO is the persistent state; a broker-side session would only add a second,
         // invisible queue, and rumqttc would replay its copy ahead of ours.
         .set_clean_session(true)
@@ -999,6 +1013,18 @@ mod tests {
         assert!(s.validate().is_err());
         s.queue_limit = 1;
         assert!(s.validate().is_ok());
+        // Each of these would make rumqttc panic or tell the broker something else.
+        for bad_ms in [0, 500, 1_500, 65_536_000] {
+            s.keep_alive = Duration::from_millis(bad_ms);
+            assert!(
+                matches!(s.validate(), Err(MqttError::Invalid(m)) if m.contains("keep_alive")),
+                "{bad_ms} ms"
+            );
+        }
+        for good in [1, 65_535] {
+            s.keep_alive = Duration::from_secs(good);
+            assert!(s.validate().is_ok(), "{good} s");
+        }
     }
 
     #[test]
@@ -1053,6 +1079,8 @@ mod tests {
         assert_eq!(o.max_packet_size(), MAX_INCOMING_PACKET);
         assert!(o.clean_session());
         assert_eq!(o.keep_alive(), KEEP_ALIVE);
+        s.keep_alive = Duration::from_secs(3);
+        assert_eq!(mqtt_options(&s, None).keep_alive(), Duration::from_secs(3));
         let login = o.credentials().unwrap();
         assert_eq!(
             (login.username.as_str(), login.password.as_str()),
