@@ -62,8 +62,11 @@ pub struct Port {
     /// The peer closed the stream (seen as end of file while reading).
     closed: bool,
     stale_bytes: u64,
-    /// Requests whose window passed in silence since the last answer.
+    /// Attempts of the current request (repeats of the same frame) whose window passed in
+    /// silence. Silence to a different request (a scan moving on) does not count: only a
+    /// request answered after its own silent attempts can have answers still on their way.
     unanswered: u32,
+    last_request: Vec<u8>,
     /// The last answer came after silent attempts, so it may have been a late answer to one of
     /// them, with the answers to the later attempts still on their way.
     strays_possible: bool,
@@ -79,6 +82,7 @@ impl Port {
             closed: false,
             stale_bytes: 0,
             unanswered: 0,
+            last_request: Vec::new(),
             strays_possible: false,
         }
     }
@@ -182,6 +186,10 @@ impl Port {
     /// Writes a frame. With `echo`, the converter's copy of it is read back and dropped.
     pub async fn send(&mut self, frame: &[u8]) -> std::io::Result<()> {
         self.pending.clear();
+        if self.last_request != frame {
+            self.unanswered = 0;
+            self.last_request = frame.to_vec();
+        }
         if !self.closed {
             self.discard_stale_input().await?;
         }
