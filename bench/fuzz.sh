@@ -24,7 +24,8 @@ config_yaml driver_yaml compact_and_records"
 targets=${*:-$all}
 
 fuzz/seed.sh >/dev/null
-cargo +nightly fuzz build -s "$sanitizer" >/dev/null
+# -a: debug assertions and overflow checks, as in the tests (cargo fuzz builds release without them).
+cargo +nightly fuzz build -a -s "$sanitizer" >/dev/null
 mkdir -p fuzz/artifacts
 
 failed=0
@@ -32,7 +33,7 @@ printf '%-22s %8s %14s %9s %8s %9s %8s  %s\n' target seconds executions exec/s e
 for target in $targets; do
     log="fuzz/artifacts/$target.log"
     # -timeout: an input taking 10 s is a hang. -rss_limit_mb: unbounded allocation is a bug too.
-    if cargo +nightly fuzz run -s "$sanitizer" "$target" -- -max_total_time="$seconds" -timeout=10 \
+    if cargo +nightly fuzz run -a -s "$sanitizer" "$target" -- -max_total_time="$seconds" -timeout=10 \
         -rss_limit_mb=2048 -print_final_stats=1 >"$log" 2>&1; then
         result=ok
     else
