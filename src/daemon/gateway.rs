@@ -1268,7 +1268,12 @@ fn write_heartbeat(dir: &Path) {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default()
         .as_secs();
-    let _ = std::fs::write(dir.join(HEARTBEAT_FILE), format!("{now}\n"));
+    // Renamed into place so `health` never reads half a number; not flushed to the device,
+    // since it only has to survive as long as the process does.
+    let tmp = dir.join(format!("{HEARTBEAT_FILE}.tmp"));
+    if std::fs::write(&tmp, format!("{now}\n")).is_ok() {
+        let _ = std::fs::rename(&tmp, dir.join(HEARTBEAT_FILE));
+    }
 }
 
 /// How long ago the gateway using `dir` last showed it was alive; `None` if it never did.
