@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{mpsc, watch};
 
 use super::bus::{run_bus, target_of, BusCommand, BusEvent, PolledMeter};
-use super::state::StateCache;
+use super::state::{StateCache, StateError};
 use crate::config::schema::{
     Config, Emit, KeySource, LogLevel, MeterAddress, MeterConfig, PasswordSource, Polling,
     ReceiverKind,
@@ -1127,6 +1127,9 @@ pub async fn run(config: Config, options: RunOptions) -> Result<GatewayStats, St
     // Failed saves since the last one that worked: a full or read-only disk is reported once
     // when it starts and once when it is over, not every interval.
     let mut failed_saves: u64 = 0;
+    // The save in progress: written on a blocking thread, since flushing to an SD card can take
+    // seconds and telegrams must not wait for it. At most one at a time.
+    let mut save_job: Option<tokio::task::JoinHandle<Result<(), StateError>>> = None;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut gateway_timer = tokio::time::interval(Duration::from_secs(60));
     #[cfg(unix)]
@@ -1205,9 +1208,27 @@ pub async fn run(config: Config, options: RunOptions) -> Result<GatewayStats, St
                     publisher.publish(format!("{base_topic}/gateway/state"), doc.into_bytes(), true);
                 }
             }
-            _ = save_timer.tick() => {
-                match gateway.state.save(&gateway.run.decoder().compact) {
+            _ = save_timer.tick(), if save_job.is_none() => {
+                if let Some(snapshot) = gateway.state.snapshot(&gateway.run.decoder().compact) {
+                    save_job = Some(tokio::task::spawn_blocking(move || snapshot.write()));
+                }
+            }
+            saved = async {
+                match save_job.as_mut() {
+                    Some(job) => job.await,
+                    None => std::future::pending().await,
+                }
+            }, if save_job.is_some() => {
+                save_job = None;
+                let saved = saved.unwrap_or_else(|e| {
+                    Err(StateError::Io {
+                        path: config.state_dir.clone(),
+                        source: std::io::Error::other(e.to_string()),
+                    })
+                });
+                match saved {
                     Err(e) => {
+                        gateway.state.write_failed();
                         failed_saves += 1;
                         gateway.note_once("state-save".into(), &format!("warning: {e}"));
                     }
@@ -1242,6 +1263,12 @@ pub async fn run(config: Config, options: RunOptions) -> Result<GatewayStats, St
     tasks.abort_all();
     sims.abort_all();
     save_devices(&config.state_dir, &gateway.meters);
+    if let Some(job) = save_job.take() {
+        // Its snapshot is older than what the final save below writes; only its outcome matters.
+        if !matches!(job.await, Ok(Ok(()))) {
+            gateway.state.write_failed();
+        }
+    }
     if let Err(e) = gateway.state.save(&gateway.run.decoder().compact) {
         log(&format!("warning: {e}"));
     }

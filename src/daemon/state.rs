@@ -296,11 +296,19 @@ impl StateCache {
     /// Writes the state if it changed since the last save: to a temporary file, then renamed
     /// over the old one, so a crash or a full disk never leaves half a file behind.
     pub fn save(&mut self, compact: &CompactFormats) -> Result<(), StateError> {
-        let Some(file) = self.file.clone() else {
-            return Ok(());
-        };
+        match self.snapshot(compact) {
+            Some(snapshot) => snapshot.write().inspect_err(|_| self.dirty = true),
+            None => Ok(()),
+        }
+    }
+
+    /// The state to write, if it changed since the last snapshot, so the writing (and its
+    /// flush to the device, slow on an SD card) can happen away from the event loop. A
+    /// snapshot that could not be written must be reported with [`StateCache::write_failed`].
+    pub fn snapshot(&mut self, compact: &CompactFormats) -> Option<Snapshot> {
+        let file = self.file.clone()?;
         if !self.dirty {
-            return Ok(());
+            return None;
         }
         let mut meters = Map::new();
         let mut keys: Vec<&String> = self.meters.keys().collect();
@@ -336,14 +344,30 @@ impl StateCache {
         root.insert("meters".into(), Value::Object(meters));
         root.insert("compact_formats".into(), Value::Array(layouts));
         let text = Value::Object(root).to_string();
-        if let Some(dir) = file.parent() {
+        self.dirty = false;
+        Some(Snapshot { file, text })
+    }
+
+    /// A snapshot was not written: the next one writes everything again.
+    pub fn write_failed(&mut self) {
+        self.dirty = true;
+    }
+}
+
+/// The serialized state, ready to be written (see [`StateCache::snapshot`]).
+#[derive(Debug)]
+pub struct Snapshot {
+    file: PathBuf,
+    text: String,
+}
+
+impl Snapshot {
+    pub fn write(&self) -> Result<(), StateError> {
+        if let Some(dir) = self.file.parent() {
             // The directory may have been missing at start (a mount not there yet).
             std::fs::create_dir_all(dir).map_err(io_err(dir))?;
         }
-        // `dirty` stays set on failure, so the next save writes everything again.
-        write_atomically(&file, text.as_bytes())?;
-        self.dirty = false;
-        Ok(())
+        write_atomically(&self.file, self.text.as_bytes())
     }
 }
 
