@@ -203,6 +203,43 @@ fn is_whole_answer(f: &[u8]) -> bool {
         && f[4..n - 2].iter().fold(0u8, |a, b| a.wrapping_add(*b)) == f[n - 2]
 }
 
+/// Runs the gateway on `yaml` in this process and collects every reading it emits (the meter's
+/// `total_volume_m3`, with the time it arrived).
+fn start_gateway(
+    yaml: &str,
+    log: Arc<dyn Fn(&str) + Send + Sync>,
+) -> (
+    tokio::task::JoinHandle<Result<gateway::GatewayStats, String>>,
+    watch::Sender<bool>,
+    Observed,
+) {
+    let (config, _) = parse_with(yaml, "test.yaml", &ValidateOptions::with_built_in_drivers())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (emitted_tx, mut emitted_rx) = mpsc::unbounded_channel::<(String, String)>();
+    let (stop, stop_rx) = watch::channel(false);
+    let options = RunOptions {
+        print: PrintFormat::None,
+        stop: Some(stop_rx),
+        instance: "bus-faults".into(),
+        log,
+        emitted: Some(emitted_tx),
+        ..RunOptions::default()
+    };
+    let task = tokio::spawn(gateway::run(config, options));
+    let observed = Observed {
+        readings: Arc::new(Mutex::new(Vec::new())),
+    };
+    let sink = observed.readings.clone();
+    tokio::spawn(async move {
+        while let Some((_, doc)) = emitted_rx.recv().await {
+            let v: serde_json::Value = serde_json::from_str(&doc).unwrap();
+            let m3 = v["total_volume_m3"].as_f64().unwrap_or(f64::NAN);
+            sink.lock().unwrap().push((Instant::now(), m3));
+        }
+    });
+    (task, stop, observed)
+}
+
 struct Observed {
     readings: Arc<Mutex<Vec<(Instant, f64)>>>,
 }
@@ -255,35 +292,8 @@ meters:
         state_dir.display(),
         proxy.address
     );
-    let (config, _) = parse_with(
-        &yaml,
-        "test.yaml",
-        &ValidateOptions::with_built_in_drivers(),
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    let (emitted_tx, mut emitted_rx) = mpsc::unbounded_channel::<(String, String)>();
-    let (stop, stop_rx) = watch::channel(false);
-    let options = RunOptions {
-        print: PrintFormat::None,
-        stop: Some(stop_rx),
-        instance: "bus-faults".into(),
-        log: Arc::new(|m: &str| eprintln!("gateway: {m}")),
-        emitted: Some(emitted_tx),
-        ..RunOptions::default()
-    };
-    let task = tokio::spawn(gateway::run(config, options));
-
-    let observed = Observed {
-        readings: Arc::new(Mutex::new(Vec::new())),
-    };
-    let sink = observed.readings.clone();
-    tokio::spawn(async move {
-        while let Some((_, doc)) = emitted_rx.recv().await {
-            let v: serde_json::Value = serde_json::from_str(&doc).unwrap();
-            let m3 = v["total_volume_m3"].as_f64().unwrap_or(f64::NAN);
-            sink.lock().unwrap().push((Instant::now(), m3));
-        }
-    });
+    let (task, stop, observed) =
+        start_gateway(&yaml, Arc::new(|m: &str| eprintln!("gateway: {m}")));
 
     let phase = Duration::from_millis(1500);
     let limit = Duration::from_secs(15);
@@ -518,36 +528,12 @@ meters:
         dir.join("state").display(),
         link.display()
     );
-    let (config, _) = parse_with(
-        &yaml,
-        "test.yaml",
-        &ValidateOptions::with_built_in_drivers(),
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    let (emitted_tx, mut emitted_rx) = mpsc::unbounded_channel::<(String, String)>();
-    let (stop, stop_rx) = watch::channel(false);
     let messages = Arc::new(Mutex::new(Vec::<String>::new()));
     let log_sink = messages.clone();
-    let options = RunOptions {
-        print: PrintFormat::None,
-        stop: Some(stop_rx),
-        instance: "unplug".into(),
-        log: Arc::new(move |m: &str| log_sink.lock().unwrap().push(m.to_string())),
-        emitted: Some(emitted_tx),
-        ..RunOptions::default()
-    };
-    let task = tokio::spawn(gateway::run(config, options));
-    let observed = Observed {
-        readings: Arc::new(Mutex::new(Vec::new())),
-    };
-    let sink = observed.readings.clone();
-    tokio::spawn(async move {
-        while let Some((_, doc)) = emitted_rx.recv().await {
-            let v: serde_json::Value = serde_json::from_str(&doc).unwrap();
-            let m3 = v["total_volume_m3"].as_f64().unwrap_or(f64::NAN);
-            sink.lock().unwrap().push((Instant::now(), m3));
-        }
-    });
+    let (task, stop, observed) = start_gateway(
+        &yaml,
+        Arc::new(move |m: &str| log_sink.lock().unwrap().push(m.to_string())),
+    );
     let limit = Duration::from_secs(15);
     observed.next_after(Instant::now(), limit).await;
     tokio::time::sleep(Duration::from_millis(800)).await;
