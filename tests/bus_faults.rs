@@ -5,6 +5,8 @@
 //! answer — none from a damaged or cut answer, none twice — with the right value, and read again
 //! soon after each fault ends.
 
+mod support;
+
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -26,19 +28,6 @@ const SWALLOW: u8 = 3;
 /// Refuse new connections and close the current one.
 const DOWN: u8 = 4;
 
-fn kamheat_frame() -> Vec<u8> {
-    let d = meterbridge::drivers::Registry::built_in_static()
-        .get("kamheat")
-        .unwrap();
-    d.file
-        .tests
-        .iter()
-        .flat_map(|t| t.telegrams.iter())
-        .filter_map(|t| meterbridge::wire::hex::decode(t).ok())
-        .find(|f| f[0] == 0x68)
-        .unwrap()
-}
-
 struct Proxy {
     mode: Arc<AtomicU8>,
     /// Whole RSP_UD frames the gateway received unchanged (found in what was delivered).
@@ -51,7 +40,7 @@ struct Proxy {
 /// repeated request gets the same answer again. Returns the bus's address and the length of
 /// its answers.
 async fn start_generated_bus() -> (String, usize) {
-    let secondary = meterbridge::sim::bus::secondary_of(&kamheat_frame()).unwrap();
+    let secondary = meterbridge::sim::bus::secondary_of(&support::kamheat_frame()).unwrap();
     let answer_len = BusSim::new(vec![SimMeter::new(1, secondary)])
         .handle(&meterbridge::wire::wired::req_ud2(1, true), 2400)
         .bytes
@@ -504,7 +493,7 @@ fn plug_bus(link: &std::path::Path, sim: Arc<Mutex<BusSim>>) -> PluggedBus {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_serial_converter_unplugged_and_plugged_back_is_read_again() {
-    let secondary = meterbridge::sim::bus::secondary_of(&kamheat_frame()).unwrap();
+    let secondary = meterbridge::sim::bus::secondary_of(&support::kamheat_frame()).unwrap();
     let sim = Arc::new(Mutex::new(BusSim::new(vec![SimMeter::new(1, secondary)])));
     let dir = std::env::temp_dir().join(format!("meterbridge-unplug-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -631,7 +620,7 @@ async fn a_new_connection_reading_by_secondary_address_gets_a_new_answer() {
     use meterbridge::transport::port::PortConfig;
 
     let (bus, _) = start_generated_bus().await;
-    let secondary = meterbridge::sim::bus::secondary_of(&kamheat_frame()).unwrap();
+    let secondary = meterbridge::sim::bus::secondary_of(&support::kamheat_frame()).unwrap();
     let mask: SecondaryMask = format!("{:08X}FFFFFFFF", secondary.id).parse().unwrap();
     let config = PortConfig {
         baud: 2400,

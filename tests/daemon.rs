@@ -7,6 +7,8 @@
 #[path = "support/broker.rs"]
 mod broker;
 
+mod support;
+
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -21,22 +23,9 @@ const KAMSTRUP: &str =
     "2A442D2C998734761B168D2091D37CAC21576C7802FF207100041308190000441308190000615B7F616713";
 const WAIT: Duration = Duration::from_secs(15);
 
-fn kamheat_frame() -> Vec<u8> {
-    let d = meterbridge::drivers::Registry::built_in_static()
-        .get("kamheat")
-        .unwrap();
-    d.file
-        .tests
-        .iter()
-        .flat_map(|t| t.telegrams.iter())
-        .filter_map(|t| meterbridge::wire::hex::decode(t).ok())
-        .find(|f| f[0] == 0x68)
-        .unwrap()
-}
-
 /// A simulated bus with one Kamstrup 403 at primary address 1, behind a TCP "gateway".
 async fn start_bus() -> String {
-    let frame = kamheat_frame();
+    let frame = support::kamheat_frame();
     let secondary = meterbridge::sim::bus::secondary_of(&frame).unwrap();
     let sim = BusSim::new(vec![SimMeter::new(1, secondary)
         .with_telegrams(vec![frame])
@@ -471,7 +460,7 @@ meters:
         reply.extend_from_slice(&buf[..n]);
     }
     // The meter's RSP_UD from primary address 1: its records as the simulator holds them.
-    let frame = kamheat_frame();
+    let frame = support::kamheat_frame();
     assert_eq!(reply[5], 0x01, "answer from address 1");
     assert_eq!(reply[6..reply.len() - 2], frame[6..frame.len() - 2]);
     assert_eq!(*reply.last().unwrap(), 0x16);

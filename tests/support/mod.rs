@@ -1,6 +1,6 @@
-//! Helpers shared by the robustness tests (included with `mod support;`): a seeded random
+//! Helpers shared by the integration tests (included with `mod support;`): a seeded random
 //! generator, a harness that turns panics and endless loops into reports, the record accessor
-//! walk and the reader of wmbusmeters' driver-test corpus.
+//! walk, the reader of wmbusmeters' driver-test corpus and a wired test frame.
 
 // Every test crate that includes this module uses a different subset of it.
 #![allow(dead_code)]
@@ -256,4 +256,19 @@ pub fn preceding_telegrams(line: &serde_json::Value) -> Vec<&str> {
         .as_array()
         .map(|a| a.iter().filter_map(|t| t.as_str()).collect())
         .unwrap_or_default()
+}
+
+/// The first wired frame among the kamheat driver's test telegrams (a Kamstrup 403 RSP_UD), for
+/// simulated buses.
+pub fn kamheat_frame() -> Vec<u8> {
+    let d = meterbridge::drivers::Registry::built_in_static()
+        .get("kamheat")
+        .unwrap();
+    d.file
+        .tests
+        .iter()
+        .flat_map(|t| t.telegrams.iter())
+        .filter_map(|t| meterbridge::wire::hex::decode(t).ok())
+        .find(|f| f[0] == 0x68)
+        .unwrap()
 }
