@@ -183,6 +183,19 @@ fn start_gateway_with(
     }
 }
 
+/// The state key an entity's value template reads (`value_json.<key>`).
+fn state_key_of(cmp: &Value) -> String {
+    let template = cmp["value_template"].as_str().unwrap_or_default();
+    let after = template
+        .split("value_json.")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no value_json in {template}"));
+    after
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .collect()
+}
+
 fn send_udp(port: u16, text: &str) {
     let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     s.send_to(text.as_bytes(), ("127.0.0.1", port)).unwrap();
@@ -291,8 +304,8 @@ async fn gateway_against(port: u16, name: &str) {
         "{discovery}"
     );
     assert_eq!(discovery["dev"]["name"], "Cold water");
-    assert_eq!(discovery["dev"]["mf"], "KAM");
-    assert_eq!(discovery["dev"]["mdl"], "kamwater");
+    assert_eq!(discovery["dev"]["mf"], "Kamstrup");
+    assert_eq!(discovery["dev"]["mdl"], "Multical 21 / flowIQ water meter");
     assert_eq!(discovery["dev"]["sn"], "76348799");
     assert_eq!(discovery["dev"]["via_device"], "meterbridge_gw_test");
     assert_eq!(discovery["o"]["name"], "meterbridge");
@@ -311,7 +324,10 @@ async fn gateway_against(port: u16, name: &str) {
     assert_eq!(total["device_class"], "water");
     assert_eq!(total["state_class"], "total_increasing");
     assert_eq!(total["unit_of_measurement"], "m³");
-    assert_eq!(total["value_template"], "{{ value_json.total_m3 }}");
+    assert_eq!(
+        total["value_template"],
+        "{{ value_json.total_m3 | default(None) }}"
+    );
     assert_eq!(
         discovery["cmps"]["rssi_dbm"]["entity_category"],
         "diagnostic"
@@ -332,6 +348,22 @@ async fn gateway_against(port: u16, name: &str) {
     assert_eq!(doc["rssi_dbm"], -71);
     assert_eq!(doc["telegram_counter"], 1);
     assert!(doc["timestamp"].as_str().unwrap().ends_with('Z'));
+    // Every entity reads a key the state holds: nothing is announced that stays unknown.
+    for (key, cmp) in discovery["cmps"].as_object().unwrap() {
+        let read = state_key_of(cmp);
+        assert!(
+            doc.get(&read).is_some_and(|v| !v.is_null()),
+            "entity {key} reads {read}, which the state does not have: {doc}"
+        );
+    }
+    // The status word DRY is a problem; Kamstrup's leak and burst words have their sensor.
+    let problem = &discovery["cmps"]["current_status_problem"];
+    assert_eq!(problem["p"], "binary_sensor");
+    assert_eq!(problem["device_class"], "problem");
+    assert_eq!(
+        discovery["cmps"]["current_status_moisture"]["device_class"],
+        "moisture"
+    );
 
     // Emit on change: the wired meter is read every 300 ms but its values never change.
     let heat_topic = format!("{base}/heat/state");
@@ -769,6 +801,92 @@ async fn only_values_leaves_out_the_header_fields() {
     assert!(alive.status.success(), "{alive:?}");
     assert!(String::from_utf8_lossy(&alive.stdout).starts_with("alive"));
     assert_eq!(health(&state_dir.join("nothing")).status.code(), Some(1));
+    running.finish().await;
+    let _ = std::fs::remove_dir_all(&state_dir);
+}
+
+/// Qundis Q water 5.5 (wmbusmeters' test telegrams): the first telegram has no value for
+/// `due_17_date`, the third has one. The discovery document grows when it comes, and keeps it
+/// after a restart even though the first telegram heard then does not carry it.
+const QWATER: [&str; 3] = [
+    "39449344153119611D067A870000200C13370000004C1300000000426CFFFFCC081300000000C2086CFFFF02BB560000326CFFFF046D320D5E31",
+    "49449344153119611D06780DFF5F3500826E0000F00007C113FFFF66000000FFFF00000000FFFF000000000080008000800080008000800080008000800080008000802F046D33125F31",
+    "49449344153119611D06780DFF5F350082EC0000F10007C113FFFF69000000FFFF000000005F31680000000080008000800080008000800080008000800080008006002F046D1C0A4132",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_field_heard_later_is_announced_and_kept_after_a_restart() {
+    let port = broker::brokers()[0].port;
+    let tag = format!("late{}", broker::free_port());
+    let (base, prefix, udp) = (format!("mb{tag}"), format!("ha{tag}"), broker::free_port());
+    let state_dir = temp_dir(&tag);
+    let yaml = format!(
+        r#"state_dir: "{state}"
+receivers:
+  - name: udp
+    type: udp
+    bind: "127.0.0.1:{udp}"
+meters:
+  - name: Warm water
+    address: "61193115"
+    driver: qwater
+mqtt:
+  url: "mqtt://127.0.0.1:{port}"
+  base_topic: "{base}"
+  discovery_prefix: "{prefix}"
+  client_id: "{base}"
+"#,
+        state = state_dir.display()
+    );
+    let watcher = Watcher::start(port, &[format!("{base}/#"), format!("{prefix}/#")]).await;
+    let config_topic = format!("{prefix}/device/meterbridge_qds_61193115/config");
+    let state_topic = format!("{base}/warm_water/state");
+    let entities = |m: &Message| -> Vec<String> {
+        let mut keys: Vec<String> = json(m)["cmps"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect();
+        keys.sort();
+        keys
+    };
+
+    let running = start_gateway(&yaml);
+    watcher.wait_for(&format!("{base}/status"), 1).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    send_udp(udp, QWATER[0]);
+    let first = entities(&watcher.wait_for(&config_topic, 1).await[0]);
+    assert!(first.contains(&"total_m3".to_string()), "{first:?}");
+    assert!(!first.contains(&"due_17_date".to_string()), "{first:?}");
+    // Not sent with a value: no entity that would stay unknown.
+    assert!(!first.contains(&"error_date".to_string()), "{first:?}");
+    let state = json(&watcher.wait_for(&state_topic, 1).await[0]);
+    assert_eq!(state["total_m3"], 0.037);
+
+    // The second telegram brings new fields (the third brings due_17_date): a document per
+    // growth, never one without a change.
+    send_udp(udp, QWATER[1]);
+    watcher.wait_for(&state_topic, 2).await;
+    send_udp(udp, QWATER[2]);
+    let states = watcher.wait_for(&state_topic, 3).await;
+    assert_eq!(json(&states[2])["due_17_date"], "2026-01-31");
+    let configs = watcher.on(&config_topic);
+    let last = entities(configs.last().unwrap());
+    assert!(last.contains(&"due_17_date".to_string()), "{last:?}");
+    assert!(last.contains(&"due_17_date_m3".to_string()), "{last:?}");
+    assert!(configs.len() <= 3, "{} discovery documents", configs.len());
+    let date = &json(configs.last().unwrap())["cmps"]["due_17_date"];
+    assert_eq!(date["device_class"], "date");
+    running.finish().await;
+
+    // After a restart the first telegram again: the document still has every entity.
+    let before = watcher.on(&config_topic).len();
+    let running = start_gateway(&yaml);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    send_udp(udp, QWATER[0]);
+    let after = watcher.wait_for(&config_topic, before + 1).await;
+    assert_eq!(entities(after.last().unwrap()), last);
     running.finish().await;
     let _ = std::fs::remove_dir_all(&state_dir);
 }

@@ -10,10 +10,8 @@ use std::time::Duration;
 
 use meterbridge::drivers::run::DriverRun;
 use meterbridge::drivers::Registry;
-use meterbridge::mqtt::discovery::{
-    components_for_driver, discovery_topic, gateway_descriptor, meter_components_extra, object_id,
-    slug,
-};
+use meterbridge::mqtt::discovery::{discovery_topic, gateway_descriptor, object_id, slug};
+use meterbridge::mqtt::entities::{components_for_driver, meter_components_extra};
 use meterbridge::mqtt::{start, DeviceDescriptor, Incoming, MqttSettings, Publisher};
 use meterbridge::security::KeyStore;
 use meterbridge::wire::hex;
@@ -179,8 +177,8 @@ async fn retained(port: u16, topic: &str) -> Option<Publish> {
 
 fn multical21_device(base: &str) -> DeviceDescriptor {
     let driver = Registry::built_in_static().get("multical21").unwrap();
-    let mut components = components_for_driver(driver, Some(7200));
-    components.extend(meter_components_extra());
+    let mut components = components_for_driver(driver, "water", Some(7200));
+    components.extend(meter_components_extra(true));
     DeviceDescriptor {
         object_id: object_id("KAM", "76348799"),
         name: "Water 76348799".into(),
@@ -250,7 +248,7 @@ async fn discovery_states_status_and_withdraw() {
                    "device_class": "water", "unit_of_measurement": "m³",
                    "state_class": "total_increasing", "expire_after": 7200,
                    "suggested_display_precision": 3,
-                   "value_template": "{{ value_json.total_m3 }}"})
+                   "value_template": "{{ value_json.total_m3 | default(None) }}"})
         );
         assert_eq!(doc["cmps"]["rssi_dbm"]["enabled_by_default"], false);
         assert_eq!(doc["cmps"]["rssi_dbm"]["entity_category"], "diagnostic");

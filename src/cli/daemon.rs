@@ -263,6 +263,9 @@ meters:
     )
 }
 
+/// The demo's MQTT base topic: apart from a real gateway's `meterbridge/`.
+pub const DEMO_BASE_TOPIC: &str = "meterbridge-demo";
+
 pub fn demo(args: &DemoArgs) -> i32 {
     let rt = match runtime() {
         Ok(rt) => rt,
@@ -282,8 +285,16 @@ pub fn demo(args: &DemoArgs) -> i32 {
 
 async fn run_demo(args: &DemoArgs) -> Result<(), String> {
     use crate::sim::{BusSim, ServeOptions, SimMeter};
+    // The demo may share a broker with a real gateway: its own client id (one per process, so
+    // two demos do not take turns either) and base topic, so it never takes over the real
+    // gateway's session or status topic.
     let mqtt = match &args.mqtt {
-        Some(url) => Some(MqttSettings::from_url(url).map_err(|e| e.to_string())?),
+        Some(url) => {
+            let mut s = MqttSettings::from_url(url).map_err(|e| e.to_string())?;
+            s.client_id = format!("meterbridge-demo-{}", std::process::id());
+            s.base_topic = DEMO_BASE_TOPIC.to_string();
+            Some(s)
+        }
         None => None,
     };
     let dir = std::env::temp_dir().join(format!("meterbridge-demo-{}", std::process::id()));
@@ -332,7 +343,10 @@ async fn run_demo(args: &DemoArgs) -> Result<(), String> {
          simulated iM871A stick with 3 water meters (one encrypted, its key configured)."
     );
     match &args.mqtt {
-        Some(url) => eprintln!("publishing to {url} with Home Assistant discovery"),
+        Some(url) => eprintln!(
+            "publishing to {url} under {DEMO_BASE_TOPIC}/ with Home Assistant discovery; the \
+             demo's devices are removed again when it ends"
+        ),
         None => eprintln!(
             "readings are printed below; add --mqtt mqtt://localhost:1883 to publish them"
         ),
@@ -358,6 +372,7 @@ async fn run_demo(args: &DemoArgs) -> Result<(), String> {
         mqtt,
         stop: Some(stop_rx),
         instance: "demo".into(),
+        withdraw_at_exit: true,
         ..RunOptions::default()
     };
     let stats = gateway::run(config, options).await?;

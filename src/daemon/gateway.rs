@@ -21,7 +21,8 @@ use crate::drivers::run::{DriverRun, MeterOutput};
 use crate::drivers::Registry;
 use crate::master::ReadOptions;
 use crate::mqtt::client::{Incoming, MqttSettings, Publisher};
-use crate::mqtt::discovery::{self, Component, DeviceDescriptor};
+use crate::mqtt::discovery::{self, DeviceDescriptor};
+use crate::mqtt::entities;
 use crate::output::json::push_str;
 use crate::output::wmbusmeters::{media_name, push_value};
 use crate::receivers::input::{self, InputEvent, InputSpec};
@@ -57,6 +58,9 @@ pub struct RunOptions {
     pub instance: String,
     /// State documents that were emitted, for tests: (meter slug, JSON).
     pub emitted: Option<mpsc::UnboundedSender<(String, String)>>,
+    /// Take every device and retained state this run published off the broker when it ends
+    /// (the demo: it must leave nothing behind in a real Home Assistant).
+    pub withdraw_at_exit: bool,
 }
 
 impl Default for RunOptions {
@@ -68,6 +72,7 @@ impl Default for RunOptions {
             log: Arc::new(|m: &str| eprintln!("{m}")),
             instance: "main".into(),
             emitted: None,
+            withdraw_at_exit: false,
         }
     }
 }
@@ -93,6 +98,10 @@ struct Meter {
     expire_after: Option<u64>,
     /// The discovery document's object id once announced.
     announced: Option<String>,
+    /// The state keys the announced document has entities for: what the meter has sent (with
+    /// a value) so far. It only grows, and it is rebuilt from the saved state after a restart,
+    /// so the document never shrinks or flaps.
+    announced_keys: std::collections::BTreeSet<String>,
     /// The bus says `only_values`: the state document carries the readings and the time only.
     only_values: bool,
     /// Driver, medium and id of the last decoded telegram: what the state document names, also
@@ -630,8 +639,9 @@ impl Gateway {
     }
 
     /// A decoded reading: into the state, out if the emit policy says so.
-    fn reading(&mut self, index: usize, output: MeterOutput, rssi: Option<i16>) {
+    fn reading(&mut self, index: usize, mut output: MeterOutput, rssi: Option<i16>) {
         let now = SystemTime::now();
+        without_impossible_values(&mut output);
         let meter = &self.meters[index];
         let key = meter.state_key.clone();
         let update = self.state.update(
@@ -642,7 +652,10 @@ impl Gateway {
             meter.emit,
             now,
         );
-        if self.meters[index].announced.is_none() {
+        let present = self.present_keys(index);
+        let meter = &self.meters[index];
+        if meter.announced.is_none() || !present.is_subset(&meter.announced_keys) {
+            self.meters[index].announced_keys.extend(present);
             self.announce(index, &output);
         }
         if let Some(hint) = &output.hint {
@@ -659,6 +672,30 @@ impl Gateway {
         }
     }
 
+    /// The keys of the meter's state document that hold a value: its fields with one, and the
+    /// extras the document carries (`rssi_dbm` when a receiver measured one).
+    fn present_keys(&self, index: usize) -> std::collections::BTreeSet<String> {
+        let meter = &self.meters[index];
+        let mut keys = std::collections::BTreeSet::new();
+        let Some(entry) = self.state.get(&meter.state_key) else {
+            return keys;
+        };
+        for (k, v) in &entry.fields {
+            if *v != crate::drivers::ReadingValue::Null {
+                keys.insert(k.clone());
+            }
+        }
+        keys.insert("timestamp".to_string());
+        if !meter.only_values {
+            keys.insert("telegram_counter".to_string());
+            if entry.rssi_dbm.is_some() {
+                keys.insert("rssi_dbm".to_string());
+            }
+        }
+        keys
+    }
+
+    /// Publishes the meter's discovery document with an entity for every key it has sent.
     fn announce(&mut self, index: usize, output: &MeterOutput) {
         let object_id = discovery::object_id(&output.manufacturer, &output.id);
         self.meters[index].announced = Some(object_id.clone());
@@ -670,25 +707,29 @@ impl Gateway {
             return;
         };
         let meter = &self.meters[index];
-        let mut components = match self.registry.get(&output.driver) {
-            Some(d) => discovery::components_for_driver(d, meter.expire_after),
-            // A meter no driver knows: one plain sensor per reading it sent.
-            None => output
-                .readings
-                .iter()
-                .map(|r| {
-                    let mut c = Component::sensor(&r.key, &r.key.replace('_', " "));
-                    c.expire_after = meter.expire_after;
-                    c
-                })
-                .collect(),
+        let keys = &meter.announced_keys;
+        let driver = self.registry.get(&output.driver);
+        let mut components = match driver {
+            Some(d) => entities::components_for_driver(d, &output.media, meter.expire_after),
+            // A meter no driver knows: one sensor per reading it sent.
+            None => {
+                let extras = ["timestamp", "telegram_counter", "rssi_dbm"];
+                let sent: Vec<String> = keys
+                    .iter()
+                    .filter(|k| !extras.contains(&k.as_str()))
+                    .cloned()
+                    .collect();
+                entities::components_for_generic(&sent, &output.media, meter.expire_after)
+            }
         };
-        components.extend(discovery::meter_components_extra());
+        components.extend(entities::meter_components_extra(true));
+        components.retain(|c| keys.contains(&c.value_key));
+        let (manufacturer, model) = entities::device_names(&output.manufacturer, driver);
         let device = DeviceDescriptor {
             object_id,
             name: meter.cfg.name.clone(),
-            manufacturer: Some(output.manufacturer.clone()),
-            model: Some(output.driver.clone()),
+            manufacturer: Some(manufacturer),
+            model: Some(model),
             serial: Some(output.id.clone()),
             hw_version: Some(format!("{:02x}", output.version)),
             via_device: Some(format!(
@@ -801,6 +842,17 @@ impl Gateway {
         }
     }
 
+    fn publish_gateway_state(&mut self) {
+        let doc = self.gateway_state();
+        if let Sink::Mqtt { publisher, .. } = &self.sink {
+            publisher.publish(
+                format!("{}/gateway/state", self.base_topic),
+                doc.into_bytes(),
+                true,
+            );
+        }
+    }
+
     fn gateway_state(&mut self) -> String {
         let now = Instant::now();
         self.minute
@@ -815,7 +867,7 @@ impl Gateway {
             "bus_errors": self.stats.bus_errors,
             "duplicates": self.stats.duplicates,
             "unknown_meters": self.stats.unknown_meters,
-            "receiver_connected": if connected { "ON" } else { "OFF" },
+            "receiver_connected": connected,
             "timestamp": timestamp(SystemTime::now()),
         })
         .to_string()
@@ -990,6 +1042,7 @@ pub async fn run(config: Config, options: RunOptions) -> Result<GatewayStats, St
             emit: bus.map_or(Emit::Every, |b| b.emit),
             expire_after: expire_after(m, bus.map(|b| &b.polling)),
             announced: None,
+            announced_keys: Default::default(),
             only_values: bus.is_some_and(|b| b.only_values),
             identity: None,
         });
@@ -1183,7 +1236,11 @@ pub async fn run(config: Config, options: RunOptions) -> Result<GatewayStats, St
                     None => std::future::pending().await,
                 }
             } => match incoming {
-                Incoming::HomeAssistantOnline => gateway.re_emit(true),
+                Incoming::HomeAssistantOnline => {
+                    gateway.re_emit(true);
+                    // The gateway device's entities need their state as much as the meters'.
+                    gateway.publish_gateway_state();
+                }
                 Incoming::Message { topic, payload } => {
                     if let Some((_, name)) = mqtt_inputs.iter().find(|(f, _)| topic_matches(f, &topic)) {
                         let text = String::from_utf8_lossy(&payload);
@@ -1202,12 +1259,7 @@ pub async fn run(config: Config, options: RunOptions) -> Result<GatewayStats, St
                 gateway.re_emit(false);
                 gateway.finish_listening(false);
             }
-            _ = gateway_timer.tick() => {
-                let doc = gateway.gateway_state();
-                if let Sink::Mqtt { publisher, .. } = &gateway.sink {
-                    publisher.publish(format!("{base_topic}/gateway/state"), doc.into_bytes(), true);
-                }
-            }
+            _ = gateway_timer.tick() => gateway.publish_gateway_state(),
             _ = save_timer.tick(), if save_job.is_none() => {
                 if let Some(snapshot) = gateway.state.snapshot(&gateway.run.decoder().compact) {
                     save_job = Some(tokio::task::spawn_blocking(move || snapshot.write()));
@@ -1273,6 +1325,19 @@ pub async fn run(config: Config, options: RunOptions) -> Result<GatewayStats, St
         log(&format!("warning: {e}"));
     }
     if let Sink::Mqtt { publisher, .. } = gateway.sink {
+        if options.withdraw_at_exit {
+            for m in &gateway.meters {
+                if let Some(id) = &m.announced {
+                    publisher.withdraw(id);
+                }
+                publisher.publish(format!("{base_topic}/{}/state", m.slug), Vec::new(), true);
+            }
+            publisher.withdraw(&format!(
+                "meterbridge_gw_{}",
+                discovery::slug(&options.instance)
+            ));
+            publisher.publish(format!("{base_topic}/gateway/state"), Vec::new(), true);
+        }
         let left = publisher.shutdown().await;
         if left.queued > 0 {
             log(&format!(
@@ -1310,6 +1375,56 @@ pub fn heartbeat_age(dir: &Path) -> Option<Duration> {
     Some(SystemTime::now().duration_since(then).unwrap_or_default())
 }
 
+/// Values a reading cannot have leave the MQTT state: the standard's "no value" marker
+/// (0x80000000 and its kind, see `MeterOutput::no_value`) and dates that do not exist
+/// (`2000-00-00`). They become `null`, which keeps the last real value in the state and never
+/// reaches Home Assistant as a reading.
+fn without_impossible_values(output: &mut MeterOutput) {
+    use crate::drivers::ReadingValue;
+    for r in &mut output.readings {
+        let impossible = match &r.value {
+            ReadingValue::Number(_) => output.no_value.contains(&r.key),
+            ReadingValue::Text(t) => looks_like_impossible_date(t),
+            ReadingValue::Null => false,
+        };
+        if impossible {
+            r.value = ReadingValue::Null;
+        }
+    }
+}
+
+/// `YYYY-MM-DD` (optionally followed by a time) whose month or day does not exist.
+fn looks_like_impossible_date(text: &str) -> bool {
+    let b = text.as_bytes();
+    let digits = |r: std::ops::Range<usize>| -> Option<u32> {
+        let part = text.get(r)?;
+        if part.bytes().all(|c| c.is_ascii_digit()) {
+            part.parse().ok()
+        } else {
+            None
+        }
+    };
+    if b.len() < 10
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || (b.len() > 10 && !matches!(b[10], b' ' | b'T'))
+    {
+        return false;
+    }
+    let (Some(year), Some(month), Some(day)) = (digits(0..4), digits(5..7), digits(8..10)) else {
+        return false;
+    };
+    let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+    let days = match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if leap => 29,
+        2 => 28,
+        _ => return true,
+    };
+    day == 0 || day > days
+}
+
 /// Remembers which discovery device each meter was announced as, so a meter removed from the
 /// configuration can have its entities withdrawn after a restart.
 fn save_devices(dir: &Path, meters: &[Meter]) {
@@ -1341,6 +1456,17 @@ fn state_device(dir: &Path, key: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn impossible_dates() {
+        assert!(looks_like_impossible_date("2000-00-00"));
+        assert!(looks_like_impossible_date("2023-02-29"));
+        assert!(looks_like_impossible_date("2021-04-31 12:00"));
+        assert!(!looks_like_impossible_date("2024-02-29"));
+        assert!(!looks_like_impossible_date("2021-04-30 12:00"));
+        assert!(!looks_like_impossible_date("OK"));
+        assert!(!looks_like_impossible_date("2021-04-30X"));
+    }
 
     #[test]
     fn topic_filters() {

@@ -487,6 +487,9 @@ impl Driver {
         if state.values.len() != self.fields.len() {
             state.values = vec![None; self.fields.len()];
         }
+        if state.no_value.len() != self.fields.len() {
+            state.no_value = vec![false; self.fields.len()];
+        }
         let tpl_status = tpl_status(t);
         let mut hook_values = super::hooks::HookValues::with_key(key.cloned());
         if let Some(h) = self.hook {
@@ -560,6 +563,10 @@ impl Driver {
                 }
             }
             if value.is_some() {
+                state.no_value[i] = !f.unsigned
+                    && f.mask.is_none()
+                    && matches!(value, Some(ReadingValue::Number(_)))
+                    && is_no_value_marker(r);
                 state.values[i] = value;
             }
         }
@@ -645,6 +652,16 @@ impl Driver {
         }
     }
 
+    /// The keys of the readings whose value is the standard's "no value" marker.
+    pub fn no_value_keys(&self, state: &MeterState) -> Vec<String> {
+        self.fields
+            .iter()
+            .zip(&state.no_value)
+            .filter(|(_, marked)| **marked)
+            .map(|(c, _)| c.key.clone())
+            .collect()
+    }
+
     /// The readings of a meter's state, in declaration order, hidden fields left out.
     pub fn readings(&self, state: &MeterState) -> Vec<Reading> {
         self.file
@@ -667,6 +684,26 @@ impl Driver {
 #[derive(Debug, Clone, Default)]
 pub struct MeterState {
     values: Vec<Option<ReadingValue>>,
+    /// Per field: its value is the standard's "no value" marker (the most negative number of a
+    /// binary integer's width). wmbusmeters prints it as a number, so our wmbusmeters output
+    /// does too; the MQTT state leaves it out.
+    no_value: Vec<bool>,
+}
+
+/// Whether a record holds the standard's "no value" marker for its binary integer type: only the
+/// sign bit set (0x80, 0x8000, …, 0x80000000 for a 32-bit integer), which meters send for a
+/// history slot not yet filled or a value they could not measure.
+fn is_no_value_marker(r: &Record<'_>) -> bool {
+    let bits = match r.field {
+        DataField::Int8 => 8,
+        DataField::Int16 => 16,
+        DataField::Int24 => 24,
+        DataField::Int32 => 32,
+        DataField::Int48 => 48,
+        DataField::Int64 => 64,
+        _ => return false,
+    };
+    matches!(r.raw_value(), RawValue::Integer(i) if i == i64::MIN >> (64 - bits))
 }
 
 fn tpl_status(t: &Telegram<'_>) -> Option<u8> {
@@ -1043,30 +1080,35 @@ pub fn generic_readings(t: &Telegram<'_>) -> Vec<Reading> {
         if r.subunit != 0 {
             let _ = write!(key, "_subunit_{}", r.subunit);
         }
+        // The unit suffix and factor to it, for numbers: a real (float) record carries its
+        // unit in the VIF just like an integer one.
+        let (suffix, factor) = match vi.scale().unit {
+            Unit::CubicMetre => ("_m3", 1.0),
+            Unit::Wh => ("_kwh", 1e-3),
+            Unit::J => ("_mj", 1e-6),
+            Unit::Watt => ("_kw", 1e-3),
+            Unit::JoulePerHour => ("_kw", 1.0 / 3.6e6),
+            Unit::CubicMetrePerHour => ("_m3h", 1.0),
+            Unit::Celsius => ("_c", 1.0),
+            Unit::Kelvin => ("_k", 1.0),
+            Unit::Bar => ("_bar", 1.0),
+            Unit::Volt => ("_v", 1.0),
+            Unit::Ampere => ("_a", 1.0),
+            Unit::Second => ("_s", 1.0),
+            Unit::HcaUnits => ("_hca", 1.0),
+            Unit::Hertz => ("_hz", 1.0),
+            Unit::Percent => ("_rh", 1.0),
+            _ => ("", 1.0),
+        };
         let value = match r.value() {
             Value::Decimal(d) => {
-                let (suffix, factor) = match vi.scale().unit {
-                    Unit::CubicMetre => ("_m3", 1.0),
-                    Unit::Wh => ("_kwh", 1e-3),
-                    Unit::J => ("_mj", 1e-6),
-                    Unit::Watt => ("_kw", 1e-3),
-                    Unit::JoulePerHour => ("_kw", 1.0 / 3.6e6),
-                    Unit::CubicMetrePerHour => ("_m3h", 1.0),
-                    Unit::Celsius => ("_c", 1.0),
-                    Unit::Kelvin => ("_k", 1.0),
-                    Unit::Bar => ("_bar", 1.0),
-                    Unit::Volt => ("_v", 1.0),
-                    Unit::Ampere => ("_a", 1.0),
-                    Unit::Second => ("_s", 1.0),
-                    Unit::HcaUnits => ("_hca", 1.0),
-                    Unit::Hertz => ("_hz", 1.0),
-                    Unit::Percent => ("_rh", 1.0),
-                    _ => ("", 1.0),
-                };
                 key.push_str(suffix);
                 ReadingValue::Number(d.to_f64() * factor)
             }
-            Value::Float(f) => ReadingValue::Number(f),
+            Value::Float(f) => {
+                key.push_str(suffix);
+                ReadingValue::Number(f * factor)
+            }
             Value::DateTime(d) => ReadingValue::Text(format_datetime(&d)),
             Value::Text(t) => ReadingValue::Text(t.iter().rev().map(|&b| b as char).collect()),
             Value::InvalidBcd(d) => ReadingValue::Text(d.as_str().to_string()),

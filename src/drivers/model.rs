@@ -130,6 +130,11 @@ pub struct Field {
     /// carries, instead of the record's whole data.
     #[serde(default)]
     pub profile: Option<usize>,
+    /// Texts: the words a `decoder` can put in this field (a lookup's names are known from
+    /// the lookup). Home Assistant's binary sensors (smoke, leak, tamper, …) are generated from
+    /// the words a field can show.
+    #[serde(default)]
+    pub texts: Vec<String>,
     #[serde(default)]
     pub ha: Option<HaMeta>,
 }

@@ -100,6 +100,9 @@ pub struct MeterOutput {
     pub version: u8,
     pub device_type: u8,
     pub readings: Vec<super::Reading>,
+    /// Keys of readings that hold the standard's "no value" marker (kept in `readings`, as
+    /// wmbusmeters prints them; left out of the MQTT state).
+    pub no_value: Vec<String>,
     /// The driver was chosen by auto-detection.
     pub detected: bool,
     /// Set when no driver knows the meter: the readings are generic, named from the records.
@@ -162,6 +165,7 @@ impl<'r> DriverRun<'r> {
                 version: who.version,
                 device_type: who.device_type,
                 readings: super::engine::generic_readings(telegram),
+                no_value: Vec::new(),
                 detected: true,
                 hint: Some(format!(
                     "no driver knows meter {} ({}, version 0x{:02x}, type 0x{:02x}); the readings are named from its records — a driver file in drivers_dir can name them properly",
@@ -190,6 +194,7 @@ impl<'r> DriverRun<'r> {
             version: who.version,
             device_type: who.device_type,
             readings: d.readings(state),
+            no_value: d.no_value_keys(state),
             detected,
             hint: None,
         })

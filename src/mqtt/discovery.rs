@@ -4,10 +4,6 @@
 
 use serde_json::{json, Map, Value};
 
-use super::units::{ha_unit, is_total_class, unit_fits};
-use crate::drivers::engine::Driver;
-use crate::drivers::model::Quantity;
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Platform {
     Sensor,
@@ -39,6 +35,12 @@ pub struct Component {
     pub expire_after: Option<u64>,
     pub display_precision: Option<u8>,
     pub icon: Option<String>,
+    /// The state document's key the entity reads: `key` for sensors, the text field for a
+    /// binary sensor derived from it (`status` for `smoke`).
+    pub value_key: String,
+    /// Binary sensors: on while the text holds one of these words (texts are separated by spaces
+    /// or commas).
+    pub on_words: Vec<String>,
 }
 
 impl Component {
@@ -55,6 +57,8 @@ impl Component {
             expire_after: None,
             display_precision: None,
             icon: None,
+            value_key: key.to_string(),
+            on_words: Vec::new(),
         }
     }
 }
@@ -92,11 +96,28 @@ fn entity_slug(s: &str) -> String {
         .collect()
 }
 
+/// A template that renders without a warning whatever the message holds: a key that is
+/// missing renders `None` (Home Assistant's "no value": unknown) for sensors with numbers or
+/// dates, an empty text (ignored, the last state stays) for text sensors and binary sensors.
+/// `value_json.x` on a missing key would log a template warning for every message.
 fn value_template(c: &Component) -> String {
+    let k = &c.value_key;
     match c.platform {
-        Platform::Sensor => format!("{{{{ value_json.{} }}}}", c.key),
+        Platform::Sensor if c.unit.is_some() || c.state_class.is_some() || c.device_class.is_some() => {
+            format!("{{{{ value_json.{k} | default(None) }}}}")
+        }
+        Platform::Sensor => format!(
+            "{{% if value_json.{k} is defined and value_json.{k} is not none %}}{{{{ value_json.{k} }}}}{{% endif %}}"
+        ),
+        Platform::BinarySensor if c.on_words.is_empty() => format!(
+            "{{% if value_json.{k} is defined %}}{{{{ 'ON' if value_json.{k} else 'OFF' }}}}{{% endif %}}"
+        ),
         Platform::BinarySensor => {
-            format!("{{{{ 'ON' if value_json.{} else 'OFF' }}}}", c.key)
+            let words: Vec<String> = c.on_words.iter().map(|w| format!("'{w}'")).collect();
+            format!(
+                "{{% if value_json.{k} is defined and value_json.{k} is string %}}{{{{ 'ON' if value_json.{k}.replace(',', ' ').split(' ') | select('in', [{}]) | list else 'OFF' }}}}{{% endif %}}",
+                words.join(", ")
+            )
         }
     }
 }
@@ -182,101 +203,13 @@ pub fn discovery_payload(d: &DeviceDescriptor, base_topic: &str, origin_version:
     .to_string()
 }
 
-/// `total_energy_consumption` → `Total energy consumption`.
-fn display_name(field_name: &str) -> String {
-    let spaced = field_name.replace('_', " ");
-    let mut chars = spaced.chars();
-    match chars.next() {
-        Some(first) => first.to_uppercase().chain(chars).collect(),
-        None => spaced,
-    }
-}
-
-/// One entity per visible driver field. Classes and units come from the driver's `ha`
-/// metadata and the key's unit suffix; a class whose unit Home Assistant would reject is
-/// dropped (the value still shows, without the class's statistics or dashboards).
-pub fn components_for_driver(driver: &Driver, expire_after: Option<u64>) -> Vec<Component> {
-    let mut out = Vec::new();
-    for (field, key) in driver.file.fields.iter().zip(driver.field_keys()) {
-        if field.has("hide") {
-            continue;
-        }
-        let mut c = Component::sensor(key, &display_name(&field.name));
-        c.expire_after = expire_after;
-        let textual = matches!(
-            field.quantity,
-            Quantity::Text | Quantity::Date | Quantity::Datetime
-        );
-        let suffix = key
-            .strip_prefix(field.name.as_str())
-            .and_then(|s| s.strip_prefix('_'));
-        if !textual {
-            c.unit = suffix.and_then(ha_unit).map(str::to_string);
-        }
-        if let Some(ha) = &field.ha {
-            c.entity_category = ha.entity_category.clone().filter(|s| s != "none");
-            c.icon = ha.icon.clone().filter(|s| s != "none");
-            let class = Some(ha.device_class.as_str()).filter(|s| *s != "none");
-            let state = Some(ha.state_class.as_str()).filter(|s| *s != "none");
-            // Texts have no statistics; a state class would make HA expect numbers.
-            c.state_class = state.filter(|_| !textual).map(str::to_string);
-            c.device_class = class
-                .filter(|class| class_fits(class, field.quantity, c.unit.as_deref()))
-                .map(str::to_string);
-            if let (Some(class), Some("measurement")) =
-                (c.device_class.as_deref(), c.state_class.as_deref())
-            {
-                if is_total_class(class) {
-                    c.state_class = Some("total".into());
-                }
-            }
-        }
-        if c.unit.as_deref() == Some("m³") {
-            c.display_precision = Some(3);
-        }
-        out.push(c);
-    }
-    out
-}
-
-fn class_fits(class: &str, quantity: Quantity, unit: Option<&str>) -> bool {
-    match class {
-        // `date` wants YYYY-MM-DD; our date-times print without a time zone, which the
-        // `timestamp` class rejects.
-        "date" => quantity == Quantity::Date,
-        "timestamp" => false,
-        _ => unit_fits(class, unit),
-    }
-}
-
-/// Entities every meter has besides its driver fields; the daemon writes these keys into the
-/// state document.
-pub fn meter_components_extra() -> Vec<Component> {
-    let mut rssi = Component::sensor("rssi_dbm", "RSSI");
-    rssi.device_class = Some("signal_strength".into());
-    rssi.unit = Some("dBm".into());
-    rssi.state_class = Some("measurement".into());
-    rssi.entity_category = Some("diagnostic".into());
-    rssi.enabled_by_default = false;
-
-    let mut seen = Component::sensor("timestamp", "Last seen");
-    seen.device_class = Some("timestamp".into());
-    seen.entity_category = Some("diagnostic".into());
-
-    let mut counter = Component::sensor("telegram_counter", "Telegrams");
-    counter.state_class = Some("total_increasing".into());
-    counter.entity_category = Some("diagnostic".into());
-    counter.icon = Some("mdi:counter".into());
-    counter.enabled_by_default = false;
-
-    vec![rssi, seen, counter]
-}
-
 /// The gateway as a device of its own; meters name it in `via_device`.
 pub fn gateway_descriptor(instance: &str, base_topic: &str, version: &str) -> DeviceDescriptor {
+    // Counted since the gateway started: they restart at 0, so they are measurements, not
+    // lifetime totals.
     let diagnostic_counter = |key: &str, name: &str| {
         let mut c = Component::sensor(key, name);
-        c.state_class = Some("total_increasing".into());
+        c.state_class = Some("measurement".into());
         c.entity_category = Some("diagnostic".into());
         c
     };
@@ -347,7 +280,6 @@ pub fn slug(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::drivers::Registry;
 
     #[test]
     fn ids_and_slugs_are_topic_and_entity_safe() {
@@ -356,89 +288,10 @@ mod tests {
         assert_eq!(slug("Küche Wasser #2"), "k_che_wasser_2");
         assert_eq!(slug("  "), "meter");
         assert_eq!(slug("a/b+c"), "a_b_c");
-        assert_eq!(display_name("flow_temperature"), "Flow temperature");
         assert_eq!(
             discovery_topic("homeassistant", "meterbridge_kam_1"),
             "homeassistant/device/meterbridge_kam_1/config"
         );
-    }
-
-    #[test]
-    fn multical21_total_is_a_water_total_in_cubic_metres() {
-        let d = Registry::built_in_static().get("multical21").unwrap();
-        let cmps = components_for_driver(d, Some(7200));
-        let total = cmps.iter().find(|c| c.key == "total_m3").unwrap();
-        assert_eq!(total.name, "Total");
-        assert_eq!(total.device_class.as_deref(), Some("water"));
-        assert_eq!(total.unit.as_deref(), Some("m³"));
-        assert_eq!(total.display_precision, Some(3));
-        assert_eq!(total.expire_after, Some(7200));
-        let status = cmps.iter().find(|c| c.key == "status").unwrap();
-        assert_eq!(
-            (status.unit.as_deref(), status.state_class.as_deref()),
-            (None, None)
-        );
-    }
-
-    /// Every entity of every built-in driver must be one Home Assistant accepts: a device
-    /// class only with a unit valid for it, numbers-only state classes only on numbers.
-    #[test]
-    fn every_built_in_driver_yields_valid_entities() {
-        let mut drivers = 0;
-        let mut with_class = 0;
-        for d in Registry::built_in_static().iter() {
-            drivers += 1;
-            let keys: Vec<&str> = d.field_keys().collect();
-            for c in components_for_driver(d, None) {
-                assert!(keys.contains(&c.key.as_str()), "{}: {}", d.name(), c.key);
-                let field = d
-                    .file
-                    .fields
-                    .iter()
-                    .zip(d.field_keys())
-                    .find(|(_, k)| *k == c.key)
-                    .map(|(f, _)| f)
-                    .unwrap();
-                let textual = matches!(
-                    field.quantity,
-                    Quantity::Text | Quantity::Date | Quantity::Datetime
-                );
-                if textual {
-                    assert_eq!(c.state_class, None, "{}: {}", d.name(), c.key);
-                    assert_eq!(c.unit, None, "{}: {}", d.name(), c.key);
-                }
-                if let Some(class) = &c.device_class {
-                    with_class += 1;
-                    assert!(
-                        class_fits(class, field.quantity, c.unit.as_deref()),
-                        "{}: {} has class {class} with unit {:?}",
-                        d.name(),
-                        c.key,
-                        c.unit
-                    );
-                    if is_total_class(class) {
-                        assert_ne!(c.state_class.as_deref(), Some("measurement"));
-                    }
-                }
-                // A unit suffix the table does not know would silently lose the unit.
-                if !textual {
-                    if let Some(suffix) = c
-                        .key
-                        .strip_prefix(field.name.as_str())
-                        .and_then(|s| s.strip_prefix('_'))
-                    {
-                        assert!(
-                            ha_unit(suffix).is_some() || matches!(suffix, "counter" | "hca" | "nr"),
-                            "{}: unknown unit suffix {suffix:?} in {}",
-                            d.name(),
-                            c.key
-                        );
-                    }
-                }
-            }
-        }
-        assert!(drivers > 100, "{drivers} drivers");
-        assert!(with_class > 500, "{with_class} entities with a class");
     }
 
     #[test]
