@@ -681,7 +681,9 @@ impl Gateway {
             return keys;
         };
         for (k, v) in &entry.fields {
-            if *v != crate::drivers::ReadingValue::Null {
+            // An empty text is no value either (kamwater's `time_leaking` when it never leaked).
+            let empty = matches!(v, crate::drivers::ReadingValue::Text(t) if t.is_empty());
+            if *v != crate::drivers::ReadingValue::Null && !empty {
                 keys.insert(k.clone());
             }
         }
@@ -1376,14 +1378,15 @@ pub fn heartbeat_age(dir: &Path) -> Option<Duration> {
 }
 
 /// Values a reading cannot have leave the MQTT state: the standard's "no value" marker
-/// (0x80000000 and its kind, see `MeterOutput::no_value`) and dates that do not exist
-/// (`2000-00-00`). They become `null`, which keeps the last real value in the state and never
+/// (0x80000000 and its kind, see `MeterOutput::no_value`), numbers that are not finite, and
+/// dates that do not exist (`2000-00-00`). They become `null`, which keeps the last real value in the state and never
 /// reaches Home Assistant as a reading.
 fn without_impossible_values(output: &mut MeterOutput) {
     use crate::drivers::ReadingValue;
     for r in &mut output.readings {
         let impossible = match &r.value {
-            ReadingValue::Number(_) => output.no_value.contains(&r.key),
+            // Not-a-number prints as null: no value either.
+            ReadingValue::Number(n) => !n.is_finite() || output.no_value.contains(&r.key),
             ReadingValue::Text(t) => looks_like_impossible_date(t),
             ReadingValue::Null => false,
         };

@@ -96,19 +96,18 @@ fn entity_slug(s: &str) -> String {
         .collect()
 }
 
-/// A template that renders without a warning whatever the message holds: a key that is
-/// missing renders `None` (Home Assistant's "no value": unknown) for sensors with numbers or
-/// dates, an empty text (ignored, the last state stays) for text sensors and binary sensors.
-/// `value_json.x` on a missing key would log a template warning for every message.
+/// A template that renders without a warning whatever the message holds. A missing key,
+/// `null` or (for texts) an empty string renders `None`, Home Assistant's "no value" (the
+/// entity shows unknown); `value_json.x` on a missing key would log a template warning for
+/// every message, and an empty text would show as a blank state. Binary sensors render nothing
+/// when their key is missing (ignored: the last state stays).
 fn value_template(c: &Component) -> String {
     let k = &c.value_key;
     match c.platform {
-        Platform::Sensor if c.unit.is_some() || c.state_class.is_some() || c.device_class.is_some() => {
+        Platform::Sensor if c.unit.is_some() || c.state_class.is_some() => {
             format!("{{{{ value_json.{k} | default(None) }}}}")
         }
-        Platform::Sensor => format!(
-            "{{% if value_json.{k} is defined and value_json.{k} is not none %}}{{{{ value_json.{k} }}}}{{% endif %}}"
-        ),
+        Platform::Sensor => format!("{{{{ value_json.{k} | default(None, true) }}}}"),
         Platform::BinarySensor if c.on_words.is_empty() => format!(
             "{{% if value_json.{k} is defined %}}{{{{ 'ON' if value_json.{k} else 'OFF' }}}}{{% endif %}}"
         ),
