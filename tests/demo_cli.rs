@@ -65,3 +65,111 @@ fn check_config_accepts_the_example_and_reports_every_mistake() {
     assert!(err.contains("mqtt.url"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[path = "support/broker.rs"]
+mod broker;
+
+/// The README suggests `demo --mqtt mqtt://localhost:1883`, often against the broker a real
+/// gateway uses: the demo must not take over its client id or topics, and must leave no device
+/// behind when it ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_on_a_shared_broker_disturbs_nothing_and_leaves_nothing() {
+    use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    let b = broker::brokers().pop().expect("a broker");
+    let port = b.port;
+    // A "real gateway" holding the client id `meterbridge`, recording what it sees.
+    let seen: Arc<Mutex<Vec<(String, Vec<u8>)>>> = Arc::default();
+    let kicked = Arc::new(Mutex::new(false));
+    let mut options = MqttOptions::new("meterbridge", "127.0.0.1", port);
+    options.set_keep_alive(Duration::from_secs(5));
+    options.set_max_packet_size(1 << 20, 1 << 20);
+    let (client, mut events) = AsyncClient::new(options, 64);
+    client.subscribe("#", QoS::AtLeastOnce).await.unwrap();
+    {
+        let (seen, kicked) = (seen.clone(), kicked.clone());
+        tokio::spawn(async move {
+            loop {
+                match events.poll().await {
+                    Ok(Event::Incoming(Packet::Publish(p))) => seen
+                        .lock()
+                        .unwrap()
+                        .push((p.topic.clone(), p.payload.to_vec())),
+                    Ok(_) => {}
+                    Err(_) => {
+                        *kicked.lock().unwrap() = true;
+                        break;
+                    }
+                }
+            }
+        });
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_meterbridge"))
+        .args(["demo", "--duration", "5", "--format", "json", "--mqtt"])
+        .arg(format!("mqtt://127.0.0.1:{port}"))
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{}: {stderr}", b.name);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !*kicked.lock().unwrap(),
+        "{}: the demo took over the real gateway's client id",
+        b.name
+    );
+    let seen = seen.lock().unwrap().clone();
+    let configs: Vec<&(String, Vec<u8>)> = seen
+        .iter()
+        .filter(|(t, p)| t.starts_with("homeassistant/device/") && !p.is_empty())
+        .collect();
+    assert!(
+        configs.len() >= 7,
+        "{}: {} discovery documents",
+        b.name,
+        configs.len()
+    );
+    for (topic, payload) in &configs {
+        let doc: serde_json::Value = serde_json::from_slice(payload).unwrap();
+        let state = doc["state_topic"].as_str().unwrap_or_default();
+        assert!(state.starts_with("meterbridge-demo/"), "{topic}: {state}");
+    }
+    assert!(
+        !seen.iter().any(|(t, _)| t.starts_with("meterbridge/")),
+        "{}: the demo wrote under the real gateway's base topic",
+        b.name
+    );
+    let demo_states = seen
+        .iter()
+        .filter(|(t, p)| {
+            t.starts_with("meterbridge-demo/") && t.ends_with("/state") && !p.is_empty()
+        })
+        .count();
+    assert!(demo_states >= 6, "{demo_states} demo states");
+
+    // A client connecting now gets no retained demo device or reading.
+    let mut options = MqttOptions::new("late-watcher", "127.0.0.1", port);
+    options.set_max_packet_size(1 << 20, 1 << 20);
+    let (late, mut events) = AsyncClient::new(options, 64);
+    late.subscribe("homeassistant/#", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    late.subscribe("meterbridge-demo/#", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    let mut retained = Vec::new();
+    let until = tokio::time::Instant::now() + Duration::from_millis(1500);
+    while let Ok(Ok(event)) = tokio::time::timeout_at(until, events.poll()).await {
+        if let Event::Incoming(Packet::Publish(p)) = event {
+            if !p.payload.is_empty() && p.topic != "meterbridge-demo/status" {
+                retained.push(p.topic.clone());
+            }
+        }
+    }
+    assert!(retained.is_empty(), "{}: left behind: {retained:?}", b.name);
+    let _ = client.disconnect().await;
+}
