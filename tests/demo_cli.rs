@@ -81,7 +81,8 @@ async fn demo_on_a_shared_broker_disturbs_nothing_and_leaves_nothing() {
     let b = broker::brokers().pop().expect("a broker");
     let port = b.port;
     // A "real gateway" holding the client id `meterbridge`, recording what it sees.
-    let seen: Arc<Mutex<Vec<(String, Vec<u8>)>>> = Arc::default();
+    type Seen = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
+    let seen: Seen = Arc::default();
     let kicked = Arc::new(Mutex::new(false));
     let mut options = MqttOptions::new("meterbridge", "127.0.0.1", port);
     options.set_keep_alive(Duration::from_secs(5));
