@@ -17,7 +17,7 @@ use crate::wire::application::{Application, Header};
 use crate::wire::ell::{Ell, EllEncryption, EllError};
 use crate::wire::records::{ByteOrder, PlainTextOrder, RecordParser};
 use crate::wire::tpl::{Tpl, TplError, TplKind};
-use crate::wire::wireless::{strip_dll_crcs, DllError, DllHeader, FrameFormat};
+use crate::wire::wireless::{strip_dll_crcs, DllError, DllHeader, FrameFormat, Stripped};
 
 /// Offset of the first CI after the data-link header (L C M M A A A A A A).
 const FIRST_CI: usize = 10;
@@ -60,6 +60,8 @@ pub struct WirelessLink {
     pub dll: DllHeader,
     /// The data-link CRC layout found in the input (`None`: the input had no CRCs).
     pub crcs: Option<FrameFormat>,
+    /// Set when the L field did not match the bytes received and the telegram was read anyway.
+    pub length_repair: Option<LengthRepair>,
     pub ell: Option<Ell>,
     /// `Some(protection)` when the ELL announced AES-CTR.
     pub ell_protection: Option<Protection>,
@@ -301,7 +303,7 @@ impl WirelessDecoder {
 
     /// Decodes one telegram given from its L field, with or without data-link CRCs.
     pub fn decode(&mut self, input: &[u8]) -> Result<WirelessFrame, WirelessError> {
-        let stripped = strip_dll_crcs(input).map_err(|e| WirelessError {
+        let (stripped, length_repair) = strip_tolerant(input).map_err(|e| WirelessError {
             kind: e.into(),
             link: None,
         })?;
@@ -314,6 +316,7 @@ impl WirelessDecoder {
         let mut link = WirelessLink {
             dll,
             crcs: stripped.crcs,
+            length_repair,
             ell: None,
             ell_protection: None,
             afl: None,
@@ -641,6 +644,62 @@ impl WirelessDecoder {
         }
         Ok((tpl_offset, app_offset, None))
     }
+}
+
+/// How a telegram whose L field does not match the bytes received was read anyway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LengthRepair {
+    /// The telegram L announces, with its data-link CRCs checking out, is followed by this
+    /// many bytes (a receiver's trailer): they were ignored.
+    TrailingIgnored(usize),
+    /// L announced fewer bytes than came and no CRCs frame them: every byte received was
+    /// decoded, as wmbusmeters does (a Qundis water meter sends an L 4 short of its frame,
+    /// and its last record, the date and time, lies in those 4 bytes).
+    Corrected { announced: u8 },
+}
+
+/// [`strip_dll_crcs`], tolerating more bytes than L announces (see [`LengthRepair`]). A
+/// telegram shorter than L announces is still refused: its end is missing.
+fn strip_tolerant(input: &[u8]) -> Result<(Stripped, Option<LengthRepair>), DllError> {
+    let first = match strip_dll_crcs(input) {
+        Ok(s) => return Ok((s, None)),
+        Err(e @ DllError::LengthMismatch { .. }) => e,
+        Err(e) => return Err(e),
+    };
+    let Some(&l) = input.first() else {
+        return Err(first);
+    };
+    let plain_len = usize::from(l) + 1;
+    if input.len() <= plain_len {
+        return Err(first);
+    }
+    // CRCs that check out (format A, or B's over exactly L + 1 bytes) make the announced
+    // telegram certain; what follows it is not ours.
+    for len in [format_a_len(l), Some(plain_len)].into_iter().flatten() {
+        if len < input.len() {
+            if let Ok(s) = strip_dll_crcs(&input[..len]) {
+                if s.crcs.is_some() {
+                    return Ok((s, Some(LengthRepair::TrailingIgnored(input.len() - len))));
+                }
+            }
+        }
+    }
+    let Ok(corrected) = u8::try_from(input.len() - 1) else {
+        return Err(first);
+    };
+    let mut bytes = input.to_vec();
+    bytes[0] = corrected;
+    Ok((
+        Stripped { bytes, crcs: None },
+        Some(LengthRepair::Corrected { announced: l }),
+    ))
+}
+
+/// Length of a format A frame, CRCs included, whose L is `l`.
+fn format_a_len(l: u8) -> Option<usize> {
+    let data = usize::from(l) + 1;
+    let after_first = data.checked_sub(FIRST_CI)?;
+    Some(data + 2 * (1 + after_first.div_ceil(16)))
 }
 
 struct Work {
