@@ -59,7 +59,10 @@ fn bytes_after_a_crc_checked_frame_are_ignored() {
         .decode(&with_crcs)
         .expect("decodes");
     assert_eq!(frame.link.crcs, Some(FrameFormat::A));
-    assert_eq!(frame.link.length_repair, Some(LengthRepair::TrailingIgnored(3)));
+    assert_eq!(
+        frame.link.length_repair,
+        Some(LengthRepair::TrailingIgnored(3))
+    );
     assert_eq!(frame.bytes, plain);
 }
 
@@ -84,14 +87,30 @@ fn the_cli_reads_a_short_l_field_and_a_half_byte_with_warnings() {
         SHORT_L,
     ]);
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("\"meter_datetime\":\"2022-01-30 02:30\""), "{out}");
+    assert!(
+        out.contains("\"meter_datetime\":\"2022-01-30 02:30\""),
+        "{out}"
+    );
     assert!(out.contains("\"total_m3\":1.991"), "{out}");
-    assert!(err.contains("warning: telegram 1: meter 12353648: L field 0x37"), "{err}");
+    assert!(
+        err.contains("warning: telegram 1: meter 12353648: L field 0x37"),
+        "{err}"
+    );
 
     let odd = format!("{GOOD}2");
-    let (code, out, err) = meterbridge(&["decode", "--format", "wmbusmeters", "--driver", "qwaterv2", &odd]);
+    let (code, out, err) = meterbridge(&[
+        "decode",
+        "--format",
+        "wmbusmeters",
+        "--driver",
+        "qwaterv2",
+        &odd,
+    ]);
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("\"meter_datetime\":\"2022-06-14 22:05\""), "{out}");
+    assert!(
+        out.contains("\"meter_datetime\":\"2022-06-14 22:05\""),
+        "{out}"
+    );
     assert!(err.contains("trailing half byte was ignored"), "{err}");
 
     // One digit alone is not a telegram.

@@ -9,7 +9,8 @@
 
 use std::collections::BTreeMap;
 
-use meterbridge::security::{Key, KeyStore};
+use meterbridge::security::KeyStore;
+use meterbridge::telegram::wireless::parse_key_argument;
 use meterbridge::telegram::{decode_wired, Telegram, WirelessDecoder};
 use meterbridge::wire::hex;
 use meterbridge::wire::records::Value;
@@ -122,11 +123,8 @@ fn every_corpus_telegram_decodes_and_carries_the_expected_values() {
         tally.cases += 1;
         let mut keys = KeyStore::new();
         if let Some(k) = &case.key {
-            // wmbusmeters' test keys are 16-byte AES keys; PRIOS and DES keys are shorter and
-            // are not AES keys at all.
-            if let Ok(key) = Key::from_hex(k) {
-                keys.set_default(key);
-            }
+            // As `--key HEX` reads it: 32 digits an AES key, 16 a DES key, for every meter.
+            parse_key_argument(&mut keys, k).expect("corpus key");
         }
         let mut decoder = WirelessDecoder::new(keys);
         let bytes = match hex::decode(&case.telegram) {
@@ -236,8 +234,6 @@ fn every_corpus_telegram_decodes_and_carries_the_expected_values() {
     // Telegrams we refuse on purpose, each with the reason (docs/wireless.md lists them too).
     // The message must stay what it is, so a change in behaviour shows up here.
     let expected_failures: &[(usize, &str)] = &[
-        // DES (security mode 2) is deprecated and not among our ciphers.
-        (2, "unsupported security mode 2"),
         // Manufacturer-specific security modes 16-31: the payload's protection is unknown, so
         // nothing in it can be verified (wmbusmeters decodes these as plaintext).
         (139, "unsupported security mode 29"),

@@ -293,7 +293,18 @@ impl Decoder {
         let Some(choice) = &mut self.drivers else {
             return render(self.format, telegram, &mut self.text).map_err(Failure::input);
         };
-        let output = choice.run.apply(telegram, &choice.driver);
+        let output = match choice.run.apply_checked(telegram, &choice.driver) {
+            // Readings from a payload the key does not open would be made up: refused in
+            // every format, with the key error's exit status.
+            Err(e) if e.key => {
+                return Err(Failure {
+                    message: e.message,
+                    exit_status: EXIT_KEY,
+                    header_json: None,
+                })
+            }
+            other => other.map_err(|e| e.message),
+        };
         match (self.format, output) {
             (Format::Wmbusmeters, Ok(o)) => {
                 o.render_wmbusmeters(&choice.name, &now_utc(), &mut self.text);

@@ -4,6 +4,7 @@
 use std::fmt::Write as _;
 
 use super::formula::Expr;
+use super::hooks::KeyRefusal;
 use super::model::{DriverFile, Field, Lookup, Match, NumberRange, Quantity};
 use super::{DriverError, Mvt};
 use crate::telegram::{Link, Telegram};
@@ -471,27 +472,33 @@ impl Driver {
         self.fields.iter().map(|f| f.key.as_str())
     }
 
-    /// Decodes the driver's fields from a telegram into the meter's state.
-    pub fn apply(&self, t: &Telegram<'_>, state: &mut MeterState) {
-        self.apply_with_key(t, state, None);
+    /// Decodes the driver's fields from a telegram into the meter's state (no key: a payload
+    /// its manufacturer encrypts is refused, the state left as it was).
+    pub fn apply(&self, t: &Telegram<'_>, state: &mut MeterState) -> Result<(), KeyRefusal> {
+        self.apply_with_key(t, state, None)
     }
 
     /// Like [`Self::apply`], with the meter's key for decoders of payloads a manufacturer
-    /// encrypts its own way.
+    /// encrypts its own way. When such a decoder cannot read the payload with the key (or
+    /// without one), nothing of the telegram is taken: its records, if any, are not the
+    /// readings a user would want next to a stale decrypted total.
     pub fn apply_with_key(
         &self,
         t: &Telegram<'_>,
         state: &mut MeterState,
         key: Option<&crate::security::Key>,
-    ) {
-        if state.values.len() != self.fields.len() {
-            state.values = vec![None; self.fields.len()];
-        }
-        let tpl_status = tpl_status(t);
+    ) -> Result<(), KeyRefusal> {
         let mut hook_values = super::hooks::HookValues::with_key(key.cloned());
         if let Some(h) = self.hook {
             (h.decode)(t, &mut hook_values);
         }
+        if let Some(refusal) = hook_values.refusal() {
+            return Err(refusal);
+        }
+        if state.values.len() != self.fields.len() {
+            state.values = vec![None; self.fields.len()];
+        }
+        let tpl_status = tpl_status(t);
         let mut injected: Vec<String> = Vec::new();
         let mut status_index = None;
         let mut status_texts: Vec<String> = Vec::new();
@@ -643,6 +650,7 @@ impl Driver {
                 state.values[i] = Some(ReadingValue::Text(text));
             }
         }
+        Ok(())
     }
 
     /// The readings of a meter's state, in declaration order, hidden fields left out.

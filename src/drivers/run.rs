@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 
+use super::hooks::KeyRefusal;
 use super::{Driver, MeterState, Registry};
 use crate::output::wmbusmeters::{self, MeterLine};
 use crate::security::KeyStore;
@@ -88,6 +89,29 @@ fn enhanced_identity(t: &Telegram<'_>, sender: Option<(String, u8, u8)>) -> Opti
     })
 }
 
+/// Why a driver gave no readings for a telegram.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApplyError {
+    pub message: String,
+    /// The meter's payload needs a (right) key: the `decode` command exits with status 3.
+    pub key: bool,
+}
+
+impl std::fmt::Display for ApplyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl From<String> for ApplyError {
+    fn from(message: String) -> Self {
+        ApplyError {
+            message,
+            key: false,
+        }
+    }
+}
+
 /// A meter's readings after a telegram.
 #[derive(Debug, Clone)]
 pub struct MeterOutput {
@@ -139,7 +163,18 @@ impl<'r> DriverRun<'r> {
     /// Applies `driver` (a name or alias, or `auto`) to a decoded telegram, updating the
     /// meter's state.
     pub fn apply(&mut self, telegram: &Telegram<'_>, driver: &str) -> Result<MeterOutput, String> {
-        let who = identity(telegram).ok_or("the telegram does not identify its meter")?;
+        self.apply_checked(telegram, driver).map_err(|e| e.message)
+    }
+
+    /// [`Self::apply`], telling key refusals (a manufacturer's own encryption that the
+    /// configured key does not open) from other errors.
+    pub fn apply_checked(
+        &mut self,
+        telegram: &Telegram<'_>,
+        driver: &str,
+    ) -> Result<MeterOutput, ApplyError> {
+        let who =
+            identity(telegram).ok_or("the telegram does not identify its meter".to_string())?;
         let detected = driver == "auto";
         let found = if detected {
             self.registry
@@ -177,7 +212,22 @@ impl<'r> DriverRun<'r> {
         };
         let key = self.decoder.keys.get(&who.id);
         let state = self.meters.entry(who.id.clone()).or_default();
-        d.apply_with_key(telegram, state, key);
+        if let Err(refusal) = d.apply_with_key(telegram, state, key) {
+            let message = match refusal {
+                KeyRefusal::Missing => format!(
+                    "meter {} sends a payload its manufacturer encrypts (driver {}): add its key",
+                    who.id,
+                    d.name()
+                ),
+                KeyRefusal::Wrong => format!(
+                    "decryption failed for meter {} ({}): wrong key? (driver {}: the plaintext fails its checks)",
+                    who.id,
+                    who.manufacturer,
+                    d.name()
+                ),
+            };
+            return Err(ApplyError { message, key: true });
+        }
         Ok(MeterOutput {
             driver: d.name().to_string(),
             media: d

@@ -1586,10 +1586,7 @@ mod tests {
         data.extend_from_slice(&[0x0D, 0xFD, 0x0E, 0x04, 0xC3, 0xA9, 0xB0, 0x41]);
         for style in [XmlStyle::Plain, XmlStyle::Normalized] {
             let xml = render_bytes(&frame(&data), style).expect("renders");
-            assert!(
-                xml.contains("<Value>A\u{b0}\u{a9}\u{c3}</Value>"),
-                "{xml}"
-            );
+            assert!(xml.contains("<Value>A\u{b0}\u{a9}\u{c3}</Value>"), "{xml}");
         }
         // libmbus's own strings keep their UTF-8 (its source spells `°C` in UTF-8).
         let mut data = vec![0x08, 0x01, 0x72];

@@ -113,6 +113,14 @@ pub enum WirelessErrorKind {
     MacMismatch { id: String, manufacturer: String },
     #[error("meter {id}: the telegram is stored already decrypted, but a key is configured for this meter; refusing it (remove the key to accept stored plaintext)")]
     StoredDecryptedWithKey { id: String },
+    #[error("meter {id} uses {cipher} (security mode {mode}), which takes {needs}; the key configured for it is {has}")]
+    KeyKind {
+        id: String,
+        mode: u8,
+        cipher: &'static str,
+        needs: &'static str,
+        has: &'static str,
+    },
     #[error("meter {id}: unsupported security mode {mode}")]
     UnsupportedSecurityMode { id: String, mode: u8 },
     #[error("meter {id}: security mode 7 needs an AFL with message counter and MAC, which this telegram lacks")]
@@ -157,6 +165,7 @@ impl WirelessError {
                 | WirelessErrorKind::WrongKey { .. }
                 | WirelessErrorKind::MacMismatch { .. }
                 | WirelessErrorKind::StoredDecryptedWithKey { .. }
+                | WirelessErrorKind::KeyKind { .. }
         )
     }
 }
@@ -525,6 +534,15 @@ impl WirelessDecoder {
                         link.protection = Protection::StoredDecrypted;
                         return self.finish(w, link, tpl_offset, app_offset);
                     }
+                    if self.keys.get_des(&id).is_some() {
+                        return Err(WirelessErrorKind::KeyKind {
+                            id,
+                            mode,
+                            cipher: "AES-128",
+                            needs: "a 16-byte key (32 hex digits)",
+                            has: "an 8-byte one (16 hex digits)",
+                        });
+                    }
                     return Err(WirelessErrorKind::NoKey {
                         id,
                         mode: mode.to_string(),
@@ -567,6 +585,61 @@ impl WirelessDecoder {
                         })
                     }
                     Err(SecurityError::WrongKey) if stored_plain => {
+                        return Err(WirelessErrorKind::StoredDecryptedWithKey { id })
+                    }
+                    Err(_) => return Err(WirelessErrorKind::WrongKey { id, manufacturer }),
+                }
+            }
+            2 | 3 => {
+                let available = w.bytes.len().saturating_sub(app_offset);
+                // The configuration field counts 16-byte blocks (two DES blocks each); 0 means
+                // every whole DES block that follows.
+                let n = if blocks == 0 {
+                    available - available % security::DES_BLOCK_LEN
+                } else {
+                    blocks * 16
+                };
+                if n > available {
+                    return Err(WirelessErrorKind::EncryptedLengthExceeds {
+                        id,
+                        needed: n,
+                        have: available,
+                    });
+                }
+                if n == 0 {
+                    return self.finish(w, link, tpl_offset, app_offset);
+                }
+                let stored_plain = w.bytes[app_offset..].starts_with(&[0x2F, 0x2F]);
+                let Some(key) = self
+                    .keys
+                    .get_des(&id)
+                    .or_else(|| self.keys.get_des(&dll_id))
+                else {
+                    if stored_plain {
+                        link.protection = Protection::StoredDecrypted;
+                        return self.finish(w, link, tpl_offset, app_offset);
+                    }
+                    if self.keys.get(&id).is_some() {
+                        return Err(WirelessErrorKind::KeyKind {
+                            id,
+                            mode,
+                            cipher: "DES",
+                            needs: "an 8-byte key (16 hex digits)",
+                            has: "a 16-byte AES key (32 hex digits)",
+                        });
+                    }
+                    return Err(WirelessErrorKind::NoKey {
+                        id,
+                        mode: mode.to_string(),
+                    });
+                };
+                let (m, a) = iv_address(&tpl, &dll);
+                let Some(iv) = security::des_iv(mode, m, a) else {
+                    return Err(WirelessErrorKind::UnsupportedSecurityMode { id, mode });
+                };
+                match security::decrypt_des(key, &iv, &mut w.bytes[app_offset..], n) {
+                    Ok(_) => link.protection = Protection::Decrypted,
+                    Err(_) if stored_plain => {
                         return Err(WirelessErrorKind::StoredDecryptedWithKey { id })
                     }
                     Err(_) => return Err(WirelessErrorKind::WrongKey { id, manufacturer }),
@@ -744,6 +817,13 @@ pub fn parse_key_argument(keys: &mut KeyStore, arg: &str) -> Result<(), String> 
                 .map_err(|e| format!("--key for meter {id}: {e}"))
         }
         None => {
+            let digits = arg.chars().filter(|c| !c.is_whitespace()).count();
+            if digits == 16 {
+                // 8 bytes: a DES key (security modes 2 and 3) for every meter.
+                let key = PriosKey::from_hex(arg).map_err(|e| format!("--key: {e}"))?;
+                keys.set_default_des(key);
+                return Ok(());
+            }
             let key = Key::from_hex(arg).map_err(|e| format!("--key: {e}"))?;
             keys.set_default(key);
             Ok(())

@@ -111,7 +111,10 @@ mod tests {
             decode_into_tolerant("68x1", &mut out),
             Err(HexError::InvalidCharacter { offset: 2, .. })
         ));
-        assert!(matches!(decode("681"), Err(HexError::OddLength { digits: 3 })));
+        assert!(matches!(
+            decode("681"),
+            Err(HexError::OddLength { digits: 3 })
+        ));
     }
 
     #[test]
