@@ -653,6 +653,36 @@ impl Driver {
         Ok(())
     }
 
+    /// How much of a telegram this driver understands, for choosing between drivers that
+    /// detect the same meter: the telegram's records its fields read (each counted once, so two
+    /// drivers naming the same records differently tie), plus one for a manufacturer payload
+    /// its decoder reads. `None` when its decoder refuses the telegram for want of a key.
+    pub fn records_read(
+        &self,
+        t: &Telegram<'_>,
+        key: Option<&crate::security::Key>,
+    ) -> Option<usize> {
+        let mut hook_values = super::hooks::HookValues::with_key(key.cloned());
+        if let Some(h) = self.hook {
+            (h.decode)(t, &mut hook_values);
+        }
+        if hook_values.refusal().is_some() {
+            return None;
+        }
+        let mut offsets: Vec<usize> = self
+            .file
+            .fields
+            .iter()
+            .zip(&self.fields)
+            .filter(|(f, c)| c.formula.is_none() && f.date_shift.is_none())
+            .filter(|(f, c)| f.matcher.is_some() || c.difvif.is_some())
+            .filter_map(|(f, c)| find_record(t, f, c).map(|r| r.offset))
+            .collect();
+        offsets.sort_unstable();
+        offsets.dedup();
+        Some(offsets.len() + usize::from(!hook_values.is_empty()))
+    }
+
     /// The readings of a meter's state, in declaration order, hidden fields left out.
     pub fn readings(&self, state: &MeterState) -> Vec<Reading> {
         self.file

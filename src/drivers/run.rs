@@ -12,6 +12,10 @@ use crate::wire::application::{Application, Header, IdentificationNumber};
 use crate::wire::manufacturer::Manufacturer;
 use crate::wire::records::RecordKind;
 
+/// Meters whose detected driver a run remembers; past this (noise, or a very busy street)
+/// new meters are detected on every telegram, which is slower but as correct.
+const MAX_DETECTED: usize = 100_000;
+
 /// Placeholder timestamp used when the caller has no clock to offer (tests, golden files).
 pub const FIXED_TIMESTAMP: &str = "1111-11-11T11:11:11Z";
 
@@ -20,6 +24,9 @@ pub struct DriverRun<'r> {
     registry: &'r Registry,
     decoder: WirelessDecoder,
     meters: HashMap<String, MeterState>,
+    /// The driver auto-detection chose for each meter id, kept while it still matches the
+    /// meter's triple so a meter does not switch drivers (and field names) between telegrams.
+    detected: HashMap<String, String>,
 }
 
 /// What a telegram identifies itself as.
@@ -152,6 +159,7 @@ impl<'r> DriverRun<'r> {
             registry,
             decoder: WirelessDecoder::new(keys),
             meters: HashMap::new(),
+            detected: HashMap::new(),
         }
     }
 
@@ -177,12 +185,7 @@ impl<'r> DriverRun<'r> {
             identity(telegram).ok_or("the telegram does not identify its meter".to_string())?;
         let detected = driver == "auto";
         let found = if detected {
-            self.registry
-                .detect(&who.manufacturer, who.version, who.device_type)
-                .or_else(|| {
-                    let (m, v, t) = who.sender.as_ref()?;
-                    self.registry.detect(m, *v, *t)
-                })
+            self.detect(telegram, &who)
         } else {
             Some(self.registry.get(driver).ok_or_else(|| {
                 format!("no driver named {driver:?} (`meterbridge drivers` lists them)")
@@ -243,6 +246,52 @@ impl<'r> DriverRun<'r> {
             detected,
             hint: None,
         })
+    }
+
+    /// Auto-detection: the drivers whose detection matches the meter's triple or the sending
+    /// radio converter's. When several do, the telegram decides: the driver that reads the
+    /// most of its records ([`Driver::records_read`]) wins; among equals the meter's own
+    /// triple before the converter's, the more specific detection entry, then the name that
+    /// sorts first (so `qwater` before `qwaterv2` when both read the same records). The choice
+    /// is kept for the meter while it still matches. docs/drivers.md describes it.
+    fn detect(&mut self, telegram: &Telegram<'_>, who: &Identity) -> Option<&'r Driver> {
+        let registry = self.registry;
+        // A radio converter's own triple (the data link's, when a long header names the
+        // meter) can be what a driver detects: both count, the meter's first.
+        let mut found = registry.candidates(&who.manufacturer, who.version, who.device_type);
+        if let Some((m, v, t)) = &who.sender {
+            for c in registry.candidates(m, *v, *t) {
+                if !found.iter().any(|(_, d)| d.name() == c.1.name()) {
+                    found.push(c);
+                }
+            }
+        }
+        if let Some(name) = self.detected.get(&who.id) {
+            if let Some((_, d)) = found.iter().find(|(_, d)| d.name() == name) {
+                return Some(*d);
+            }
+        }
+        let chosen = if found.len() > 1 {
+            let key = self.decoder.keys.get(&who.id);
+            let mut best: Option<(usize, &'r Driver)> = None;
+            // The meter's own triple sorts before the converter's, and within each the more
+            // specific entry, then the name; a stable sort keeps that for equal scores.
+            // `found` is sorted by specificity then name, so the first of equal scores stays.
+            for (_, d) in found {
+                let score = d.records_read(telegram, key).unwrap_or(0);
+                if best.is_none_or(|(s, _)| score > s) {
+                    best = Some((score, d));
+                }
+            }
+            best.map(|(_, d)| d)
+        } else {
+            found.first().map(|(_, d)| *d)
+        }?;
+        if self.detected.len() < MAX_DETECTED {
+            self.detected
+                .insert(who.id.clone(), chosen.name().to_string());
+        }
+        Some(chosen)
     }
 
     /// Decodes one telegram, applies `driver` and returns the meter's line in wmbusmeters'

@@ -53,6 +53,15 @@ impl HookValues {
         self.refusal = Some(why);
     }
 
+    /// How many values the decoder produced.
+    pub fn len(&self) -> usize {
+        self.values.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+
     pub fn refusal(&self) -> Option<KeyRefusal> {
         self.refusal
     }
