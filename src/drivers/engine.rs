@@ -250,6 +250,17 @@ impl Driver {
                 )
             })?);
         }
+        if let Some(m) = d
+            .plain_security_modes
+            .iter()
+            .find(|m| !(16..=31).contains(*m))
+        {
+            // Modes 0-15 are the standard's: their meaning is fixed, no driver redefines it.
+            return Err(invalid(
+                file,
+                format!("plain_security_modes: {m} is not a manufacturer-specific mode (16-31)"),
+            ));
+        }
         let hook = match &d.decoder {
             Some(name) => Some(super::hooks::find(name).ok_or_else(|| {
                 invalid(

@@ -7,6 +7,7 @@ use super::hooks::KeyRefusal;
 use super::{Driver, MeterState, Registry};
 use crate::output::wmbusmeters::{self, MeterLine};
 use crate::security::KeyStore;
+use crate::telegram::wireless::PlainModeRule;
 use crate::telegram::{decode_wired, Link, Telegram, WirelessDecoder};
 use crate::wire::application::{Application, Header, IdentificationNumber};
 use crate::wire::manufacturer::Manufacturer;
@@ -155,9 +156,25 @@ impl MeterOutput {
 
 impl<'r> DriverRun<'r> {
     pub fn new(registry: &'r Registry, keys: KeyStore) -> Self {
+        let mut decoder = WirelessDecoder::new(keys);
+        // Manufacturer-specific modes are read only for the meters of the drivers that
+        // declare them.
+        for d in registry.iter() {
+            for &mode in &d.file.plain_security_modes {
+                for m in &d.detect {
+                    decoder.plain_modes.push(PlainModeRule {
+                        manufacturer: m.manufacturer.clone(),
+                        version: m.version,
+                        device_type: m.device_type,
+                        mode,
+                        driver: d.name().to_string(),
+                    });
+                }
+            }
+        }
         DriverRun {
             registry,
-            decoder: WirelessDecoder::new(keys),
+            decoder,
             meters: HashMap::new(),
             detected: HashMap::new(),
         }

@@ -40,6 +40,9 @@ pub enum Protection {
     Descrambled,
     /// Decrypted with the manufacturer's published default key (Diehl OMS meters).
     DecryptedDefaultKey,
+    /// The configuration field names a manufacturer-specific security mode that the meter's
+    /// driver declares as plaintext (`plain_security_modes`), and the records framed.
+    ManufacturerPlain,
 }
 
 impl Protection {
@@ -50,6 +53,7 @@ impl Protection {
             Protection::StoredDecrypted => "stored_decrypted",
             Protection::Descrambled => "descrambled",
             Protection::DecryptedDefaultKey => "decrypted_default_key",
+            Protection::ManufacturerPlain => "manufacturer_plain",
         }
     }
 }
@@ -265,13 +269,14 @@ fn is_known_inner_ci(ci: Option<u8>) -> bool {
 /// Diehl PRIOS meters of Diehl (DME) and Hydrometer (HYD) send their address as version,
 /// device type, then the id (`A5 11 | 78 07 | 29 66 23 66`), not id, version, type. The id users
 /// see (and configure keys for) is the one read that way. The raw bytes stay as sent: the PRIOS
-/// scrambling is keyed on them.
+/// scrambling is keyed on them. Hydrometer's own short-header telegrams (CI 0x7A: Hydrus IZAR
+/// RS, Sharky 775, corpus lines 139, 140 and 325) use the same order; Diehl's (DME) do not.
 fn diehl_address(dll: &mut DllHeader, bytes: &[u8]) {
     let m = dll.manufacturer.to_string();
-    let prios_ci = bytes
-        .get(FIRST_CI)
-        .is_some_and(|&ci| matches!(ci, 0xA0..=0xA7 | 0xB1..=0xB3));
-    if !(prios_ci && (m == "DME" || m == "HYD")) {
+    let ci = bytes.get(FIRST_CI).copied();
+    let prios_ci = ci.is_some_and(|ci| matches!(ci, 0xA0..=0xA7 | 0xB1..=0xB3));
+    let swapped = (prios_ci && (m == "DME" || m == "HYD")) || (ci == Some(0x7A) && m == "HYD");
+    if !swapped {
         return;
     }
     if let Some(a) = bytes.get(4..10) {
@@ -293,11 +298,29 @@ fn is_prios(dll: &DllHeader, ci: u8) -> bool {
     is_diehl(&dll.manufacturer.to_string()) && matches!(ci, 0xA0..=0xA7 | 0xB1..=0xB3)
 }
 
+/// A manufacturer-specific security mode (16-31) that a driver declares to mean "records in
+/// the clear" for the meters it detects (see `plain_security_modes` in docs/drivers.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlainModeRule {
+    /// Three-letter manufacturer code.
+    pub manufacturer: String,
+    /// `None`: any.
+    pub version: Option<u8>,
+    /// `None`: any.
+    pub device_type: Option<u8>,
+    pub mode: u8,
+    /// The driver that declared it, for messages.
+    pub driver: String,
+}
+
 /// Per-run state shared by the telegrams of several meters: keys and compact-frame layouts.
 #[derive(Debug, Default)]
 pub struct WirelessDecoder {
     pub keys: KeyStore,
     pub compact: CompactFormats,
+    /// Manufacturer-specific modes the run's drivers declare; empty without drivers, so such
+    /// a mode stays refused.
+    pub plain_modes: Vec<PlainModeRule>,
     scratch: Vec<u8>,
 }
 
@@ -306,6 +329,7 @@ impl WirelessDecoder {
         WirelessDecoder {
             keys,
             compact: CompactFormats::new(),
+            plain_modes: Vec::new(),
             scratch: Vec::new(),
         }
     }
@@ -646,7 +670,31 @@ impl WirelessDecoder {
                 }
             }
             other => {
-                return Err(WirelessErrorKind::UnsupportedSecurityMode { id, mode: other });
+                let (meter_m, version, device_type) = match tpl.header {
+                    Header::Long(h) => (h.manufacturer.to_string(), h.version, h.medium.code()),
+                    _ => (manufacturer.clone(), dll.version, dll.device_type.code()),
+                };
+                let declared = self.plain_modes.iter().any(|r| {
+                    r.mode == other
+                        && r.manufacturer == meter_m
+                        && r.version.is_none_or(|v| v == version)
+                        && r.device_type.is_none_or(|t| t == device_type)
+                });
+                // The mode number is all a driver vouches for; the records must also frame to
+                // the end, or the payload is something else (encrypted, or another layout).
+                let area = w.bytes.get(app_offset..).unwrap_or(&[]);
+                let frames = !area.is_empty()
+                    && RecordParser::new(
+                        area,
+                        app_offset,
+                        PlainTextOrder::TextAfterVif,
+                        ByteOrder::LsbFirst,
+                    )
+                    .all(|r| r.is_ok());
+                if !(declared && frames) {
+                    return Err(WirelessErrorKind::UnsupportedSecurityMode { id, mode: other });
+                }
+                link.protection = Protection::ManufacturerPlain;
             }
         }
         self.finish(w, link, tpl_offset, app_offset)
@@ -687,7 +735,7 @@ impl WirelessDecoder {
         let trusted = link.ell_protection == Some(Protection::Decrypted)
             || match link.protection {
                 Protection::Decrypted | Protection::DecryptedDefaultKey => true,
-                Protection::Plain | Protection::StoredDecrypted => {
+                Protection::Plain | Protection::StoredDecrypted | Protection::ManufacturerPlain => {
                     self.keys.get(&link.meter_id()).is_none()
                 }
                 Protection::Descrambled => false,
