@@ -5,7 +5,8 @@
 use meterbridge::drivers::model::serde_json_value::Value as Expected;
 use meterbridge::drivers::run::{DriverRun, FIXED_TIMESTAMP};
 use meterbridge::drivers::Registry;
-use meterbridge::security::{Key, KeyStore};
+use meterbridge::security::KeyStore;
+use meterbridge::telegram::wireless::parse_key_argument;
 use meterbridge::wire::hex;
 
 fn same(expected: &Expected, got: &serde_json::Value) -> bool {
@@ -52,7 +53,8 @@ fn every_driver_passes_its_own_tests() {
             cases += 1;
             let mut keys = KeyStore::new();
             if let Some(k) = &case.key {
-                keys.set_default(Key::from_hex(k).expect("test key"));
+                // As `--key HEX` reads it: 32 digits an AES key, 16 a DES key.
+                parse_key_argument(&mut keys, k).expect("test key");
             }
             let mut run = DriverRun::new(&registry, keys);
             let chosen = case

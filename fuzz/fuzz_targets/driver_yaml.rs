@@ -48,7 +48,7 @@ fuzz_target!(|data: &[u8]| {
     let mut state = MeterState::default();
     for frame in frames() {
         if let Ok(t) = frame.telegram() {
-            driver.apply(&t, &mut state);
+            let _ = driver.apply(&t, &mut state);
             for reading in driver.readings(&state) {
                 let _ = format!("{} {:?}", reading.key, reading.value);
             }

@@ -10,7 +10,7 @@ use crate::drivers::run::DriverRun;
 use crate::drivers::{ReadingValue, Registry};
 use crate::output::{json, libmbus_xml};
 use crate::security::KeyStore;
-use crate::telegram::wireless::parse_key_argument;
+use crate::telegram::wireless::{parse_key_argument, LengthRepair};
 use crate::telegram::{decode_wired, Telegram, WirelessDecoder};
 use crate::wire::hex;
 
@@ -96,7 +96,7 @@ pub fn run(args: &DecodeArgs) -> i32 {
     }
     let mut status = 0;
     let mut report = |label: String, text: &str, decoder: &mut Decoder| -> bool {
-        match decoder.decode_line(text) {
+        let written = match decoder.decode_line(text) {
             // A closed pipe (`| head`) ends the run quietly.
             Ok(rendered) => out.write_all(rendered.as_bytes()).is_ok(),
             Err(failure) => {
@@ -107,7 +107,11 @@ pub fn run(args: &DecodeArgs) -> i32 {
                     None => true,
                 }
             }
+        };
+        for warning in decoder.warnings.drain(..) {
+            let _ = writeln!(err, "warning: {label}: {warning}");
         }
+        written
     };
     if args.hex.is_empty() {
         let stdin = io::stdin();
@@ -161,6 +165,10 @@ pub struct Decoder {
     text: String,
     wireless: WirelessDecoder,
     drivers: Option<DriverChoice>,
+    /// What the last telegram was accepted despite (printed after it, on standard error).
+    pub warnings: Vec<String>,
+    /// Meters already warned about bytes after their L field: said once per run.
+    warned_length: std::collections::HashSet<String>,
 }
 
 struct DriverChoice {
@@ -193,6 +201,8 @@ impl Decoder {
             text: String::with_capacity(4096),
             wireless: WirelessDecoder::new(keys),
             drivers: None,
+            warnings: Vec::new(),
+            warned_length: std::collections::HashSet::new(),
         }
     }
 
@@ -212,8 +222,13 @@ impl Decoder {
     pub fn decode_line(&mut self, text: &str) -> Result<&str, Failure> {
         self.bytes.clear();
         self.text.clear();
-        hex::decode_into(text, &mut self.bytes)
+        self.warnings.clear();
+        let half_byte = hex::decode_into_tolerant(text, &mut self.bytes)
             .map_err(|e| Failure::input(format!("not valid hex: {e}")))?;
+        if half_byte {
+            self.warnings
+                .push("odd number of hex digits: the trailing half byte was ignored".into());
+        }
         if looks_wired(&self.bytes) {
             // The telegram borrows the bytes while the renderer writes into `self`.
             let bytes = std::mem::take(&mut self.bytes);
@@ -251,6 +266,22 @@ impl Decoder {
                 });
             }
         };
+        if let Some(repair) = frame.link.length_repair {
+            let id = frame.link.meter_id();
+            // Once per meter: a meter with a wrong L sends it in every telegram. The set is
+            // capped so a stream of random ids cannot grow it without bound.
+            if self.warned_length.len() < 4096 && self.warned_length.insert(id.clone()) {
+                self.warnings.push(match repair {
+                    LengthRepair::TrailingIgnored(n) => format!(
+                        "meter {id}: {n} bytes follow the telegram its L field announces (CRCs checked); they were ignored (said once per meter)"
+                    ),
+                    LengthRepair::Corrected { announced } => format!(
+                        "meter {id}: L field 0x{announced:02X} announces {} fewer bytes than were received; all were decoded (said once per meter)",
+                        self.bytes.len() - 1 - usize::from(announced)
+                    ),
+                });
+            }
+        }
         let telegram = frame
             .telegram()
             .map_err(|e| Failure::input(format!("meter {}: {e}", frame.link.meter_id())))?;
@@ -262,7 +293,18 @@ impl Decoder {
         let Some(choice) = &mut self.drivers else {
             return render(self.format, telegram, &mut self.text).map_err(Failure::input);
         };
-        let output = choice.run.apply(telegram, &choice.driver);
+        let output = match choice.run.apply_checked(telegram, &choice.driver) {
+            // Readings from a payload the key does not open would be made up: refused in
+            // every format, with the key error's exit status.
+            Err(e) if e.key => {
+                return Err(Failure {
+                    message: e.message,
+                    exit_status: EXIT_KEY,
+                    header_json: None,
+                })
+            }
+            other => other.map_err(|e| e.message),
+        };
         match (self.format, output) {
             (Format::Wmbusmeters, Ok(o)) => {
                 o.render_wmbusmeters(&choice.name, &now_utc(), &mut self.text);

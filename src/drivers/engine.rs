@@ -4,6 +4,7 @@
 use std::fmt::Write as _;
 
 use super::formula::Expr;
+use super::hooks::KeyRefusal;
 use super::model::{DriverFile, Field, Lookup, Match, NumberRange, Quantity};
 use super::{DriverError, Mvt};
 use crate::telegram::{Link, Telegram};
@@ -249,6 +250,17 @@ impl Driver {
                 )
             })?);
         }
+        if let Some(m) = d
+            .plain_security_modes
+            .iter()
+            .find(|m| !(16..=31).contains(*m))
+        {
+            // Modes 0-15 are the standard's: their meaning is fixed, no driver redefines it.
+            return Err(invalid(
+                file,
+                format!("plain_security_modes: {m} is not a manufacturer-specific mode (16-31)"),
+            ));
+        }
         let hook = match &d.decoder {
             Some(name) => Some(super::hooks::find(name).ok_or_else(|| {
                 invalid(
@@ -471,19 +483,29 @@ impl Driver {
         self.fields.iter().map(|f| f.key.as_str())
     }
 
-    /// Decodes the driver's fields from a telegram into the meter's state.
-    pub fn apply(&self, t: &Telegram<'_>, state: &mut MeterState) {
-        self.apply_with_key(t, state, None);
+    /// Decodes the driver's fields from a telegram into the meter's state (no key: a payload
+    /// its manufacturer encrypts is refused, the state left as it was).
+    pub fn apply(&self, t: &Telegram<'_>, state: &mut MeterState) -> Result<(), KeyRefusal> {
+        self.apply_with_key(t, state, None)
     }
 
     /// Like [`Self::apply`], with the meter's key for decoders of payloads a manufacturer
-    /// encrypts its own way.
+    /// encrypts its own way. When such a decoder cannot read the payload with the key (or
+    /// without one), nothing of the telegram is taken: its records, if any, are not the
+    /// readings a user would want next to a stale decrypted total.
     pub fn apply_with_key(
         &self,
         t: &Telegram<'_>,
         state: &mut MeterState,
         key: Option<&crate::security::Key>,
-    ) {
+    ) -> Result<(), KeyRefusal> {
+        let mut hook_values = super::hooks::HookValues::with_key(key.cloned());
+        if let Some(h) = self.hook {
+            (h.decode)(t, &mut hook_values);
+        }
+        if let Some(refusal) = hook_values.refusal() {
+            return Err(refusal);
+        }
         if state.values.len() != self.fields.len() {
             state.values = vec![None; self.fields.len()];
         }
@@ -491,10 +513,6 @@ impl Driver {
             state.no_value = vec![false; self.fields.len()];
         }
         let tpl_status = tpl_status(t);
-        let mut hook_values = super::hooks::HookValues::with_key(key.cloned());
-        if let Some(h) = self.hook {
-            (h.decode)(t, &mut hook_values);
-        }
         let mut injected: Vec<String> = Vec::new();
         let mut status_index = None;
         let mut status_texts: Vec<String> = Vec::new();
@@ -650,6 +668,37 @@ impl Driver {
                 state.values[i] = Some(ReadingValue::Text(text));
             }
         }
+        Ok(())
+    }
+
+    /// How much of a telegram this driver understands, for choosing between drivers that
+    /// detect the same meter: the telegram's records its fields read (each counted once, so two
+    /// drivers naming the same records differently tie), plus one for a manufacturer payload
+    /// its decoder reads. `None` when its decoder refuses the telegram for want of a key.
+    pub fn records_read(
+        &self,
+        t: &Telegram<'_>,
+        key: Option<&crate::security::Key>,
+    ) -> Option<usize> {
+        let mut hook_values = super::hooks::HookValues::with_key(key.cloned());
+        if let Some(h) = self.hook {
+            (h.decode)(t, &mut hook_values);
+        }
+        if hook_values.refusal().is_some() {
+            return None;
+        }
+        let mut offsets: Vec<usize> = self
+            .file
+            .fields
+            .iter()
+            .zip(&self.fields)
+            .filter(|(f, c)| c.formula.is_none() && f.date_shift.is_none())
+            .filter(|(f, c)| f.matcher.is_some() || c.difvif.is_some())
+            .filter_map(|(f, c)| find_record(t, f, c).map(|r| r.offset))
+            .collect();
+        offsets.sort_unstable();
+        offsets.dedup();
+        Some(offsets.len() + usize::from(!hook_values.is_empty()))
     }
 
     /// The keys of the readings whose value is the standard's "no value" marker.

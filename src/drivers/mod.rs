@@ -113,10 +113,27 @@ impl Registry {
         self.drivers.iter()
     }
 
-    /// The driver whose detection matches manufacturer, version and device type; exact
-    /// version and type beat wildcards.
+    /// The driver whose detection matches manufacturer, version and device type, from the
+    /// triple alone: exact version and type beat wildcards, and among equals the driver whose
+    /// name sorts first wins (the older driver of a pair like `qwater`/`qwaterv2`). A run that
+    /// has the telegram chooses by its contents instead (`DriverRun`, docs/drivers.md).
     pub fn detect(&self, manufacturer: &str, version: u8, device_type: u8) -> Option<&Driver> {
-        self.drivers
+        self.candidates(manufacturer, version, device_type)
+            .into_iter()
+            .next()
+            .map(|(_, d)| d)
+    }
+
+    /// Every driver whose detection matches, with the specificity of its best matching entry
+    /// (0-2: how many of version and type it names), most specific first, then by name.
+    pub fn candidates(
+        &self,
+        manufacturer: &str,
+        version: u8,
+        device_type: u8,
+    ) -> Vec<(u8, &Driver)> {
+        let mut found: Vec<(u8, &Driver)> = self
+            .drivers
             .iter()
             .filter_map(|d| {
                 d.detect
@@ -126,8 +143,9 @@ impl Registry {
                     .max()
                     .map(|s| (s, d))
             })
-            .max_by_key(|(s, _)| *s)
-            .map(|(_, d)| d)
+            .collect();
+        found.sort_by(|(sa, a), (sb, b)| sb.cmp(sa).then_with(|| a.name().cmp(b.name())));
+        found
     }
 }
 

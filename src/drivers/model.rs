@@ -39,6 +39,12 @@ pub struct DriverFile {
     /// sends its own address in the data-link header and the meter's in that record.
     #[serde(default)]
     pub enhanced_identity: bool,
+    /// TPL security modes (16-31 are the manufacturer's) that this meter's firmware writes in
+    /// its configuration field while it sends its records in the clear, as the Hydrus IZAR RS
+    /// does with 24 and 29. The generic decoder refuses such a mode; for a telegram this
+    /// driver detects it reads the records instead, and only if they frame completely.
+    #[serde(default)]
+    pub plain_security_modes: Vec<u8>,
     #[serde(default)]
     pub fields: Vec<Field>,
     #[serde(default)]

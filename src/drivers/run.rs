@@ -3,13 +3,19 @@
 
 use std::collections::HashMap;
 
+use super::hooks::KeyRefusal;
 use super::{Driver, MeterState, Registry};
 use crate::output::wmbusmeters::{self, MeterLine};
 use crate::security::KeyStore;
+use crate::telegram::wireless::PlainModeRule;
 use crate::telegram::{decode_wired, Link, Telegram, WirelessDecoder};
 use crate::wire::application::{Application, Header, IdentificationNumber};
 use crate::wire::manufacturer::Manufacturer;
 use crate::wire::records::RecordKind;
+
+/// Meters whose detected driver a run remembers; past this (noise, or a very busy street)
+/// new meters are detected on every telegram, which is slower but as correct.
+const MAX_DETECTED: usize = 100_000;
 
 /// Placeholder timestamp used when the caller has no clock to offer (tests, golden files).
 pub const FIXED_TIMESTAMP: &str = "1111-11-11T11:11:11Z";
@@ -19,6 +25,9 @@ pub struct DriverRun<'r> {
     registry: &'r Registry,
     decoder: WirelessDecoder,
     meters: HashMap<String, MeterState>,
+    /// The driver auto-detection chose for each meter id, kept while it still matches the
+    /// meter's triple so a meter does not switch drivers (and field names) between telegrams.
+    detected: HashMap<String, String>,
 }
 
 /// What a telegram identifies itself as.
@@ -88,6 +97,29 @@ fn enhanced_identity(t: &Telegram<'_>, sender: Option<(String, u8, u8)>) -> Opti
     })
 }
 
+/// Why a driver gave no readings for a telegram.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApplyError {
+    pub message: String,
+    /// The meter's payload needs a (right) key: the `decode` command exits with status 3.
+    pub key: bool,
+}
+
+impl std::fmt::Display for ApplyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl From<String> for ApplyError {
+    fn from(message: String) -> Self {
+        ApplyError {
+            message,
+            key: false,
+        }
+    }
+}
+
 /// A meter's readings after a telegram.
 #[derive(Debug, Clone)]
 pub struct MeterOutput {
@@ -127,10 +159,27 @@ impl MeterOutput {
 
 impl<'r> DriverRun<'r> {
     pub fn new(registry: &'r Registry, keys: KeyStore) -> Self {
+        let mut decoder = WirelessDecoder::new(keys);
+        // Manufacturer-specific modes are read only for the meters of the drivers that
+        // declare them.
+        for d in registry.iter() {
+            for &mode in &d.file.plain_security_modes {
+                for m in &d.detect {
+                    decoder.plain_modes.push(PlainModeRule {
+                        manufacturer: m.manufacturer.clone(),
+                        version: m.version,
+                        device_type: m.device_type,
+                        mode,
+                        driver: d.name().to_string(),
+                    });
+                }
+            }
+        }
         DriverRun {
             registry,
-            decoder: WirelessDecoder::new(keys),
+            decoder,
             meters: HashMap::new(),
+            detected: HashMap::new(),
         }
     }
 
@@ -142,15 +191,21 @@ impl<'r> DriverRun<'r> {
     /// Applies `driver` (a name or alias, or `auto`) to a decoded telegram, updating the
     /// meter's state.
     pub fn apply(&mut self, telegram: &Telegram<'_>, driver: &str) -> Result<MeterOutput, String> {
-        let who = identity(telegram).ok_or("the telegram does not identify its meter")?;
+        self.apply_checked(telegram, driver).map_err(|e| e.message)
+    }
+
+    /// [`Self::apply`], telling key refusals (a manufacturer's own encryption that the
+    /// configured key does not open) from other errors.
+    pub fn apply_checked(
+        &mut self,
+        telegram: &Telegram<'_>,
+        driver: &str,
+    ) -> Result<MeterOutput, ApplyError> {
+        let who =
+            identity(telegram).ok_or("the telegram does not identify its meter".to_string())?;
         let detected = driver == "auto";
         let found = if detected {
-            self.registry
-                .detect(&who.manufacturer, who.version, who.device_type)
-                .or_else(|| {
-                    let (m, v, t) = who.sender.as_ref()?;
-                    self.registry.detect(m, *v, *t)
-                })
+            self.detect(telegram, &who)
         } else {
             Some(self.registry.get(driver).ok_or_else(|| {
                 format!("no driver named {driver:?} (`meterbridge drivers` lists them)")
@@ -181,7 +236,22 @@ impl<'r> DriverRun<'r> {
         };
         let key = self.decoder.keys.get(&who.id);
         let state = self.meters.entry(who.id.clone()).or_default();
-        d.apply_with_key(telegram, state, key);
+        if let Err(refusal) = d.apply_with_key(telegram, state, key) {
+            let message = match refusal {
+                KeyRefusal::Missing => format!(
+                    "meter {} sends a payload its manufacturer encrypts (driver {}): add its key",
+                    who.id,
+                    d.name()
+                ),
+                KeyRefusal::Wrong => format!(
+                    "decryption failed for meter {} ({}): wrong key? (driver {}: the plaintext fails its checks)",
+                    who.id,
+                    who.manufacturer,
+                    d.name()
+                ),
+            };
+            return Err(ApplyError { message, key: true });
+        }
         Ok(MeterOutput {
             driver: d.name().to_string(),
             media: d
@@ -198,6 +268,52 @@ impl<'r> DriverRun<'r> {
             detected,
             hint: None,
         })
+    }
+
+    /// Auto-detection: the drivers whose detection matches the meter's triple or the sending
+    /// radio converter's. When several do, the telegram decides: the driver that reads the
+    /// most of its records ([`Driver::records_read`]) wins; among equals the meter's own
+    /// triple before the converter's, the more specific detection entry, then the name that
+    /// sorts first (so `qwater` before `qwaterv2` when both read the same records). The choice
+    /// is kept for the meter while it still matches. docs/drivers.md describes it.
+    fn detect(&mut self, telegram: &Telegram<'_>, who: &Identity) -> Option<&'r Driver> {
+        let registry = self.registry;
+        // A radio converter's own triple (the data link's, when a long header names the
+        // meter) can be what a driver detects: both count, the meter's first.
+        let mut found = registry.candidates(&who.manufacturer, who.version, who.device_type);
+        if let Some((m, v, t)) = &who.sender {
+            for c in registry.candidates(m, *v, *t) {
+                if !found.iter().any(|(_, d)| d.name() == c.1.name()) {
+                    found.push(c);
+                }
+            }
+        }
+        if let Some(name) = self.detected.get(&who.id) {
+            if let Some((_, d)) = found.iter().find(|(_, d)| d.name() == name) {
+                return Some(*d);
+            }
+        }
+        let chosen = if found.len() > 1 {
+            let key = self.decoder.keys.get(&who.id);
+            let mut best: Option<(usize, &'r Driver)> = None;
+            // The meter's own triple sorts before the converter's, and within each the more
+            // specific entry, then the name; a stable sort keeps that for equal scores.
+            // `found` is sorted by specificity then name, so the first of equal scores stays.
+            for (_, d) in found {
+                let score = d.records_read(telegram, key).unwrap_or(0);
+                if best.is_none_or(|(s, _)| score > s) {
+                    best = Some((score, d));
+                }
+            }
+            best.map(|(_, d)| d)
+        } else {
+            found.first().map(|(_, d)| *d)
+        }?;
+        if self.detected.len() < MAX_DETECTED {
+            self.detected
+                .insert(who.id.clone(), chosen.name().to_string());
+        }
+        Some(chosen)
     }
 
     /// Decodes one telegram, applies `driver` and returns the meter's line in wmbusmeters'

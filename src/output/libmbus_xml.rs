@@ -170,11 +170,21 @@ impl Doc {
 
     /// `<tag>…</tag>` with the content through `mbus_str_xml_encode`.
     fn element(&mut self, indent: &str, tag: &str, content: &[u8], limit: usize) {
+        self.element_of(indent, tag, content, limit, Source::Libmbus);
+    }
+
+    /// A value element: its content is the meter's bytes, one character each (see
+    /// [`Source::Meter`]).
+    fn value_element(&mut self, content: &[u8], limit: usize) {
+        self.element_of("        ", "Value", content, limit, Source::Meter);
+    }
+
+    fn element_of(&mut self, indent: &str, tag: &str, content: &[u8], limit: usize, src: Source) {
         self.raw(indent);
         self.raw("<");
         self.raw(tag);
         self.raw(">");
-        xml_encode(&mut self.bytes, content, limit);
+        xml_encode(&mut self.bytes, content, limit, src);
         self.raw("</");
         self.raw(tag);
         self.raw(">\n");
@@ -208,25 +218,38 @@ fn push_utf8_or_latin1(out: &mut String, mut bytes: &[u8]) {
     }
 }
 
+/// Where an element's text comes from, which decides how bytes above 0x7F read.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Source {
+    /// libmbus's own tables (`°C`, `VIFE´s`): UTF-8 in its source, so UTF-8 in its output.
+    Libmbus,
+    /// A meter's string or hex record: libmbus copies each byte into the ISO-8859-1 document,
+    /// so each byte is one character, even where a few of them happen to form UTF-8 (`C3 A9`
+    /// is `Ã©`, not `é`).
+    Meter,
+}
+
 /// `mbus_str_xml_encode`: the input is a C string (it ends at the first NUL), control
 /// characters become spaces, `& < > "` become entities, and output stops once fewer than seven
-/// bytes of the destination buffer are left.
-fn xml_encode(out: &mut Vec<u8>, src: &[u8], limit: usize) {
+/// bytes of the destination buffer are left (counted in libmbus's bytes: one per meter byte).
+fn xml_encode(out: &mut Vec<u8>, src: &[u8], limit: usize, source: Source) {
     let mut len = 0usize;
     for &b in src {
         if b == 0 || len + 6 >= limit {
             break;
         }
+        let mut latin1 = [0u8; 2];
         let piece: &[u8] = match b {
             0x01..=0x1F | 0x7F => b" ",
             b'&' => b"&amp;",
             b'<' => b"&lt;",
             b'>' => b"&gt;",
             b'"' => b"&quot;",
+            0x80.. if source == Source::Meter => char::from(b).encode_utf8(&mut latin1).as_bytes(),
             _ => std::slice::from_ref(&b),
         };
         out.extend_from_slice(piece);
-        len += piece.len();
+        len += if b >= 0x80 { 1 } else { piece.len() };
     }
 }
 
@@ -397,12 +420,7 @@ fn plain_record(doc: &mut Doc, index: usize, r: &Record<'_>) {
         }
     }
     let value = plain_value(r);
-    doc.element(
-        "        ",
-        "Value",
-        truncated(&value, VALUE_BUFFER),
-        ENCODE_LIMIT,
-    );
+    doc.value_element(truncated(&value, VALUE_BUFFER), ENCODE_LIMIT);
     doc.raw("    </DataRecord>\n\n");
 }
 
@@ -426,7 +444,7 @@ fn normalized_record(doc: &mut Doc, index: usize, r: &Record<'_>) {
                 s.push_str("</Value>\n");
                 doc.raw(&s);
             }
-            NormValue::Text(t) => doc.element("        ", "Value", &t, ENCODE_LIMIT),
+            NormValue::Text(t) => doc.value_element(&t, ENCODE_LIMIT),
         }
     }
     doc.raw("    </DataRecord>\n\n");
@@ -1453,10 +1471,10 @@ mod tests {
     #[test]
     fn xml_encoding_follows_libmbus() {
         let mut v = Vec::new();
-        xml_encode(&mut v, b"a&b<c>\"d\x01e\0f", 768);
+        xml_encode(&mut v, b"a&b<c>\"d\x01e\0f", 768, Source::Libmbus);
         assert_eq!(v, b"a&amp;b&lt;c&gt;&quot;d e");
         let mut v = Vec::new();
-        xml_encode(&mut v, &[b'x'; 20], 10);
+        xml_encode(&mut v, &[b'x'; 20], 10, Source::Libmbus);
         assert_eq!(v, b"xxxx");
     }
 
@@ -1556,6 +1574,26 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn meter_strings_are_one_character_per_byte() {
+        // A string record (DIF 0D, VIF FD 0E firmware version, LVAR 4) holding C3 A9 B0 41,
+        // sent last byte first: libmbus writes the four bytes raw into its ISO-8859-1
+        // document, which reads as `AÂ©°`... reversed to `A°©Ã`; C3 A9 must not merge into é.
+        let mut data = vec![0x08, 0x01, 0x72];
+        data.extend_from_slice(&HEADER);
+        data.extend_from_slice(&[0x0D, 0xFD, 0x0E, 0x04, 0xC3, 0xA9, 0xB0, 0x41]);
+        for style in [XmlStyle::Plain, XmlStyle::Normalized] {
+            let xml = render_bytes(&frame(&data), style).expect("renders");
+            assert!(xml.contains("<Value>A\u{b0}\u{a9}\u{c3}</Value>"), "{xml}");
+        }
+        // libmbus's own strings keep their UTF-8 (its source spells `°C` in UTF-8).
+        let mut data = vec![0x08, 0x01, 0x72];
+        data.extend_from_slice(&HEADER);
+        data.extend_from_slice(&[0x01, 0x5B, 0x15]);
+        let xml = render_bytes(&frame(&data), XmlStyle::Normalized).expect("renders");
+        assert!(xml.contains("<Unit>\u{b0}C</Unit>"), "{xml}");
     }
 
     #[test]

@@ -208,13 +208,17 @@ fn meter_id(text: &str) -> Result<MeterId, KeyError> {
     Ok(id)
 }
 
-/// AES keys by meter: a per-meter key wins over the default key. Diehl PRIOS meters with a
-/// customer key (8 bytes) have their own table.
+/// AES keys by meter: a per-meter key wins over the default key. 8-byte keys have their own
+/// table: Diehl PRIOS customer keys and DES keys (security modes 2 and 3) — the meter's
+/// telegram says which of the two it is.
 #[derive(Clone, Default)]
 pub struct KeyStore {
     default: Option<Key>,
     meters: BTreeMap<MeterId, Key>,
     prios: BTreeMap<MeterId, PriosKey>,
+    /// An 8-byte key for every meter (`--key` with 16 hex digits): used for DES only, PRIOS
+    /// meters fall back on their public keys.
+    short_default: Option<PriosKey>,
 }
 
 impl KeyStore {
@@ -256,6 +260,16 @@ impl KeyStore {
         meter_id(id).ok().and_then(|id| self.prios.get(&id))
     }
 
+    /// An 8-byte key for every meter that uses DES.
+    pub fn set_default_des(&mut self, key: PriosKey) {
+        self.short_default = Some(key);
+    }
+
+    /// The DES key for `id`: its 8-byte key, else the 8-byte default.
+    pub fn get_des(&self, id: &str) -> Option<&PriosKey> {
+        self.get_prios(id).or(self.short_default.as_ref())
+    }
+
     /// Number of per-meter keys (the default key is not counted).
     pub fn len(&self) -> usize {
         self.meters.len()
@@ -263,7 +277,10 @@ impl KeyStore {
 
     /// No default and no per-meter key: every encrypted telegram will be undecryptable.
     pub fn is_empty(&self) -> bool {
-        self.default.is_none() && self.meters.is_empty() && self.prios.is_empty()
+        self.default.is_none()
+            && self.meters.is_empty()
+            && self.prios.is_empty()
+            && self.short_default.is_none()
     }
 }
 
@@ -278,6 +295,10 @@ impl fmt::Debug for KeyStore {
             .collect();
         f.debug_struct("KeyStore")
             .field("default", &self.default.as_ref().map(|_| "<redacted>"))
+            .field(
+                "default_des",
+                &self.short_default.as_ref().map(|_| "<redacted>"),
+            )
             .field("meters", &ids)
             .field(
                 "prios_meters",

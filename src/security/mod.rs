@@ -1,5 +1,6 @@
 //! Decryption and authentication of wireless M-Bus telegrams: OMS security modes 5 and 7
-//! (AES-128-CBC, CMAC), ELL AES-128-CTR (CI 0x8D) and Diehl PRIOS descrambling.
+//! (AES-128-CBC, CMAC), modes 2 and 3 (DES-CBC), ELL AES-128-CTR (CI 0x8D) and Diehl PRIOS
+//! descrambling.
 //!
 //! Everything here works on byte slices the telegram pipeline has already located; it does not
 //! parse headers. Errors do not know which meter they belong to (the caller adds the id) and
@@ -8,12 +9,14 @@
 //! Functions that decrypt in place leave the buffer unchanged when they return an error, so a
 //! telegram that fails with one key can be retried with another.
 
+mod des_cbc;
 mod ell_ctr;
 mod key;
 mod mode5;
 mod mode7;
 mod prios;
 
+pub use des_cbc::{decrypt_des, des_iv, DES_BLOCK_LEN};
 pub use ell_ctr::{decrypt_ell, ell_iv, payload_crc_ok};
 pub use key::{diehl_oms_default_key, Key, KeyError, KeyStore, PriosKey, PRIOS_DEFAULT_KEY_BYTES};
 pub use mode5::{decrypt_mode5, mode5_iv};

@@ -17,7 +17,7 @@ use crate::wire::application::{Application, Header};
 use crate::wire::ell::{Ell, EllEncryption, EllError};
 use crate::wire::records::{ByteOrder, PlainTextOrder, RecordParser};
 use crate::wire::tpl::{Tpl, TplError, TplKind};
-use crate::wire::wireless::{strip_dll_crcs, DllError, DllHeader, FrameFormat};
+use crate::wire::wireless::{strip_dll_crcs, DllError, DllHeader, FrameFormat, Stripped};
 
 /// Offset of the first CI after the data-link header (L C M M A A A A A A).
 const FIRST_CI: usize = 10;
@@ -40,6 +40,9 @@ pub enum Protection {
     Descrambled,
     /// Decrypted with the manufacturer's published default key (Diehl OMS meters).
     DecryptedDefaultKey,
+    /// The configuration field names a manufacturer-specific security mode that the meter's
+    /// driver declares as plaintext (`plain_security_modes`), and the records framed.
+    ManufacturerPlain,
 }
 
 impl Protection {
@@ -50,6 +53,7 @@ impl Protection {
             Protection::StoredDecrypted => "stored_decrypted",
             Protection::Descrambled => "descrambled",
             Protection::DecryptedDefaultKey => "decrypted_default_key",
+            Protection::ManufacturerPlain => "manufacturer_plain",
         }
     }
 }
@@ -60,6 +64,8 @@ pub struct WirelessLink {
     pub dll: DllHeader,
     /// The data-link CRC layout found in the input (`None`: the input had no CRCs).
     pub crcs: Option<FrameFormat>,
+    /// Set when the L field did not match the bytes received and the telegram was read anyway.
+    pub length_repair: Option<LengthRepair>,
     pub ell: Option<Ell>,
     /// `Some(protection)` when the ELL announced AES-CTR.
     pub ell_protection: Option<Protection>,
@@ -111,6 +117,14 @@ pub enum WirelessErrorKind {
     MacMismatch { id: String, manufacturer: String },
     #[error("meter {id}: the telegram is stored already decrypted, but a key is configured for this meter; refusing it (remove the key to accept stored plaintext)")]
     StoredDecryptedWithKey { id: String },
+    #[error("meter {id} uses {cipher} (security mode {mode}), which takes {needs}; the key configured for it is {has}")]
+    KeyKind {
+        id: String,
+        mode: u8,
+        cipher: &'static str,
+        needs: &'static str,
+        has: &'static str,
+    },
     #[error("meter {id}: unsupported security mode {mode}")]
     UnsupportedSecurityMode { id: String, mode: u8 },
     #[error("meter {id}: security mode 7 needs an AFL with message counter and MAC, which this telegram lacks")]
@@ -155,6 +169,7 @@ impl WirelessError {
                 | WirelessErrorKind::WrongKey { .. }
                 | WirelessErrorKind::MacMismatch { .. }
                 | WirelessErrorKind::StoredDecryptedWithKey { .. }
+                | WirelessErrorKind::KeyKind { .. }
         )
     }
 }
@@ -254,13 +269,14 @@ fn is_known_inner_ci(ci: Option<u8>) -> bool {
 /// Diehl PRIOS meters of Diehl (DME) and Hydrometer (HYD) send their address as version,
 /// device type, then the id (`A5 11 | 78 07 | 29 66 23 66`), not id, version, type. The id users
 /// see (and configure keys for) is the one read that way. The raw bytes stay as sent: the PRIOS
-/// scrambling is keyed on them.
+/// scrambling is keyed on them. Hydrometer's own short-header telegrams (CI 0x7A: Hydrus IZAR
+/// RS, Sharky 775, corpus lines 139, 140 and 325) use the same order; Diehl's (DME) do not.
 fn diehl_address(dll: &mut DllHeader, bytes: &[u8]) {
     let m = dll.manufacturer.to_string();
-    let prios_ci = bytes
-        .get(FIRST_CI)
-        .is_some_and(|&ci| matches!(ci, 0xA0..=0xA7 | 0xB1..=0xB3));
-    if !(prios_ci && (m == "DME" || m == "HYD")) {
+    let ci = bytes.get(FIRST_CI).copied();
+    let prios_ci = ci.is_some_and(|ci| matches!(ci, 0xA0..=0xA7 | 0xB1..=0xB3));
+    let swapped = (prios_ci && (m == "DME" || m == "HYD")) || (ci == Some(0x7A) && m == "HYD");
+    if !swapped {
         return;
     }
     if let Some(a) = bytes.get(4..10) {
@@ -282,11 +298,29 @@ fn is_prios(dll: &DllHeader, ci: u8) -> bool {
     is_diehl(&dll.manufacturer.to_string()) && matches!(ci, 0xA0..=0xA7 | 0xB1..=0xB3)
 }
 
+/// A manufacturer-specific security mode (16-31) that a driver declares to mean "records in
+/// the clear" for the meters it detects (see `plain_security_modes` in docs/drivers.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlainModeRule {
+    /// Three-letter manufacturer code.
+    pub manufacturer: String,
+    /// `None`: any.
+    pub version: Option<u8>,
+    /// `None`: any.
+    pub device_type: Option<u8>,
+    pub mode: u8,
+    /// The driver that declared it, for messages.
+    pub driver: String,
+}
+
 /// Per-run state shared by the telegrams of several meters: keys and compact-frame layouts.
 #[derive(Debug, Default)]
 pub struct WirelessDecoder {
     pub keys: KeyStore,
     pub compact: CompactFormats,
+    /// Manufacturer-specific modes the run's drivers declare; empty without drivers, so such
+    /// a mode stays refused.
+    pub plain_modes: Vec<PlainModeRule>,
     scratch: Vec<u8>,
 }
 
@@ -295,13 +329,14 @@ impl WirelessDecoder {
         WirelessDecoder {
             keys,
             compact: CompactFormats::new(),
+            plain_modes: Vec::new(),
             scratch: Vec::new(),
         }
     }
 
     /// Decodes one telegram given from its L field, with or without data-link CRCs.
     pub fn decode(&mut self, input: &[u8]) -> Result<WirelessFrame, WirelessError> {
-        let stripped = strip_dll_crcs(input).map_err(|e| WirelessError {
+        let (stripped, length_repair) = strip_tolerant(input).map_err(|e| WirelessError {
             kind: e.into(),
             link: None,
         })?;
@@ -314,6 +349,7 @@ impl WirelessDecoder {
         let mut link = WirelessLink {
             dll,
             crcs: stripped.crcs,
+            length_repair,
             ell: None,
             ell_protection: None,
             afl: None,
@@ -522,6 +558,15 @@ impl WirelessDecoder {
                         link.protection = Protection::StoredDecrypted;
                         return self.finish(w, link, tpl_offset, app_offset);
                     }
+                    if self.keys.get_des(&id).is_some() {
+                        return Err(WirelessErrorKind::KeyKind {
+                            id,
+                            mode,
+                            cipher: "AES-128",
+                            needs: "a 16-byte key (32 hex digits)",
+                            has: "an 8-byte one (16 hex digits)",
+                        });
+                    }
                     return Err(WirelessErrorKind::NoKey {
                         id,
                         mode: mode.to_string(),
@@ -569,8 +614,87 @@ impl WirelessDecoder {
                     Err(_) => return Err(WirelessErrorKind::WrongKey { id, manufacturer }),
                 }
             }
+            2 | 3 => {
+                let available = w.bytes.len().saturating_sub(app_offset);
+                // The configuration field counts 16-byte blocks (two DES blocks each); 0 means
+                // every whole DES block that follows.
+                let n = if blocks == 0 {
+                    available - available % security::DES_BLOCK_LEN
+                } else {
+                    blocks * 16
+                };
+                if n > available {
+                    return Err(WirelessErrorKind::EncryptedLengthExceeds {
+                        id,
+                        needed: n,
+                        have: available,
+                    });
+                }
+                if n == 0 {
+                    return self.finish(w, link, tpl_offset, app_offset);
+                }
+                let stored_plain = w.bytes[app_offset..].starts_with(&[0x2F, 0x2F]);
+                let Some(key) = self
+                    .keys
+                    .get_des(&id)
+                    .or_else(|| self.keys.get_des(&dll_id))
+                else {
+                    if stored_plain {
+                        link.protection = Protection::StoredDecrypted;
+                        return self.finish(w, link, tpl_offset, app_offset);
+                    }
+                    if self.keys.get(&id).is_some() {
+                        return Err(WirelessErrorKind::KeyKind {
+                            id,
+                            mode,
+                            cipher: "DES",
+                            needs: "an 8-byte key (16 hex digits)",
+                            has: "a 16-byte AES key (32 hex digits)",
+                        });
+                    }
+                    return Err(WirelessErrorKind::NoKey {
+                        id,
+                        mode: mode.to_string(),
+                    });
+                };
+                let (m, a) = iv_address(&tpl, &dll);
+                let Some(iv) = security::des_iv(mode, m, a) else {
+                    return Err(WirelessErrorKind::UnsupportedSecurityMode { id, mode });
+                };
+                match security::decrypt_des(key, &iv, &mut w.bytes[app_offset..], n) {
+                    Ok(_) => link.protection = Protection::Decrypted,
+                    Err(_) if stored_plain => {
+                        return Err(WirelessErrorKind::StoredDecryptedWithKey { id })
+                    }
+                    Err(_) => return Err(WirelessErrorKind::WrongKey { id, manufacturer }),
+                }
+            }
             other => {
-                return Err(WirelessErrorKind::UnsupportedSecurityMode { id, mode: other });
+                let (meter_m, version, device_type) = match tpl.header {
+                    Header::Long(h) => (h.manufacturer.to_string(), h.version, h.medium.code()),
+                    _ => (manufacturer.clone(), dll.version, dll.device_type.code()),
+                };
+                let declared = self.plain_modes.iter().any(|r| {
+                    r.mode == other
+                        && r.manufacturer == meter_m
+                        && r.version.is_none_or(|v| v == version)
+                        && r.device_type.is_none_or(|t| t == device_type)
+                });
+                // The mode number is all a driver vouches for; the records must also frame to
+                // the end, or the payload is something else (encrypted, or another layout).
+                let area = w.bytes.get(app_offset..).unwrap_or(&[]);
+                let frames = !area.is_empty()
+                    && RecordParser::new(
+                        area,
+                        app_offset,
+                        PlainTextOrder::TextAfterVif,
+                        ByteOrder::LsbFirst,
+                    )
+                    .all(|r| r.is_ok());
+                if !(declared && frames) {
+                    return Err(WirelessErrorKind::UnsupportedSecurityMode { id, mode: other });
+                }
+                link.protection = Protection::ManufacturerPlain;
             }
         }
         self.finish(w, link, tpl_offset, app_offset)
@@ -611,7 +735,7 @@ impl WirelessDecoder {
         let trusted = link.ell_protection == Some(Protection::Decrypted)
             || match link.protection {
                 Protection::Decrypted | Protection::DecryptedDefaultKey => true,
-                Protection::Plain | Protection::StoredDecrypted => {
+                Protection::Plain | Protection::StoredDecrypted | Protection::ManufacturerPlain => {
                     self.keys.get(&link.meter_id()).is_none()
                 }
                 Protection::Descrambled => false,
@@ -641,6 +765,62 @@ impl WirelessDecoder {
         }
         Ok((tpl_offset, app_offset, None))
     }
+}
+
+/// How a telegram whose L field does not match the bytes received was read anyway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LengthRepair {
+    /// The telegram L announces, with its data-link CRCs checking out, is followed by this
+    /// many bytes (a receiver's trailer): they were ignored.
+    TrailingIgnored(usize),
+    /// L announced fewer bytes than came and no CRCs frame them: every byte received was
+    /// decoded, as wmbusmeters does (a Qundis water meter sends an L 4 short of its frame,
+    /// and its last record, the date and time, lies in those 4 bytes).
+    Corrected { announced: u8 },
+}
+
+/// [`strip_dll_crcs`], tolerating more bytes than L announces (see [`LengthRepair`]). A
+/// telegram shorter than L announces is still refused: its end is missing.
+fn strip_tolerant(input: &[u8]) -> Result<(Stripped, Option<LengthRepair>), DllError> {
+    let first = match strip_dll_crcs(input) {
+        Ok(s) => return Ok((s, None)),
+        Err(e @ DllError::LengthMismatch { .. }) => e,
+        Err(e) => return Err(e),
+    };
+    let Some(&l) = input.first() else {
+        return Err(first);
+    };
+    let plain_len = usize::from(l) + 1;
+    if input.len() <= plain_len {
+        return Err(first);
+    }
+    // CRCs that check out (format A, or B's over exactly L + 1 bytes) make the announced
+    // telegram certain; what follows it is not ours.
+    for len in [format_a_len(l), Some(plain_len)].into_iter().flatten() {
+        if len < input.len() {
+            if let Ok(s) = strip_dll_crcs(&input[..len]) {
+                if s.crcs.is_some() {
+                    return Ok((s, Some(LengthRepair::TrailingIgnored(input.len() - len))));
+                }
+            }
+        }
+    }
+    let Ok(corrected) = u8::try_from(input.len() - 1) else {
+        return Err(first);
+    };
+    let mut bytes = input.to_vec();
+    bytes[0] = corrected;
+    Ok((
+        Stripped { bytes, crcs: None },
+        Some(LengthRepair::Corrected { announced: l }),
+    ))
+}
+
+/// Length of a format A frame, CRCs included, whose L is `l`.
+fn format_a_len(l: u8) -> Option<usize> {
+    let data = usize::from(l) + 1;
+    let after_first = data.checked_sub(FIRST_CI)?;
+    Some(data + 2 * (1 + after_first.div_ceil(16)))
 }
 
 struct Work {
@@ -685,6 +865,13 @@ pub fn parse_key_argument(keys: &mut KeyStore, arg: &str) -> Result<(), String> 
                 .map_err(|e| format!("--key for meter {id}: {e}"))
         }
         None => {
+            let digits = arg.chars().filter(|c| !c.is_whitespace()).count();
+            if digits == 16 {
+                // 8 bytes: a DES key (security modes 2 and 3) for every meter.
+                let key = PriosKey::from_hex(arg).map_err(|e| format!("--key: {e}"))?;
+                keys.set_default_des(key);
+                return Ok(());
+            }
             let key = Key::from_hex(arg).map_err(|e| format!("--key: {e}"))?;
             keys.set_default(key);
             Ok(())

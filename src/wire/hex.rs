@@ -52,6 +52,28 @@ pub fn decode_into(text: &str, out: &mut Vec<u8>) -> Result<(), HexError> {
     Ok(())
 }
 
+/// Like [`decode_into`], but a trailing half byte (an odd digit count, which some receivers'
+/// logs end with) is dropped instead of refused; returns whether one was. wmbusmeters reads
+/// such text the same way. Any other error stays an error.
+pub fn decode_into_tolerant(text: &str, out: &mut Vec<u8>) -> Result<bool, HexError> {
+    let start = out.len();
+    match decode_into(text, out) {
+        Ok(()) => Ok(false),
+        Err(HexError::OddLength { digits }) if digits > 1 => {
+            out.truncate(start);
+            // Drop the last hex digit (separators around it do not matter).
+            let cut = text
+                .char_indices()
+                .rfind(|(_, c)| c.is_ascii_hexdigit())
+                .map(|(i, _)| i)
+                .unwrap_or(text.len());
+            decode_into(&text[..cut], out)?;
+            Ok(true)
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// Uppercase hex without separators, the form our JSON uses.
 pub fn encode_upper(bytes: &[u8]) -> String {
     let mut s = String::with_capacity(bytes.len() * 2);
@@ -70,6 +92,29 @@ pub fn push_upper(s: &mut String, bytes: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_trailing_half_byte_is_dropped_only_when_tolerated() {
+        let mut out = Vec::new();
+        assert_eq!(decode_into_tolerant("68 1F 6", &mut out), Ok(true));
+        assert_eq!(out, vec![0x68, 0x1F]);
+        out.clear();
+        assert_eq!(decode_into_tolerant("681F", &mut out), Ok(false));
+        assert_eq!(out, vec![0x68, 0x1F]);
+        out.clear();
+        assert_eq!(
+            decode_into_tolerant("6", &mut out),
+            Err(HexError::OddLength { digits: 1 })
+        );
+        assert!(matches!(
+            decode_into_tolerant("68x1", &mut out),
+            Err(HexError::InvalidCharacter { offset: 2, .. })
+        ));
+        assert!(matches!(
+            decode("681"),
+            Err(HexError::OddLength { digits: 3 })
+        ));
+    }
 
     #[test]
     fn separators_are_ignored() {

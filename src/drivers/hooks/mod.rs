@@ -19,12 +19,23 @@ pub enum HookValue {
     Null,
 }
 
+/// Why a decoder of a payload its manufacturer encrypts refused the telegram: the values it
+/// would give are not the meter's, so none are shown and the user is told about the key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyRefusal {
+    /// No key is configured for the meter.
+    Missing,
+    /// The configured key does not yield a plaintext that passes the format's checks.
+    Wrong,
+}
+
 /// Values by name, in the order the decoder produced them; also carries the meter's key for
 /// the few manufacturers that encrypt their payload their own way (Apator NA-1).
 #[derive(Debug, Default, Clone)]
 pub struct HookValues {
     values: Vec<(&'static str, HookValue)>,
     key: Option<crate::security::Key>,
+    refusal: Option<KeyRefusal>,
 }
 
 impl HookValues {
@@ -32,7 +43,27 @@ impl HookValues {
         HookValues {
             values: Vec::new(),
             key,
+            refusal: None,
         }
+    }
+
+    /// Refuses the telegram for want of the right key; values set so far are dropped.
+    pub fn refuse(&mut self, why: KeyRefusal) {
+        self.values.clear();
+        self.refusal = Some(why);
+    }
+
+    /// How many values the decoder produced.
+    pub fn len(&self) -> usize {
+        self.values.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+
+    pub fn refusal(&self) -> Option<KeyRefusal> {
+        self.refusal
     }
 
     /// The AES key configured for the meter, if any.
