@@ -485,6 +485,79 @@ meters:
     let _ = std::fs::remove_dir_all(&state_dir);
 }
 
+/// The bridge's port is taken when the gateway starts: polling goes on regardless, and once the
+/// port is free the bridge opens and serves a commissioning tool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_bridge_port_stops_neither_the_polling_nor_the_bridge() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let bus = start_bus().await;
+    let squatter = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let bridge_port = squatter.local_addr().unwrap().port();
+    let state_dir = temp_dir("busy-bridge");
+    let yaml = format!(
+        r#"state_dir: "{state}"
+buses:
+  - name: b
+    tcp: "{bus}"
+    polling: 200ms
+    emit: every
+    tcp_server:
+      port: {bridge_port}
+meters:
+  - name: Heat
+    bus: b
+    address: 1
+    driver: kamheat
+"#,
+        state = state_dir.display()
+    );
+    let (running, mut emitted) = start_gateway_emitting(&yaml);
+    // Five readings with the port taken: the bus task did not end with the bridge.
+    for _ in 0..5 {
+        let (_, doc) = tokio::time::timeout(WAIT, emitted.recv())
+            .await
+            .expect("polling goes on while the bridge port is taken")
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_str(&doc).unwrap();
+        assert_eq!(v["total_energy_consumption_kwh"], 34510.0, "{doc}");
+    }
+    drop(squatter);
+    // The bridge is retried and then serves a tool: REQ_UD2 to primary address 1.
+    let until = Instant::now() + WAIT;
+    let mut client = loop {
+        match tokio::net::TcpStream::connect(("127.0.0.1", bridge_port)).await {
+            Ok(c) => break c,
+            Err(e) => {
+                assert!(Instant::now() < until, "the bridge never opened: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    client
+        .write_all(&[0x10, 0x5B, 0x01, 0x5C, 0x16])
+        .await
+        .unwrap();
+    let mut reply = Vec::new();
+    let mut buf = [0u8; 512];
+    while reply.len() < 6 || reply.len() < usize::from(reply[1]) + 6 {
+        let n = tokio::time::timeout(WAIT, client.read(&mut buf))
+            .await
+            .expect("the meter answers through the bridge")
+            .unwrap();
+        assert!(n > 0, "bridge closed");
+        reply.extend_from_slice(&buf[..n]);
+    }
+    assert_eq!(reply[5], 0x01, "answer from address 1");
+    drop(client);
+    while emitted.try_recv().is_ok() {}
+    tokio::time::timeout(WAIT, emitted.recv())
+        .await
+        .expect("polling resumes after the bridge client left")
+        .unwrap();
+    running.finish().await;
+    let _ = std::fs::remove_dir_all(&state_dir);
+}
+
 /// The broker is stopped for 30 s and started again: every reading produced meanwhile is
 /// delivered afterwards, in order (mosquitto only: it keeps the subscriber's session across the
 /// restart, so what the gateway publishes right after reconnecting is not missed).
