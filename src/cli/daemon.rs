@@ -104,7 +104,7 @@ pub fn load(path: &Path) -> Option<Config> {
     match config::load_with(path, &ValidateOptions::with_built_in_drivers()) {
         Ok((config, warnings)) => {
             for w in &warnings {
-                eprintln!("{}:{}: {}: warning: {}", w.file, w.pos, w.path, w.message);
+                eprintln!("{w}");
             }
             Some(config)
         }
