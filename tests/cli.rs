@@ -78,6 +78,46 @@ fn bad_telegrams_are_reported_and_the_rest_still_decode() {
     );
 }
 
+/// Standard input with a line that is not text, and one of 5 MB: each is one error with its
+/// line number, and every telegram around them still decodes.
+#[test]
+fn decode_reads_bytes_and_bounds_its_lines() {
+    let mut input = Vec::new();
+    input.extend_from_slice(format!("{FILLER_FRAME}\n").as_bytes());
+    input.extend_from_slice(b"\xFF\xFE 68 1F\n");
+    input.extend_from_slice(format!("{FILLER_FRAME}\n").as_bytes());
+    input.extend(std::iter::repeat_n(b'A', 5 * 1024 * 1024));
+    input.extend_from_slice(format!("\n{FILLER_FRAME}").as_bytes());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_meterbridge"))
+        .arg("decode")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("binary runs");
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || stdin.write_all(&input));
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap().unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    );
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_eq!(
+        stderr.lines().collect::<Vec<_>>(),
+        [
+            "error: line 2: not text (byte 1 is not UTF-8); skipped",
+            "error: line 4: longer than 8192 bytes (no telegram is); skipped",
+        ]
+    );
+    let ids: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.contains("\"id\":\"17677731\""))
+        .collect();
+    assert_eq!(ids.len(), 3, "{stdout}");
+}
+
 #[test]
 fn application_error_frame_is_a_report() {
     let (code, out, _) = meterbridge(&["decode", "68 04 04 68 08 01 70 08 81 16"], None);
