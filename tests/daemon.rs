@@ -558,6 +558,83 @@ meters:
     let _ = std::fs::remove_dir_all(&state_dir);
 }
 
+/// The broker never answers and the outage queue holds 3 readings: the shutdown summary
+/// accounts for every reading (delivered + dropped + not delivered = made) and says which.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shutdown_summary_accounts_for_every_reading() {
+    let bus = start_bus().await;
+    let state_dir = temp_dir("summary");
+    let yaml = format!(
+        r#"state_dir: "{state}"
+buses:
+  - name: b
+    tcp: "{bus}"
+    polling: 100ms
+    emit: every
+meters:
+  - name: Heat
+    bus: b
+    address: 1
+    driver: kamheat
+"#,
+        state = state_dir.display()
+    );
+    let (config, _) = parse_with(
+        &yaml,
+        "test.yaml",
+        &ValidateOptions::with_built_in_drivers(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    // A port nobody listens on.
+    let mut mqtt = meterbridge::mqtt::client::MqttSettings::new("127.0.0.1", broker::free_port());
+    mqtt.queue_limit = 3;
+    let (emitted_tx, mut emitted) = tokio::sync::mpsc::unbounded_channel();
+    let (stop, stop_rx) = watch::channel(false);
+    let task = tokio::spawn(gateway::run(
+        config,
+        RunOptions {
+            print: PrintFormat::None,
+            mqtt: Some(mqtt),
+            stop: Some(stop_rx),
+            instance: "summary".into(),
+            log: Arc::new(|m: &str| eprintln!("gateway: {m}")),
+            emitted: Some(emitted_tx),
+        },
+    ));
+    for _ in 0..6 {
+        tokio::time::timeout(WAIT, emitted.recv())
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    stop.send(true).unwrap();
+    let stats = tokio::time::timeout(Duration::from_secs(40), task)
+        .await
+        .expect("the gateway stops")
+        .unwrap()
+        .unwrap();
+    let m = stats.mqtt.expect("MQTT counters");
+    assert!(stats.readings_emitted >= 6, "{stats:?}");
+    assert_eq!(m.readings_published, 0, "{stats:?}");
+    assert_eq!(m.queued, 3, "{stats:?}");
+    assert_eq!(
+        stats.readings_emitted + stats.gateway_states,
+        m.readings_published + m.dropped + m.queued as u64,
+        "{stats:?}"
+    );
+    let summary = meterbridge::cli::daemon::shutdown_summary(&stats);
+    assert!(
+        summary.contains(&format!(
+            "{} dropped while the outage queue was full",
+            m.dropped
+        )),
+        "{summary}"
+    );
+    assert!(summary.contains("3 NOT delivered"), "{summary}");
+    assert!(summary.contains("0 delivered to the broker"), "{summary}");
+    let _ = std::fs::remove_dir_all(&state_dir);
+}
+
 /// The broker is stopped for 30 s and started again: every reading produced meanwhile is
 /// delivered afterwards, in order (mosquitto only: it keeps the subscriber's session across the
 /// restart, so what the gateway publishes right after reconnecting is not missed).

@@ -145,6 +145,47 @@ pub fn check_config(args: &CheckConfigArgs) -> i32 {
     }
 }
 
+/// What `run` says when it stops: what came in, and what became of every reading. With MQTT,
+/// readings made = delivered + dropped (queue full) + not delivered, where "readings" also
+/// counts the gateway's own state documents, which travel the same queue.
+pub fn shutdown_summary(stats: &gateway::GatewayStats) -> String {
+    let mut out = format!(
+        "stopped: {} telegrams, {} duplicates, {} decode errors, {} key errors, {} bus errors, {} unknown meters\n",
+        stats.telegrams,
+        stats.duplicates,
+        stats.decode_errors,
+        stats.key_errors,
+        stats.bus_errors,
+        stats.unknown_meters
+    );
+    match &stats.mqtt {
+        None => out.push_str(&format!(
+            "readings: {} made and printed",
+            stats.readings_emitted
+        )),
+        Some(m) => {
+            let made = stats.readings_emitted + stats.gateway_states;
+            out.push_str(&format!(
+                "readings: {made} made ({} of meters, {} of the gateway), {} delivered to the broker",
+                stats.readings_emitted, stats.gateway_states, m.readings_published
+            ));
+            if m.dropped > 0 {
+                out.push_str(&format!(
+                    ", {} dropped while the outage queue was full (the oldest first; raise mqtt.queue_limit to keep more)",
+                    m.dropped
+                ));
+            }
+            if m.queued > 0 {
+                out.push_str(&format!(
+                    ", {} NOT delivered: the broker could not be reached or refused the connection before shutdown",
+                    m.queued
+                ));
+            }
+        }
+    }
+    out
+}
+
 fn runtime() -> Result<tokio::runtime::Runtime, String> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -175,16 +216,7 @@ pub fn run(args: &RunArgs) -> i32 {
     };
     match rt.block_on(gateway::run(config, options)) {
         Ok(stats) => {
-            eprintln!(
-                "stopped: {} telegrams, {} readings emitted, {} duplicates, {} decode errors, {} key errors, {} bus errors, {} unknown meters",
-                stats.telegrams,
-                stats.readings_emitted,
-                stats.duplicates,
-                stats.decode_errors,
-                stats.key_errors,
-                stats.bus_errors,
-                stats.unknown_meters
-            );
+            eprintln!("{}", shutdown_summary(&stats));
             0
         }
         Err(e) => {

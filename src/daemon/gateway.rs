@@ -82,6 +82,10 @@ pub struct GatewayStats {
     pub bus_errors: u64,
     pub duplicates: u64,
     pub unknown_meters: u64,
+    /// Gateway state documents published (they share the outage queue with readings).
+    pub gateway_states: u64,
+    /// What became of the readings sent to MQTT, at shutdown; `None` without MQTT.
+    pub mqtt: Option<crate::mqtt::client::MqttStats>,
 }
 
 struct Meter {
@@ -1206,6 +1210,7 @@ pub async fn run(config: Config, options: RunOptions) -> Result<GatewayStats, St
                 let doc = gateway.gateway_state();
                 if let Sink::Mqtt { publisher, .. } = &gateway.sink {
                     publisher.publish(format!("{base_topic}/gateway/state"), doc.into_bytes(), true);
+                    gateway.stats.gateway_states += 1;
                 }
             }
             _ = save_timer.tick(), if save_job.is_none() => {
@@ -1274,12 +1279,7 @@ pub async fn run(config: Config, options: RunOptions) -> Result<GatewayStats, St
     }
     if let Sink::Mqtt { publisher, .. } = gateway.sink {
         let left = publisher.shutdown().await;
-        if left.queued > 0 {
-            log(&format!(
-                "{} reading(s) could not be delivered before shutdown",
-                left.queued
-            ));
-        }
+        gateway.stats.mqtt = Some(left);
     }
     Ok(gateway.stats)
 }

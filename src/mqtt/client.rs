@@ -263,6 +263,8 @@ pub struct MqttStats {
     pub dropped: u64,
     /// Messages the broker acknowledged (or, at QoS 0, that were written to it).
     pub published: u64,
+    /// Of those, readings (meter and gateway state documents).
+    pub readings_published: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -291,6 +293,7 @@ struct State {
     closing: bool,
     dropped: u64,
     published: u64,
+    readings_published: u64,
 }
 
 struct Shared {
@@ -447,6 +450,7 @@ impl Publisher {
             queued: st.readings.len() + st.readings_in_flight,
             dropped: st.dropped,
             published: st.published,
+            readings_published: st.readings_published,
         }
     }
 
@@ -884,6 +888,7 @@ impl<'a> Link<'a> {
         let mut st = lock(&self.shared.state);
         st.published += 1;
         if lane == Lane::Readings {
+            st.readings_published += 1;
             st.readings_in_flight = st.readings_in_flight.saturating_sub(1);
         }
     }
