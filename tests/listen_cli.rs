@@ -199,3 +199,74 @@ fn listen_reads_rtl_wmbus_lines_from_a_command() {
     assert_eq!(line["fields"]["total_m3"], 6.408);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `listen` on a path that is no stick, one that does not exist, and a stick of another kind
+/// than the one given: each ends with one clear error and status 1 instead of retrying for ever.
+#[test]
+fn listen_gives_up_on_a_wrong_device_or_stick_kind() {
+    let run = |args: &[&str]| {
+        let started = Instant::now();
+        let out = bin()
+            .arg("listen")
+            .args(args)
+            .args(["--duration", "120"])
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+            started.elapsed(),
+        )
+    };
+    let (code, err, took) = run(&["--stick", "amb8465", "--device", "/etc/passwd"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("error: amb8465 on /etc/passwd (t1): cannot use /etc/passwd: it is a file, not a serial device"),
+        "{err}"
+    );
+    assert!(took < Duration::from_secs(60), "{took:?}");
+
+    let missing = format!("/dev/ttyNOPE{}", std::process::id());
+    let (code, err, took) = run(&["--stick", "im871a", "--device", &missing]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("gave up after 5 attempts"), "{err}");
+    assert!(err.contains(&format!("cannot open {missing}")), "{err}");
+    // Reported once while it retried, then the error.
+    assert_eq!(err.matches("retrying").count(), 1, "{err}");
+    assert!(took < Duration::from_secs(60), "{took:?}");
+
+    // An iM871A simulated on a pty, opened as an AMB8465.
+    let dir = std::env::temp_dir().join(format!("meterbridge-wrong-kind-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let link = dir.join("tty-im871a");
+    let mut sim = bin()
+        .args(["simulate", "stick", "--kind", "im871a", "--rate", "1"])
+        .arg("--link")
+        .arg(&link)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut sim_out = BufReader::new(sim.stdout.take().unwrap());
+    let mut first = String::new();
+    sim_out.read_line(&mut first).unwrap();
+    let _sim = Killed(sim);
+    let started = Instant::now();
+    while !link.exists() {
+        assert!(started.elapsed() < Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let device = link.display().to_string();
+    let (code, err, took) = run(&["--stick", "amb8465", "--device", &device]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains(&format!(
+            "gave up after 5 attempts: {device} does not answer as a amb8465"
+        )),
+        "{err}"
+    );
+    eprintln!("wrong stick kind given up after {took:?}");
+    assert!(took < Duration::from_secs(100), "{took:?}");
+    drop(sim_out);
+    let _ = std::fs::remove_dir_all(&dir);
+}

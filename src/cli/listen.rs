@@ -156,7 +156,12 @@ async fn listen(
     let (tx, mut rx) = mpsc::channel(256);
     let name: Arc<str> = Arc::from(spec.describe());
     eprintln!("listening to {name} (Ctrl-C stops)");
-    let input_task = tokio::spawn(input::run(name, spec, tx));
+    // A person is waiting: a wrong device or stick kind ends the run with an error instead of
+    // being retried for ever as the daemon does.
+    let policy = input::RetryPolicy {
+        give_up_after: Some(LISTEN_ATTEMPTS),
+    };
+    let input_task = tokio::spawn(input::run_with(name, spec, tx, policy));
     let mut printer = Printer {
         run: DriverRun::new(registry, keys),
         registry,
@@ -172,6 +177,7 @@ async fn listen(
         (&args.rtlwmbus, args.hex_stdin),
         (Some(c), _) if c.is_empty()
     ) || args.hex_stdin;
+    let mut status = 0;
     loop {
         let event = tokio::select! {
             e = rx.recv() => e,
@@ -208,6 +214,11 @@ async fn listen(
                 None => eprintln!("{input}: ready"),
             },
             InputEvent::Down { input, reason } => eprintln!("{input}: {reason}"),
+            InputEvent::Failed { input, reason } => {
+                eprintln!("error: {input}: {reason}");
+                status = 1;
+                break;
+            }
             InputEvent::Malformed { input, reason } => eprintln!("{input}: skipped: {reason}"),
             InputEvent::Stats { input, stats } => eprintln!(
                 "{input}: {} malformed frames skipped so far",
@@ -217,8 +228,12 @@ async fn listen(
     }
     input_task.abort();
     let _ = stdin_input;
-    0
+    status
 }
+
+/// Attempts `listen` makes to open and start a stick before it gives up: with the input's
+/// backoff, about 4 s, enough for a stick that is being plugged in.
+const LISTEN_ATTEMPTS: u32 = 5;
 
 struct Printer {
     run: DriverRun<'static>,

@@ -1154,7 +1154,7 @@ pub async fn run(config: Config, options: RunOptions) -> Result<GatewayStats, St
                         None => log(&format!("receiver {input}: ready")),
                     }
                 }
-                InputEvent::Down { input, reason } => {
+                InputEvent::Down { input, reason } | InputEvent::Failed { input, reason } => {
                     gateway.receivers_up.insert(input.clone(), false);
                     log(&format!("receiver {input}: {reason}"));
                 }

@@ -86,6 +86,11 @@ pub enum InputEvent {
         input: Arc<str>,
         reason: String,
     },
+    /// The input gave up (only with [`RetryPolicy::give_up_after`]): it ends after this.
+    Failed {
+        input: Arc<str>,
+        reason: String,
+    },
     /// A line or frame that could not be used, with why.
     Malformed {
         input: Arc<str>,
@@ -219,15 +224,35 @@ impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> StickSessio
     }
 }
 
+/// How long an input keeps trying. The daemon never gives up (a stick plugged in later, a
+/// port that frees up); `listen`, with a person waiting, does.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RetryPolicy {
+    /// Failed attempts in a row after which a stick input stops with [`InputEvent::Failed`]:
+    /// a device that does not exist, or a stick that does not answer as the kind given. A
+    /// path that is not a serial device at all ends it at once.
+    pub give_up_after: Option<u32>,
+}
+
 /// Runs one input until the receiving side of `tx` is dropped.
 pub async fn run(name: Arc<str>, spec: InputSpec, tx: mpsc::Sender<InputEvent>) {
+    run_with(name, spec, tx, RetryPolicy::default()).await;
+}
+
+/// [`run`] with a retry policy.
+pub async fn run_with(
+    name: Arc<str>,
+    spec: InputSpec,
+    tx: mpsc::Sender<InputEvent>,
+    policy: RetryPolicy,
+) {
     match spec {
         InputSpec::Stick {
             kind,
             device,
             mode,
             baud,
-        } => run_stick(name, kind, &device, mode, baud, tx).await,
+        } => run_stick(name, kind, &device, mode, baud, tx, policy).await,
         InputSpec::RtlWmbus { command: None } => {
             read_lines(&name, tokio::io::stdin(), parse_rtlwmbus_line, &tx).await;
         }
@@ -360,10 +385,18 @@ async fn run_stick(
     mode: LinkMode,
     baud: Option<u32>,
     tx: mpsc::Sender<InputEvent>,
+    policy: RetryPolicy,
 ) {
     let baud = baud.unwrap_or(kind.default_baud());
     let mut backoff = Backoff::new();
     let mut outage = Outage::default();
+    let mut failures = 0u32;
+    let give_up = |reason: String| {
+        let _ = tx.try_send(InputEvent::Failed {
+            input: name.clone(),
+            reason,
+        });
+    };
     loop {
         if tx.is_closed() {
             return;
@@ -371,6 +404,20 @@ async fn run_stick(
         let stream = match open_stick(device, baud) {
             Ok(s) => s,
             Err(e) => {
+                failures += 1;
+                if let Some(limit) = policy.give_up_after {
+                    if let Some(why) = never_a_serial_device(device) {
+                        give_up(format!("cannot use {device}: {why}"));
+                        return;
+                    }
+                    if failures >= limit {
+                        give_up(format!(
+                            "cannot open {device}: {e}; gave up after {failures} attempts \
+                             (is the stick plugged in? `ls /dev/serial/by-id/` lists the ones that are)"
+                        ));
+                        return;
+                    }
+                }
                 outage.report(
                     &tx,
                     &name,
@@ -383,11 +430,20 @@ async fn run_stick(
         let mut session = match StickSession::start(stream, kind, mode).await {
             Ok(s) => s,
             Err(e) => {
+                failures += 1;
+                if policy.give_up_after.is_some_and(|limit| failures >= limit) {
+                    give_up(format!(
+                        "{e}; gave up after {failures} attempts: {device} does not answer as a \
+                         {kind} (check --stick and --baud)"
+                    ));
+                    return;
+                }
                 outage.report(&tx, &name, format!("{e}; retrying"));
                 backoff.wait().await;
                 continue;
             }
         };
+        failures = 0;
         backoff.reset();
         outage.over();
         if tx
@@ -431,6 +487,25 @@ async fn run_stick(
         }
         backoff.wait().await;
     }
+}
+
+/// Why `device` can never be a stick, whatever is plugged in later: it exists but is not a
+/// character device (a regular file, a folder). A path that does not exist yet may appear.
+fn never_a_serial_device(device: &str) -> Option<String> {
+    let meta = std::fs::metadata(device).ok()?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if meta.file_type().is_char_device() {
+            return None;
+        }
+    }
+    Some(if meta.is_dir() {
+        "it is a folder, not a serial device".into()
+    } else {
+        "it is a file, not a serial device (a stick is a character device such as /dev/ttyUSB0)"
+            .into()
+    })
 }
 
 type LineParser = fn(&str) -> Result<Option<Heard>, LineError>;
