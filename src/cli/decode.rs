@@ -32,9 +32,15 @@ pub struct DecodeArgs {
     #[arg(long, value_enum, default_value = "json")]
     pub format: Format,
     /// AES key for wireless telegrams: `HEX` (32 hex digits) for every meter of the run, or
-    /// `ID=HEX` for one meter (repeatable; 16 hex digits give a Diehl PRIOS key).
+    /// `ID=HEX` for one meter (repeatable; 16 hex digits give a Diehl PRIOS key). On the command
+    /// line every user can see it with `ps`: prefer --key-file or METERBRIDGE_KEYS.
     #[arg(long = "key", value_name = "[ID=]HEX")]
     pub keys: Vec<String>,
+    /// A file of keys, one `ID=HEX` (or `HEX` for every meter) per line; `#` starts a comment
+    /// (repeatable). The environment variable METERBRIDGE_KEYS may hold keys the same way,
+    /// separated by spaces.
+    #[arg(long = "key-file", value_name = "PATH")]
+    pub key_files: Vec<std::path::PathBuf>,
     /// Driver for named readings: a driver name or alias, or `auto` to detect it from the
     /// manufacturer, version and device type. Adds `driver` and `fields` to the JSON.
     #[arg(long)]
@@ -59,15 +65,63 @@ pub const EXIT_BAD_INPUT: i32 = 2;
 /// Exit status when a wireless telegram could not be decrypted (no key, wrong key, bad MAC).
 pub const EXIT_KEY: i32 = 3;
 
+/// The environment variable `decode` and `listen` read keys from (`[ID=]HEX`, separated by
+/// spaces or newlines), so they stay off the command line.
+pub const KEYS_ENV: &str = "METERBRIDGE_KEYS";
+
+/// Keys from `--key` (with a warning: the command line is visible to every user), `--key-file`
+/// and [`KEYS_ENV`]. Messages never show a key.
+pub fn gather_keys(
+    keys: &mut KeyStore,
+    on_command_line: &[String],
+    files: &[std::path::PathBuf],
+) -> Result<(), String> {
+    if !on_command_line.is_empty() {
+        eprintln!(
+            "warning: --key puts the key on the command line, where `ps` shows it to every user \
+             of this machine; use --key-file or {KEYS_ENV} instead"
+        );
+    }
+    for k in on_command_line {
+        parse_key_argument(keys, k)?;
+    }
+    for file in files {
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| format!("--key-file {}: {e}", file.display()))?;
+        for (n, line) in text.lines().enumerate() {
+            let line = line.split('#').next().unwrap_or_default().trim();
+            if line.is_empty() {
+                continue;
+            }
+            parse_key_argument(keys, line).map_err(|e| {
+                format!(
+                    "--key-file {} line {}: {}",
+                    file.display(),
+                    n + 1,
+                    e.replace("--key ", "key ")
+                )
+            })?;
+        }
+    }
+    if let Some(value) = std::env::var_os(KEYS_ENV) {
+        let value = value
+            .into_string()
+            .map_err(|_| format!("{KEYS_ENV} is not text"))?;
+        for k in value.split_whitespace() {
+            parse_key_argument(keys, k)
+                .map_err(|e| format!("{KEYS_ENV}: {}", e.replace("--key ", "key ")))?;
+        }
+    }
+    Ok(())
+}
+
 pub fn run(args: &DecodeArgs) -> i32 {
     let stderr = io::stderr();
     let mut err = stderr.lock();
     let mut keys = KeyStore::new();
-    for k in &args.keys {
-        if let Err(message) = parse_key_argument(&mut keys, k) {
-            let _ = writeln!(err, "error: {message}");
-            return EXIT_BAD_INPUT;
-        }
+    if let Err(message) = gather_keys(&mut keys, &args.keys, &args.key_files) {
+        let _ = writeln!(err, "error: {message}");
+        return EXIT_BAD_INPUT;
     }
     let stdout = io::stdout();
     let mut out = io::BufWriter::new(stdout.lock());

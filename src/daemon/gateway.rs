@@ -159,7 +159,7 @@ fn read_secret_file(path: &Path) -> Result<String, String> {
 }
 
 /// Keys of the configured wireless meters.
-fn key_store(config: &Config) -> Result<KeyStore, String> {
+pub(crate) fn key_store(config: &Config) -> Result<KeyStore, String> {
     let mut keys = KeyStore::default();
     for (i, m) in config.meters.iter().enumerate() {
         let (MeterAddress::Wireless(id), Some(source)) = (&m.address, &m.key) else {
@@ -841,7 +841,7 @@ fn fields_json(fields: &[(String, crate::drivers::ReadingValue)]) -> serde_json:
 }
 
 /// The input spec of a configured receiver; simulated sticks are started here on a pty.
-async fn receiver_spec(
+pub(crate) async fn receiver_spec(
     kind: &ReceiverKind,
     sims: &mut tokio::task::JoinSet<()>,
     log: &Arc<dyn Fn(&str) + Send + Sync>,
