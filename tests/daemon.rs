@@ -617,6 +617,7 @@ meters:
     assert!(stats.readings_emitted >= 6, "{stats:?}");
     assert_eq!(m.readings_published, 0, "{stats:?}");
     assert_eq!(m.queued, 3, "{stats:?}");
+    assert_eq!(m.restored, 0, "{stats:?}");
     assert_eq!(
         stats.readings_emitted + stats.gateway_states,
         m.readings_published + m.dropped + m.queued as u64,
@@ -921,4 +922,145 @@ async fn only_values_leaves_out_the_header_fields() {
     assert_eq!(health(&state_dir.join("nothing")).status.code(), Some(1));
     running.finish().await;
     let _ = std::fs::remove_dir_all(&state_dir);
+}
+
+/// The daemon (the real binary) makes 10 readings while the broker is down and is killed with
+/// SIGKILL: after the broker and the daemon are back, each of the 10 arrives, once and in order,
+/// from the outage queue on disk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readings_queued_during_an_outage_survive_kill_9() {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    if !broker::mosquitto_available() {
+        println!("note: mosquitto is not installed; the kill -9 test needs it");
+        return;
+    }
+    let dir = temp_dir("kill9");
+    std::fs::create_dir_all(&dir).unwrap();
+    let state_dir = dir.join("state");
+    let port = broker::free_port();
+    let udp = broker::free_port();
+    let config = dir.join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"state_dir: "{state}"
+dedup_window: 0
+receivers:
+  - name: esp
+    type: udp
+    bind: "127.0.0.1:{udp}"
+meters:
+  - name: Cold water
+    address: "76348799"
+    driver: kamwater
+mqtt:
+  url: mqtt://127.0.0.1:{port}
+  discovery: false
+"#,
+            state = state_dir.display()
+        ),
+    )
+    .unwrap();
+    let start = || {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_meterbridge"))
+            .args(["run", "--print", "json", "--config"])
+            .arg(&config)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the daemon starts");
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                eprintln!("daemon: {line}");
+                sink.lock().unwrap().push(line);
+            }
+        });
+        (child, rx, log)
+    };
+
+    // Broker down: 10 readings, each seen on standard output.
+    let (mut daemon, printed, _) = start();
+    let mut before = Vec::new();
+    while before.len() < 10 {
+        send_udp(udp, KAMSTRUP);
+        // The first datagram may come before the socket is bound.
+        if let Ok(line) = printed.recv_timeout(Duration::from_secs(2)) {
+            let v: Value = serde_json::from_str(&line).unwrap();
+            assert_eq!(v["total_m3"], 6.408, "{line}");
+            before.push(v["telegram_counter"].as_u64().unwrap());
+        }
+    }
+    // On disk before the kill: the queue's writer flushes each batch to the device.
+    let until = Instant::now() + WAIT;
+    loop {
+        let kept = meterbridge::mqtt::outbox::load(&state_dir).unwrap();
+        let readings = kept
+            .queued
+            .iter()
+            .filter(|m| !m.topic.ends_with("gateway/state"))
+            .count();
+        if readings >= 10 {
+            break;
+        }
+        assert!(Instant::now() < until, "only {readings} readings on disk");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    daemon.kill().unwrap(); // SIGKILL
+    daemon.wait().unwrap();
+
+    let _mosquitto = broker::start_mosquitto(port);
+    let watcher = Watcher::start(port, &["meterbridge/+/state".to_string()]).await;
+    let (mut daemon, _printed, log) = start();
+    let topic = "meterbridge/cold_water/state";
+    watcher.wait_for(topic, 10).await;
+    // Time for any duplicate to show.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let arrived: Vec<u64> = watcher
+        .on(topic)
+        .iter()
+        .map(|m| json(m)["telegram_counter"].as_u64().unwrap())
+        .collect();
+    eprintln!("before the kill: {before:?}; after the restart: {arrived:?}");
+    // Nothing was acknowledged before the kill, so nothing is sent twice.
+    assert_eq!(arrived, before, "every reading once, in order");
+    let _ = Command::new("kill")
+        .args(["-TERM", &daemon.id().to_string()])
+        .status();
+    daemon.wait().unwrap();
+    // The summary says where the readings came from (the stderr thread may lag the exit).
+    let until = Instant::now() + WAIT;
+    while !log
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|l| l.contains("kept on disk from before the restart"))
+    {
+        assert!(Instant::now() < until, "{:?}", log.lock().unwrap());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Delivered readings leave the journal.
+    let kept = meterbridge::mqtt::outbox::load(&state_dir).unwrap();
+    assert!(
+        kept.queued
+            .iter()
+            .all(|m| m.topic.ends_with("gateway/state")),
+        "{:?}",
+        kept.queued
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

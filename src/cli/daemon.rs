@@ -146,8 +146,9 @@ pub fn check_config(args: &CheckConfigArgs) -> i32 {
 }
 
 /// What `run` says when it stops: what came in, and what became of every reading. With MQTT,
-/// readings made = delivered + dropped (queue full) + not delivered, where "readings" also
-/// counts the gateway's own state documents, which travel the same queue.
+/// readings made + kept from before a restart = delivered + dropped (queue full) + not
+/// delivered, where "readings" also counts the gateway's own state documents, which travel the
+/// same queue. Readings not delivered stay in the outage queue on disk for the next start.
 pub fn shutdown_summary(stats: &gateway::GatewayStats) -> String {
     let mut out = format!(
         "stopped: {} telegrams, {} duplicates, {} decode errors, {} key errors, {} bus errors, {} unknown meters\n",
@@ -166,8 +167,18 @@ pub fn shutdown_summary(stats: &gateway::GatewayStats) -> String {
         Some(m) => {
             let made = stats.readings_emitted + stats.gateway_states;
             out.push_str(&format!(
-                "readings: {made} made ({} of meters, {} of the gateway), {} delivered to the broker",
-                stats.readings_emitted, stats.gateway_states, m.readings_published
+                "readings: {made} made ({} of meters, {} of the gateway)",
+                stats.readings_emitted, stats.gateway_states
+            ));
+            if m.restored > 0 {
+                out.push_str(&format!(
+                    " and {} kept on disk from before the restart",
+                    m.restored
+                ));
+            }
+            out.push_str(&format!(
+                "; {} delivered to the broker",
+                m.readings_published
             ));
             if m.dropped > 0 {
                 out.push_str(&format!(
@@ -177,7 +188,7 @@ pub fn shutdown_summary(stats: &gateway::GatewayStats) -> String {
             }
             if m.queued > 0 {
                 out.push_str(&format!(
-                    ", {} NOT delivered: the broker could not be reached or refused the connection before shutdown",
+                    ", {} NOT delivered: the broker could not be reached or refused the connection before shutdown (kept in the state directory, sent at the next start)",
                     m.queued
                 ));
             }

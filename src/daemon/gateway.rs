@@ -217,6 +217,8 @@ pub fn mqtt_settings(config: &Config) -> Result<Option<MqttSettings>, String> {
         queue_limit: m.queue_limit,
         extra_subscriptions,
         keep_alive: m.keep_alive,
+        // Queued readings survive a crash next to the rest of the state.
+        outbox_dir: Some(config.state_dir.clone()),
     }))
 }
 

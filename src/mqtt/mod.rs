@@ -6,6 +6,7 @@
 
 pub mod client;
 pub mod discovery;
+pub mod outbox;
 mod tls;
 pub mod units;
 
