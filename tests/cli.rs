@@ -323,3 +323,39 @@ fn a_user_driver_folder_replaces_built_in_drivers_and_reports_bad_files() {
     assert!(err.contains("broken.yaml") && err.contains("line"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `run` without a configuration says how to get one; `check-config` prints a warning about
+/// the whole file as `FILE: warning: …`, without an empty location.
+#[test]
+fn run_without_a_configuration_and_file_warnings_say_it_plainly() {
+    let dir = std::env::temp_dir().join(format!("meterbridge-noconfig-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_meterbridge"))
+        .arg("run")
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.starts_with(
+            "error: there is no configuration file meterbridge.yaml; give one with --config FILE."
+        ),
+        "{err}"
+    );
+    assert!(err.contains("config.example.yaml"), "{err}");
+
+    let file = dir.join("empty.yaml");
+    std::fs::write(&file, "log_level: info\n").unwrap();
+    let (code, out, err) = meterbridge(&["check-config", &file.display().to_string()], None);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("valid"), "{out}");
+    assert_eq!(
+        err.trim_end(),
+        format!(
+            "{}: warning: there are no buses and no receivers: `run` would start and read nothing (config.example.yaml shows both)",
+            file.display()
+        )
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -364,7 +364,12 @@ fn check_config_finds_what_run_would_refuse() {
 #[test]
 fn an_empty_file_gives_the_defaults() {
     let (c, warnings) = parse_ok("");
-    assert!(warnings.is_empty());
+    // ...and says that it would do nothing.
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert_eq!(
+        warnings[0].to_string(),
+        "test.yaml: warning: there are no buses and no receivers: `run` would start and read nothing (config.example.yaml shows both)"
+    );
     assert_eq!(c.state_dir, PathBuf::from("./meterbridge-state"));
     assert_eq!(c.dedup_window, secs(10));
     assert!(c.buses.is_empty() && c.receivers.is_empty() && c.meters.is_empty());
@@ -1021,7 +1026,11 @@ fn a_file_with_secrets_readable_by_others_warns() {
     assert_eq!(c.path.as_deref(), Some(private.as_path()));
 
     // Without secrets, a readable file is fine.
-    let plain = write("plain.yaml", "log_level: debug\n", 0o644);
+    let plain = write(
+        "plain.yaml",
+        "log_level: debug\nreceivers:\n  - {name: r, type: hex_stdin}\n",
+        0o644,
+    );
     assert!(config::load(&plain).unwrap().1.is_empty());
 
     // A key file readable by others warns at the option that names it.
@@ -1111,4 +1120,42 @@ fn unsupported_and_new_top_level_options() {
     assert_eq!(c.state_save_interval, secs(30));
     let errors = parse_err("state_save_interval: 0\n");
     assert_eq!(errors[0].path, "state_save_interval");
+}
+
+/// The small things a new user trips over get a message written for a person.
+#[test]
+fn small_mistakes_get_clear_messages() {
+    // A name with nothing usable in it: a hint with an example, not "use e.g. ``".
+    let errors = parse_err("buses:\n  - {name: \"###\", tcp: \"h:1\"}\n");
+    let shown = ConfigErrors { errors }.to_string();
+    assert!(
+        shown.contains("use letters and digits, e.g. `cellar`"),
+        "{shown}"
+    );
+    assert!(!shown.contains("``"), "{shown}");
+
+    // The parser's size limit, not Rust debug text.
+    let huge = format!("x: [{}]\n", vec!["0"; 260_000].join(","));
+    let errors = parse_err(&huge);
+    assert_eq!(errors.len(), 1);
+    let m = &errors[0].message;
+    assert!(m.contains("far larger than any configuration"), "{m}");
+    assert!(!m.contains('{') && !m.contains("budget"), "{m}");
+
+    // Inputs listening on every address are warned about, as the bridge is.
+    let (_, warnings) = parse_ok(
+        "receivers:\n  - {name: a, type: udp, bind: \"0.0.0.0:7001\"}\n  - {name: b, type: tcp_server, bind: 7002}\n",
+    );
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert_eq!(
+        (warnings[0].pos.line, warnings[0].path.as_str()),
+        (2, "receivers[0].bind")
+    );
+    assert!(
+        warnings[0]
+            .message
+            .contains("0.0.0.0:7001, reachable from the network"),
+        "{}",
+        warnings[0]
+    );
 }

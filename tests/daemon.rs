@@ -1064,3 +1064,75 @@ mqtt:
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Random bytes on a UDP input: one warning, short and without control characters, whatever
+/// the datagram held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_on_an_input_is_reported_briefly() {
+    let udp = broker::free_port();
+    let state_dir = temp_dir("garbage");
+    let yaml = format!(
+        "state_dir: \"{}\"\nreceivers:\n  - name: esp\n    type: udp\n    bind: \"127.0.0.1:{udp}\"\n",
+        state_dir.display()
+    );
+    let (config, _) = parse_with(
+        &yaml,
+        "test.yaml",
+        &ValidateOptions::with_built_in_drivers(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let lines = Arc::new(Mutex::new(Vec::<String>::new()));
+    let sink = lines.clone();
+    let (stop, stop_rx) = watch::channel(false);
+    let task = tokio::spawn(gateway::run(
+        config,
+        RunOptions {
+            print: PrintFormat::None,
+            stop: Some(stop_rx),
+            instance: "garbage".into(),
+            log: Arc::new(move |m: &str| sink.lock().unwrap().push(m.to_string())),
+            ..RunOptions::default()
+        },
+    ));
+    let mut rng = support::Rng::new(15);
+    // A whole telegram, then 400 random bytes read as its RSSI field after the `;`.
+    let mut datagram = b"2E44A5119870659930037A060020052F2F0C933E842784060A3B00000A5A5901C4016D3B37DF2CCC01933E24032606;".to_vec();
+    let mut garbage = Vec::new();
+    rng.push_bytes(&mut garbage, 400);
+    // Line ends would split it, `=` and `;` make fields that are skipped.
+    for b in &mut garbage {
+        if matches!(*b, b'\n' | b'\r' | b'=' | b';') {
+            *b = b'.';
+        }
+    }
+    datagram.extend_from_slice(&garbage);
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let until = Instant::now() + WAIT;
+    let warning = loop {
+        socket.send_to(&datagram, ("127.0.0.1", udp)).unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if let Some(w) = lines
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|l| l.starts_with("warning: esp:"))
+        {
+            break w.clone();
+        }
+        assert!(Instant::now() < until, "{:?}", lines.lock().unwrap());
+    };
+    eprintln!("{warning}");
+    assert!(
+        warning.chars().count() <= 260,
+        "{} characters: {warning}",
+        warning.chars().count()
+    );
+    assert!(!warning.chars().any(char::is_control), "{warning:?}");
+    stop.send(true).unwrap();
+    tokio::time::timeout(WAIT, task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&state_dir);
+}

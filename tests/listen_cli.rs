@@ -372,3 +372,40 @@ fn secrets_can_stay_off_the_command_line() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `simulate stick --link` removes its link when stopped with SIGTERM.
+#[test]
+fn a_simulated_stick_stopped_with_sigterm_leaves_no_link() {
+    let dir = std::env::temp_dir().join(format!("meterbridge-simlink-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let link = dir.join("tty-sim");
+    let mut sim = bin()
+        .args(["simulate", "stick", "--kind", "cul", "--rate", "1"])
+        .arg("--link")
+        .arg(&link)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(sim.stdout.take().unwrap());
+    let mut first = String::new();
+    out.read_line(&mut first).unwrap();
+    let started = Instant::now();
+    while std::fs::symlink_metadata(&link).is_err() {
+        assert!(started.elapsed() < Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let status = Command::new("kill")
+        .args(["-TERM", &sim.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = sim.wait().unwrap();
+    assert_eq!(exit.code(), Some(0));
+    assert!(
+        std::fs::symlink_metadata(&link).is_err(),
+        "the link to the pty is left behind"
+    );
+    drop(out);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -206,6 +206,16 @@ fn runtime() -> Result<tokio::runtime::Runtime, String> {
 }
 
 pub fn run(args: &RunArgs) -> i32 {
+    if !args.config.exists() {
+        eprintln!(
+            "error: there is no configuration file {}; give one with --config FILE.\n\
+             Start from config.example.yaml (every option, commented; docs/configuration.md \
+             explains them), check it with `meterbridge check-config FILE`, or try everything \
+             on simulated hardware with `meterbridge demo`.",
+            args.config.display()
+        );
+        return 1;
+    }
     let Some(config) = load(&args.config) else {
         return 1;
     };

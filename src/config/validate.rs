@@ -349,6 +349,26 @@ fn check(text: &str, file_name: &str, options: &ValidateOptions) -> Result<Check
 /// print the location ourselves).
 fn syntax_message(raw: &str) -> String {
     let first = raw.lines().next().unwrap_or(raw);
+    // The parser's resource limits (a hostile or wrong file) come as Rust debug text, e.g.
+    // `budget breached: Nodes { nodes: 250001 }`.
+    if let Some(rest) = first.split("budget breached:").nth(1) {
+        let what = rest
+            .trim()
+            .split([' ', '{'])
+            .next()
+            .unwrap_or("size")
+            .to_lowercase();
+        let count: String = rest.chars().filter(char::is_ascii_digit).collect();
+        return format!(
+            "the file is far larger than any configuration: it goes over the parser's limit on \
+             {what}{}; is this the right file?",
+            if count.is_empty() {
+                String::new()
+            } else {
+                format!(" ({count})")
+            }
+        );
+    }
     let first = first.strip_prefix("error: ").unwrap_or(first);
     let first = match first.strip_prefix("line ") {
         Some(rest) => rest.split_once(": ").map_or(first, |(_, m)| m),
@@ -1010,6 +1030,14 @@ impl Checker<'_> {
             }
         }
 
+        // An empty file (or one with only general options) is valid but does nothing at all.
+        if !top.has("buses") && !top.has("receivers") && !top.has("meters") {
+            self.warn(
+                Pos::default(),
+                "",
+                "there are no buses and no receivers: `run` would start and read nothing (config.example.yaml shows both)",
+            );
+        }
         if let Some((node, _)) = top.get("meters") {
             let items = self.list(node, "meters", "meters");
             let mut meter_names: Vec<NameUse> = Vec::new();
@@ -1080,7 +1108,10 @@ impl Checker<'_> {
                 pos,
                 &path,
                 format!("`{c}` cannot be part of a name (it is special in MQTT topics)"),
-                Some(format!("use e.g. `{}`", topic_slug(&name))),
+                match topic_slug(&name) {
+                    s if s.is_empty() => Some("use letters and digits, e.g. `cellar`".into()),
+                    s => Some(format!("use e.g. `{s}`")),
+                },
             );
             return Some(name);
         }

@@ -222,6 +222,28 @@ pub fn mqtt_settings(config: &Config) -> Result<Option<MqttSettings>, String> {
     }))
 }
 
+/// Longest part of an input's complaint that goes into the log.
+const LOGGED_REASON: usize = 160;
+
+/// What an input said about bytes it refused, fit for a log line: whatever a peer sent (random
+/// bytes, escape sequences, a megabyte of garbage quoted back) is cut to [`LOGGED_REASON`]
+/// characters, and control characters are shown as escapes instead of reaching the terminal.
+fn loggable(reason: &str) -> String {
+    let mut out = String::new();
+    for (n, c) in reason.chars().enumerate() {
+        if n >= LOGGED_REASON {
+            out.push('…');
+            break;
+        }
+        if c.is_control() || c == char::REPLACEMENT_CHARACTER {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 fn timestamp(t: SystemTime) -> String {
     crate::cli::listen::utc_timestamp(t)
 }
@@ -1169,7 +1191,10 @@ pub async fn run(config: Config, options: RunOptions) -> Result<GatewayStats, St
                         .collect();
                     gateway.note_once(
                         format!("malformed/{input}/{kind}"),
-                        &format!("warning: {input}: {reason} (more like this are counted, not shown)"),
+                        &format!(
+                            "warning: {input}: {} (more like this are counted, not shown)",
+                            loggable(&reason)
+                        ),
                     );
                 }
                 InputEvent::Stats { .. } => {}
