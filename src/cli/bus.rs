@@ -426,7 +426,8 @@ impl ScanView {
                 out.push_str(&f);
                 out.push('\n');
             }
-            if p.probes % PIPE_PROGRESS_EVERY == 0 && matches!(p.event, ScanEvent::Silent) {
+            if p.probes.is_multiple_of(PIPE_PROGRESS_EVERY) && matches!(p.event, ScanEvent::Silent)
+            {
                 out.push_str(&status);
                 out.push('\n');
             }

@@ -341,7 +341,7 @@ mod tests {
             seq,
             topic: format!("mb/m{seq}/state"),
             payload: format!("{{\"n\":{seq}}}").into_bytes(),
-            retain: seq % 2 == 0,
+            retain: seq.is_multiple_of(2),
         }
     }
 
