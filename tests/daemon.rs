@@ -1136,3 +1136,71 @@ async fn garbage_on_an_input_is_reported_briefly() {
         .unwrap();
     let _ = std::fs::remove_dir_all(&state_dir);
 }
+
+/// A part that goes down or comes back is published on the gateway's state at once, by name
+/// (`parts_down`), for the Home Assistant gateway device.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_state_names_the_parts_that_are_down() {
+    let port = broker::rumqttd_port();
+    let base = format!("parts-{}", std::process::id());
+    let watcher = Watcher::start(port, &[format!("{base}/gateway/state")]).await;
+    let squatter = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let udp = squatter.local_addr().unwrap().port();
+    let state_dir = temp_dir("parts");
+    let yaml = format!(
+        r#"state_dir: "{state}"
+receivers:
+  - name: esp
+    type: udp
+    bind: "127.0.0.1:{udp}"
+buses:
+  - name: b
+    tcp: "127.0.0.1:{closed}"
+    polling: 1s
+meters:
+  - name: Heat
+    bus: b
+    address: 1
+    driver: kamheat
+mqtt:
+  url: mqtt://127.0.0.1:{port}
+  base_topic: {base}
+  discovery: false
+"#,
+        state = state_dir.display(),
+        closed = broker::free_port(),
+    );
+    let running = start_gateway(&yaml);
+    let topic = format!("{base}/gateway/state");
+    let wait_for_down = |expected: &'static str| {
+        let watcher = &watcher;
+        let topic = topic.clone();
+        async move {
+            let until = Instant::now() + WAIT;
+            loop {
+                if watcher
+                    .on(&topic)
+                    .iter()
+                    .any(|m| json(m)["parts_down"] == expected)
+                {
+                    return;
+                }
+                assert!(
+                    Instant::now() < until,
+                    "no state with parts_down {expected:?}: {:?}",
+                    watcher
+                        .on(&topic)
+                        .iter()
+                        .map(|m| json(m)["parts_down"].clone())
+                        .collect::<Vec<_>>()
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    wait_for_down("bus b, receiver esp").await;
+    drop(squatter);
+    wait_for_down("bus b").await;
+    running.finish().await;
+    let _ = std::fs::remove_dir_all(&state_dir);
+}

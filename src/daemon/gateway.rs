@@ -127,6 +127,8 @@ struct Gateway {
     stats: GatewayStats,
     minute: Vec<Instant>,
     receivers_up: HashMap<Arc<str>, bool>,
+    /// Buses by name: whether their connection is up (absent until it was first tried).
+    buses_up: HashMap<String, bool>,
     warned: HashSet<String>,
     base_topic: String,
     instance: String,
@@ -829,6 +831,41 @@ impl Gateway {
         }
     }
 
+    /// Publishes the gateway's state document (every minute, and when a part goes down or
+    /// comes back, so Home Assistant shows it at once).
+    fn publish_gateway_state(&mut self) {
+        if !matches!(self.sink, Sink::Mqtt { .. }) {
+            return;
+        }
+        let doc = self.gateway_state();
+        if let Sink::Mqtt { publisher, .. } = &self.sink {
+            publisher.publish(
+                format!("{}/gateway/state", self.base_topic),
+                doc.into_bytes(),
+                true,
+            );
+            self.stats.gateway_states += 1;
+        }
+    }
+
+    /// The parts that are down, by name: `receiver esp, bus cellar`; empty when all run.
+    fn parts_down(&self) -> String {
+        let mut down: Vec<String> = self
+            .receivers_up
+            .iter()
+            .filter(|(_, up)| !**up)
+            .map(|(name, _)| format!("receiver {name}"))
+            .chain(
+                self.buses_up
+                    .iter()
+                    .filter(|(_, up)| !**up)
+                    .map(|(name, _)| format!("bus {name}")),
+            )
+            .collect();
+        down.sort();
+        down.join(", ")
+    }
+
     fn gateway_state(&mut self) -> String {
         let now = Instant::now();
         self.minute
@@ -844,6 +881,7 @@ impl Gateway {
             "duplicates": self.stats.duplicates,
             "unknown_meters": self.stats.unknown_meters,
             "receiver_connected": if connected { "ON" } else { "OFF" },
+            "parts_down": self.parts_down(),
             "timestamp": timestamp(SystemTime::now()),
         })
         .to_string()
@@ -1069,6 +1107,7 @@ pub async fn run(config: Config, options: RunOptions) -> Result<GatewayStats, St
         stats: GatewayStats::default(),
         minute: Vec::new(),
         receivers_up: HashMap::new(),
+        buses_up: HashMap::new(),
         warned: HashSet::new(),
         base_topic: base_topic.clone(),
         instance: options.instance.clone(),
@@ -1172,15 +1211,21 @@ pub async fn run(config: Config, options: RunOptions) -> Result<GatewayStats, St
             Some(event) = input_rx.recv() => match event {
                 InputEvent::Telegram { input, heard } => gateway.wireless_telegram(&input, heard),
                 InputEvent::Up { input, info } => {
-                    gateway.receivers_up.insert(input.clone(), true);
+                    let was = gateway.receivers_up.insert(input.clone(), true);
                     match info {
                         Some(i) => log(&format!("receiver {input}: {} firmware {} ready", i.model, i.firmware)),
                         None => log(&format!("receiver {input}: ready")),
                     }
+                    if was != Some(true) {
+                        gateway.publish_gateway_state();
+                    }
                 }
                 InputEvent::Down { input, reason } | InputEvent::Failed { input, reason } => {
-                    gateway.receivers_up.insert(input.clone(), false);
+                    let was = gateway.receivers_up.insert(input.clone(), false);
                     log(&format!("receiver {input}: {reason}"));
+                    if was != Some(false) {
+                        gateway.publish_gateway_state();
+                    }
                 }
                 InputEvent::Malformed { input, reason } => {
                     gateway.stats.decode_errors += 1;
@@ -1201,11 +1246,16 @@ pub async fn run(config: Config, options: RunOptions) -> Result<GatewayStats, St
             },
             Some(event) = bus_rx.recv() => match event {
                 BusEvent::Read { meter, result, forced } => gateway.wired_read(meter, result, forced),
-                BusEvent::Link { up, message, .. } => {
+                BusEvent::Link { bus, up, message } => {
                     if !up {
                         gateway.stats.bus_errors += 1;
                     }
                     log(&message);
+                    if let Some(b) = config.buses.get(bus) {
+                        if gateway.buses_up.insert(b.name.clone(), up) != Some(up) {
+                            gateway.publish_gateway_state();
+                        }
+                    }
                 }
             },
             Some(incoming) = async {
@@ -1233,13 +1283,7 @@ pub async fn run(config: Config, options: RunOptions) -> Result<GatewayStats, St
                 gateway.re_emit(false);
                 gateway.finish_listening(false);
             }
-            _ = gateway_timer.tick() => {
-                let doc = gateway.gateway_state();
-                if let Sink::Mqtt { publisher, .. } = &gateway.sink {
-                    publisher.publish(format!("{base_topic}/gateway/state"), doc.into_bytes(), true);
-                    gateway.stats.gateway_states += 1;
-                }
-            }
+            _ = gateway_timer.tick() => gateway.publish_gateway_state(),
             _ = save_timer.tick(), if save_job.is_none() => {
                 if let Some(snapshot) = gateway.state.snapshot(&gateway.run.decoder().compact) {
                     save_job = Some(tokio::task::spawn_blocking(move || snapshot.write()));
