@@ -411,3 +411,73 @@ fn set_baud_through_a_gateway_says_to_reconfigure_the_gateway() {
     let (code, _, err) = meterbridge(&["read", "5", "--tcp", &addr, "--baud", "9600"]);
     assert_eq!(code, 0, "{err}");
 }
+
+/// SIGTERM stops a scan like Ctrl-C does: the meters found so far are printed as the table,
+/// the bus is deselected, and the exit status is 0.
+#[test]
+fn sigterm_stops_a_scan_and_prints_what_was_found() {
+    use std::io::BufRead;
+    use std::process::Stdio;
+    let addr = start_bus(
+        "baud: 9600
+meters:
+  - {primary: 1, secondary: \"12345678\", manufacturer: KAM, version: 1, medium: 7}
+  - {primary: 2, secondary: \"12345699\", manufacturer: KAM, version: 1, medium: 7}
+  - {primary: 200, secondary: \"87654321\", manufacturer: LUG, version: 4, medium: 4}
+",
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_meterbridge"))
+        .args(["scan", "primary", "--tcp", &addr, "--baud", "9600"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("binary runs");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    loop {
+        let line = rx
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .expect("the scan reports its findings");
+        let second = line.starts_with("found 123456992D2C0107 KAM water version 1");
+        seen.push(line);
+        if second {
+            break;
+        }
+    }
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    seen.extend(rx.iter());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{seen:?}");
+    let rows: Vec<Vec<&str>> = stdout
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ["1", "123456782D2C0107", "KAM", "water", "1"],
+            ["2", "123456992D2C0107", "KAM", "water", "1"],
+        ],
+        "{stdout}"
+    );
+    assert!(
+        seen.iter().any(|l| l.starts_with("stopped after")),
+        "{seen:?}"
+    );
+    assert!(seen.iter().all(|l| !l.contains('{')), "{seen:?}");
+}

@@ -78,6 +78,46 @@ fn bad_telegrams_are_reported_and_the_rest_still_decode() {
     );
 }
 
+/// Standard input with a line that is not text, and one of 5 MB: each is one error with its
+/// line number, and every telegram around them still decodes.
+#[test]
+fn decode_reads_bytes_and_bounds_its_lines() {
+    let mut input = Vec::new();
+    input.extend_from_slice(format!("{FILLER_FRAME}\n").as_bytes());
+    input.extend_from_slice(b"\xFF\xFE 68 1F\n");
+    input.extend_from_slice(format!("{FILLER_FRAME}\n").as_bytes());
+    input.extend(std::iter::repeat_n(b'A', 5 * 1024 * 1024));
+    input.extend_from_slice(format!("\n{FILLER_FRAME}").as_bytes());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_meterbridge"))
+        .arg("decode")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("binary runs");
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || stdin.write_all(&input));
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap().unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    );
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_eq!(
+        stderr.lines().collect::<Vec<_>>(),
+        [
+            "error: line 2: not text (byte 1 is not UTF-8); skipped",
+            "error: line 4: longer than 8192 bytes (no telegram is); skipped",
+        ]
+    );
+    let ids: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.contains("\"id\":\"17677731\""))
+        .collect();
+    assert_eq!(ids.len(), 3, "{stdout}");
+}
+
 #[test]
 fn application_error_frame_is_a_report() {
     let (code, out, _) = meterbridge(&["decode", "68 04 04 68 08 01 70 08 81 16"], None);
@@ -129,7 +169,7 @@ fn wrong_and_missing_keys_exit_3_with_the_header() {
     );
     assert_eq!(code, 3);
     assert_eq!(
-        err.trim(),
+        err.lines().last().unwrap_or_default(),
         "error: telegram 1: decryption failed for meter 88888888 (APA): wrong key?"
     );
     // The unencrypted header is printed, never decoded garbage.
@@ -281,5 +321,41 @@ fn a_user_driver_folder_replaces_built_in_drivers_and_reports_bad_files() {
     );
     assert_eq!(code, 2);
     assert!(err.contains("broken.yaml") && err.contains("line"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `run` without a configuration says how to get one; `check-config` prints a warning about
+/// the whole file as `FILE: warning: …`, without an empty location.
+#[test]
+fn run_without_a_configuration_and_file_warnings_say_it_plainly() {
+    let dir = std::env::temp_dir().join(format!("meterbridge-noconfig-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_meterbridge"))
+        .arg("run")
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.starts_with(
+            "error: there is no configuration file meterbridge.yaml; give one with --config FILE."
+        ),
+        "{err}"
+    );
+    assert!(err.contains("config.example.yaml"), "{err}");
+
+    let file = dir.join("empty.yaml");
+    std::fs::write(&file, "log_level: info\n").unwrap();
+    let (code, out, err) = meterbridge(&["check-config", &file.display().to_string()], None);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("valid"), "{out}");
+    assert_eq!(
+        err.trim_end(),
+        format!(
+            "{}: warning: there are no buses and no receivers: `run` would start and read nothing (config.example.yaml shows both)",
+            file.display()
+        )
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

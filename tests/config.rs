@@ -168,22 +168,214 @@ fn the_example_validates_with_the_expected_values() {
 
 #[test]
 fn the_example_loads_from_its_file() {
-    let (c, _) = config::load_with(&example_path(), &ValidateOptions::with_built_in_drivers())
+    // As shipped it names a key file and an environment variable of the machine it is written
+    // for: loading checks both, at their lines.
+    let errors =
+        config::load_with(&example_path(), &ValidateOptions::with_built_in_drivers()).unwrap_err();
+    let at: Vec<(&str, bool)> = errors
+        .errors
+        .iter()
+        .map(|e| (e.path.as_str(), e.pos.line > 0))
+        .collect();
+    if std::env::var_os("MQTT_PASSWORD").is_some() {
+        assert_eq!(at, [("meters[3].key_file", true)], "{errors}");
+    } else {
+        assert_eq!(
+            at,
+            [("meters[3].key_file", true), ("mqtt.password_env", true)],
+            "{errors}"
+        );
+    }
+    // With both present it loads.
+    let dir = std::env::temp_dir().join(format!("meterbridge-example-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = dir.join("hot-water.key");
+    std::fs::write(&key, "A004EB23329A477F1DD2D7820B56EB3D\n").unwrap();
+    let text = std::fs::read_to_string(example_path())
+        .unwrap()
+        .replace("/etc/meterbridge/hot-water.key", &key.display().to_string())
+        // A variable every test environment has.
+        .replace("password_env: MQTT_PASSWORD", "password_env: PATH");
+    let copy = dir.join("config.yaml");
+    std::fs::write(&copy, text).unwrap();
+    let (c, _) = config::load_with(&copy, &ValidateOptions::with_built_in_drivers())
         .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(c.path, Some(example_path()));
+    assert_eq!(c.path, Some(copy));
     assert_eq!(c.meters.len(), 4);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Everything `run` would refuse is found when the configuration is loaded (by `check-config`
+/// and by `run`, which share the loader), each at its line and column.
+#[test]
+fn check_config_finds_what_run_would_refuse() {
+    // In the text alone.
+    let errors = parse_err(
+        "buses:\n\
+         \x20 - {name: b, tcp: \"h:1\", tcp_server: 7202}\n\
+         receivers:\n\
+         \x20 - {name: esp, type: tcp_server, bind: \"0.0.0.0:7202\"}\n\
+         \x20 - {name: air, type: udp, bind: 7202}\n\
+         \x20 - {name: air2, type: udp, bind: \":7202\"}\n\
+         mqtt:\n\
+         \x20 url: mqtts://broker.example\n\
+         \x20 qos: 2\n",
+    );
+    let got: Vec<(usize, usize, &str, &str)> = errors
+        .iter()
+        .map(|e| {
+            (
+                e.pos.line,
+                e.pos.column,
+                e.path.as_str(),
+                e.message.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (
+                4,
+                41,
+                "receivers[0].bind",
+                "TCP port 7202 is already taken by the bridge of bus `b`"
+            ),
+            (
+                6,
+                35,
+                "receivers[2].bind",
+                "UDP port 7202 is already taken by receiver `air`"
+            ),
+            (
+                8,
+                8,
+                "mqtt.url",
+                "mqtts:// needs `ca_file`: the broker's certificate is checked against the CA certificates in that file only (this build does not read the system's trusted roots)"
+            ),
+            (9, 8, "mqtt.qos", "2 is out of range; expected 0 to 1"),
+        ]
+    );
+
+    // Files and the environment, checked when loading a file.
+    let dir = std::env::temp_dir().join(format!("meterbridge-outside-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let tls = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls");
+    let short_key = dir.join("short.key");
+    std::fs::write(&short_key, "C0FFEE\n").unwrap();
+    let text = format!(
+        "meters:\n\
+         \x20 - {{name: a, address: \"00000001\", key_file: {dir}/missing.key}}\n\
+         \x20 - {{name: b, address: \"00000002\", key_file: {short}}}\n\
+         mqtt:\n\
+         \x20 url: mqtts://broker.example\n\
+         \x20 username: u\n\
+         \x20 password_env: MB_TEST_UNSET_{pid}\n\
+         \x20 ca_file: {tls}/test-ca.key\n\
+         \x20 client_cert: {tls}/test-ca.pem\n\
+         \x20 client_key: {tls}/test-ca.pem\n",
+        dir = dir.display(),
+        short = short_key.display(),
+        tls = tls.display(),
+        pid = std::process::id(),
+    );
+    let file = dir.join("config.yaml");
+    std::fs::write(&file, &text).unwrap();
+    let errors = config::load_with(&file, &ValidateOptions::with_built_in_drivers())
+        .unwrap_err()
+        .errors;
+    let got: Vec<(usize, &str)> = errors
+        .iter()
+        .map(|e| (e.pos.line, e.path.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (2, "meters[0].key_file"),
+            (3, "meters[1].key_file"),
+            (7, "mqtt.password_env"),
+            (8, "mqtt.ca_file"),
+            (10, "mqtt.client_key"),
+        ],
+        "{}",
+        ConfigErrors {
+            errors: errors.clone()
+        }
+    );
+    assert!(errors[0].message.contains("No such file"), "{}", errors[0]);
+    assert!(
+        errors[1]
+            .message
+            .contains("expected 32 hex digits (AES-128) or 16 (PRIOS), found 6 characters"),
+        "{}",
+        errors[1]
+    );
+    assert!(
+        !errors[1].message.contains("C0FFEE"),
+        "the key stays secret"
+    );
+    assert!(
+        errors[2]
+            .message
+            .contains(&format!("MB_TEST_UNSET_{} is not set", std::process::id())),
+        "{}",
+        errors[2]
+    );
+    assert!(
+        errors[3].message.contains("holds no certificate"),
+        "{}",
+        errors[3]
+    );
+    assert!(
+        errors[4].message.contains("holds no private key"),
+        "{}",
+        errors[4]
+    );
+    // Rendered as file:line:column.
+    let shown = ConfigErrors { errors }.to_string();
+    assert!(
+        shown.contains(&format!("{}:8:12: mqtt.ca_file: ", file.display())),
+        "{shown}"
+    );
+
+    // The same file with what it names in place loads.
+    std::fs::write(&short_key, "A004EB23329A477F1DD2D7820B56EB3D\n").unwrap();
+    let fixed = text
+        .replace(
+            &format!("{}/missing.key", dir.display()),
+            &short_key.display().to_string(),
+        )
+        .replace(&format!("MB_TEST_UNSET_{}", std::process::id()), "PATH")
+        .replace("ca_file: ", "ca_file: X")
+        .replace(
+            &format!("ca_file: X{}/test-ca.key", tls.display()),
+            &format!("ca_file: {}/test-ca.pem", tls.display()),
+        )
+        .replace(
+            &format!("client_key: {}/test-ca.pem", tls.display()),
+            &format!("client_key: {}/test-ca.key", tls.display()),
+        );
+    std::fs::write(&file, fixed).unwrap();
+    config::load_with(&file, &ValidateOptions::with_built_in_drivers())
+        .unwrap_or_else(|e| panic!("{e}"));
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
 fn an_empty_file_gives_the_defaults() {
     let (c, warnings) = parse_ok("");
-    assert!(warnings.is_empty());
+    // ...and says that it would do nothing.
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert_eq!(
+        warnings[0].to_string(),
+        "test.yaml: warning: there are no buses and no receivers: `run` would start and read nothing (config.example.yaml shows both)"
+    );
     assert_eq!(c.state_dir, PathBuf::from("./meterbridge-state"));
     assert_eq!(c.dedup_window, secs(10));
     assert!(c.buses.is_empty() && c.receivers.is_empty() && c.meters.is_empty());
     assert!(c.mqtt.is_none());
     let (c, _) =
-        parse_ok("buses:\n  - name: b\n    device: /dev/ttyS0\nmqtt:\n  url: mqtts://broker\n");
+        parse_ok("buses:\n  - name: b\n    device: /dev/ttyS0\nmqtt:\n  url: mqtts://broker\n  ca_file: ca.pem\n");
     assert_eq!(c.buses[0].polling, Polling::Every(secs(60)));
     assert_eq!(
         c.buses[0].endpoint,
@@ -344,7 +536,7 @@ fn every_mistake_is_reported_at_once_with_its_position() {
         .message
         .contains("missing required option `field`"));
     assert!(at("mqtt.url").message.contains("unsupported scheme `http`"));
-    assert!(at("mqtt.qos").message.contains("expected 0 to 2"));
+    assert!(at("mqtt.qos").message.contains("expected 0 to 1"));
     assert!(at("mqtt.password").message.contains("needs a `username`"));
     assert!(at("mqtt.client_cert")
         .message
@@ -834,7 +1026,11 @@ fn a_file_with_secrets_readable_by_others_warns() {
     assert_eq!(c.path.as_deref(), Some(private.as_path()));
 
     // Without secrets, a readable file is fine.
-    let plain = write("plain.yaml", "log_level: debug\n", 0o644);
+    let plain = write(
+        "plain.yaml",
+        "log_level: debug\nreceivers:\n  - {name: r, type: hex_stdin}\n",
+        0o644,
+    );
     assert!(config::load(&plain).unwrap().1.is_empty());
 
     // A key file readable by others warns at the option that names it.
@@ -924,4 +1120,42 @@ fn unsupported_and_new_top_level_options() {
     assert_eq!(c.state_save_interval, secs(30));
     let errors = parse_err("state_save_interval: 0\n");
     assert_eq!(errors[0].path, "state_save_interval");
+}
+
+/// The small things a new user trips over get a message written for a person.
+#[test]
+fn small_mistakes_get_clear_messages() {
+    // A name with nothing usable in it: a hint with an example, not "use e.g. ``".
+    let errors = parse_err("buses:\n  - {name: \"###\", tcp: \"h:1\"}\n");
+    let shown = ConfigErrors { errors }.to_string();
+    assert!(
+        shown.contains("use letters and digits, e.g. `cellar`"),
+        "{shown}"
+    );
+    assert!(!shown.contains("``"), "{shown}");
+
+    // The parser's size limit, not Rust debug text.
+    let huge = format!("x: [{}]\n", vec!["0"; 260_000].join(","));
+    let errors = parse_err(&huge);
+    assert_eq!(errors.len(), 1);
+    let m = &errors[0].message;
+    assert!(m.contains("far larger than any configuration"), "{m}");
+    assert!(!m.contains('{') && !m.contains("budget"), "{m}");
+
+    // Inputs listening on every address are warned about, as the bridge is.
+    let (_, warnings) = parse_ok(
+        "receivers:\n  - {name: a, type: udp, bind: \"0.0.0.0:7001\"}\n  - {name: b, type: tcp_server, bind: 7002}\n",
+    );
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert_eq!(
+        (warnings[0].pos.line, warnings[0].path.as_str()),
+        (2, "receivers[0].bind")
+    );
+    assert!(
+        warnings[0]
+            .message
+            .contains("0.0.0.0:7001, reachable from the network"),
+        "{}",
+        warnings[0]
+    );
 }

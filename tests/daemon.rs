@@ -517,6 +517,158 @@ meters:
     let _ = std::fs::remove_dir_all(&state_dir);
 }
 
+/// The bridge's port is taken when the gateway starts: polling goes on regardless, and once the
+/// port is free the bridge opens and serves a commissioning tool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_bridge_port_stops_neither_the_polling_nor_the_bridge() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let bus = start_bus().await;
+    let squatter = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let bridge_port = squatter.local_addr().unwrap().port();
+    let state_dir = temp_dir("busy-bridge");
+    let yaml = format!(
+        r#"state_dir: "{state}"
+buses:
+  - name: b
+    tcp: "{bus}"
+    polling: 200ms
+    emit: every
+    tcp_server:
+      port: {bridge_port}
+meters:
+  - name: Heat
+    bus: b
+    address: 1
+    driver: kamheat
+"#,
+        state = state_dir.display()
+    );
+    let (running, mut emitted) = start_gateway_emitting(&yaml);
+    // Five readings with the port taken: the bus task did not end with the bridge.
+    for _ in 0..5 {
+        let (_, doc) = tokio::time::timeout(WAIT, emitted.recv())
+            .await
+            .expect("polling goes on while the bridge port is taken")
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_str(&doc).unwrap();
+        assert_eq!(v["total_energy_consumption_kwh"], 34510.0, "{doc}");
+    }
+    drop(squatter);
+    // The bridge is retried and then serves a tool: REQ_UD2 to primary address 1.
+    let until = Instant::now() + WAIT;
+    let mut client = loop {
+        match tokio::net::TcpStream::connect(("127.0.0.1", bridge_port)).await {
+            Ok(c) => break c,
+            Err(e) => {
+                assert!(Instant::now() < until, "the bridge never opened: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    client
+        .write_all(&[0x10, 0x5B, 0x01, 0x5C, 0x16])
+        .await
+        .unwrap();
+    let mut reply = Vec::new();
+    let mut buf = [0u8; 512];
+    while reply.len() < 6 || reply.len() < usize::from(reply[1]) + 6 {
+        let n = tokio::time::timeout(WAIT, client.read(&mut buf))
+            .await
+            .expect("the meter answers through the bridge")
+            .unwrap();
+        assert!(n > 0, "bridge closed");
+        reply.extend_from_slice(&buf[..n]);
+    }
+    assert_eq!(reply[5], 0x01, "answer from address 1");
+    drop(client);
+    while emitted.try_recv().is_ok() {}
+    tokio::time::timeout(WAIT, emitted.recv())
+        .await
+        .expect("polling resumes after the bridge client left")
+        .unwrap();
+    running.finish().await;
+    let _ = std::fs::remove_dir_all(&state_dir);
+}
+
+/// The broker never answers and the outage queue holds 3 readings: the shutdown summary
+/// accounts for every reading (delivered + dropped + not delivered = made) and says which.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shutdown_summary_accounts_for_every_reading() {
+    let bus = start_bus().await;
+    let state_dir = temp_dir("summary");
+    let yaml = format!(
+        r#"state_dir: "{state}"
+buses:
+  - name: b
+    tcp: "{bus}"
+    polling: 100ms
+    emit: every
+meters:
+  - name: Heat
+    bus: b
+    address: 1
+    driver: kamheat
+"#,
+        state = state_dir.display()
+    );
+    let (config, _) = parse_with(
+        &yaml,
+        "test.yaml",
+        &ValidateOptions::with_built_in_drivers(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    // A port nobody listens on.
+    let mut mqtt = meterbridge::mqtt::client::MqttSettings::new("127.0.0.1", broker::free_port());
+    mqtt.queue_limit = 3;
+    let (emitted_tx, mut emitted) = tokio::sync::mpsc::unbounded_channel();
+    let (stop, stop_rx) = watch::channel(false);
+    let task = tokio::spawn(gateway::run(
+        config,
+        RunOptions {
+            print: PrintFormat::None,
+            mqtt: Some(mqtt),
+            stop: Some(stop_rx),
+            instance: "summary".into(),
+            log: Arc::new(|m: &str| eprintln!("gateway: {m}")),
+            emitted: Some(emitted_tx),
+            withdraw_at_exit: false,
+        },
+    ));
+    for _ in 0..6 {
+        tokio::time::timeout(WAIT, emitted.recv())
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    stop.send(true).unwrap();
+    let stats = tokio::time::timeout(Duration::from_secs(40), task)
+        .await
+        .expect("the gateway stops")
+        .unwrap()
+        .unwrap();
+    let m = stats.mqtt.expect("MQTT counters");
+    assert!(stats.readings_emitted >= 6, "{stats:?}");
+    assert_eq!(m.readings_published, 0, "{stats:?}");
+    assert_eq!(m.queued, 3, "{stats:?}");
+    assert_eq!(m.restored, 0, "{stats:?}");
+    assert_eq!(
+        stats.readings_emitted + stats.gateway_states,
+        m.readings_published + m.dropped + m.queued as u64,
+        "{stats:?}"
+    );
+    let summary = meterbridge::cli::daemon::shutdown_summary(&stats);
+    assert!(
+        summary.contains(&format!(
+            "{} dropped while the outage queue was full",
+            m.dropped
+        )),
+        "{summary}"
+    );
+    assert!(summary.contains("3 NOT delivered"), "{summary}");
+    assert!(summary.contains("0 delivered to the broker"), "{summary}");
+    let _ = std::fs::remove_dir_all(&state_dir);
+}
+
 /// The broker is stopped for 30 s and started again: every reading produced meanwhile is
 /// delivered afterwards, in order (mosquitto only: it keeps the subscriber's session across the
 /// restart, so what the gateway publishes right after reconnecting is not missed).
@@ -801,6 +953,287 @@ async fn only_values_leaves_out_the_header_fields() {
     assert!(alive.status.success(), "{alive:?}");
     assert!(String::from_utf8_lossy(&alive.stdout).starts_with("alive"));
     assert_eq!(health(&state_dir.join("nothing")).status.code(), Some(1));
+    running.finish().await;
+    let _ = std::fs::remove_dir_all(&state_dir);
+}
+
+/// The daemon (the real binary) makes 10 readings while the broker is down and is killed with
+/// SIGKILL: after the broker and the daemon are back, each of the 10 arrives, once and in order,
+/// from the outage queue on disk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readings_queued_during_an_outage_survive_kill_9() {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    if !broker::mosquitto_available() {
+        println!("note: mosquitto is not installed; the kill -9 test needs it");
+        return;
+    }
+    let dir = temp_dir("kill9");
+    std::fs::create_dir_all(&dir).unwrap();
+    let state_dir = dir.join("state");
+    let port = broker::free_port();
+    let udp = broker::free_port();
+    let config = dir.join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"state_dir: "{state}"
+dedup_window: 0
+receivers:
+  - name: esp
+    type: udp
+    bind: "127.0.0.1:{udp}"
+meters:
+  - name: Cold water
+    address: "76348799"
+    driver: kamwater
+mqtt:
+  url: mqtt://127.0.0.1:{port}
+  discovery: false
+"#,
+            state = state_dir.display()
+        ),
+    )
+    .unwrap();
+    let start = || {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_meterbridge"))
+            .args(["run", "--print", "json", "--config"])
+            .arg(&config)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the daemon starts");
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                eprintln!("daemon: {line}");
+                sink.lock().unwrap().push(line);
+            }
+        });
+        (child, rx, log)
+    };
+
+    // Broker down: 10 readings, each seen on standard output.
+    let (mut daemon, printed, _) = start();
+    let mut before = Vec::new();
+    while before.len() < 10 {
+        send_udp(udp, KAMSTRUP);
+        // The first datagram may come before the socket is bound.
+        if let Ok(line) = printed.recv_timeout(Duration::from_secs(2)) {
+            let v: Value = serde_json::from_str(&line).unwrap();
+            assert_eq!(v["total_m3"], 6.408, "{line}");
+            before.push(v["telegram_counter"].as_u64().unwrap());
+        }
+    }
+    // On disk before the kill: the queue's writer flushes each batch to the device.
+    let until = Instant::now() + WAIT;
+    loop {
+        let kept = meterbridge::mqtt::outbox::load(&state_dir).unwrap();
+        let readings = kept
+            .queued
+            .iter()
+            .filter(|m| !m.topic.ends_with("gateway/state"))
+            .count();
+        if readings >= 10 {
+            break;
+        }
+        assert!(Instant::now() < until, "only {readings} readings on disk");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    daemon.kill().unwrap(); // SIGKILL
+    daemon.wait().unwrap();
+
+    let _mosquitto = broker::start_mosquitto(port);
+    let watcher = Watcher::start(port, &["meterbridge/+/state".to_string()]).await;
+    let (mut daemon, _printed, log) = start();
+    let topic = "meterbridge/cold_water/state";
+    watcher.wait_for(topic, 10).await;
+    // Time for any duplicate to show.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let arrived: Vec<u64> = watcher
+        .on(topic)
+        .iter()
+        .map(|m| json(m)["telegram_counter"].as_u64().unwrap())
+        .collect();
+    eprintln!("before the kill: {before:?}; after the restart: {arrived:?}");
+    // Nothing was acknowledged before the kill, so nothing is sent twice.
+    assert_eq!(arrived, before, "every reading once, in order");
+    let _ = Command::new("kill")
+        .args(["-TERM", &daemon.id().to_string()])
+        .status();
+    daemon.wait().unwrap();
+    // The summary says where the readings came from (the stderr thread may lag the exit).
+    let until = Instant::now() + WAIT;
+    while !log
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|l| l.contains("kept on disk from before the restart"))
+    {
+        assert!(Instant::now() < until, "{:?}", log.lock().unwrap());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Delivered readings leave the journal.
+    let kept = meterbridge::mqtt::outbox::load(&state_dir).unwrap();
+    assert!(
+        kept.queued
+            .iter()
+            .all(|m| m.topic.ends_with("gateway/state")),
+        "{:?}",
+        kept.queued
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Random bytes on a UDP input: one warning, short and without control characters, whatever
+/// the datagram held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_on_an_input_is_reported_briefly() {
+    let udp = broker::free_port();
+    let state_dir = temp_dir("garbage");
+    let yaml = format!(
+        "state_dir: \"{}\"\nreceivers:\n  - name: esp\n    type: udp\n    bind: \"127.0.0.1:{udp}\"\n",
+        state_dir.display()
+    );
+    let (config, _) = parse_with(
+        &yaml,
+        "test.yaml",
+        &ValidateOptions::with_built_in_drivers(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let lines = Arc::new(Mutex::new(Vec::<String>::new()));
+    let sink = lines.clone();
+    let (stop, stop_rx) = watch::channel(false);
+    let task = tokio::spawn(gateway::run(
+        config,
+        RunOptions {
+            print: PrintFormat::None,
+            stop: Some(stop_rx),
+            instance: "garbage".into(),
+            log: Arc::new(move |m: &str| sink.lock().unwrap().push(m.to_string())),
+            ..RunOptions::default()
+        },
+    ));
+    let mut rng = support::Rng::new(15);
+    // A whole telegram, then 400 random bytes read as its RSSI field after the `;`.
+    let mut datagram = b"2E44A5119870659930037A060020052F2F0C933E842784060A3B00000A5A5901C4016D3B37DF2CCC01933E24032606;".to_vec();
+    let mut garbage = Vec::new();
+    rng.push_bytes(&mut garbage, 400);
+    // Line ends would split it, `=` and `;` make fields that are skipped.
+    for b in &mut garbage {
+        if matches!(*b, b'\n' | b'\r' | b'=' | b';') {
+            *b = b'.';
+        }
+    }
+    datagram.extend_from_slice(&garbage);
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let until = Instant::now() + WAIT;
+    let warning = loop {
+        socket.send_to(&datagram, ("127.0.0.1", udp)).unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if let Some(w) = lines
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|l| l.starts_with("warning: esp:"))
+        {
+            break w.clone();
+        }
+        assert!(Instant::now() < until, "{:?}", lines.lock().unwrap());
+    };
+    eprintln!("{warning}");
+    assert!(
+        warning.chars().count() <= 260,
+        "{} characters: {warning}",
+        warning.chars().count()
+    );
+    assert!(!warning.chars().any(char::is_control), "{warning:?}");
+    stop.send(true).unwrap();
+    tokio::time::timeout(WAIT, task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&state_dir);
+}
+
+/// A part that goes down or comes back is published on the gateway's state at once, by name
+/// (`parts_down`), for the Home Assistant gateway device.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_state_names_the_parts_that_are_down() {
+    let port = broker::rumqttd_port();
+    let base = format!("parts-{}", std::process::id());
+    let watcher = Watcher::start(port, &[format!("{base}/gateway/state")]).await;
+    let squatter = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let udp = squatter.local_addr().unwrap().port();
+    let state_dir = temp_dir("parts");
+    let yaml = format!(
+        r#"state_dir: "{state}"
+receivers:
+  - name: esp
+    type: udp
+    bind: "127.0.0.1:{udp}"
+buses:
+  - name: b
+    tcp: "127.0.0.1:{closed}"
+    polling: 1s
+meters:
+  - name: Heat
+    bus: b
+    address: 1
+    driver: kamheat
+mqtt:
+  url: mqtt://127.0.0.1:{port}
+  base_topic: {base}
+  discovery: false
+"#,
+        state = state_dir.display(),
+        closed = broker::free_port(),
+    );
+    let running = start_gateway(&yaml);
+    let topic = format!("{base}/gateway/state");
+    let wait_for_down = |expected: &'static str| {
+        let watcher = &watcher;
+        let topic = topic.clone();
+        async move {
+            let until = Instant::now() + WAIT;
+            loop {
+                if watcher
+                    .on(&topic)
+                    .iter()
+                    .any(|m| json(m)["parts_down"] == expected)
+                {
+                    return;
+                }
+                assert!(
+                    Instant::now() < until,
+                    "no state with parts_down {expected:?}: {:?}",
+                    watcher
+                        .on(&topic)
+                        .iter()
+                        .map(|m| json(m)["parts_down"].clone())
+                        .collect::<Vec<_>>()
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    wait_for_down("bus b, receiver esp").await;
+    drop(squatter);
+    wait_for_down("bus b").await;
     running.finish().await;
     let _ = std::fs::remove_dir_all(&state_dir);
 }

@@ -36,8 +36,28 @@ fn demo_prints_readings_of_all_six_meters() {
 
 #[test]
 fn check_config_accepts_the_example_and_reports_every_mistake() {
-    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.yaml");
-    let out = bin().args(["check-config", example]).output().unwrap();
+    // The example names a key file and an environment variable of the machine it is for;
+    // `check-config` checks both, as `run` needs them. Here they are provided.
+    let dir = std::env::temp_dir().join(format!("meterbridge-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = dir.join("hot-water.key");
+    std::fs::write(&key, "A004EB23329A477F1DD2D7820B56EB3D\n").unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let example =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.yaml"))
+            .unwrap()
+            .replace("/etc/meterbridge/hot-water.key", &key.display().to_string());
+    let copy = dir.join("example.yaml");
+    std::fs::write(&copy, example).unwrap();
+    let out = bin()
+        .arg("check-config")
+        .arg(&copy)
+        .env("MQTT_PASSWORD", "not-checked-here")
+        .output()
+        .unwrap();
     assert!(
         out.status.success(),
         "{}",
@@ -45,8 +65,6 @@ fn check_config_accepts_the_example_and_reports_every_mistake() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("valid"));
 
-    let dir = std::env::temp_dir().join(format!("meterbridge-check-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
     let bad = dir.join("bad.yaml");
     std::fs::write(
         &bad,

@@ -199,3 +199,213 @@ fn listen_reads_rtl_wmbus_lines_from_a_command() {
     assert_eq!(line["fields"]["total_m3"], 6.408);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `listen` on a path that is no stick, one that does not exist, and a stick of another kind
+/// than the one given: each ends with one clear error and status 1 instead of retrying for ever.
+#[test]
+fn listen_gives_up_on_a_wrong_device_or_stick_kind() {
+    let run = |args: &[&str]| {
+        let started = Instant::now();
+        let out = bin()
+            .arg("listen")
+            .args(args)
+            .args(["--duration", "120"])
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+            started.elapsed(),
+        )
+    };
+    let (code, err, took) = run(&["--stick", "amb8465", "--device", "/etc/passwd"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("error: amb8465 on /etc/passwd (t1): cannot use /etc/passwd: it is a file, not a serial device"),
+        "{err}"
+    );
+    assert!(took < Duration::from_secs(60), "{took:?}");
+
+    let missing = format!("/dev/ttyNOPE{}", std::process::id());
+    let (code, err, took) = run(&["--stick", "im871a", "--device", &missing]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("gave up after 5 attempts"), "{err}");
+    assert!(err.contains(&format!("cannot open {missing}")), "{err}");
+    // Reported once while it retried, then the error.
+    assert_eq!(err.matches("retrying").count(), 1, "{err}");
+    assert!(took < Duration::from_secs(60), "{took:?}");
+
+    // An iM871A simulated on a pty, opened as an AMB8465.
+    let dir = std::env::temp_dir().join(format!("meterbridge-wrong-kind-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let link = dir.join("tty-im871a");
+    let mut sim = bin()
+        .args(["simulate", "stick", "--kind", "im871a", "--rate", "1"])
+        .arg("--link")
+        .arg(&link)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut sim_out = BufReader::new(sim.stdout.take().unwrap());
+    let mut first = String::new();
+    sim_out.read_line(&mut first).unwrap();
+    let _sim = Killed(sim);
+    let started = Instant::now();
+    while !link.exists() {
+        assert!(started.elapsed() < Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let device = link.display().to_string();
+    let (code, err, took) = run(&["--stick", "amb8465", "--device", &device]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains(&format!(
+            "gave up after 5 attempts: {device} does not answer as a amb8465"
+        )),
+        "{err}"
+    );
+    eprintln!("wrong stick kind given up after {took:?}");
+    assert!(took < Duration::from_secs(100), "{took:?}");
+    drop(sim_out);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Keys and passwords off the command line: `--key-file`, METERBRIDGE_KEYS and `listen
+/// --config` decrypt without a warning; a key or password on the command line still works but
+/// is warned about.
+#[test]
+fn secrets_can_stay_off_the_command_line() {
+    let dir = std::env::temp_dir().join(format!("meterbridge-keyfile-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key_file = dir.join("keys");
+    std::fs::write(
+        &key_file,
+        "# hot water\n61070071=A004EB23329A477F1DD2D7820B56EB3D\n",
+    )
+    .unwrap();
+    let decode = |args: &[&str], env: Option<&str>| {
+        let mut c = bin();
+        c.args(["decode", "--driver", "auto"])
+            .args(args)
+            .arg(AVENTIES);
+        c.env_remove("METERBRIDGE_KEYS");
+        if let Some(keys) = env {
+            c.env("METERBRIDGE_KEYS", keys);
+        }
+        let out = c.output().unwrap();
+        let v: serde_json::Value =
+            serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+        (v, String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let key_file_arg = key_file.display().to_string();
+    let (v, err) = decode(&["--key-file", &key_file_arg], None);
+    assert_eq!(v["fields"]["total_m3"], 466.472, "{err}");
+    assert!(!err.contains("warning"), "{err}");
+    let (v, err) = decode(&[], Some("61070071=A004EB23329A477F1DD2D7820B56EB3D"));
+    assert_eq!(v["fields"]["total_m3"], 466.472, "{err}");
+    assert!(!err.contains("warning"), "{err}");
+    let (v, err) = decode(
+        &["--key", "61070071=A004EB23329A477F1DD2D7820B56EB3D"],
+        None,
+    );
+    assert_eq!(v["fields"]["total_m3"], 466.472, "{err}");
+    assert!(
+        err.contains("warning: --key puts the key on the command line"),
+        "{err}"
+    );
+    // A bad line in a key file is named by its line, without the key.
+    std::fs::write(dir.join("bad"), "# x\n61070071=A004EB23\n").unwrap();
+    let bad = dir.join("bad").display().to_string();
+    let (_, err) = decode(&["--key-file", &bad], None);
+    assert!(err.contains(&format!("--key-file {bad} line 2")), "{err}");
+    assert!(!err.contains("A004EB23"), "{err}");
+
+    // listen with the daemon's configuration: its receivers and its meters' key files.
+    let meter_key = dir.join("hot-water.key");
+    std::fs::write(&meter_key, "A004EB23329A477F1DD2D7820B56EB3D\n").unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&meter_key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let config = dir.join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "receivers:\n  - name: piped\n    type: hex_stdin\nmeters:\n  - name: Hot water\n    address: \"61070071\"\n    key_file: {}\n",
+            meter_key.display()
+        ),
+    )
+    .unwrap();
+    let (lines, err) = listen_stdin(
+        &[
+            "--config",
+            &config.display().to_string(),
+            "--format",
+            "json",
+        ],
+        &format!("{AVENTIES}\n"),
+    );
+    assert_eq!(lines.len(), 1, "{err}");
+    assert_eq!(lines[0]["fields"]["total_m3"], 466.472, "{err}");
+    assert!(
+        err.contains("listening to piped: hex lines on standard input"),
+        "{err}"
+    );
+    assert!(!err.contains("warning"), "{err}");
+
+    // A password in the --mqtt URL is warned about.
+    let out = bin()
+        .args([
+            "listen",
+            "--mqtt",
+            "mqtt://u:S3cr3t@127.0.0.1:1/t",
+            "--duration",
+            "0.2",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("warning: the --mqtt URL holds a password"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `simulate stick --link` removes its link when stopped with SIGTERM.
+#[test]
+fn a_simulated_stick_stopped_with_sigterm_leaves_no_link() {
+    let dir = std::env::temp_dir().join(format!("meterbridge-simlink-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let link = dir.join("tty-sim");
+    let mut sim = bin()
+        .args(["simulate", "stick", "--kind", "cul", "--rate", "1"])
+        .arg("--link")
+        .arg(&link)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(sim.stdout.take().unwrap());
+    let mut first = String::new();
+    out.read_line(&mut first).unwrap();
+    let started = Instant::now();
+    while std::fs::symlink_metadata(&link).is_err() {
+        assert!(started.elapsed() < Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let status = Command::new("kill")
+        .args(["-TERM", &sim.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = sim.wait().unwrap();
+    assert_eq!(exit.code(), Some(0));
+    assert!(
+        std::fs::symlink_metadata(&link).is_err(),
+        "the link to the pty is left behind"
+    );
+    drop(out);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -320,6 +320,9 @@ pub enum BrokerSource {
     Options,
 }
 
+/// The CA bundle of the add-on image (Alpine's ca-certificates).
+const ADDON_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
 /// The broker: the add-on's `mqtt.url` wins outright (the service's credentials belong to the
 /// service's broker and must not be sent elsewhere); otherwise the Supervisor's service, with
 /// the add-on's `username`/`password` replacing the service's where given.
@@ -367,6 +370,11 @@ fn mqtt_section(
         password = Some(as_text(p, "mqtt.password")?.to_string());
     }
     let _ = writeln!(out, "mqtt:\n  url: {}", yaml_quote(&url));
+    if url.starts_with("mqtts://") {
+        // The gateway checks the broker's certificate only against a CA file; the add-on
+        // image's system bundle holds the public CAs.
+        let _ = writeln!(out, "  ca_file: {}", yaml_quote(ADDON_CA_BUNDLE));
+    }
     if let Some(u) = &username {
         let _ = writeln!(out, "  username: {}", yaml_quote(u));
     }
@@ -649,6 +657,7 @@ mod tests {
             (mqtt.host.as_str(), mqtt.port, mqtt.tls),
             ("broker.example", 8883, true)
         );
+        assert_eq!(mqtt.ca_file, Some(PathBuf::from(ADDON_CA_BUNDLE)));
         assert_eq!(mqtt.username, None);
     }
 

@@ -104,7 +104,7 @@ pub fn load(path: &Path) -> Option<Config> {
     match config::load_with(path, &ValidateOptions::with_built_in_drivers()) {
         Ok((config, warnings)) => {
             for w in &warnings {
-                eprintln!("{}:{}: {}: warning: {}", w.file, w.pos, w.path, w.message);
+                eprintln!("{w}");
             }
             Some(config)
         }
@@ -145,6 +145,58 @@ pub fn check_config(args: &CheckConfigArgs) -> i32 {
     }
 }
 
+/// What `run` says when it stops: what came in, and what became of every reading. With MQTT,
+/// readings made + kept from before a restart = delivered + dropped (queue full) + not
+/// delivered, where "readings" also counts the gateway's own state documents, which travel the
+/// same queue. Readings not delivered stay in the outage queue on disk for the next start.
+pub fn shutdown_summary(stats: &gateway::GatewayStats) -> String {
+    let mut out = format!(
+        "stopped: {} telegrams, {} duplicates, {} decode errors, {} key errors, {} bus errors, {} unknown meters\n",
+        stats.telegrams,
+        stats.duplicates,
+        stats.decode_errors,
+        stats.key_errors,
+        stats.bus_errors,
+        stats.unknown_meters
+    );
+    match &stats.mqtt {
+        None => out.push_str(&format!(
+            "readings: {} made and printed",
+            stats.readings_emitted
+        )),
+        Some(m) => {
+            let made = stats.readings_emitted + stats.gateway_states;
+            out.push_str(&format!(
+                "readings: {made} made ({} of meters, {} of the gateway)",
+                stats.readings_emitted, stats.gateway_states
+            ));
+            if m.restored > 0 {
+                out.push_str(&format!(
+                    " and {} kept on disk from before the restart",
+                    m.restored
+                ));
+            }
+            out.push_str(&format!(
+                "; {} delivered to the broker",
+                m.readings_published
+            ));
+            if m.dropped > 0 {
+                out.push_str(&format!(
+                    ", {} dropped while the outage queue was full (the oldest first; raise mqtt.queue_limit to keep more)",
+                    m.dropped
+                ));
+            }
+            if m.queued > 0 {
+                out.push_str(&format!(
+                    ", {} NOT delivered: the broker could not be reached or refused the connection before shutdown (kept in the state directory, sent at the next start)",
+                    m.queued
+                ));
+            }
+        }
+    }
+    out
+}
+
 fn runtime() -> Result<tokio::runtime::Runtime, String> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -154,6 +206,16 @@ fn runtime() -> Result<tokio::runtime::Runtime, String> {
 }
 
 pub fn run(args: &RunArgs) -> i32 {
+    if !args.config.exists() {
+        eprintln!(
+            "error: there is no configuration file {}; give one with --config FILE.\n\
+             Start from config.example.yaml (every option, commented; docs/configuration.md \
+             explains them), check it with `meterbridge check-config FILE`, or try everything \
+             on simulated hardware with `meterbridge demo`.",
+            args.config.display()
+        );
+        return 1;
+    }
     let Some(config) = load(&args.config) else {
         return 1;
     };
@@ -175,16 +237,7 @@ pub fn run(args: &RunArgs) -> i32 {
     };
     match rt.block_on(gateway::run(config, options)) {
         Ok(stats) => {
-            eprintln!(
-                "stopped: {} telegrams, {} readings emitted, {} duplicates, {} decode errors, {} key errors, {} bus errors, {} unknown meters",
-                stats.telegrams,
-                stats.readings_emitted,
-                stats.duplicates,
-                stats.decode_errors,
-                stats.key_errors,
-                stats.bus_errors,
-                stats.unknown_meters
-            );
+            eprintln!("{}", shutdown_summary(&stats));
             0
         }
         Err(e) => {

@@ -32,9 +32,15 @@ pub struct DecodeArgs {
     #[arg(long, value_enum, default_value = "json")]
     pub format: Format,
     /// AES key for wireless telegrams: `HEX` (32 hex digits) for every meter of the run, or
-    /// `ID=HEX` for one meter (repeatable; 16 hex digits give a Diehl PRIOS key).
+    /// `ID=HEX` for one meter (repeatable; 16 hex digits give a Diehl PRIOS key). On the command
+    /// line every user can see it with `ps`: prefer --key-file or METERBRIDGE_KEYS.
     #[arg(long = "key", value_name = "[ID=]HEX")]
     pub keys: Vec<String>,
+    /// A file of keys, one `ID=HEX` (or `HEX` for every meter) per line; `#` starts a comment
+    /// (repeatable). The environment variable METERBRIDGE_KEYS may hold keys the same way,
+    /// separated by spaces.
+    #[arg(long = "key-file", value_name = "PATH")]
+    pub key_files: Vec<std::path::PathBuf>,
     /// Driver for named readings: a driver name or alias, or `auto` to detect it from the
     /// manufacturer, version and device type. Adds `driver` and `fields` to the JSON.
     #[arg(long)]
@@ -59,15 +65,63 @@ pub const EXIT_BAD_INPUT: i32 = 2;
 /// Exit status when a wireless telegram could not be decrypted (no key, wrong key, bad MAC).
 pub const EXIT_KEY: i32 = 3;
 
+/// The environment variable `decode` and `listen` read keys from (`[ID=]HEX`, separated by
+/// spaces or newlines), so they stay off the command line.
+pub const KEYS_ENV: &str = "METERBRIDGE_KEYS";
+
+/// Keys from `--key` (with a warning: the command line is visible to every user), `--key-file`
+/// and [`KEYS_ENV`]. Messages never show a key.
+pub fn gather_keys(
+    keys: &mut KeyStore,
+    on_command_line: &[String],
+    files: &[std::path::PathBuf],
+) -> Result<(), String> {
+    if !on_command_line.is_empty() {
+        eprintln!(
+            "warning: --key puts the key on the command line, where `ps` shows it to every user \
+             of this machine; use --key-file or {KEYS_ENV} instead"
+        );
+    }
+    for k in on_command_line {
+        parse_key_argument(keys, k)?;
+    }
+    for file in files {
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| format!("--key-file {}: {e}", file.display()))?;
+        for (n, line) in text.lines().enumerate() {
+            let line = line.split('#').next().unwrap_or_default().trim();
+            if line.is_empty() {
+                continue;
+            }
+            parse_key_argument(keys, line).map_err(|e| {
+                format!(
+                    "--key-file {} line {}: {}",
+                    file.display(),
+                    n + 1,
+                    e.replace("--key ", "key ")
+                )
+            })?;
+        }
+    }
+    if let Some(value) = std::env::var_os(KEYS_ENV) {
+        let value = value
+            .into_string()
+            .map_err(|_| format!("{KEYS_ENV} is not text"))?;
+        for k in value.split_whitespace() {
+            parse_key_argument(keys, k)
+                .map_err(|e| format!("{KEYS_ENV}: {}", e.replace("--key ", "key ")))?;
+        }
+    }
+    Ok(())
+}
+
 pub fn run(args: &DecodeArgs) -> i32 {
     let stderr = io::stderr();
     let mut err = stderr.lock();
     let mut keys = KeyStore::new();
-    for k in &args.keys {
-        if let Err(message) = parse_key_argument(&mut keys, k) {
-            let _ = writeln!(err, "error: {message}");
-            return EXIT_BAD_INPUT;
-        }
+    if let Err(message) = gather_keys(&mut keys, &args.keys, &args.key_files) {
+        let _ = writeln!(err, "error: {message}");
+        return EXIT_BAD_INPUT;
     }
     let stdout = io::stdout();
     let mut out = io::BufWriter::new(stdout.lock());
@@ -95,7 +149,16 @@ pub fn run(args: &DecodeArgs) -> i32 {
         decoder.use_driver(registry, &d, &args.name);
     }
     let mut status = 0;
-    let mut report = |label: String, text: &str, decoder: &mut Decoder| -> bool {
+    // `text` is the telegram, or why the line holds none (reported, and the run goes on).
+    let mut report = |label: String, text: Result<&str, String>, decoder: &mut Decoder| -> bool {
+        let text = match text {
+            Ok(t) => t,
+            Err(problem) => {
+                status = status.max(EXIT_BAD_INPUT);
+                let _ = writeln!(err, "error: {label}: {problem}");
+                return true;
+            }
+        };
         let written = match decoder.decode_line(text) {
             // A closed pipe (`| head`) ends the run quietly.
             Ok(rendered) => out.write_all(rendered.as_bytes()).is_ok(),
@@ -115,28 +178,103 @@ pub fn run(args: &DecodeArgs) -> i32 {
     };
     if args.hex.is_empty() {
         let stdin = io::stdin();
-        for (n, line) in stdin.lock().lines().enumerate() {
-            let Ok(line) = line else {
-                let _ = writeln!(err, "error: standard input is not readable text");
-                return EXIT_BAD_INPUT;
+        let mut input = stdin.lock();
+        let mut line = Vec::new();
+        let mut n = 0usize;
+        loop {
+            n += 1;
+            let label = format!("line {n}");
+            let kept = match read_bounded_line(&mut input, &mut line, MAX_LINE) {
+                Ok(None) => break,
+                Ok(Some(kept)) => kept,
+                Err(e) => {
+                    report(
+                        label,
+                        Err(format!("standard input failed: {e}")),
+                        &mut decoder,
+                    );
+                    break;
+                }
             };
-            let trimmed = line.trim();
-            if trimmed.is_empty() || trimmed.starts_with('#') {
+            let text = if kept {
+                std::str::from_utf8(&line).map_err(|e| {
+                    format!(
+                        "not text (byte {} is not UTF-8); skipped",
+                        e.valid_up_to() + 1
+                    )
+                })
+            } else {
+                Err(format!(
+                    "longer than {MAX_LINE} bytes (no telegram is); skipped"
+                ))
+            };
+            let text = text.map(str::trim);
+            if text
+                .as_ref()
+                .is_ok_and(|t| t.is_empty() || t.starts_with('#'))
+            {
                 continue;
             }
-            if !report(format!("line {}", n + 1), trimmed, &mut decoder) {
+            if !report(label, text, &mut decoder) {
                 break;
             }
         }
     } else {
         for (n, text) in args.hex.iter().enumerate() {
-            if !report(format!("telegram {}", n + 1), text, &mut decoder) {
+            if !report(format!("telegram {}", n + 1), Ok(text), &mut decoder) {
                 break;
             }
         }
     }
     let _ = out.flush();
     status
+}
+
+/// Longest line `decode` reads from standard input, as the daemon's line inputs: a telegram of
+/// 256 bytes is 512 hex digits, and no line of hex with separators comes near this.
+pub const MAX_LINE: usize = crate::receivers::input::MAX_LINE;
+
+/// Reads the next line (without its newline) into `line` as bytes: `Ok(None)` at the end of
+/// the input, `Ok(Some(false))` for a line longer than `max`, whose bytes are skipped without
+/// being kept, so a line of any length costs at most `max` bytes of memory.
+pub fn read_bounded_line(
+    input: &mut impl BufRead,
+    line: &mut Vec<u8>,
+    max: usize,
+) -> io::Result<Option<bool>> {
+    line.clear();
+    let mut overlong = false;
+    let mut any = false;
+    loop {
+        let buf = match input.fill_buf() {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if buf.is_empty() {
+            // End of input: a last line without a newline still counts.
+            return Ok(any.then_some(!overlong));
+        }
+        any = true;
+        let newline = buf.iter().position(|&b| b == b'\n');
+        let content = &buf[..newline.unwrap_or(buf.len())];
+        if !overlong {
+            if line.len() + content.len() > max {
+                overlong = true;
+                line.clear();
+            } else {
+                line.extend_from_slice(content);
+            }
+        }
+        let used = newline.map_or(buf.len(), |i| i + 1);
+        input.consume(used);
+        if newline.is_some() {
+            if line.last() == Some(&b'\r') {
+                line.pop();
+            }
+            return Ok(Some(!overlong));
+        }
+    }
 }
 
 /// Why a telegram did not decode, and what to print about it.

@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use clap::Args;
 use tokio::sync::mpsc;
 
+use crate::cli::decode::gather_keys;
 use crate::drivers::run::DriverRun;
 use crate::drivers::Registry;
 use crate::output::json::push_str;
@@ -15,7 +16,7 @@ use crate::output::wmbusmeters::{media_name, push_value};
 use crate::receivers::input::{self, InputEvent, InputSpec};
 use crate::receivers::{Dedup, Heard, LinkMode, StickKind};
 use crate::security::KeyStore;
-use crate::telegram::wireless::{parse_key_argument, WirelessLink};
+use crate::telegram::wireless::WirelessLink;
 use crate::wire::wireless::strip_dll_crcs;
 
 #[derive(Debug, Args)]
@@ -48,12 +49,22 @@ pub struct ListenArgs {
     /// Receive one telegram per UDP datagram on this address (e.g. 127.0.0.1:9999).
     #[arg(long, value_name = "ADDR")]
     pub udp: Option<String>,
-    /// Receive raw telegrams published on an MQTT topic: mqtt://[user:pass@]host[:port]/topic.
+    /// Receive raw telegrams published on an MQTT topic: mqtt://[user@]host[:port]/topic. The
+    /// password is read from METERBRIDGE_MQTT_PASSWORD (a password in the URL is visible to
+    /// every user with `ps`).
     #[arg(long, value_name = "URL")]
     pub mqtt: Option<String>,
-    /// AES key: `ID=HEX` for one meter (repeatable) or `HEX` for all.
+    /// AES key: `ID=HEX` for one meter (repeatable) or `HEX` for all. Visible to every user
+    /// with `ps`: prefer --key-file, METERBRIDGE_KEYS or --config.
     #[arg(long = "key", value_name = "[ID=]HEX")]
     pub keys: Vec<String>,
+    /// A file of keys, one `ID=HEX` (or `HEX`) per line (repeatable).
+    #[arg(long = "key-file", value_name = "PATH")]
+    pub key_files: Vec<std::path::PathBuf>,
+    /// The daemon's configuration: its meters' keys, its drivers folder, and, unless an input
+    /// is given here, its receivers (all of them at once).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<std::path::PathBuf>,
     /// Driver for readings: a name or `auto`.
     #[arg(long, default_value = "auto")]
     pub driver: String,
@@ -103,31 +114,122 @@ fn spec(args: &ListenArgs) -> Result<InputSpec, String> {
         specs.push(InputSpec::Udp { bind: b.clone() });
     }
     if let Some(url) = &args.mqtt {
-        specs.push(input::mqtt_input_from_url(url)?);
+        let mut spec = input::mqtt_input_from_url(url)?;
+        if let InputSpec::Mqtt {
+            username, password, ..
+        } = &mut spec
+        {
+            if password.is_some() {
+                eprintln!(
+                    "warning: the --mqtt URL holds a password, which `ps` shows to every user of \
+                     this machine; give it in {MQTT_PASSWORD_ENV} instead"
+                );
+            } else if username.is_some() {
+                *password = std::env::var(MQTT_PASSWORD_ENV).ok();
+            }
+        }
+        specs.push(spec);
     }
     match specs.len() {
         1 => Ok(specs.remove(0)),
-        0 => Err("say what to listen to: --stick KIND --device PATH, --rtlwmbus, --hex-stdin, --tcp, --tcp-listen, --udp or --mqtt".into()),
+        0 => Err("say what to listen to: --stick KIND --device PATH, --rtlwmbus, --hex-stdin, --tcp, --tcp-listen, --udp, --mqtt, or --config with receivers".into()),
         _ => Err("give one input per `listen` (the daemon runs several at once)".into()),
     }
 }
 
-pub fn run(args: &ListenArgs) -> i32 {
-    let spec = match spec(args) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return 2;
+/// Where `listen --mqtt mqtt://user@host/topic` finds the password.
+pub const MQTT_PASSWORD_ENV: &str = "METERBRIDGE_MQTT_PASSWORD";
+
+/// Whether any input is given on the command line.
+fn has_input(args: &ListenArgs) -> bool {
+    args.stick.is_some()
+        || args.rtlwmbus.is_some()
+        || args.hex_stdin
+        || args.tcp.is_some()
+        || args.tcp_listen.is_some()
+        || args.udp.is_some()
+        || args.mqtt.is_some()
+}
+
+/// The inputs of a configuration's receivers; `mqtt` receivers over the configuration's own
+/// broker (plain `mqtt://` only: `listen` reads them without TLS).
+async fn config_inputs(
+    config: &crate::config::Config,
+    sims: &mut tokio::task::JoinSet<()>,
+) -> Result<Vec<(Arc<str>, InputSpec)>, String> {
+    let log: Arc<dyn Fn(&str) + Send + Sync> = Arc::new(|m: &str| eprintln!("{m}"));
+    let mut inputs = Vec::new();
+    for r in &config.receivers {
+        let name: Arc<str> = Arc::from(r.name.as_str());
+        if let crate::config::ReceiverKind::Mqtt { topic } = &r.kind {
+            let settings = crate::daemon::gateway::mqtt_settings(config)?
+                .ok_or("an mqtt receiver needs the mqtt section")?;
+            if settings.tls {
+                return Err(format!(
+                    "receiver {}: `listen` reads mqtt receivers over mqtt:// only, the broker is mqtts://",
+                    r.name
+                ));
+            }
+            inputs.push((
+                name,
+                InputSpec::Mqtt {
+                    host: settings.host.clone(),
+                    port: settings.port,
+                    topic: topic.clone(),
+                    username: settings.username.clone(),
+                    password: settings.password.clone(),
+                },
+            ));
+            continue;
         }
-    };
-    let mut keys = KeyStore::default();
-    for k in &args.keys {
-        if let Err(message) = parse_key_argument(&mut keys, k) {
-            eprintln!("error: --key {message}");
-            return 2;
+        if let Some(spec) = crate::daemon::gateway::receiver_spec(&r.kind, sims, &log).await? {
+            inputs.push((name, spec));
         }
     }
-    let registry = match crate::cli::drivers::registry(args.drivers_dir.as_deref()) {
+    if inputs.is_empty() {
+        return Err("the configuration has no receivers; give an input here".into());
+    }
+    Ok(inputs)
+}
+
+pub fn run(args: &ListenArgs) -> i32 {
+    let config = match &args.config {
+        Some(path) => match crate::cli::daemon::load(path) {
+            Some(c) => Some(c),
+            None => return 2,
+        },
+        None => None,
+    };
+    let spec = if config.is_some() && !has_input(args) {
+        None
+    } else {
+        match spec(args) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return 2;
+            }
+        }
+    };
+    let mut keys = match &config {
+        Some(c) => match crate::daemon::gateway::key_store(c) {
+            Ok(k) => k,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return 2;
+            }
+        },
+        None => KeyStore::default(),
+    };
+    if let Err(message) = gather_keys(&mut keys, &args.keys, &args.key_files) {
+        eprintln!("error: {message}");
+        return 2;
+    }
+    let drivers_dir = args
+        .drivers_dir
+        .clone()
+        .or_else(|| config.as_ref().and_then(|c| c.drivers_dir.clone()));
+    let registry = match crate::cli::drivers::registry(drivers_dir.as_deref()) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: {e}");
@@ -144,19 +246,48 @@ pub fn run(args: &ListenArgs) -> i32 {
             return 1;
         }
     };
-    runtime.block_on(listen(args, spec, registry, keys))
+    runtime.block_on(async {
+        let mut sims = tokio::task::JoinSet::new();
+        let inputs = match (spec, &config) {
+            (Some(spec), _) => vec![(Arc::from(spec.describe()), spec)],
+            (None, Some(c)) => match config_inputs(c, &mut sims).await {
+                Ok(i) => i,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return 2;
+                }
+            },
+            (None, None) => return 2,
+        };
+        let status = listen(args, inputs, registry, keys).await;
+        sims.abort_all();
+        status
+    })
 }
 
 async fn listen(
     args: &ListenArgs,
-    spec: InputSpec,
+    inputs: Vec<(Arc<str>, InputSpec)>,
     registry: &'static Registry,
     keys: KeyStore,
 ) -> i32 {
     let (tx, mut rx) = mpsc::channel(256);
-    let name: Arc<str> = Arc::from(spec.describe());
-    eprintln!("listening to {name} (Ctrl-C stops)");
-    let input_task = tokio::spawn(input::run(name, spec, tx));
+    // A person is waiting: a wrong device or stick kind ends the run with an error instead of
+    // being retried for ever as the daemon does.
+    let policy = input::RetryPolicy {
+        give_up_after: Some(LISTEN_ATTEMPTS),
+    };
+    let mut input_tasks = tokio::task::JoinSet::new();
+    for (name, spec) in inputs {
+        let what = spec.describe();
+        if *name == *what {
+            eprintln!("listening to {name} (Ctrl-C stops)");
+        } else {
+            eprintln!("listening to {name}: {what} (Ctrl-C stops)");
+        }
+        input_tasks.spawn(input::run_with(name, spec, tx.clone(), policy));
+    }
+    drop(tx);
     let mut printer = Printer {
         run: DriverRun::new(registry, keys),
         registry,
@@ -172,6 +303,7 @@ async fn listen(
         (&args.rtlwmbus, args.hex_stdin),
         (Some(c), _) if c.is_empty()
     ) || args.hex_stdin;
+    let mut status = 0;
     loop {
         let event = tokio::select! {
             e = rx.recv() => e,
@@ -208,6 +340,11 @@ async fn listen(
                 None => eprintln!("{input}: ready"),
             },
             InputEvent::Down { input, reason } => eprintln!("{input}: {reason}"),
+            InputEvent::Failed { input, reason } => {
+                eprintln!("error: {input}: {reason}");
+                status = 1;
+                break;
+            }
             InputEvent::Malformed { input, reason } => eprintln!("{input}: skipped: {reason}"),
             InputEvent::Stats { input, stats } => eprintln!(
                 "{input}: {} malformed frames skipped so far",
@@ -215,10 +352,14 @@ async fn listen(
             ),
         }
     }
-    input_task.abort();
+    input_tasks.abort_all();
     let _ = stdin_input;
-    0
+    status
 }
+
+/// Attempts `listen` makes to open and start a stick before it gives up: with the input's
+/// backoff, about 4 s, enough for a stick that is being plugged in.
+const LISTEN_ATTEMPTS: u32 = 5;
 
 struct Printer {
     run: DriverRun<'static>,

@@ -278,6 +278,16 @@ async fn serve_stick(args: &StickArgs, cfg: StickSimConfig) -> Result<(), String
     );
     let log = std::sync::Arc::new(std::sync::Mutex::new(StickSimLog::default()));
     let kind = args.kind;
+    // The link points to a pseudo-terminal that goes away with us: removed however we stop
+    // (Ctrl-C, SIGTERM, an error), so no dangling link is left for the next program to open.
+    let _link = RemoveLink(args.link.clone());
+    #[cfg(unix)]
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| format!("cannot wait for SIGTERM: {e}"))?;
+    #[cfg(unix)]
+    let terminate = term.recv();
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<Option<()>>();
     tokio::select! {
         r = sim::stick::serve_on_pty(kind, amber, cfg, log, args.link.as_deref(), |path| {
             println!("simulated {kind} on {path}");
@@ -289,6 +299,23 @@ async fn serve_stick(args: &StickArgs, cfg: StickSimConfig) -> Result<(), String
             signal.map_err(|e| format!("cannot wait for Ctrl-C: {e}"))?;
             eprintln!("stopped");
             Ok(())
+        }
+        _ = terminate => {
+            eprintln!("stopped");
+            Ok(())
+        }
+    }
+}
+
+/// Removes the link to the simulated stick when dropped (only if it is still a link).
+struct RemoveLink(Option<std::path::PathBuf>);
+
+impl Drop for RemoveLink {
+    fn drop(&mut self) {
+        if let Some(link) = &self.0 {
+            if std::fs::symlink_metadata(link).is_ok_and(|m| m.file_type().is_symlink()) {
+                let _ = std::fs::remove_file(link);
+            }
         }
     }
 }

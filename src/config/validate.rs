@@ -134,6 +134,23 @@ pub fn load_with(
     })?;
     let mut checked = check(&text, &file_name, options)?;
     checked.config.path = Some(path.to_path_buf());
+    let mut errors: Vec<ConfigError> = checked
+        .outside
+        .iter()
+        .filter_map(|o| {
+            o.problem().map(|(message, hint)| ConfigError {
+                file: file_name.clone(),
+                pos: o.pos,
+                path: o.path.clone(),
+                message,
+                hint,
+            })
+        })
+        .collect();
+    if !errors.is_empty() {
+        errors.sort_by_key(|e| (e.pos.line, e.pos.column));
+        return Err(ConfigErrors { errors });
+    }
     if checked.holds_inline_secret {
         if let Some(mode) = group_or_other_access(path) {
             checked.warnings.push(Warning {
@@ -190,6 +207,106 @@ struct Checked {
     warnings: Vec<Warning>,
     holds_inline_secret: bool,
     secret_files: Vec<SecretFile>,
+    outside: Vec<Outside>,
+}
+
+/// Something a configuration names outside itself (a file, an environment variable) that `run`
+/// reads when it starts. Checked by [`load_with`], the validation `check-config` and `run` share,
+/// so a configuration `check-config` calls valid is one `run` starts with; [`parse_with`] checks
+/// the text alone (tests, configurations written for another machine).
+struct Outside {
+    pos: Pos,
+    path: String,
+    what: OutsideKind,
+}
+
+enum OutsideKind {
+    /// A meter key: 32 hex digits (or 16 for PRIOS) in a file.
+    KeyFile(PathBuf),
+    PasswordFile(PathBuf),
+    PasswordEnv(String),
+    /// PEM with at least one certificate.
+    Certificates(PathBuf),
+    /// PEM with a private key.
+    PrivateKey(PathBuf),
+    DriversDir(PathBuf),
+}
+
+impl Outside {
+    /// What is wrong with it, if anything.
+    fn problem(&self) -> Option<(String, Option<String>)> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let unreadable = |f: &Path, e: std::io::Error| {
+            Some((
+                format!("cannot read {}: {e}", f.display()),
+                Some(
+                    "`run` reads it as the user the daemon runs as, from its working directory"
+                        .into(),
+                ),
+            ))
+        };
+        match &self.what {
+            OutsideKind::KeyFile(f) => {
+                let text = match std::fs::read_to_string(f) {
+                    Ok(t) => t,
+                    Err(e) => return unreadable(f, e),
+                };
+                let digits: String = text.chars().filter(|c| !c.is_whitespace()).collect();
+                let hex = digits.chars().all(|c| c.is_ascii_hexdigit());
+                // The key itself never appears in a message.
+                (!(hex && (digits.len() == 32 || digits.len() == 16))).then(|| {
+                    (
+                        format!(
+                            "{} does not hold a key: expected 32 hex digits (AES-128) or 16 (PRIOS), found {} characters{}",
+                            f.display(),
+                            digits.chars().count(),
+                            if hex { "" } else { " that are not all hex digits" }
+                        ),
+                        None,
+                    )
+                })
+            }
+            OutsideKind::PasswordFile(f) => match std::fs::read_to_string(f) {
+                Ok(_) => None,
+                Err(e) => unreadable(f, e),
+            },
+            OutsideKind::PasswordEnv(var) => std::env::var_os(var).is_none().then(|| {
+                (
+                    format!("the environment variable {var} is not set"),
+                    Some("`run` needs it in its environment (systemd: Environment= or EnvironmentFile=)".into()),
+                )
+            }),
+            OutsideKind::Certificates(f) => {
+                if let Err(e) = std::fs::metadata(f) {
+                    return unreadable(f, e);
+                }
+                match CertificateDer::pem_file_iter(f) {
+                    Err(e) => Some((format!("{}: {e}", f.display()), None)),
+                    Ok(certs) => match certs.collect::<Result<Vec<_>, _>>() {
+                        Err(e) => Some((format!("{}: {e}", f.display()), None)),
+                        Ok(c) if c.is_empty() => Some((
+                            format!("{} holds no certificate (no PEM CERTIFICATE section)", f.display()),
+                            Some("a private key or a DER file is not a PEM certificate".into()),
+                        )),
+                        Ok(_) => None,
+                    },
+                }
+            }
+            OutsideKind::PrivateKey(f) => {
+                if let Err(e) = std::fs::metadata(f) {
+                    return unreadable(f, e);
+                }
+                PrivateKeyDer::from_pem_file(f)
+                    .err()
+                    .map(|e| (format!("{} holds no private key: {e}", f.display()), None))
+            }
+            OutsideKind::DriversDir(d) => {
+                let mut r = crate::drivers::Registry::built_in();
+                r.load_dir(d).err().map(|e| (e.to_string(), None))
+            }
+        }
+    }
 }
 
 fn check(text: &str, file_name: &str, options: &ValidateOptions) -> Result<Checked, ConfigErrors> {
@@ -209,6 +326,7 @@ fn check(text: &str, file_name: &str, options: &ValidateOptions) -> Result<Check
         warnings: Vec::new(),
         holds_inline_secret: false,
         secret_files: Vec::new(),
+        outside: Vec::new(),
     };
     let config = checker.config(&root);
     if checker.errors.is_empty() {
@@ -218,6 +336,7 @@ fn check(text: &str, file_name: &str, options: &ValidateOptions) -> Result<Check
             warnings: checker.warnings,
             holds_inline_secret: checker.holds_inline_secret,
             secret_files: checker.secret_files,
+            outside: checker.outside,
         })
     } else {
         let mut errors = checker.errors;
@@ -230,6 +349,26 @@ fn check(text: &str, file_name: &str, options: &ValidateOptions) -> Result<Check
 /// print the location ourselves).
 fn syntax_message(raw: &str) -> String {
     let first = raw.lines().next().unwrap_or(raw);
+    // The parser's resource limits (a hostile or wrong file) come as Rust debug text, e.g.
+    // `budget breached: Nodes { nodes: 250001 }`.
+    if let Some(rest) = first.split("budget breached:").nth(1) {
+        let what = rest
+            .trim()
+            .split([' ', '{'])
+            .next()
+            .unwrap_or("size")
+            .to_lowercase();
+        let count: String = rest.chars().filter(char::is_ascii_digit).collect();
+        return format!(
+            "the file is far larger than any configuration: it goes over the parser's limit on \
+             {what}{}; is this the right file?",
+            if count.is_empty() {
+                String::new()
+            } else {
+                format!(" ({count})")
+            }
+        );
+    }
     let first = first.strip_prefix("error: ").unwrap_or(first);
     let first = match first.strip_prefix("line ") {
         Some(rest) => rest.split_once(": ").map_or(first, |(_, m)| m),
@@ -403,6 +542,27 @@ enum Bare {
     ZeroOnly,
 }
 
+/// A socket the gateway listens on.
+struct Listener {
+    udp: bool,
+    host: String,
+    port: u16,
+    /// What it belongs to, for messages.
+    owner: String,
+}
+
+impl Listener {
+    fn clashes(&self, other: &Listener) -> bool {
+        let any = |h: &str| {
+            h.parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_unspecified())
+        };
+        self.udp == other.udp
+            && self.port == other.port
+            && (self.host.eq_ignore_ascii_case(&other.host) || any(&self.host) || any(&other.host))
+    }
+}
+
 struct NameUse {
     path: String,
     pos: Pos,
@@ -416,6 +576,7 @@ struct Checker<'o> {
     warnings: Vec<Warning>,
     holds_inline_secret: bool,
     secret_files: Vec<SecretFile>,
+    outside: Vec<Outside>,
 }
 
 impl Checker<'_> {
@@ -544,6 +705,25 @@ impl Checker<'_> {
                 self.wrong_type(node, &s.child(key), "text");
                 None
             }
+        }
+    }
+
+    /// Records something outside the file that `load_with` checks.
+    fn outside(&mut self, pos: Pos, path: String, what: OutsideKind) {
+        self.outside.push(Outside { pos, path, what });
+    }
+
+    /// Text already checked (and reported) by another call; no second message.
+    fn text_quiet(&self, s: &Section, key: &str) -> Option<String> {
+        match s.get(key) {
+            Some((
+                Node {
+                    value: Value::Str(t),
+                    ..
+                },
+                _,
+            )) if !t.trim().is_empty() => Some(t.clone()),
+            _ => None,
         }
     }
 
@@ -731,6 +911,13 @@ impl Checker<'_> {
                 .unwrap_or_default();
         }
         config.drivers_dir = self.path_buf(&top, "drivers_dir");
+        if let (Some(d), Some((n, _))) = (&config.drivers_dir, top.get("drivers_dir")) {
+            self.outside(
+                n.pos,
+                "drivers_dir".into(),
+                OutsideKind::DriversDir(d.clone()),
+            );
+        }
         if let Some(d) = self.duration(&top, "dedup_window", Bare::ZeroOnly, true) {
             config.dedup_window = d;
         }
@@ -746,6 +933,9 @@ impl Checker<'_> {
         }
 
         let mut names: Vec<NameUse> = Vec::new();
+        // Sockets the gateway listens on: two on one port, one of them for all addresses,
+        // cannot both be opened (`run` would retry one of them for ever).
+        let mut listeners: Vec<Listener> = Vec::new();
         if let Some((node, _)) = top.get("buses") {
             let items = self.list(node, "buses", "buses");
             let mut bridge_ports: HashMap<u16, String> = HashMap::new();
@@ -768,6 +958,12 @@ impl Checker<'_> {
                         );
                     } else {
                         bridge_ports.insert(bridge.port, bus.name.clone());
+                        listeners.push(Listener {
+                            udp: false,
+                            host: bridge.bind.clone(),
+                            port: bridge.port,
+                            owner: format!("the bridge of bus `{}`", bus.name),
+                        });
                     }
                 }
                 config.buses.push(bus);
@@ -780,6 +976,36 @@ impl Checker<'_> {
             for (i, item) in items.iter().enumerate() {
                 let path = format!("receivers[{i}]");
                 if let Some(r) = self.receiver(item, &path, &mut names) {
+                    let listening = match &r.kind {
+                        ReceiverKind::TcpServer { bind } => Some((false, bind)),
+                        ReceiverKind::Udp { bind } => Some((true, bind)),
+                        _ => None,
+                    };
+                    if let Some((Some((host, port)), udp)) =
+                        listening.map(|(udp, bind)| (split_host_port(bind), udp))
+                    {
+                        let me = Listener {
+                            udp,
+                            host: host.to_string(),
+                            port,
+                            owner: format!("receiver `{}`", r.name),
+                        };
+                        let pos = item.get("bind").map_or(item.pos, |n| n.pos);
+                        if let Some(other) = listeners.iter().find(|l| l.clashes(&me)) {
+                            self.error(
+                                pos,
+                                &format!("{path}.bind"),
+                                format!(
+                                    "{} port {port} is already taken by {}",
+                                    if udp { "UDP" } else { "TCP" },
+                                    other.owner
+                                ),
+                                None,
+                            );
+                        } else {
+                            listeners.push(me);
+                        }
+                    }
                     if matches!(r.kind, ReceiverKind::Mqtt { .. }) {
                         let pos = item.get("type").map_or(item.pos, |n| n.pos);
                         mqtt_receivers.push((pos, format!("{path}.type")));
@@ -804,6 +1030,14 @@ impl Checker<'_> {
             }
         }
 
+        // An empty file (or one with only general options) is valid but does nothing at all.
+        if !top.has("buses") && !top.has("receivers") && !top.has("meters") {
+            self.warn(
+                Pos::default(),
+                "",
+                "there are no buses and no receivers: `run` would start and read nothing (config.example.yaml shows both)",
+            );
+        }
         if let Some((node, _)) = top.get("meters") {
             let items = self.list(node, "meters", "meters");
             let mut meter_names: Vec<NameUse> = Vec::new();
@@ -874,7 +1108,10 @@ impl Checker<'_> {
                 pos,
                 &path,
                 format!("`{c}` cannot be part of a name (it is special in MQTT topics)"),
-                Some(format!("use e.g. `{}`", topic_slug(&name))),
+                match topic_slug(&name) {
+                    s if s.is_empty() => Some("use letters and digits, e.g. `cellar`".into()),
+                    s => Some(format!("use e.g. `{s}`")),
+                },
             );
             return Some(name);
         }
@@ -1370,6 +1607,15 @@ impl Checker<'_> {
                 }
                 let (n, _) = s.get("bind")?;
                 let bind = self.bind_address(n, &s.child("bind"))?;
+                if split_host_port(&bind).is_some_and(|(h, _)| !is_loopback(h)) {
+                    self.warn(
+                        n.pos,
+                        &s.child("bind"),
+                        format!(
+                            "this input listens on {bind}, reachable from the network; anyone who can reach it can feed the gateway telegrams"
+                        ),
+                    );
+                }
                 if kind_name == "udp" {
                     ReceiverKind::Udp { bind }
                 } else {
@@ -1516,6 +1762,7 @@ impl Checker<'_> {
                         pos: n.pos,
                         path: s.child("key_file"),
                     });
+                    self.outside(n.pos, s.child("key_file"), OutsideKind::KeyFile(f.clone()));
                 }
                 file.map(KeySource::File)
             }
@@ -1786,12 +2033,14 @@ impl Checker<'_> {
                             pos: n.pos,
                             path: s.child(key),
                         });
+                        self.outside(n.pos, s.child(key), OutsideKind::PasswordFile(f.clone()));
                     }
                     f.map(PasswordSource::File)
                 }
                 _ => {
                     match self.text(&s, key) {
                         Some(v) if v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') => {
+                            self.outside(n.pos, s.child(key), OutsideKind::PasswordEnv(v.clone()));
                             Some(PasswordSource::Env(v))
                         }
                         Some(v) => {
@@ -1825,8 +2074,10 @@ impl Checker<'_> {
         let base_topic = self
             .topic(&s, "base_topic")
             .unwrap_or_else(|| DEFAULT_BASE_TOPIC.to_string());
+        // QoS 2 is not offered: the publisher's outage queue and the broker's de-duplication
+        // of QoS 1 already give each reading at least once, and receivers are idempotent.
         let qos = self
-            .integer(&s, "qos", 0, 2)
+            .integer(&s, "qos", 0, 1)
             .and_then(|q| u8::try_from(q).ok())
             .unwrap_or(DEFAULT_QOS);
         let retain = self.boolean(&s, "retain").unwrap_or(true);
@@ -1856,6 +2107,27 @@ impl Checker<'_> {
                 None,
             ),
             _ => {}
+        }
+        for (key, what) in [
+            (
+                "ca_file",
+                OutsideKind::Certificates as fn(PathBuf) -> OutsideKind,
+            ),
+            ("client_cert", OutsideKind::Certificates),
+            ("client_key", OutsideKind::PrivateKey),
+        ] {
+            if let (Some((n, _)), Some(f)) = (s.get(key), self.text_quiet(&s, key)) {
+                self.outside(n.pos, s.child(key), what(PathBuf::from(f)));
+            }
+        }
+        if let (Some((_, _, true)), None) = (&url, &ca_file) {
+            let p = s.get("url").map_or(s.pos, |(n, _)| n.pos);
+            self.error(
+                p,
+                &s.child("url"),
+                "mqtts:// needs `ca_file`: the broker's certificate is checked against the CA certificates in that file only (this build does not read the system's trusted roots)",
+                Some("for a broker with a public certificate, the system bundle works: `ca_file: /etc/ssl/certs/ca-certificates.crt`".into()),
+            );
         }
         if let Some((_, _, false)) = url {
             for key in ["ca_file", "client_cert", "client_key"] {

@@ -11,12 +11,13 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use crate::config::schema::{BusEndpoint, TcpBridgeConfig};
+use crate::receivers::input::Backoff;
 use crate::transport::open::{open_serial, open_tcp};
 
 /// How long the bridge waits for a polling cycle in progress to let go of the bus.
 const RELEASE_WAIT: Duration = Duration::from_secs(30);
 
-/// Serves the bridge until the listener fails. `pause` tells the bus task to stop polling and
+/// Serves the bridge for as long as the gateway runs. `pause` tells the bus task to stop polling and
 /// let go of the port; `released` says it has.
 pub async fn run_bridge(
     bus_name: String,
@@ -27,16 +28,32 @@ pub async fn run_bridge(
     log: Arc<dyn Fn(&str) + Send + Sync>,
 ) {
     let address = format!("{}:{}", config.bind, config.port);
-    let listener = match TcpListener::bind(&address).await {
-        Ok(l) => l,
-        Err(e) => {
-            log(&format!(
-                "bus {bus_name}: cannot open the TCP bridge on {address}: {e}"
-            ));
-            return;
+    // A port that is taken (another program, a previous instance still shutting down) may free
+    // up: retried with backoff, reported once when it fails and once when it works. Polling
+    // goes on meanwhile; `pause` stays alive and false, so the bus task never stops.
+    let mut backoff = Backoff::new();
+    let mut failed = false;
+    let listener = loop {
+        match TcpListener::bind(&address).await {
+            Ok(l) => break l,
+            Err(e) => {
+                if !std::mem::replace(&mut failed, true) {
+                    log(&format!(
+                        "bus {bus_name}: cannot open the TCP bridge on {address}: {e}; \
+                         polling goes on, the bridge is retried until the port is free"
+                    ));
+                }
+                backoff.wait().await;
+            }
         }
     };
-    log(&format!("bus {bus_name}: TCP bridge on {address}"));
+    if failed {
+        log(&format!(
+            "bus {bus_name}: TCP bridge on {address} (the port is free again)"
+        ));
+    } else {
+        log(&format!("bus {bus_name}: TCP bridge on {address}"));
+    }
     loop {
         let Ok((client, peer)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(100)).await;

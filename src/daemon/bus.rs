@@ -270,7 +270,7 @@ fn port_failed<T>(r: &Result<T, MasterError>) -> bool {
 
 /// Runs the bus until `tx` is closed. While `pause` holds `true` (a commissioning tool is
 /// connected through the TCP bridge) no request is sent and the port is closed (`released`
-/// says so); polling resumes when it goes back.
+/// says so); polling resumes when it goes back, or when the sender of `pause` is dropped.
 pub async fn run_bus(
     bus_index: usize,
     bus: BusConfig,
@@ -310,16 +310,19 @@ pub async fn run_bus(
         reported_down: false,
     };
     let mut commands_open = true;
+    // False once the pause switch's sender is gone: the bus then polls on, unpaused.
+    let mut pause_open = true;
     loop {
         if tx.is_closed() {
             return;
         }
-        while *pause.borrow() {
+        while pause_open && *pause.borrow() {
             // Let go of the port so the bridge can open it.
             link.master = None;
             released.send_replace(true);
             if pause.changed().await.is_err() {
-                return;
+                // The bridge is gone: nothing can pause the bus any more.
+                pause_open = false;
             }
         }
         released.send_replace(false);
@@ -333,10 +336,9 @@ pub async fn run_bus(
                     None => std::future::pending().await,
                 }
             } => {}
-            changed = pause.changed() => {
-                if changed.is_err() {
-                    return;
-                }
+            changed = pause.changed(), if pause_open => {
+                // A bridge that ended must not end the polling with it.
+                pause_open = changed.is_ok();
                 continue;
             }
             command = commands.recv(), if commands_open => {
@@ -349,7 +351,7 @@ pub async fn run_bus(
         }
         let (now, wall) = (Instant::now(), Local::now());
         for (m, schedule) in meters.iter().zip(schedules.iter_mut()) {
-            if *pause.borrow() {
+            if pause_open && *pause.borrow() {
                 break;
             }
             if !schedule.is_due(now, wall) {

@@ -87,6 +87,10 @@ pub struct GatewayStats {
     pub bus_errors: u64,
     pub duplicates: u64,
     pub unknown_meters: u64,
+    /// Gateway state documents published (they share the outage queue with readings).
+    pub gateway_states: u64,
+    /// What became of the readings sent to MQTT, at shutdown; `None` without MQTT.
+    pub mqtt: Option<crate::mqtt::client::MqttStats>,
 }
 
 struct Meter {
@@ -132,6 +136,8 @@ struct Gateway {
     stats: GatewayStats,
     minute: Vec<Instant>,
     receivers_up: HashMap<Arc<str>, bool>,
+    /// Buses by name: whether their connection is up (absent until it was first tried).
+    buses_up: HashMap<String, bool>,
     warned: HashSet<String>,
     base_topic: String,
     instance: String,
@@ -164,7 +170,7 @@ fn read_secret_file(path: &Path) -> Result<String, String> {
 }
 
 /// Keys of the configured wireless meters.
-fn key_store(config: &Config) -> Result<KeyStore, String> {
+pub(crate) fn key_store(config: &Config) -> Result<KeyStore, String> {
     let mut keys = KeyStore::default();
     for (i, m) in config.meters.iter().enumerate() {
         let (MeterAddress::Wireless(id), Some(source)) = (&m.address, &m.key) else {
@@ -222,7 +228,31 @@ pub fn mqtt_settings(config: &Config) -> Result<Option<MqttSettings>, String> {
         queue_limit: m.queue_limit,
         extra_subscriptions,
         keep_alive: m.keep_alive,
+        // Queued readings survive a crash next to the rest of the state.
+        outbox_dir: Some(config.state_dir.clone()),
     }))
+}
+
+/// Longest part of an input's complaint that goes into the log.
+const LOGGED_REASON: usize = 160;
+
+/// What an input said about bytes it refused, fit for a log line: whatever a peer sent (random
+/// bytes, escape sequences, a megabyte of garbage quoted back) is cut to [`LOGGED_REASON`]
+/// characters, and control characters are shown as escapes instead of reaching the terminal.
+fn loggable(reason: &str) -> String {
+    let mut out = String::new();
+    for (n, c) in reason.chars().enumerate() {
+        if n >= LOGGED_REASON {
+            out.push('…');
+            break;
+        }
+        if c.is_control() || c == char::REPLACEMENT_CHARACTER {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 fn timestamp(t: SystemTime) -> String {
@@ -844,7 +874,12 @@ impl Gateway {
         }
     }
 
+    /// Publishes the gateway's state document (every minute, and when a part goes down or
+    /// comes back, so Home Assistant shows it at once).
     fn publish_gateway_state(&mut self) {
+        if !matches!(self.sink, Sink::Mqtt { .. }) {
+            return;
+        }
         let doc = self.gateway_state();
         if let Sink::Mqtt { publisher, .. } = &self.sink {
             publisher.publish(
@@ -852,7 +887,26 @@ impl Gateway {
                 doc.into_bytes(),
                 true,
             );
+            self.stats.gateway_states += 1;
         }
+    }
+
+    /// The parts that are down, by name: `receiver esp, bus cellar`; empty when all run.
+    fn parts_down(&self) -> String {
+        let mut down: Vec<String> = self
+            .receivers_up
+            .iter()
+            .filter(|(_, up)| !**up)
+            .map(|(name, _)| format!("receiver {name}"))
+            .chain(
+                self.buses_up
+                    .iter()
+                    .filter(|(_, up)| !**up)
+                    .map(|(name, _)| format!("bus {name}")),
+            )
+            .collect();
+        down.sort();
+        down.join(", ")
     }
 
     fn gateway_state(&mut self) -> String {
@@ -870,6 +924,7 @@ impl Gateway {
             "duplicates": self.stats.duplicates,
             "unknown_meters": self.stats.unknown_meters,
             "receiver_connected": connected,
+            "parts_down": self.parts_down(),
             "timestamp": timestamp(SystemTime::now()),
         })
         .to_string()
@@ -891,7 +946,7 @@ fn fields_json(fields: &[(String, crate::drivers::ReadingValue)]) -> serde_json:
 }
 
 /// The input spec of a configured receiver; simulated sticks are started here on a pty.
-async fn receiver_spec(
+pub(crate) async fn receiver_spec(
     kind: &ReceiverKind,
     sims: &mut tokio::task::JoinSet<()>,
     log: &Arc<dyn Fn(&str) + Send + Sync>,
@@ -1096,6 +1151,7 @@ pub async fn run(config: Config, options: RunOptions) -> Result<GatewayStats, St
         stats: GatewayStats::default(),
         minute: Vec::new(),
         receivers_up: HashMap::new(),
+        buses_up: HashMap::new(),
         warned: HashSet::new(),
         base_topic: base_topic.clone(),
         instance: options.instance.clone(),
@@ -1199,15 +1255,21 @@ pub async fn run(config: Config, options: RunOptions) -> Result<GatewayStats, St
             Some(event) = input_rx.recv() => match event {
                 InputEvent::Telegram { input, heard } => gateway.wireless_telegram(&input, heard),
                 InputEvent::Up { input, info } => {
-                    gateway.receivers_up.insert(input.clone(), true);
+                    let was = gateway.receivers_up.insert(input.clone(), true);
                     match info {
                         Some(i) => log(&format!("receiver {input}: {} firmware {} ready", i.model, i.firmware)),
                         None => log(&format!("receiver {input}: ready")),
                     }
+                    if was != Some(true) {
+                        gateway.publish_gateway_state();
+                    }
                 }
-                InputEvent::Down { input, reason } => {
-                    gateway.receivers_up.insert(input.clone(), false);
+                InputEvent::Down { input, reason } | InputEvent::Failed { input, reason } => {
+                    let was = gateway.receivers_up.insert(input.clone(), false);
                     log(&format!("receiver {input}: {reason}"));
+                    if was != Some(false) {
+                        gateway.publish_gateway_state();
+                    }
                 }
                 InputEvent::Malformed { input, reason } => {
                     gateway.stats.decode_errors += 1;
@@ -1218,18 +1280,26 @@ pub async fn run(config: Config, options: RunOptions) -> Result<GatewayStats, St
                         .collect();
                     gateway.note_once(
                         format!("malformed/{input}/{kind}"),
-                        &format!("warning: {input}: {reason} (more like this are counted, not shown)"),
+                        &format!(
+                            "warning: {input}: {} (more like this are counted, not shown)",
+                            loggable(&reason)
+                        ),
                     );
                 }
                 InputEvent::Stats { .. } => {}
             },
             Some(event) = bus_rx.recv() => match event {
                 BusEvent::Read { meter, result, forced } => gateway.wired_read(meter, result, forced),
-                BusEvent::Link { up, message, .. } => {
+                BusEvent::Link { bus, up, message } => {
                     if !up {
                         gateway.stats.bus_errors += 1;
                     }
                     log(&message);
+                    if let Some(b) = config.buses.get(bus) {
+                        if gateway.buses_up.insert(b.name.clone(), up) != Some(up) {
+                            gateway.publish_gateway_state();
+                        }
+                    }
                 }
             },
             Some(incoming) = async {
@@ -1341,12 +1411,7 @@ pub async fn run(config: Config, options: RunOptions) -> Result<GatewayStats, St
             publisher.publish(format!("{base_topic}/gateway/state"), Vec::new(), true);
         }
         let left = publisher.shutdown().await;
-        if left.queued > 0 {
-            log(&format!(
-                "{} reading(s) could not be delivered before shutdown",
-                left.queued
-            ));
-        }
+        gateway.stats.mqtt = Some(left);
     }
     Ok(gateway.stats)
 }

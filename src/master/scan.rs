@@ -101,6 +101,31 @@ enum Probe {
     Collision,
 }
 
+/// How much of a secondary scan started at `root` is done when it probes `current`, from 0 to
+/// 1: the scan splits the wildcard ID digits from the last to the first, 16 branches each, and
+/// walks the branches in order, so the leading split digits of `current` say how many branches
+/// are behind it. `None` before the first split. An estimate: branches holding many meters
+/// take longer than empty ones.
+pub(crate) fn secondary_share_done(root: &SecondaryMask, current: &SecondaryMask) -> Option<f64> {
+    let mut share = 0.0;
+    let mut scale = 1.0;
+    let mut any = false;
+    for d in (0..ID_DIGITS).rev() {
+        if root.id_digit(d).is_some() {
+            continue;
+        }
+        match current.id_digit(d) {
+            Some(v) => {
+                scale /= 16.0;
+                share += f64::from(v) * scale;
+                any = true;
+            }
+            None => break,
+        }
+    }
+    any.then_some(share)
+}
+
 /// A node of the secondary-scan tree: a mask, plus the positions already split whose
 /// wildcard is left standing (the remainder branches).
 #[derive(Debug, Clone, Copy)]

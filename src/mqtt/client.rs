@@ -30,6 +30,7 @@ use tokio::task::JoinHandle;
 use tokio::time::{sleep_until, timeout, Instant};
 
 use super::discovery::{discovery_payload, discovery_topic, DeviceDescriptor};
+use super::outbox::{self, Outbox};
 use super::tls::tls_setup;
 
 /// How many readings wait for the broker by default (issue 7: 10,000).
@@ -84,6 +85,9 @@ pub struct MqttSettings {
     /// Whole seconds, 1 s to 65535 s (checked by `start`): how soon a silent connection is
     /// given up (within two periods).
     pub keep_alive: Duration,
+    /// Where the outage queue is kept on disk (the state directory), so queued readings
+    /// survive a crash; `None` keeps it in memory only.
+    pub outbox_dir: Option<PathBuf>,
 }
 
 impl fmt::Debug for MqttSettings {
@@ -106,6 +110,7 @@ impl fmt::Debug for MqttSettings {
             .field("queue_limit", &self.queue_limit)
             .field("extra_subscriptions", &self.extra_subscriptions)
             .field("keep_alive", &self.keep_alive)
+            .field("outbox_dir", &self.outbox_dir)
             .finish()
     }
 }
@@ -132,6 +137,7 @@ impl MqttSettings {
             queue_limit: DEFAULT_QUEUE_LIMIT,
             extra_subscriptions: Vec::new(),
             keep_alive: KEEP_ALIVE,
+            outbox_dir: None,
         }
     }
 
@@ -263,6 +269,10 @@ pub struct MqttStats {
     pub dropped: u64,
     /// Messages the broker acknowledged (or, at QoS 0, that were written to it).
     pub published: u64,
+    /// Of those, readings (meter and gateway state documents).
+    pub readings_published: u64,
+    /// Readings found in the outage queue on disk at start (queued before a restart).
+    pub restored: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -270,6 +280,8 @@ struct Message {
     topic: String,
     payload: Vec<u8>,
     retain: bool,
+    /// Its number in the outage queue on disk (readings only, when there is one).
+    seq: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -291,6 +303,10 @@ struct State {
     closing: bool,
     dropped: u64,
     published: u64,
+    readings_published: u64,
+    /// The next reading's number in the outage queue on disk.
+    next_seq: u64,
+    restored: u64,
 }
 
 struct Shared {
@@ -298,6 +314,19 @@ struct Shared {
     state: Mutex<State>,
     wake: Notify,
     task: Mutex<Option<JoinHandle<()>>>,
+    /// The outage queue's journal on disk; `None` without one (or after shutdown).
+    outbox: Mutex<Option<Outbox>>,
+}
+
+impl Shared {
+    /// Tells the journal a reading left the queue (delivered or dropped).
+    fn done(&self, message: &Message) {
+        if let Some(seq) = message.seq {
+            if let Some(outbox) = lock(&self.outbox).as_ref() {
+                outbox.done(seq);
+            }
+        }
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -343,11 +372,17 @@ pub fn start(settings: MqttSettings) -> Result<(Publisher, mpsc::Receiver<Incomi
     settings.validate()?;
     let options = mqtt_options(&settings, tls_setup(&settings)?);
     let runtime = tokio::runtime::Handle::try_current().map_err(|_| MqttError::NoRuntime)?;
+    let mut state = State::default();
+    let outbox = match &settings.outbox_dir {
+        Some(dir) => open_outbox(dir, &settings, &mut state),
+        None => None,
+    };
     let shared = Arc::new(Shared {
         settings,
-        state: Mutex::new(State::default()),
+        state: Mutex::new(state),
         wake: Notify::new(),
         task: Mutex::new(None),
+        outbox: Mutex::new(outbox),
     });
     let (tx, rx) = mpsc::channel(INCOMING_CAPACITY);
     let task = runtime.spawn(run(shared.clone(), options, tx));
@@ -362,19 +397,95 @@ pub fn start(settings: MqttSettings) -> Result<(Publisher, mpsc::Receiver<Incomi
     ))
 }
 
+/// Loads the outage queue kept on disk into `state` (oldest first, ahead of anything new) and
+/// starts its writer. Trouble with the file is reported and the queue stays in memory: the
+/// gateway must run on.
+fn open_outbox(
+    dir: &std::path::Path,
+    settings: &MqttSettings,
+    state: &mut State,
+) -> Option<Outbox> {
+    let mut loaded = match outbox::load(dir) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!(
+                "warning: mqtt: cannot read the outage queue in {}: {e}; starting with an empty one",
+                dir.display()
+            );
+            outbox::Loaded::default()
+        }
+    };
+    if loaded.unreadable_lines > 0 {
+        eprintln!(
+            "warning: mqtt: {} unreadable line(s) in the outage queue skipped (a write cut short by a crash)",
+            loaded.unreadable_lines
+        );
+    }
+    state.restored = loaded.queued.len() as u64;
+    // Beyond the limit the oldest go, as they would have while running.
+    let excess = loaded.queued.len().saturating_sub(settings.queue_limit);
+    if excess > 0 {
+        loaded.queued.drain(..excess);
+        state.dropped += excess as u64;
+    }
+    if !loaded.queued.is_empty() {
+        eprintln!(
+            "mqtt: {} reading(s) queued before the restart are delivered first",
+            loaded.queued.len()
+        );
+    }
+    state.next_seq = loaded.next_seq;
+    let writer = match Outbox::start(dir.to_path_buf(), &loaded.queued) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            eprintln!(
+                "warning: mqtt: cannot write the outage queue in {}: {e}; it is kept in memory only",
+                dir.display()
+            );
+            None
+        }
+    };
+    for m in loaded.queued {
+        state.readings.push_back(Message {
+            topic: m.topic,
+            payload: m.payload,
+            retain: m.retain,
+            seq: writer.is_some().then_some(m.seq),
+        });
+    }
+    writer
+}
+
 impl Publisher {
     /// Queues a message; never blocks. Over `queue_limit` the oldest reading is dropped.
     pub fn publish(&self, topic: String, payload: Vec<u8>, retain: bool) {
         let limit = self.shared.settings.queue_limit;
         {
+            let outbox = lock(&self.shared.outbox);
             let mut st = lock(&self.shared.state);
+            let seq = outbox.as_ref().map(|o| {
+                let seq = st.next_seq;
+                st.next_seq += 1;
+                o.queued(outbox::Stored {
+                    seq,
+                    topic: topic.clone(),
+                    payload: payload.clone(),
+                    retain,
+                });
+                seq
+            });
             st.readings.push_back(Message {
                 topic,
                 payload,
                 retain,
+                seq,
             });
             while st.readings.len() > limit {
-                st.readings.pop_front();
+                if let (Some(m), Some(o)) = (st.readings.pop_front(), outbox.as_ref()) {
+                    if let Some(seq) = m.seq {
+                        o.done(seq);
+                    }
+                }
                 st.dropped += 1;
                 let dropped = st.dropped;
                 // One line per power of ten: an hour-long outage must not flood the log.
@@ -410,6 +521,7 @@ impl Publisher {
             topic: discovery_topic(&s.discovery_prefix, &device.object_id),
             payload: discovery_payload(&device, &s.base_topic, ORIGIN_VERSION).into_bytes(),
             retain: true,
+            seq: None,
         };
         {
             let mut st = lock(&self.shared.state);
@@ -435,6 +547,7 @@ impl Publisher {
                 topic,
                 payload: Vec::new(),
                 retain: true,
+                seq: None,
             });
         }
         self.shared.wake.notify_one();
@@ -447,6 +560,8 @@ impl Publisher {
             queued: st.readings.len() + st.readings_in_flight,
             dropped: st.dropped,
             published: st.published,
+            readings_published: st.readings_published,
+            restored: st.restored,
         }
     }
 
@@ -458,6 +573,12 @@ impl Publisher {
         if let Some(task) = task {
             // The task bounds its own flush; the margin covers one connect attempt.
             let _ = timeout(SHUTDOWN_FLUSH + CONNECT_TIMEOUT, task).await;
+        }
+        // What is still queued stays in the journal for the next start; wait for its writer
+        // (on a blocking thread: it may be flushing to a slow card).
+        let outbox = lock(&self.shared.outbox).take();
+        if let Some(outbox) = outbox {
+            let _ = tokio::task::spawn_blocking(move || outbox.close()).await;
         }
         let mut stats = self.stats();
         stats.connected = false;
@@ -742,6 +863,7 @@ impl<'a> Link<'a> {
                 topic: self.shared.settings.status_topic(),
                 payload: b"offline".to_vec(),
                 retain: true,
+                seq: None,
             });
             self.feed();
         } else if self.client.try_disconnect().is_ok() {
@@ -774,6 +896,7 @@ impl<'a> Link<'a> {
                     "warning: mqtt: dropping message for {:?}: {reason}",
                     message.topic
                 );
+                self.shared.done(&message);
                 let mut st = lock(&self.shared.state);
                 st.dropped += 1;
                 if lane == Lane::Readings {
@@ -813,7 +936,7 @@ impl<'a> Link<'a> {
             Event::Incoming(Packet::PubAck(ack)) => {
                 if let Some(i) = self.sent.iter().position(|f| f.pkid == Some(ack.pkid)) {
                     if let Some(f) = self.sent.remove(i) {
-                        self.delivered(f.lane);
+                        self.delivered(&f);
                     }
                 }
             }
@@ -832,7 +955,7 @@ impl<'a> Link<'a> {
                 if let Some(i) = self.sent.iter().position(|f| f.pkid.is_none()) {
                     if self.qos == QoS::AtMostOnce {
                         if let Some(f) = self.sent.remove(i) {
-                            self.delivered(f.lane);
+                            self.delivered(&f);
                         }
                     } else if let Some(f) = self.sent.get_mut(i) {
                         f.pkid = Some(pkid);
@@ -877,13 +1000,16 @@ impl<'a> Link<'a> {
             topic: s.status_topic(),
             payload: b"online".to_vec(),
             retain: true,
+            seq: None,
         });
     }
 
-    fn delivered(&self, lane: Lane) {
+    fn delivered(&self, sent: &Sent) {
+        self.shared.done(&sent.message);
         let mut st = lock(&self.shared.state);
         st.published += 1;
-        if lane == Lane::Readings {
+        if sent.lane == Lane::Readings {
+            st.readings_published += 1;
             st.readings_in_flight = st.readings_in_flight.saturating_sub(1);
         }
     }
@@ -1049,6 +1175,7 @@ mod tests {
             topic: topic.into(),
             payload: vec![0; len],
             retain: false,
+            seq: None,
         };
         assert_eq!(undeliverable(&message("a/b", 1000), QoS::AtLeastOnce), None);
         assert!(undeliverable(&message("a/#", 1), QoS::AtLeastOnce).is_some());
@@ -1099,12 +1226,14 @@ mod tests {
             state: Mutex::new(State::default()),
             wake: Notify::new(),
             task: Mutex::new(None),
+            outbox: Mutex::new(None),
         };
         for seq in 0..5 {
             lock(&shared.state).readings.push_back(Message {
                 topic: "t".into(),
                 payload: vec![seq],
                 retain: false,
+                seq: None,
             });
         }
         let (tx, _rx) = mpsc::channel(4);

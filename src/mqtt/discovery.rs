@@ -220,6 +220,11 @@ pub fn gateway_descriptor(instance: &str, base_topic: &str, version: &str) -> De
     receiver.platform = Platform::BinarySensor;
     receiver.device_class = Some("connectivity".into());
     receiver.entity_category = Some("diagnostic".into());
+    // On while a receiver or bus is down; the state's `parts_down` names them.
+    let mut down = Component::sensor("parts_down", "Parts down");
+    down.platform = Platform::BinarySensor;
+    down.device_class = Some("problem".into());
+    down.entity_category = Some("diagnostic".into());
     DeviceDescriptor {
         object_id: format!("meterbridge_gw_{}", entity_slug(instance)),
         name: format!("meterbridge {instance}"),
@@ -235,6 +240,7 @@ pub fn gateway_descriptor(instance: &str, base_topic: &str, version: &str) -> De
             diagnostic_counter("key_errors", "Key errors"),
             diagnostic_counter("bus_errors", "Bus errors"),
             receiver,
+            down,
         ],
     }
 }

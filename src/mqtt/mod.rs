@@ -9,6 +9,7 @@ pub mod client;
 pub mod discovery;
 pub mod entities;
 pub mod manufacturers;
+pub mod outbox;
 mod tls;
 pub mod units;
 

@@ -86,6 +86,11 @@ pub enum InputEvent {
         input: Arc<str>,
         reason: String,
     },
+    /// The input gave up (only with [`RetryPolicy::give_up_after`]): it ends after this.
+    Failed {
+        input: Arc<str>,
+        reason: String,
+    },
     /// A line or frame that could not be used, with why.
     Malformed {
         input: Arc<str>,
@@ -219,15 +224,35 @@ impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> StickSessio
     }
 }
 
+/// How long an input keeps trying. The daemon never gives up (a stick plugged in later, a
+/// port that frees up); `listen`, with a person waiting, does.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RetryPolicy {
+    /// Failed attempts in a row after which a stick input stops with [`InputEvent::Failed`]:
+    /// a device that does not exist, or a stick that does not answer as the kind given. A
+    /// path that is not a serial device at all ends it at once.
+    pub give_up_after: Option<u32>,
+}
+
 /// Runs one input until the receiving side of `tx` is dropped.
 pub async fn run(name: Arc<str>, spec: InputSpec, tx: mpsc::Sender<InputEvent>) {
+    run_with(name, spec, tx, RetryPolicy::default()).await;
+}
+
+/// [`run`] with a retry policy.
+pub async fn run_with(
+    name: Arc<str>,
+    spec: InputSpec,
+    tx: mpsc::Sender<InputEvent>,
+    policy: RetryPolicy,
+) {
     match spec {
         InputSpec::Stick {
             kind,
             device,
             mode,
             baud,
-        } => run_stick(name, kind, &device, mode, baud, tx).await,
+        } => run_stick(name, kind, &device, mode, baud, tx, policy).await,
         InputSpec::RtlWmbus { command: None } => {
             read_lines(&name, tokio::io::stdin(), parse_rtlwmbus_line, &tx).await;
         }
@@ -360,10 +385,18 @@ async fn run_stick(
     mode: LinkMode,
     baud: Option<u32>,
     tx: mpsc::Sender<InputEvent>,
+    policy: RetryPolicy,
 ) {
     let baud = baud.unwrap_or(kind.default_baud());
     let mut backoff = Backoff::new();
     let mut outage = Outage::default();
+    let mut failures = 0u32;
+    let give_up = |reason: String| {
+        let _ = tx.try_send(InputEvent::Failed {
+            input: name.clone(),
+            reason,
+        });
+    };
     loop {
         if tx.is_closed() {
             return;
@@ -371,6 +404,20 @@ async fn run_stick(
         let stream = match open_stick(device, baud) {
             Ok(s) => s,
             Err(e) => {
+                failures += 1;
+                if let Some(limit) = policy.give_up_after {
+                    if let Some(why) = never_a_serial_device(device) {
+                        give_up(format!("cannot use {device}: {why}"));
+                        return;
+                    }
+                    if failures >= limit {
+                        give_up(format!(
+                            "cannot open {device}: {e}; gave up after {failures} attempts \
+                             (is the stick plugged in? `ls /dev/serial/by-id/` lists the ones that are)"
+                        ));
+                        return;
+                    }
+                }
                 outage.report(
                     &tx,
                     &name,
@@ -383,11 +430,20 @@ async fn run_stick(
         let mut session = match StickSession::start(stream, kind, mode).await {
             Ok(s) => s,
             Err(e) => {
+                failures += 1;
+                if policy.give_up_after.is_some_and(|limit| failures >= limit) {
+                    give_up(format!(
+                        "{e}; gave up after {failures} attempts: {device} does not answer as a \
+                         {kind} (check --stick and --baud)"
+                    ));
+                    return;
+                }
                 outage.report(&tx, &name, format!("{e}; retrying"));
                 backoff.wait().await;
                 continue;
             }
         };
+        failures = 0;
         backoff.reset();
         outage.over();
         if tx
@@ -431,6 +487,25 @@ async fn run_stick(
         }
         backoff.wait().await;
     }
+}
+
+/// Why `device` can never be a stick, whatever is plugged in later: it exists but is not a
+/// character device (a regular file, a folder). A path that does not exist yet may appear.
+fn never_a_serial_device(device: &str) -> Option<String> {
+    let meta = std::fs::metadata(device).ok()?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if meta.file_type().is_char_device() {
+            return None;
+        }
+    }
+    Some(if meta.is_dir() {
+        "it is a folder, not a serial device".into()
+    } else {
+        "it is a file, not a serial device (a stick is a character device such as /dev/ttyUSB0)"
+            .into()
+    })
 }
 
 type LineParser = fn(&str) -> Result<Option<Heard>, LineError>;
@@ -607,26 +682,91 @@ async fn run_tcp_client(name: Arc<str>, address: &str, tx: mpsc::Sender<InputEve
     }
 }
 
-async fn run_tcp_server(name: Arc<str>, bind: &str, tx: mpsc::Sender<InputEvent>) {
-    let listener = match TcpListener::bind(bind).await {
-        Ok(l) => l,
-        Err(e) => {
-            let _ = tx.try_send(InputEvent::Down {
-                input: name.clone(),
-                reason: format!("cannot listen on {bind}: {e}"),
-            });
-            return;
+/// Binds a listening socket, retrying with backoff while the address is taken (another program
+/// has the port, or a previous instance is still shutting down): reported once when it fails,
+/// and the input's `Up` says when it works again. `None` once the consumer is gone.
+async fn bind_with_retry<T, F, Fut>(
+    name: &Arc<str>,
+    what: &str,
+    tx: &mpsc::Sender<InputEvent>,
+    bind: F,
+) -> Option<T>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = std::io::Result<T>>,
+{
+    let mut backoff = Backoff::new();
+    let mut outage = Outage::default();
+    loop {
+        if tx.is_closed() {
+            return None;
         }
+        match bind().await {
+            Ok(socket) => {
+                tx.send(InputEvent::Up {
+                    input: name.clone(),
+                    info: None,
+                })
+                .await
+                .ok()?;
+                return Some(socket);
+            }
+            Err(e) => {
+                outage.report(
+                    tx,
+                    name,
+                    format!("cannot listen on {what}: {e}; retrying until it is free"),
+                );
+                backoff.wait().await;
+            }
+        }
+    }
+}
+
+/// How long a `tcp_server` client may stay silent before it is disconnected. Senders that keep
+/// a connection open between telegrams reconnect; the limit only has to keep dead or hostile
+/// connections from holding slots forever.
+pub const TCP_CLIENT_IDLE: Duration = Duration::from_secs(300);
+/// With every slot taken, a client silent for this long makes room for a new one.
+pub const TCP_CLIENT_EVICT_AFTER: Duration = Duration::from_secs(10);
+
+/// Time limits of a `tcp_server` input's clients.
+#[derive(Debug, Clone, Copy)]
+struct ClientLimits {
+    idle: Duration,
+    evict_after: Duration,
+}
+
+async fn run_tcp_server(name: Arc<str>, bind: &str, tx: mpsc::Sender<InputEvent>) {
+    let limits = ClientLimits {
+        idle: TCP_CLIENT_IDLE,
+        evict_after: TCP_CLIENT_EVICT_AFTER,
     };
-    let _ = tx
-        .send(InputEvent::Up {
-            input: name.clone(),
-            info: None,
-        })
-        .await;
+    run_tcp_server_with(name, bind, tx, limits).await;
+}
+
+/// When a client last sent anything, and how to tell it to go.
+struct Client {
+    activity: Arc<Activity>,
+    evict: Arc<tokio::sync::Notify>,
+    done: Arc<std::sync::atomic::AtomicBool>,
+}
+
+async fn run_tcp_server_with(
+    name: Arc<str>,
+    bind: &str,
+    tx: mpsc::Sender<InputEvent>,
+    limits: ClientLimits,
+) {
+    let what = format!("tcp {bind}");
+    let Some(listener) = bind_with_retry(&name, &what, &tx, || TcpListener::bind(bind)).await
+    else {
+        return;
+    };
     // Each client costs a task and a socket; a bridge has one or two. The cap keeps a confused
-    // or hostile peer from exhausting file descriptors.
-    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_TCP_CLIENTS));
+    // or hostile peer from exhausting file descriptors, and idle clients are evicted so the cap
+    // cannot be held by connections that send nothing.
+    let mut clients: Vec<Client> = Vec::new();
     loop {
         let Ok((stream, peer)) = listener.accept().await else {
             sleep(Duration::from_millis(100)).await;
@@ -635,22 +775,109 @@ async fn run_tcp_server(name: Arc<str>, bind: &str, tx: mpsc::Sender<InputEvent>
         if tx.is_closed() {
             return;
         }
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            let _ = tx.try_send(InputEvent::Malformed {
-                input: name.clone(),
-                reason: format!(
-                    "connection from {peer} refused: {MAX_TCP_CLIENTS} clients are connected already"
-                ),
-            });
-            drop(stream);
-            continue;
+        clients.retain(|c| !c.done.load(std::sync::atomic::Ordering::Acquire));
+        if clients.len() >= MAX_TCP_CLIENTS {
+            // The client silent the longest makes room, if it has been silent long enough.
+            let idlest = clients
+                .iter()
+                .filter(|c| c.activity.idle() >= limits.evict_after)
+                .max_by_key(|c| c.activity.idle());
+            match idlest {
+                Some(c) => {
+                    c.evict.notify_one();
+                    c.done.store(true, std::sync::atomic::Ordering::Release);
+                }
+                None => {
+                    let _ = tx.try_send(InputEvent::Malformed {
+                        input: name.clone(),
+                        reason: format!(
+                            "connection from {peer} refused: {MAX_TCP_CLIENTS} clients are connected and sending already"
+                        ),
+                    });
+                    drop(stream);
+                    continue;
+                }
+            }
+        }
+        let client = Client {
+            activity: Arc::new(Activity::new()),
+            evict: Arc::new(tokio::sync::Notify::new()),
+            done: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         };
+        let (activity, evict, done) = (
+            client.activity.clone(),
+            client.evict.clone(),
+            client.done.clone(),
+        );
+        clients.push(client);
         let name = name.clone();
         let tx = tx.clone();
         tokio::spawn(async move {
-            read_lines(&name, stream, parse_hex_line, &tx).await;
-            drop(slot);
+            let reader = Tracked {
+                inner: stream,
+                activity: activity.clone(),
+            };
+            tokio::select! {
+                _ = read_lines(&name, reader, parse_hex_line, &tx) => {}
+                _ = evict.notified() => {}
+                _ = async {
+                    loop {
+                        let idle = activity.idle();
+                        if idle >= limits.idle {
+                            break;
+                        }
+                        sleep(limits.idle - idle).await;
+                    }
+                } => {}
+            }
+            done.store(true, std::sync::atomic::Ordering::Release);
         });
+    }
+}
+
+/// The time of a connection's last received bytes, as milliseconds since it was accepted.
+struct Activity {
+    since: std::time::Instant,
+    last_ms: std::sync::atomic::AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            since: std::time::Instant::now(),
+            last_ms: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let ms = u64::try_from(self.since.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn idle(&self) -> Duration {
+        let last = Duration::from_millis(self.last_ms.load(std::sync::atomic::Ordering::Relaxed));
+        self.since.elapsed().saturating_sub(last)
+    }
+}
+
+/// A reader that records when bytes last arrived.
+struct Tracked<R> {
+    inner: R,
+    activity: Arc<Activity>,
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for Tracked<R> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(polled, std::task::Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.activity.touch();
+        }
+        polled
     }
 }
 
@@ -662,22 +889,10 @@ pub const MAX_TCP_CLIENTS: usize = 16;
 const MAX_DATAGRAM: usize = 4096;
 
 async fn run_udp(name: Arc<str>, bind: &str, tx: mpsc::Sender<InputEvent>) {
-    let socket = match UdpSocket::bind(bind).await {
-        Ok(s) => s,
-        Err(e) => {
-            let _ = tx.try_send(InputEvent::Down {
-                input: name.clone(),
-                reason: format!("cannot listen on udp {bind}: {e}"),
-            });
-            return;
-        }
+    let what = format!("udp {bind}");
+    let Some(socket) = bind_with_retry(&name, &what, &tx, || UdpSocket::bind(bind)).await else {
+        return;
     };
-    let _ = tx
-        .send(InputEvent::Up {
-            input: name.clone(),
-            info: None,
-        })
-        .await;
     let mut buf = vec![0u8; MAX_DATAGRAM];
     loop {
         let Ok((n, _peer)) = socket.recv_from(&mut buf).await else {
@@ -788,7 +1003,7 @@ mod tests {
         match next(&mut rx).await {
             InputEvent::Malformed { reason, .. } => {
                 assert!(
-                    reason.contains("16 clients are connected already"),
+                    reason.contains("16 clients are connected and sending already"),
                     "{reason}"
                 )
             }
@@ -806,6 +1021,131 @@ mod tests {
             other => panic!("{other:?}"),
         }
         server.abort();
+    }
+
+    #[tokio::test]
+    async fn idle_tcp_clients_cannot_hold_every_slot() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let port = free_port();
+        let bind = format!("127.0.0.1:{port}");
+        let (tx, mut rx) = mpsc::channel(64);
+        let limits = ClientLimits {
+            idle: Duration::from_secs(3),
+            evict_after: Duration::from_millis(500),
+        };
+        let server = tokio::spawn({
+            let bind = bind.clone();
+            async move { run_tcp_server_with(Arc::from("bridge"), &bind, tx, limits).await }
+        });
+        assert!(matches!(next(&mut rx).await, InputEvent::Up { .. }));
+        let mut idle = Vec::new();
+        for _ in 0..MAX_TCP_CLIENTS {
+            idle.push(TcpStream::connect(&bind).await.unwrap());
+        }
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        // Every slot is held by a silent client: the newcomer takes the place of one of them.
+        let mut sender = TcpStream::connect(&bind).await.unwrap();
+        sender
+            .write_all(format!("{TELEGRAM}\n").as_bytes())
+            .await
+            .unwrap();
+        match next(&mut rx).await {
+            InputEvent::Telegram { heard, .. } => assert_eq!(heard.frame.len(), 47),
+            other => panic!("{other:?}"),
+        }
+        // The idle timeout closes the silent ones that were not evicted.
+        tokio::time::sleep(Duration::from_millis(3500)).await;
+        let mut closed = 0;
+        for c in &mut idle {
+            let mut b = [0u8; 1];
+            if let Ok(Ok(0)) =
+                tokio::time::timeout(Duration::from_millis(200), c.read(&mut b)).await
+            {
+                closed += 1;
+            }
+        }
+        assert_eq!(
+            closed, MAX_TCP_CLIENTS,
+            "every silent client was disconnected"
+        );
+        server.abort();
+    }
+
+    fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+
+    /// The events of an input until it reports itself up, with a time limit.
+    async fn until_up(rx: &mut mpsc::Receiver<InputEvent>) -> Vec<String> {
+        let mut seen = Vec::new();
+        loop {
+            match next(rx).await {
+                InputEvent::Up { .. } => return seen,
+                InputEvent::Down { reason, .. } => seen.push(reason),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_udp_input_on_a_busy_port_is_retried_until_the_port_is_free() {
+        let squatter = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let bind = squatter.local_addr().unwrap().to_string();
+        let (tx, mut rx) = mpsc::channel(64);
+        let input = tokio::spawn({
+            let bind = bind.clone();
+            async move { run_udp(Arc::from("air"), &bind, tx).await }
+        });
+        // Several attempts fail meanwhile; the outage is reported once.
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        drop(squatter);
+        let downs = until_up(&mut rx).await;
+        assert_eq!(downs.len(), 1, "{downs:?}");
+        assert!(
+            downs[0].contains(&format!("cannot listen on udp {bind}")),
+            "{downs:?}"
+        );
+        let sender = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        sender.send_to(TELEGRAM.as_bytes(), &bind).await.unwrap();
+        match next(&mut rx).await {
+            InputEvent::Telegram { heard, .. } => assert_eq!(heard.frame.len(), 47),
+            other => panic!("{other:?}"),
+        }
+        input.abort();
+    }
+
+    #[tokio::test]
+    async fn a_tcp_server_input_on_a_busy_port_is_retried_until_the_port_is_free() {
+        use tokio::io::AsyncWriteExt;
+        let squatter = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let bind = squatter.local_addr().unwrap().to_string();
+        let (tx, mut rx) = mpsc::channel(64);
+        let input = tokio::spawn({
+            let bind = bind.clone();
+            async move { run_tcp_server(Arc::from("esp"), &bind, tx).await }
+        });
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        drop(squatter);
+        let downs = until_up(&mut rx).await;
+        assert_eq!(downs.len(), 1, "{downs:?}");
+        assert!(
+            downs[0].contains(&format!("cannot listen on tcp {bind}")),
+            "{downs:?}"
+        );
+        let mut sender = TcpStream::connect(&bind).await.unwrap();
+        sender
+            .write_all(format!("{TELEGRAM}\n").as_bytes())
+            .await
+            .unwrap();
+        match next(&mut rx).await {
+            InputEvent::Telegram { heard, .. } => assert_eq!(heard.frame.len(), 47),
+            other => panic!("{other:?}"),
+        }
+        input.abort();
     }
 
     #[test]

@@ -282,9 +282,16 @@ fn parse_rssi_suffix(text: &str, column: usize) -> Result<Option<i16>, LineError
         };
         if let Some(value) = value {
             let number = value.trim().trim_end_matches("dBm").trim();
-            let parsed: f64 = number
-                .parse()
-                .map_err(|_| err(col, format!("RSSI {value:?} is not a number")))?;
+            let parsed: f64 = number.parse().map_err(|_| {
+                // Quoted in part only: the rest of a line of garbage says nothing more.
+                let shown: String = value.chars().take(24).collect();
+                let more = if value.chars().count() > 24 {
+                    "…"
+                } else {
+                    ""
+                };
+                err(col, format!("RSSI {shown:?}{more} is not a number"))
+            })?;
             found = dbm(parsed);
         }
         col += part.len() + 1;
