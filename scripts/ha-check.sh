@@ -9,7 +9,7 @@
 # Nothing leaves 127.0.0.1 except the package downloads of the first run.
 #
 # Usage: scripts/ha-check.sh [--scenario demo|fleet] [--duration SECONDS] [--report-only]
-#                            [--out DIR] [--setup-only] [--keep]
+#                            [--no-stats-wait] [--out DIR] [--setup-only]
 # See docs/home-assistant.md, "Checking against a real Home Assistant".
 set -euo pipefail
 
@@ -25,7 +25,8 @@ scenario=demo
 duration=""
 report_only=0
 setup_only=0
-keep=0
+stats_wait=1
+if [ "${HA_CHECK_NO_STATS_WAIT:-0}" = 1 ]; then stats_wait=0; fi
 out=""
 
 usage() {
@@ -38,7 +39,7 @@ while [ $# -gt 0 ]; do
     --duration) duration="$2"; shift 2 ;;
     --report-only) report_only=1; shift ;;
     --setup-only) setup_only=1; shift ;;
-    --keep) keep=1; shift ;;
+    --no-stats-wait) stats_wait=0; shift ;;
     --out) out="$2"; shift 2 ;;
     -h|--help) usage; exit 0 ;;
     *) echo "unknown argument: $1" >&2; usage >&2; exit 2 ;;
@@ -152,7 +153,7 @@ cleanup() {
     kill -9 "$ha_pid" 2>/dev/null || true
   fi
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  if [ "$keep" = 0 ]; then umount_chroot; fi
+  umount_chroot
 }
 
 mkdir -p "$HA_ROOT"
@@ -228,7 +229,7 @@ t_ready=$(date +%s)
 # (every 5 minutes, at second 10) that saw our states, so Energy validation sees statistics.
 now=$(date +%s)
 snap_at=$((now + duration))
-if [ "${HA_CHECK_NO_STATS_WAIT:-0}" != 1 ]; then
+if [ "$stats_wait" = 1 ]; then
   boundary=$(( ((now + 30) / 300 + 1) * 300 + 40 ))
   if [ "$boundary" -gt "$snap_at" ]; then snap_at=$boundary; fi
 fi
@@ -291,6 +292,7 @@ mkdir -p "$out"
 rc=0
 report_flags=()
 if [ "$report_only" = 1 ]; then report_flags+=(--report-only); fi
+if [ "$scenario" = fleet ]; then report_flags+=(--plan /work/fleet/plan.json); fi
 py report --snapshot "/work/$scenario/snapshot.json" --drivers-json /work/drivers.json \
   --log "/work/$scenario/ha/home-assistant.log" --out "/work/$scenario" "${report_flags[@]}" || rc=$?
 for f in report.json summary.txt snapshot.json meterbridge.log mosquitto.log fleet.yaml bus.yaml \

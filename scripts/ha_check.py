@@ -131,10 +131,12 @@ def cmd_fleet(args):
             skipped.append({"driver": name, "why": f"its test key is not AES-128 ({e['key']})"})
             continue
         mid = e["id"]
-        if kind == "wireless":
-            # The id the telegram carries (some tests say ANYID): bytes 4-7 of the link layer,
-            # least significant first.
-            a = tgs[0][8:16]
+        if kind == "wireless" and not re.fullmatch(r"[0-9A-Fa-f]{8}", mid):
+            # A test for any id (ANYID): the meter's id is the one the telegram carries, in the
+            # long transport header (CI 0x72) if there is one, else in the link layer; least
+            # significant byte first.
+            t0 = tgs[0]
+            a = t0[22:30] if t0[20:22] == "72" else t0[8:16]
             mid = "".join(a[i:i + 2] for i in (6, 4, 2, 0))
             if mid in used_ids:
                 skipped.append({"driver": name, "why": f"id {mid} taken by another driver"})
@@ -402,14 +404,10 @@ async def _snapshot(args):
             for eid, hs in hist.items()}
         # Which driver and meter type each device has (from the meter's own MQTT state).
         mq = _mqtt_states(args.mqtt_port, args.base_topic)
-        by_id = {}
-        for topic, doc in mq.items():
-            if isinstance(doc, dict) and doc.get("id"):
-                by_id[str(doc["id"]).lower()] = {"topic": topic, "driver": doc.get("meter"),
-                                                 "media": doc.get("media")}
         snap["mqtt_states"] = mq
+        snap["base_topic"] = args.base_topic
         # Energy: each meter's main counter as a source, then validate.
-        prefs, chosen = _energy_prefs(snap, by_id, drivers)
+        prefs, chosen = _energy_prefs(snap, drivers)
         snap["energy_choice"] = chosen
         snap["energy_prefs"] = prefs
         snap["energy_save"] = await ws.try_call(dict(prefs, type="energy/save_prefs"))
@@ -438,11 +436,33 @@ def _key_of(entity, device):
     return uid
 
 
-def _device_meta(device, by_id, drivers):
+def _slug(name):
+    """meterbridge's topic name of a meter: lower case, other runs of characters as `_`."""
+    return re.sub(r"[^a-z0-9]+", "_", (name or "").lower()).strip("_")
+
+
+def _state_doc(device, snap):
+    """The meter's last state document on the broker, or None."""
+    mq = snap.get("mqtt_states", {})
+    doc = mq.get(f"{snap.get('base_topic', 'meterbridge')}/{_slug(device.get('name'))}/state")
+    return doc if isinstance(doc, dict) else None
+
+
+def _snapshot_like(key):
+    return any(w in key for w in SNAPSHOT_WORDS)
+
+
+def _device_meta(device, snap, drivers):
+    """The device's object id, driver and meter type. The driver comes from the meter's own
+    state document (`meter`), found by the device name (the meter's name) or else by its id."""
     oid = next((i[1] for i in device.get("identifiers", []) if i[1].startswith("meterbridge")), "")
-    mid = oid.rsplit("_", 1)[-1].lower()
-    info = by_id.get(mid, {})
-    drv = info.get("driver")
+    mq = snap.get("mqtt_states", {})
+    doc = mq.get(f"{snap.get('base_topic', 'meterbridge')}/{_slug(device.get('name'))}/state")
+    if not isinstance(doc, dict):
+        mid = oid.rsplit("_", 1)[-1].lower()
+        doc = next((d for d in mq.values()
+                    if isinstance(d, dict) and str(d.get("id", "")).lower() == mid), {})
+    drv = doc.get("meter")
     return oid, drv, (drivers.get(drv) or {}).get("meter_type")
 
 
@@ -460,29 +480,36 @@ def _main_counter(cands, default_fields):
     return cands[0] if len(cands) == 1 else (None, None)
 
 
-def _energy_prefs(snap, by_id, drivers):
+def _energy_prefs(snap, drivers):
     ents_by_dev = collections.defaultdict(list)
     for e in snap["entities"]:
         ents_by_dev[e["device_id"]].append(e)
     sums = {x["statistic_id"]: x for x in snap["sum_statistics"]}
     grid, sources, consumption, chosen = [], [], [], []
     for dev in snap["devices"]:
-        oid, drv, mtype = _device_meta(dev, by_id, drivers)
+        oid, drv, mtype = _device_meta(dev, snap, drivers)
         if mtype not in ("water", "gas", "electricity", "heat"):
             continue
+        doc = _state_doc(dev, snap)
         cands = []
         for e in ents_by_dev[dev["id"]]:
             st = snap["states"].get(e["entity_id"]) or {}
             unit = (st.get("attributes") or {}).get("unit_of_measurement")
             units = VOLUME_UNITS if mtype == "water" else ENERGY_UNITS if mtype in (
                 "electricity", "heat") else VOLUME_UNITS | ENERGY_UNITS
-            if e["entity_id"].startswith("sensor.") and unit in units:
-                cands.append((_key_of(e, dev), e["entity_id"]))
+            key = _key_of(e, dev)
+            # A lifetime counter the meter actually sends: not a value stored at a set date,
+            # a monthly value, a delta or a target.
+            if (e["entity_id"].startswith("sensor.") and unit in units
+                    and (doc is None or key in doc) and not _snapshot_like(key)):
+                cands.append((key, e["entity_id"]))
         key, eid = _main_counter(cands, (drivers.get(drv) or {}).get("default_fields"))
         row = {"device": dev.get("name"), "object_id": oid, "driver": drv, "meter_type": mtype,
                "key": key, "entity_id": eid, "offered": eid in sums if eid else False}
         chosen.append(row)
         if not eid:
+            row["why"] = ("its state holds no lifetime counter (only snapshot/history values)"
+                          if doc is not None else "no state document on the broker")
             continue
         if mtype == "electricity":
             row["as"] = "grid consumption"
@@ -524,8 +551,10 @@ def _sentinel(state, attrs):
     """Why a state looks like a "no value" marker or is an impossible negative, or None."""
     v = _is_number(state)
     if v is not None:
-        if v in SENTINEL_NUMBERS:
-            return f"sentinel number {state}"
+        # The markers also arrive scaled by the field's unit factor (-32768 x 0.001).
+        for k in range(7):
+            if any(abs(v * 10 ** k - x) < 1e-6 for x in SENTINEL_NUMBERS):
+                return f"sentinel number {state}" + (f" (= {v * 10 ** k:.0f} x 10^-{k})" if k else "")
         if v < 0 and attrs.get("device_class") not in NEGATIVE_OK:
             return f"negative {state}"
         return None
@@ -639,7 +668,7 @@ def cmd_report(args):
                                        for e in log if not e["ours"]})[:30]
     # Energy: what would be offered, and what is snapshot-like.
     offered = collections.defaultdict(list)
-    flagged = []
+    flagged, heat_water = [], []
     ent_by_id = {e["entity_id"]: e for e in entities}
     for x in snap["sum_statistics"]:
         sid = x["statistic_id"]
@@ -663,11 +692,18 @@ def cmd_report(args):
         row = {"statistic_id": sid, "key": key, "unit": x.get("statistics_unit_of_measurement"),
                "unit_class": unit_class, "device_class": a.get("device_class"),
                "state_class": a.get("state_class"), "pickers": cats}
-        if cats and any(w in key for w in SNAPSHOT_WORDS):
+        if cats and _snapshot_like(key):
             flagged.append(row)
+        # A heat meter's circuit volume is not household water consumption.
+        mtype = _device_meta(devices.get(e["device_id"], {}), snap, drivers)[2] if e else None
+        if "water" in cats and mtype not in ("water", None):
+            heat_water.append(dict(row, meter_type=mtype))
     rep["energy_offered_counts"] = {k: len(v) for k, v in offered.items()}
     rep["energy_offered"] = {k: sorted(v) for k, v in offered.items()}
     rep["energy_snapshot_like_offered"] = flagged
+    rep["energy_water_offered_from_other_meters"] = heat_water
+    rep["meters_by_type"] = dict(collections.Counter(
+        _device_meta(d, snap, drivers)[2] for d in devices.values()))
     # Energy validation per chosen main counter.
     val = snap.get("energy_validate", {})
     issues_by_entity = collections.defaultdict(list)
@@ -682,8 +718,10 @@ def cmd_report(args):
     for row in snap.get("energy_choice", []):
         r = dict(row)
         if not r.get("entity_id"):
-            r["accepted"] = False
-            r["issues"] = [{"type": "no main counter found among the device's entities"}]
+            # Not a failure of the announcement: this meter's telegrams carry no lifetime
+            # counter at all (e.g. only monthly history). Listed, not judged.
+            r["accepted"] = None
+            r["issues"] = [{"type": "no main counter: " + r.get("why", "none found")}]
         else:
             iss = issues_by_entity.get(r["entity_id"], [])
             r["issues"] = iss
@@ -698,13 +736,13 @@ def cmd_report(args):
     by_dev = collections.defaultdict(list)
     for e in enabled:
         by_dev[e["device_id"]].append(e)
-    mq = snap.get("mqtt_states", {})
-    by_id = {str(d.get("id")).lower(): d.get("meter") for d in mq.values() if isinstance(d, dict)}
     binaries, devs = [], []
+    never_by_driver = collections.Counter()
+    never_set = set(never) | set(empty)
     for did, dev in devices.items():
-        oid = next((i[1] for i in dev.get("identifiers", []) if i[1].startswith("meterbridge")), "")
-        drv = by_id.get(oid.rsplit("_", 1)[-1].lower())
-        mtype = (drivers.get(drv) or {}).get("meter_type")
+        _oid, drv, mtype = _device_meta(dev, snap, drivers)
+        never_by_driver[drv or dev.get("name")] += sum(e["entity_id"] in never_set
+                                                       for e in by_dev[did])
         devs.append({"name": dev.get("name"), "manufacturer": dev.get("manufacturer"),
                      "model": dev.get("model"), "driver": drv, "meter_type": mtype,
                      "raw_code_manufacturer": bool(re.fullmatch(r"[A-Z@]{3}",
@@ -721,14 +759,29 @@ def cmd_report(args):
             binaries.append({"device": dev.get("name"), "driver": drv, "meter_type": mtype,
                              "binary_sensors": bs, "ok": ok})
     rep["binary_sensors"] = binaries
+    rep["binary_sensor_classes"] = dict(collections.Counter(
+        str(((states.get(e["entity_id"]) or {}).get("attributes") or {}).get("device_class"))
+        for e in enabled if e["entity_id"].startswith("binary_sensor.")))
     rep["device_names"] = devs
+    rep["never_had_value_by_driver"] = dict(never_by_driver.most_common())
+    # Configured meters (fleet) that never became a device.
+    if args.plan and os.path.exists(args.plan):
+        with open(args.plan) as f:
+            plan = json.load(f)
+        names = {_slug(d.get("name")) for d in devices.values()}
+        rep["meters_configured"] = len(plan["wireless"]) + len(plan["wired"])
+        rep["meters_without_device"] = [
+            {"name": m["name"], "driver": m["driver"], "meter_type": m["meter_type"]}
+            for m in plan["wireless"] + plan["wired"] if _slug(m["name"]) not in names]
+        rep["drivers_skipped"] = plan.get("skipped", [])
     # Targets.
     t = collections.OrderedDict()
     t["no entity without a value"] = len(never) == 0 and len(empty) == 0
     t["no HA warning/error from our topics/entities"] = len(ours) == 0
     t["no snapshot/history value offered as an Energy source"] = len(flagged) == 0
     t["no negative or sentinel state"] = len(bad_values) == 0
-    t["every main counter accepted"] = all(m["accepted"] for m in mains)
+    t["no heat meter/HCA volume offered as water"] = len(heat_water) == 0
+    t["every main counter accepted"] = all(m["accepted"] is not False for m in mains)
     t["smoke/door meters have binary sensors"] = all(b["ok"] for b in binaries)
     rep["targets"] = t
     rep["passed"] = all(t.values())
@@ -751,10 +804,20 @@ def _summary(rep):
       + ", ".join(f"{k} {v}" for k, v in sorted(rep["entities_by_domain"].items())) + ")")
     p(f"never had a value: {len(rep['never_had_value'])}; unknown at snapshot: "
       f"{len(rep['unknown_at_snapshot'])}; empty string: {len(rep['empty_at_snapshot'])}")
-    for eid in rep["never_had_value"][:40]:
+    worst = [(k, v) for k, v in rep["never_had_value_by_driver"].items() if v]
+    if worst:
+        p("  by driver: " + ", ".join(f"{k} {v}" for k, v in worst[:25])
+          + (f", ... ({len(worst) - 25} more drivers)" if len(worst) > 25 else ""))
+    for eid in rep["never_had_value"][:25]:
         p(f"    {eid}")
-    if len(rep["never_had_value"]) > 40:
-        p(f"    ... {len(rep['never_had_value']) - 40} more in report.json")
+    if len(rep["never_had_value"]) > 25:
+        p(f"    ... {len(rep['never_had_value']) - 25} more in report.json")
+    if "meters_configured" in rep:
+        p(f"configured meters without a device in Home Assistant: "
+          f"{len(rep['meters_without_device'])} of {rep['meters_configured']}"
+          + "".join(f"\n    {m['name']} [{m['meter_type']}]" for m in rep["meters_without_device"]))
+        for sk in rep["drivers_skipped"]:
+            p(f"    driver {sk['driver']} not in the fleet: {sk['why']}")
     p(f"HA log warnings/errors naming our topics/entities: {rep['log_ours_count']} "
       f"({len(rep['log_ours_distinct'])} distinct); others: {rep['log_other_count']}")
     for m in rep["log_rate_limited"]:
@@ -771,17 +834,27 @@ def _summary(rep):
         p(f"    {r['statistic_id']} ({r['unit']}, {r['device_class']}, {r['state_class']})")
     if len(rep["energy_snapshot_like_offered"]) > 20:
         p(f"    ... {len(rep['energy_snapshot_like_offered']) - 20} more in report.json")
+    mt = rep["meters_by_type"]
+    p(f"  water picker: {rep['energy_offered_counts'].get('water', 0)} statistics for "
+      f"{mt.get('water', 0)} water meters; {len(rep['energy_water_offered_from_other_meters'])} "
+      f"of them from other meters (heat, HCA…)")
+    for r in rep["energy_water_offered_from_other_meters"][:10]:
+        p(f"    {r['statistic_id']} [{r['meter_type']}]")
     save = rep.get("energy_save") or {}
     if not save.get("ok", False):
         p(f"  energy/save_prefs refused: {save.get('error')}")
     acc = [m for m in rep["energy_main_counters"] if m["accepted"]]
-    p(f"  main counters accepted: {len(acc)} of {len(rep['energy_main_counters'])}")
+    na = [m for m in rep["energy_main_counters"] if m["accepted"] is None]
+    p(f"  main counters accepted: {len(acc)} of {len(rep['energy_main_counters']) - len(na)}"
+      + (f" ({len(na)} meters send no lifetime counter)" if na else ""))
     for m in rep["energy_main_counters"]:
         if not m["accepted"] or m.get("statistics_pending"):
             iss = "; ".join(f"{i['type']}" + (f" ({i['value']})" if i.get("value") is not None
                                                  else "") for i in m["issues"])
             p(f"    {m['device']} [{m['driver']}, {m['meter_type']}] {m.get('entity_id')}: "
               f"{'accepted, ' if m['accepted'] else ''}{iss}")
+    p("binary sensors by device class: " + (", ".join(
+        f"{k} {v}" for k, v in sorted(rep["binary_sensor_classes"].items())) or "none"))
     p(f"binary sensors on smoke/door meters: "
       f"{sum(b['ok'] for b in rep['binary_sensors'])} of {len(rep['binary_sensors'])} ok")
     for b in rep["binary_sensors"]:
@@ -881,6 +954,7 @@ def main():
     p.add_argument("--base-topic", default="meterbridge")
     p.add_argument("--discovery-prefix", default="homeassistant")
     p.add_argument("--report-only", action="store_true")
+    p.add_argument("--plan", help="the fleet's plan.json, to list meters that never appeared")
     p.set_defaults(fn=cmd_report)
     args = ap.parse_args()
     args.fn(args)
