@@ -216,6 +216,12 @@ history:
 logger:
   default: warning
 EOF
+# Only the loopback adapter: the mDNS resolver of Home Assistant's HTTP client (zeroconf)
+# would otherwise join multicast groups on every interface.
+mkdir -p "$RUN/ha/.storage"
+cat >"$RUN/ha/.storage/core.network" <<EOF
+{"version": 1, "minor_version": 1, "key": "core.network", "data": {"configured_adapters": ["lo"]}}
+EOF
 ha_since="$(date -u +%Y-%m-%dT%H:%M:%S+00:00)"
 log "starting Home Assistant $HA_VERSION on 127.0.0.1:$HA_PORT, mosquitto on 127.0.0.1:$MQTT_PORT"
 # --skip-pip: the run installs nothing (setup did), so nothing leaves this machine.
