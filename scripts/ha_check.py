@@ -535,8 +535,10 @@ SNAPSHOT_WORDS = ("set_date", "prev_", "last_", "month", "delta", "target", "con
 SENTINEL_NUMBERS = {-2147483648.0, 2147483647.0, 4294967295.0, -32768.0, 32767.0, 65535.0,
                     -8388608.0, 8388607.0, 16777215.0, 99999999.0, -1.0e9}
 LOG_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)?) (\w+) \((.+?)\) \[([^\]]*)\] (.*)$")
-NEGATIVE_OK = {"temperature", "signal_strength", "power", "current", "reactive_power",
-               "apparent_power", "power_factor"}
+# A negative reading is impossible for these classes and for counters (total_increasing);
+# other values (temperatures, manufacturer-specific corrections) may well be negative.
+NON_NEGATIVE = {"energy", "water", "gas", "volume", "volume_storage", "duration", "humidity",
+                "battery", "weight", "data_size"}
 
 
 def _is_number(s):
@@ -555,7 +557,8 @@ def _sentinel(state, attrs):
         for k in range(7):
             if any(abs(v * 10 ** k - x) < 1e-6 for x in SENTINEL_NUMBERS):
                 return f"sentinel number {state}" + (f" (= {v * 10 ** k:.0f} x 10^-{k})" if k else "")
-        if v < 0 and attrs.get("device_class") not in NEGATIVE_OK:
+        if v < 0 and (attrs.get("device_class") in NON_NEGATIVE
+                      or attrs.get("state_class") == "total_increasing"):
             return f"negative {state}"
         return None
     if isinstance(state, str):
