@@ -339,8 +339,8 @@ async def _ws_connect(session, base, token):
 
 # --- snapshot --------------------------------------------------------------------------------
 
-def _mqtt_states(port, base_topic, seconds=3.0):
-    """The retained meter states on the broker: which driver each meter id has."""
+def _mqtt_retained(port, seconds=3.0):
+    """The retained messages on the broker (state and discovery documents), parsed as JSON."""
     import paho.mqtt.client as mqtt
 
     got = {}
@@ -353,7 +353,7 @@ def _mqtt_states(port, base_topic, seconds=3.0):
 
     c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="ha-check-reader")
     c.on_message = on_message
-    c.on_connect = lambda cl, *_a: cl.subscribe(f"{base_topic}/+/state")
+    c.on_connect = lambda cl, *_a: cl.subscribe("#")
     c.connect("127.0.0.1", port)
     c.loop_start()
     time.sleep(seconds)
@@ -403,8 +403,22 @@ async def _snapshot(args):
             eid: any(h.get("s") not in ("unknown", "unavailable", "", None) for h in hs)
             for eid, hs in hist.items()}
         # Which driver and meter type each device has (from the meter's own MQTT state).
-        mq = _mqtt_states(args.mqtt_port, args.base_topic)
-        snap["mqtt_states"] = mq
+        # Each device's state topic from its discovery document, and the meter's state there
+        # (its `meter` field names the driver); whatever base topic and client id the program
+        # uses.
+        retained = _mqtt_retained(args.mqtt_port)
+        disc = {t: d for t, d in retained.items()
+                if t.startswith(f"{args.discovery_prefix}/device/") and isinstance(d, dict)}
+        snap["state_topics"] = {}
+        for t, d in disc.items():
+            st = d.get("state_topic") or d.get("stat_t")
+            if st is None:
+                st = next((c.get("state_topic") or c.get("stat_t")
+                           for c in (d.get("cmps") or {}).values()
+                           if c.get("state_topic") or c.get("stat_t")), None)
+            snap["state_topics"][t.split("/")[-2]] = st
+        snap["mqtt_states"] = {t: d for t, d in retained.items()
+                               if t.endswith("/state") and isinstance(d, dict)}
         snap["base_topic"] = args.base_topic
         # Energy: each meter's main counter as a source, then validate.
         prefs, chosen = _energy_prefs(snap, drivers)
@@ -442,10 +456,15 @@ def _slug(name):
 
 
 def _state_doc(device, snap):
-    """The meter's last state document on the broker, or None."""
+    """The meter's last state document on the broker, or None: through the state topic of its
+    discovery document, else by the meter's name under any base topic."""
     mq = snap.get("mqtt_states", {})
-    doc = mq.get(f"{snap.get('base_topic', 'meterbridge')}/{_slug(device.get('name'))}/state")
-    return doc if isinstance(doc, dict) else None
+    for ident in device.get("identifiers", []):
+        topic = snap.get("state_topics", {}).get(ident[1])
+        if topic in mq:
+            return mq[topic]
+    suffix = f"/{_slug(device.get('name'))}/state"
+    return next((d for t, d in mq.items() if t.endswith(suffix)), None)
 
 
 def _snapshot_like(key):
@@ -457,7 +476,7 @@ def _device_meta(device, snap, drivers):
     state document (`meter`), found by the device name (the meter's name) or else by its id."""
     oid = next((i[1] for i in device.get("identifiers", []) if i[1].startswith("meterbridge")), "")
     mq = snap.get("mqtt_states", {})
-    doc = mq.get(f"{snap.get('base_topic', 'meterbridge')}/{_slug(device.get('name'))}/state")
+    doc = _state_doc(device, snap)
     if not isinstance(doc, dict):
         mid = oid.rsplit("_", 1)[-1].lower()
         doc = next((d for d in mq.values()
@@ -649,7 +668,10 @@ def cmd_report(args):
     rep["classes"] = [{"domain": k[0], "device_class": k[1], "state_class": k[2], "unit": k[3],
                        "count": v} for k, v in sorted(classes.items(), key=lambda kv: -kv[1])]
     # Home Assistant's log.
-    needles = [args.base_topic + "/", "meterbridge_", args.discovery_prefix + "/device/meterbridge"]
+    # Our topics: the base topics of our devices' state topics (whatever the program chose).
+    bases = {t.split("/")[0] + "/" for t in snap.get("state_topics", {}).values() if t}
+    needles = sorted(bases | {args.base_topic + "/", "meterbridge_",
+                              args.discovery_prefix + "/device/meterbridge"})
     keys = {_key_of(e, devices.get(e["device_id"], {})) for e in entities}
     log = _read_log(args.log, needles, keys)
     ours = [e for e in log if e["ours"]]
@@ -940,6 +962,7 @@ def main():
     p.add_argument("--timeout", type=float, default=600)
     p.set_defaults(fn=cmd_onboard)
     p = sub.add_parser("snapshot")
+    p.add_argument("--discovery-prefix", default="homeassistant")
     p.add_argument("--ha-port", type=int, required=True)
     p.add_argument("--mqtt-port", type=int, required=True)
     p.add_argument("--token-file", required=True)
