@@ -167,6 +167,8 @@ if [ "$setup_only" = 1 ]; then
   exit 0
 fi
 trap cleanup EXIT
+# Ctrl-C or kill: exit through the EXIT trap, so nothing is left running or mounted.
+trap 'exit 130' INT TERM
 
 log "building meterbridge (cargo build --release)"
 (cd "$REPO" && cargo build --release --locked --quiet)

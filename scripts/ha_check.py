@@ -66,6 +66,9 @@ def cmd_requirements(_args):
 
 # --- fleet -----------------------------------------------------------------------------------
 
+TOTAL_KEY = re.compile(r"^total.*_(m3|kwh|mwh|gj|wh|l|hca)$")
+
+
 def _hex(t: str) -> str:
     return re.sub(r"\s+", "", t).upper()
 
@@ -94,21 +97,32 @@ def cmd_fleet(args):
         cases = []
         for t in d.get("tests") or []:
             cases.append({"id": str(t["id"]), "key": t.get("key"),
-                          "telegrams": [_hex(x) for x in t.get("telegrams", [])]})
+                          "telegrams": [_hex(x) for x in t.get("telegrams", [])],
+                          "expected": t.get("expected")})
         if not cases:
             for r in extra.get(name, []):
                 cases.append({"id": str(r["id"]), "key": r.get("key"),
                               "telegrams": [_hex(x) for x in r.get("preceding_telegrams") or []]
-                              + [_hex(r["telegram"])]})
+                              + [_hex(r["telegram"])], "expected": r.get("expected_json")})
         if not cases:
             skipped.append({"driver": name, "why": "no test telegram"})
             continue
         # Prefer the id with the most telegrams (alternating frames show fields appearing later).
         by_id = collections.OrderedDict()
         for c in cases:
-            e = by_id.setdefault(c["id"], {"id": c["id"], "key": None, "telegrams": []})
+            e = by_id.setdefault(c["id"], {"id": c["id"], "key": None, "telegrams": [],
+                                           "highest": {}})
             if c["key"] and c["key"] != "NOKEY":
                 e["key"] = c["key"]
+            # Test cases are not always in the order the meter sent them: leave out a case
+            # whose expected lifetime totals are below ones already fed, so counters never run
+            # backwards (Home Assistant warns about that, and no real meter does it).
+            totals = {k: v for k, v in (c.get("expected") or {}).items()
+                      if TOTAL_KEY.match(k) and isinstance(v, (int, float))}
+            if any(v < e["highest"].get(k, v) for k, v in totals.items()):
+                continue
+            for k, v in totals.items():
+                e["highest"][k] = max(v, e["highest"].get(k, v))
             for t in c["telegrams"]:
                 if t not in e["telegrams"]:
                     e["telegrams"].append(t)
@@ -209,10 +223,12 @@ def cmd_feed(args):
         start = time.monotonic()
         batch = []
         for m in meters:
-            # Alternate which of a meter's telegrams comes first, so frames change between rounds.
+            # The first round sends all of a meter's telegrams in the order of its tests
+            # (compact frames after the full frame that defines them, fields that appear later);
+            # later rounds repeat the last one only: replaying older telegrams would make
+            # counters run backwards, which no real meter does and Home Assistant warns about.
             t = m["telegrams"]
-            k = r % len(t)
-            batch.extend(t[k:] + t[:k])
+            batch.extend(t if r == 0 else t[-1:])
         gap = min(0.2, (per_round * 0.8) / max(1, len(batch)))
         for line in batch:
             sock.sendto((line + "\n").encode(), ("127.0.0.1", args.port))
