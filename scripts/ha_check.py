@@ -690,7 +690,21 @@ def cmd_report(args):
                               args.discovery_prefix + "/device/meterbridge"})
     keys = {_key_of(e, devices.get(e["device_id"], {})) for e in entities}
     log = _read_log(args.log, needles, keys)
-    ours = [e for e in log if e["ours"]]
+    # What Home Assistant logs after the snapshot comes from meterbridge stopping: the demo
+    # withdraws its devices, and Home Assistant, after removing their entities, clears their
+    # retained discovery topics itself and then warns that the empty document it receives back
+    # has nothing left to clean up. Reported apart, not judged: it is not what a running
+    # installation shows.
+    snap_time = dt.datetime.fromisoformat(snap["taken_at"]).astimezone(dt.UTC).replace(tzinfo=None)
+    for e in log:
+        try:
+            e["after_stop"] = dt.datetime.fromisoformat(e["time"]) > snap_time
+        except ValueError:
+            e["after_stop"] = False
+    at_stop = [e for e in log if e["ours"] and e["after_stop"]]
+    rep["log_ours_at_stop"] = sorted(collections.Counter(
+        _normalise(e["message"].split("\n")[0]) for e in at_stop).items())
+    ours = [e for e in log if e["ours"] and not e["after_stop"]]
     samples = collections.OrderedDict()
     for e in ours:
         k = (e["level"], e["logger"], _normalise(e["message"].split("\n")[0]))
@@ -861,6 +875,10 @@ def _summary(rep):
             p(f"    driver {sk['driver']} not in the fleet: {sk['why']}")
     p(f"HA log warnings/errors naming our topics/entities: {rep['log_ours_count']} "
       f"({len(rep['log_ours_distinct'])} distinct); others: {rep['log_other_count']}")
+    if rep.get("log_ours_at_stop"):
+        p("  after the snapshot, while meterbridge stopped (not judged):")
+        for msg, n in rep["log_ours_at_stop"]:
+            p(f"        {n} x {msg}")
     for m in rep["log_rate_limited"]:
         p(f"    (Home Assistant reported: {m} is logging too frequently)")
     for s in rep["log_ours_distinct"][:15]:

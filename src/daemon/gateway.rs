@@ -1443,18 +1443,20 @@ pub fn heartbeat_age(dir: &Path) -> Option<Duration> {
 }
 
 /// Values a reading cannot have leave the MQTT state: the standard's "no value" marker
-/// (0x80000000 and its kind, see `MeterOutput::no_value`), numbers that are not finite, and
-/// dates that do not exist (`2000-00-00`). They become `null`, which keeps the last real value in the state and never
+/// (0x80000000 and its kind) and the "never" dates (all zero, 2000-01-01; see
+/// `MeterOutput::no_value`), numbers that are not finite, and dates that do not exist
+/// (`2000-00-00`). They become `null`, which keeps the last real value in the state and never
 /// reaches Home Assistant as a reading.
 fn without_impossible_values(output: &mut MeterOutput) {
     use crate::drivers::ReadingValue;
     for r in &mut output.readings {
-        let impossible = match &r.value {
-            // Not-a-number prints as null: no value either.
-            ReadingValue::Number(n) => !n.is_finite() || output.no_value.contains(&r.key),
-            ReadingValue::Text(t) => looks_like_impossible_date(t),
-            ReadingValue::Null => false,
-        };
+        let impossible = output.no_value.contains(&r.key)
+            || match &r.value {
+                // Not-a-number prints as null: no value either.
+                ReadingValue::Number(n) => !n.is_finite(),
+                ReadingValue::Text(t) => looks_like_impossible_date(t),
+                ReadingValue::Null => false,
+            };
         if impossible {
             r.value = ReadingValue::Null;
         }

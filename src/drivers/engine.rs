@@ -581,10 +581,15 @@ impl Driver {
                 }
             }
             if value.is_some() {
-                state.no_value[i] = !f.unsigned
-                    && f.mask.is_none()
-                    && matches!(value, Some(ReadingValue::Number(_)))
-                    && is_no_value_marker(r);
+                state.no_value[i] = match (&value, f.quantity) {
+                    (Some(ReadingValue::Number(_)), _) => {
+                        !f.unsigned && f.mask.is_none() && is_no_value_marker(r)
+                    }
+                    (Some(ReadingValue::Text(_)), Quantity::Date | Quantity::Datetime) => {
+                        is_date_placeholder(r)
+                    }
+                    _ => false,
+                };
                 state.values[i] = value;
             }
         }
@@ -637,6 +642,8 @@ impl Driver {
             };
             if let Some(v) = shifted {
                 state.values[i] = Some(v);
+                // A date counted from a placeholder is no date either.
+                state.no_value[i] = state.no_value[j];
             }
         }
         if let Some(i) = status_index {
@@ -737,6 +744,17 @@ pub struct MeterState {
     /// binary integer's width). wmbusmeters prints it as a number, so our wmbusmeters output
     /// does too; the MQTT state leaves it out.
     no_value: Vec<bool>,
+}
+
+/// Whether a date record holds what meters send for "never" rather than a date: all bits 0
+/// (which wmbusmeters' calendar arithmetic turns into 1999-11-30) or the first day the date
+/// types can hold, 2000-01-01 00:00 (a smoke alarm's "no alarm yet").
+fn is_date_placeholder(r: &Record<'_>) -> bool {
+    if !r.data.is_empty() && r.data.iter().all(|&b| b == 0) {
+        return true;
+    }
+    matches!(r.value(), Value::DateTime(d)
+        if d.year == 2000 && d.month == 1 && d.day == 1 && d.hour == 0 && d.minute == 0)
 }
 
 /// Whether a record holds the standard's "no value" marker for its binary integer type: only the

@@ -836,6 +836,41 @@ mod every_driver {
         );
     }
 
+    /// The "no value" markers the test telegrams carry are recognised, so the MQTT state leaves
+    /// them out: c5isf's empty history slots (0x80000000) and sensostar's all-zero set date
+    /// (printed 1999-11-30, as wmbusmeters prints it).
+    #[test]
+    fn no_value_markers_are_found() {
+        let outputs = outputs();
+        let marked = |driver: &str, key: &str, shown: ReadingValue| {
+            outputs.iter().any(|(d, o)| {
+                d.name() == driver
+                    && o.no_value.iter().any(|k| k == key)
+                    && o.readings.iter().any(|r| r.key == key && r.value == shown)
+            })
+        };
+        assert!(marked(
+            "c5isf",
+            "prev_10_month_kwh",
+            ReadingValue::Number(-2147483648.0)
+        ));
+        assert!(marked(
+            "sensostar",
+            "target_date",
+            ReadingValue::Text("1999-11-30".into())
+        ));
+        // A real reading is never marked.
+        for (d, o) in &outputs {
+            for key in &o.no_value {
+                assert!(
+                    !key.starts_with("total_") || key.contains("date"),
+                    "{}: {key} marked as no value",
+                    d.name()
+                );
+            }
+        }
+    }
+
     /// Smoke and door detectors show their state as binary sensors, and so do the meters whose
     /// status has leak, tamper, battery or error words.
     #[test]

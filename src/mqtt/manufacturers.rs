@@ -6,6 +6,8 @@
 pub fn manufacturer_name(code: &str) -> Option<&'static str> {
     let code = code.to_ascii_uppercase();
     Some(match code.as_str() {
+        // The code Aventies' water meters and heat cost allocators send.
+        "AAA" => "Aventies",
         "ABB" => "ABB",
         "AMT" => "Aquametro",
         "APA" | "APT" => "Apator",
