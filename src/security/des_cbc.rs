@@ -38,7 +38,7 @@ pub fn decrypt_des(
     data: &mut [u8],
     len: usize,
 ) -> Result<usize, SecurityError> {
-    if len == 0 || len % DES_BLOCK_LEN != 0 {
+    if len == 0 || !len.is_multiple_of(DES_BLOCK_LEN) {
         return Err(SecurityError::NoEncryptedBlocks);
     }
     let available = data.len();

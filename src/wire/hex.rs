@@ -64,8 +64,7 @@ pub fn decode_into_tolerant(text: &str, out: &mut Vec<u8>) -> Result<bool, HexEr
             // Drop the last hex digit (separators around it do not matter).
             let cut = text
                 .char_indices()
-                .filter(|(_, c)| c.is_ascii_hexdigit())
-                .last()
+                .rfind(|(_, c)| c.is_ascii_hexdigit())
                 .map(|(i, _)| i)
                 .unwrap_or(text.len());
             decode_into(&text[..cut], out)?;
