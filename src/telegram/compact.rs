@@ -44,8 +44,8 @@ pub struct CompactFormats {
 /// DIF/VIF layouts of full frames sent by meters that also send compact frames, by
 /// manufacturer, so a compact frame from such a meter decodes before its first full frame
 /// arrives. Each is the layout of a real full frame (Kamstrup Multical 21/302/403/603, flowIQ
-/// 2200/3100, OMNIPOWER, pressure sensors) from the wmbusmeters test telegrams
-/// (`tests/fixtures/wmbus`); the signature is computed from the layout, never stored.
+/// 2200/3100, OMNIPOWER, pressure sensors, Engelmann water meters) from the wmbusmeters test
+/// telegrams (`tests/fixtures/wmbus`); the signature is computed from the layout, never stored.
 const BUILT_IN: &[(&str, &str)] = &[
     ("KAM", "040E04FF0704FF08041384401484804014043B0259025D142D84100E84200E04FF22026C440E4413C44014C4804014426C"),
     ("KAM", "040504FB827504853C04FB82F53C01FD17"),
@@ -68,6 +68,16 @@ const BUILT_IN: &[(&str, &str)] = &[
     ("KAM", "030643060314426C022D01FF21"),
     ("KAW", "04FF234413523B06FF1B426C61675167023B04138101E7FF0F"),
     ("KAW", "04FF2304134413426C023B92013BA2013B06FF1BA1015B91015BA10167"),
+    // The next two have no full frame in the corpus, only a compact one (corpus lines 224 and
+    // 97). Each layout was found by searching the records these meters send elsewhere, in the
+    // order their values lie, for the one matching two independent checks: the format
+    // signature (a CRC over the layout) and the full-frame CRC (over layout and values).
+    // Kamstrup Multical 21 (signature 36D4): status, total, target volume and date, max flow,
+    // min flow temperature, min and max external temperature, info byte, 6-byte info block.
+    ("KAW", "02FF2004134413426C523B615B616751678101E7FF0F06FF1B"),
+    // Engelmann/Elster water meter (signature 052D): reporting date and volume, error flags,
+    // volumes of storages 2-16 (months 1-15 ago), date and time, total volume.
+    ("EFE", "426C441301FD17840113C40113840213C40213840313C40313840413C40413840513C40513840613C40613840713C40713840813046D0413"),
 ];
 
 impl CompactFormats {
@@ -257,7 +267,10 @@ fn interleave(layout: &[u8], values: &[u8], out: &mut Vec<u8>) -> Result<(), Com
         out.extend_from_slice(data);
         v += len;
     }
-    if v < values.len() {
+    // Idle fillers (2F) pad the last AES block of an encrypted compact frame; anything else
+    // after the values means the layout is not the one the meter used.
+    let rest = values.get(v..).unwrap_or(&[]);
+    if !rest.iter().all(|&b| b == 0x2F) {
         return Err(CompactError::ValuesTooLong {
             extra: values.len() - v,
         });
@@ -291,6 +304,39 @@ mod tests {
         assert_eq!(
             crate::wire::hex::encode_upper(&out),
             "02FF207100041309190000441309190000615B7F616716"
+        );
+    }
+
+    #[test]
+    fn layouts_known_only_from_compact_frames_rebuild_their_full_frames() {
+        let formats = CompactFormats::new();
+        let kaw = crate::wire::manufacturer::Manufacturer::from_letters("KAW")
+            .unwrap()
+            .0;
+        let efe = crate::wire::manufacturer::Manufacturer::from_letters("EFE")
+            .unwrap()
+            .0;
+        // Corpus line 224 after the ELL: signature, full-frame CRC, values.
+        let kamwater =
+            crate::wire::hex::decode("D4364649000062ED000034C9000041373303110F1716077000077000")
+                .unwrap();
+        let mut out = Vec::new();
+        let info = formats.expand(kaw, &kamwater, &mut out).unwrap();
+        assert!(info.built_in_format && info.full_frame_crc_ok);
+        // Corpus line 97 after mode 5 decryption and its 2F 2F: the idle fillers that pad the
+        // last AES block follow the values.
+        let mut engelmann = crate::wire::hex::decode(
+            "2D056FF33F3CF67D030000FFD80300AABD030051A8030066960300F67D0300B26603006854030010410300C32A0300771B030056FC0200B8E0020014D10200A3B60200FAA102003A2B4435E1DD0300",
+        )
+        .unwrap();
+        engelmann.extend_from_slice(&[0x2F; 15]);
+        let info = formats.expand(efe, &engelmann, &mut out).unwrap();
+        assert!(info.built_in_format && info.full_frame_crc_ok);
+        // Anything but fillers after the values is refused.
+        engelmann.push(0x00);
+        assert_eq!(
+            formats.expand(efe, &engelmann, &mut out),
+            Err(CompactError::ValuesTooLong { extra: 16 })
         );
     }
 
