@@ -306,7 +306,7 @@ fn check_config_finds_what_run_would_refuse() {
     assert!(
         errors[1]
             .message
-            .contains("expected 32 hex digits (AES-128) or 16 (PRIOS), found 6 characters"),
+            .contains("expected 32 hex digits (AES-128) or 16 (DES or PRIOS), found 6 characters"),
         "{}",
         errors[1]
     );

@@ -258,7 +258,7 @@ impl Outside {
                 (!(hex && (digits.len() == 32 || digits.len() == 16))).then(|| {
                     (
                         format!(
-                            "{} does not hold a key: expected 32 hex digits (AES-128) or 16 (PRIOS), found {} characters{}",
+                            "{} does not hold a key: expected 32 hex digits (AES-128) or 16 (DES or PRIOS), found {} characters{}",
                             f.display(),
                             digits.chars().count(),
                             if hex { "" } else { " that are not all hex digits" }
@@ -1901,14 +1901,16 @@ impl Checker<'_> {
         self.error(pos, path, format!("unknown driver `{driver}`"), Some(hint));
     }
 
-    /// 32 hex digits. The key never appears in a message, not even in part.
+    /// 32 hex digits (AES-128), or 16 (the DES key of a meter in security mode 2 or 3, or a
+    /// Diehl PRIOS customer key). The key never appears in a message, not even in part.
     fn key(&mut self, node: &Node, path: &str) -> Option<KeySource> {
+        const EXPECTED: &str = "32 hex digits (an AES-128 key) or 16 (a DES or PRIOS key)";
         let Value::Str(t) = &node.value else {
             self.error(
                 node.pos,
                 path,
                 format!(
-                    "expected the key as 32 hex digits in quotes, found {}",
+                    "expected the key as {EXPECTED} in quotes, found {}",
                     node.kind()
                 ),
                 None,
@@ -1917,11 +1919,11 @@ impl Checker<'_> {
         };
         self.holds_inline_secret = true;
         let count = t.chars().count();
-        if count != 32 {
+        if count != 32 && count != 16 {
             self.error(
                 node.pos,
                 path,
-                format!("expected 32 hex digits (an AES-128 key), found {count} characters"),
+                format!("expected {EXPECTED}, found {count} characters"),
                 None,
             );
             return None;
@@ -1930,7 +1932,7 @@ impl Checker<'_> {
             self.error(
                 node.pos,
                 path,
-                "expected 32 hex digits (an AES-128 key), found other characters",
+                format!("expected {EXPECTED}, found other characters"),
                 None,
             );
             return None;
