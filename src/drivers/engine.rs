@@ -529,6 +529,7 @@ impl Driver {
                         HookValue::Text(s) => ReadingValue::Text(s.clone()),
                         HookValue::Null => ReadingValue::Null,
                     });
+                    state.no_value[i] = hook_values.is_no_value(from);
                     continue;
                 }
                 // No value from the decoder: a `match` (if any) reads the records instead, so
@@ -747,14 +748,14 @@ pub struct MeterState {
 }
 
 /// Whether a date record holds what meters send for "never" rather than a date: all bits 0
-/// (which wmbusmeters' calendar arithmetic turns into 1999-11-30) or the first day the date
-/// types can hold, 2000-01-01 00:00 (a smoke alarm's "no alarm yet").
+/// (which wmbusmeters' calendar arithmetic turns into 1999-11-30), or year bits 0, the year
+/// 2000 (a smoke alarm's "no alarm yet" 2000-01-01, a set date never reached, a clock never
+/// set). No meter that speaks these protocols was read in 2000, so no real date is lost.
 fn is_date_placeholder(r: &Record<'_>) -> bool {
     if !r.data.is_empty() && r.data.iter().all(|&b| b == 0) {
         return true;
     }
-    matches!(r.value(), Value::DateTime(d)
-        if d.year == 2000 && d.month == 1 && d.day == 1 && d.hour == 0 && d.minute == 0)
+    matches!(r.value(), Value::DateTime(d) if d.year == 2000)
 }
 
 /// Whether a record holds the standard's "no value" marker for its binary integer type: only the

@@ -38,6 +38,8 @@ pub struct Component {
     /// The state document's key the entity reads: `key` for sensors, the text field for a
     /// binary sensor derived from it (`status` for `smoke`).
     pub value_key: String,
+    /// The value is a text (a status, a date): an empty one is no value.
+    pub text: bool,
     /// Binary sensors: on while the text holds one of these words (texts are separated by spaces
     /// or commas).
     pub on_words: Vec<String>,
@@ -58,6 +60,7 @@ impl Component {
             display_precision: None,
             icon: None,
             value_key: key.to_string(),
+            text: false,
             on_words: Vec::new(),
         }
     }
@@ -104,10 +107,9 @@ fn entity_slug(s: &str) -> String {
 fn value_template(c: &Component) -> String {
     let k = &c.value_key;
     match c.platform {
-        Platform::Sensor if c.unit.is_some() || c.state_class.is_some() => {
-            format!("{{{{ value_json.{k} | default(None) }}}}")
-        }
-        Platform::Sensor => format!("{{{{ value_json.{k} | default(None, true) }}}}"),
+        // `default(None, true)` also takes an empty text for no value; a number 0 must stay 0.
+        Platform::Sensor if c.text => format!("{{{{ value_json.{k} | default(None, true) }}}}"),
+        Platform::Sensor => format!("{{{{ value_json.{k} | default(None) }}}}"),
         Platform::BinarySensor if c.on_words.is_empty() => format!(
             "{{% if value_json.{k} is defined %}}{{{{ 'ON' if value_json.{k} else 'OFF' }}}}{{% endif %}}"
         ),
@@ -297,6 +299,32 @@ mod tests {
             discovery_topic("homeassistant", "meterbridge_kam_1"),
             "homeassistant/device/meterbridge_kam_1/config"
         );
+    }
+
+    /// A missing key never warns; an empty text is no value, a count of 0 stays 0.
+    #[test]
+    fn templates_cannot_warn_and_keep_zero() {
+        let count = Component::sensor("consumption_at_set_date_3_hca", "x");
+        assert_eq!(
+            value_template(&count),
+            "{{ value_json.consumption_at_set_date_3_hca | default(None) }}"
+        );
+        let mut status = Component::sensor("status", "Status");
+        status.text = true;
+        assert_eq!(
+            value_template(&status),
+            "{{ value_json.status | default(None, true) }}"
+        );
+        let mut leak = Component::sensor("moisture", "Leak");
+        leak.platform = Platform::BinarySensor;
+        leak.value_key = "status".into();
+        leak.on_words = vec!["LEAK".into(), "BURST".into()];
+        let t = value_template(&leak);
+        assert!(
+            t.starts_with("{% if value_json.status is defined and value_json.status is string %}"),
+            "{t}"
+        );
+        assert!(t.contains("select('in', ['LEAK', 'BURST'])"), "{t}");
     }
 
     #[test]

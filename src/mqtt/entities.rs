@@ -248,6 +248,7 @@ pub fn components_for_driver(
             field.quantity,
             Quantity::Text | Quantity::Date | Quantity::Datetime
         );
+        c.text = textual;
         let suffix = key
             .strip_prefix(field.name.as_str())
             .and_then(|s| s.strip_prefix('_'));
@@ -424,6 +425,7 @@ pub fn components_for_generic(
                 // Record dates print without a zone; Home Assistant takes them as text.
                 c.unit = None;
                 c.device_class = None;
+                c.text = true;
             }
             let snapshot = g.storage.is_some() || g.function.is_some();
             c.state_class = match c.device_class.as_deref() {
@@ -457,6 +459,7 @@ pub fn meter_components_extra(wireless: bool) -> Vec<Component> {
     }
     let mut seen = Component::sensor("timestamp", "Last seen");
     seen.device_class = Some("timestamp".into());
+    seen.text = true;
     seen.entity_category = Some("diagnostic".into());
     out.push(seen);
 
@@ -488,12 +491,15 @@ pub fn device_names(manufacturer_code: &str, driver: Option<&Driver>) -> (String
                 // `Kamstrup Multical 21 …` → `Multical 21 …`: the maker is shown on its own.
                 let lower = info.to_ascii_lowercase();
                 let first = info.split_whitespace().next().unwrap_or("");
-                let rest = if lower.starts_with(&maker.to_ascii_lowercase()) {
+                // Only a whole word: `NZR/EMH electricity meter` keeps its first word.
+                let whole = |n: usize| info[n..].starts_with(char::is_whitespace);
+                let rest = if lower.starts_with(&maker.to_ascii_lowercase()) && whole(maker.len()) {
                     &info[maker.len()..]
                 } else if maker
                     .split_whitespace()
                     .next()
                     .is_some_and(|m| m.eq_ignore_ascii_case(first))
+                    && whole(first.len())
                 {
                     &info[first.len()..]
                 } else {
@@ -751,6 +757,8 @@ mod every_driver {
                 if field.quantity == Quantity::Date {
                     assert_eq!(c.device_class.as_deref(), Some("date"), "{what}");
                 }
+                // Only texts may treat an empty or zero value as none.
+                assert_eq!(c.text, textual, "{what}");
                 if let Some(class) = &c.device_class {
                     assert!(
                         class_fits(class, field.quantity, c.unit.as_deref()),

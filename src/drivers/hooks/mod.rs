@@ -36,6 +36,9 @@ pub struct HookValues {
     values: Vec<(&'static str, HookValue)>,
     key: Option<crate::security::Key>,
     refusal: Option<KeyRefusal>,
+    /// Values that hold the format's "no value" marker (printed as wmbusmeters prints them,
+    /// left out of the MQTT state).
+    no_value: Vec<&'static str>,
 }
 
 impl HookValues {
@@ -44,6 +47,7 @@ impl HookValues {
             values: Vec::new(),
             key,
             refusal: None,
+            no_value: Vec::new(),
         }
     }
 
@@ -84,6 +88,17 @@ impl HookValues {
 
     pub fn text(&mut self, name: &'static str, v: impl Into<String>) {
         self.set(name, HookValue::Text(v.into()));
+    }
+
+    /// Marks a value as the format's "no value" marker (a history slot never filled).
+    pub fn mark_no_value(&mut self, name: &'static str) {
+        if !self.no_value.contains(&name) {
+            self.no_value.push(name);
+        }
+    }
+
+    pub fn is_no_value(&self, name: &str) -> bool {
+        self.no_value.iter().any(|n| *n == name)
     }
 
     pub fn get(&self, name: &str) -> Option<&HookValue> {

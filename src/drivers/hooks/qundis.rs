@@ -275,8 +275,13 @@ fn decode_block(b: &[u8], block_vif: Option<u8>, out: &mut HookValues) -> bool {
             let Some(&[lo, hi]) = b.get(at..at + 2) else {
                 continue;
             };
-            if let Some(v) = value(i64::from(i16::from_le_bytes([lo, hi]))) {
+            let raw = i16::from_le_bytes([lo, hi]);
+            if let Some(v) = value(i64::from(raw)) {
                 out.number(name, v);
+                // `00 80` where the meter has no history value yet.
+                if raw == i16::MIN {
+                    out.mark_no_value(name);
+                }
             }
         }
     }
