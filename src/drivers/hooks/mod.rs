@@ -98,7 +98,7 @@ impl HookValues {
     }
 
     pub fn is_no_value(&self, name: &str) -> bool {
-        self.no_value.iter().any(|n| *n == name)
+        self.no_value.contains(&name)
     }
 
     pub fn get(&self, name: &str) -> Option<&HookValue> {
