@@ -401,6 +401,18 @@ async fn heard_meter_is_added_with_a_checked_key_live_and_saved_owner_only() {
     );
 
     let add = |key: &'static str| serde_json::json!({"id": "61070071", "name": "Hot water", "driver": "aventieswm", "key": key});
+    // A name the configuration would refuse at the next start is refused now.
+    let slash = serde_json::json!({"id": "61070071", "name": "Flat 1/2", "driver": "aventieswm", "key": KEY});
+    let slash = post(gw.web, "/api/meters", &token, &slash).await;
+    assert_eq!(slash.status, 422);
+    assert!(
+        slash.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("`/` cannot be part of a name"),
+        "{}",
+        slash.body
+    );
     let refused = post(gw.web, "/api/meters", &token, &add(WRONG_KEY)).await;
     assert_eq!(refused.status, 422);
     let added = post(gw.web, "/api/meters", &token, &add(KEY)).await;

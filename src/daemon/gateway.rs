@@ -1202,6 +1202,7 @@ pub async fn run(config: Config, options: RunOptions) -> Result<GatewayStats, St
     // seconds and telegrams must not wait for it. At most one at a time.
     let mut save_job: Option<tokio::task::JoinHandle<Result<(), StateError>>> = None;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut web_tick = tokio::time::interval(Duration::from_millis(250));
     let mut gateway_timer = tokio::time::interval(Duration::from_secs(60));
     #[cfg(unix)]
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -1277,8 +1278,10 @@ pub async fn run(config: Config, options: RunOptions) -> Result<GatewayStats, St
             _ = tick.tick() => {
                 gateway.re_emit(false);
                 gateway.finish_listening(false);
-                gateway.web_publish();
             }
+            // A quarter second: the page shows a telegram well within a second of it, and the
+            // view (all meters) is built at most four times a second, only when it changed.
+            _ = web_tick.tick(), if gateway.web.is_some() => gateway.web_publish(),
             Some(command) = async {
                 match web_commands.as_mut() {
                     Some(rx) => rx.recv().await,

@@ -15,28 +15,48 @@ fn quoted(text: &str) -> String {
     serde_json::Value::String(text.to_string()).to_string()
 }
 
-/// Appends a wireless meter to the file, creating it (owner-only) when missing.
-pub fn append(dir: &Path, meter: &MeterConfig) -> Result<PathBuf, String> {
+/// The meter as an entry of the file, checked as the configuration would check it at the next
+/// start (a name the page accepted must not stop the gateway later).
+pub fn entry(meter: &MeterConfig) -> Result<String, String> {
     let MeterAddress::Wireless(id) = &meter.address else {
         return Err("only wireless meters are added on the page so far".into());
     };
-    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let path = dir.join(FILE);
-    let mut entry = String::new();
-    if !path.exists() {
-        entry.push_str(
-            "# Meters added on meterbridge's web page; merged with the configuration file.\nmeters:\n",
-        );
-    }
-    entry.push_str(&format!(
+    let mut entry = format!(
         "  - name: {}\n    address: {}\n    driver: {}\n",
         quoted(&meter.name),
         quoted(id),
         quoted(&meter.driver)
-    ));
+    );
     if let Some(KeySource::Inline(k)) = &meter.key {
         entry.push_str(&format!("    key: {}\n", quoted(k.expose())));
     }
+    // Driver names were checked against the running registry (which may hold a drivers_dir).
+    crate::config::parse_with(
+        &format!("meters:\n{entry}"),
+        "the new meter",
+        &ValidateOptions::default(),
+    )
+    .map_err(|e| {
+        e.errors
+            .iter()
+            .map(|e| e.message.clone())
+            .collect::<Vec<_>>()
+            .join("; ")
+    })?;
+    Ok(entry)
+}
+
+/// Appends an [`entry`] to the file, creating it (owner-only) when missing.
+pub fn append(dir: &Path, entry: &str) -> Result<PathBuf, String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let path = dir.join(FILE);
+    let mut text = String::new();
+    if !path.exists() {
+        text.push_str(
+            "# Meters added on meterbridge's web page; merged with the configuration file.\nmeters:\n",
+        );
+    }
+    text.push_str(entry);
     let mut options = std::fs::OpenOptions::new();
     options.create(true).append(true);
     #[cfg(unix)]
@@ -53,7 +73,7 @@ pub fn append(dir: &Path, meter: &MeterConfig) -> Result<PathBuf, String> {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
             .map_err(|e| format!("{}: {e}", path.display()))?;
     }
-    file.write_all(entry.as_bytes())
+    file.write_all(text.as_bytes())
         .and_then(|()| file.sync_all())
         .map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(path)

@@ -495,9 +495,10 @@ impl Gateway {
             max_records: None,
             expire_after: None,
         };
+        let entry = crate::web::added::entry(&cfg)?;
         let state_dir = self.web.as_ref().map(|w| w.state_dir.clone());
         if let Some(dir) = &state_dir {
-            crate::web::added::append(dir, &cfg).map_err(|e| format!("not added: {e}"))?;
+            crate::web::added::append(dir, &entry).map_err(|e| format!("not added: {e}"))?;
         }
         if let Some(k) = &key {
             let digits: String = k.chars().filter(|c| !c.is_whitespace()).collect();
