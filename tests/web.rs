@@ -116,9 +116,12 @@ async fn http(
     body: &[u8],
 ) -> Reply {
     let mut request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {web}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        "{method} {path} HTTP/1.1\r\nConnection: close\r\nContent-Length: {}\r\n",
         body.len()
     );
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        request.push_str(&format!("Host: {web}\r\n"));
+    }
     for (k, v) in headers {
         request.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -528,6 +531,14 @@ async fn ingress_prefix_allowed_addresses_and_passwords() {
     )
     .await;
     assert!(!bad.body.contains("<base") && !bad.body.contains("alert"));
+    // Without a password, only an address or localhost as Host: a rebinding name is refused.
+    let port = gw.web.port().to_string();
+    let rebound = format!("evil.example:{port}");
+    let by_name = http(gw.web, "GET", "/api/overview", &[("Host", &rebound)], b"").await;
+    assert_eq!(by_name.status, 403, "{}", by_name.body);
+    let localhost = format!("localhost:{port}");
+    let by_localhost = http(gw.web, "GET", "/api/overview", &[("Host", &localhost)], b"").await;
+    assert_eq!(by_localhost.status, 200);
     gw.stop().await;
 
     // Only the ingress proxy's address: a request from anywhere else is refused.

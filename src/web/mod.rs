@@ -233,8 +233,18 @@ async fn guard(
 ) -> Response {
     let mut response = 'checked: {
         let access = &shared.access;
-        if !access.allow_from.is_empty() && !access.allow_from.contains(&peer.ip()) {
+        let ip = peer.ip().to_canonical();
+        if !access.allow_from.is_empty() && !access.allow_from.contains(&ip) {
             break 'checked plain(StatusCode::FORBIDDEN, "not an allowed address\n");
+        }
+        let open = access.password.is_none() && access.token.is_none();
+        if open && access.allow_from.is_empty() && !host_is_address(request.headers()) {
+            // Without a password, a page asked for by a host name could be a site that pointed
+            // its name at this address (DNS rebinding) to use the page as its own.
+            break 'checked plain(
+                StatusCode::FORBIDDEN,
+                "ask for this page by IP address or localhost, or set web.password\n",
+            );
         }
         if !authorized(access, request.headers()) {
             let mut r = plain(StatusCode::UNAUTHORIZED, "password needed\n");
@@ -265,6 +275,19 @@ async fn guard(
     };
     security_headers(response.headers_mut());
     response
+}
+
+/// Whether the request's Host is an IP address or `localhost` (with or without a port).
+fn host_is_address(headers: &HeaderMap) -> bool {
+    let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
+        // HTTP/1.0 without Host: not a browser on a rebinding name.
+        return true;
+    };
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+    };
+    name.eq_ignore_ascii_case("localhost") || name.parse::<IpAddr>().is_ok()
 }
 
 fn asset(text: &'static str, kind: &'static str) -> Response {
@@ -424,6 +447,22 @@ mod tests {
         );
         assert_eq!(base64_decode("YQ==").as_deref(), Some(&b"a"[..]));
         assert_eq!(base64_decode("a b"), None);
+    }
+
+    #[test]
+    fn hosts_that_name_an_address() {
+        for (host, ok) in [
+            ("127.0.0.1:8099", true),
+            ("localhost:8099", true),
+            ("[::1]:8099", true),
+            ("192.168.1.5", true),
+            ("evil.example:8099", false),
+            ("127.0.0.1.nip.io", false),
+        ] {
+            let mut h = HeaderMap::new();
+            h.insert(header::HOST, HeaderValue::from_static(host));
+            assert_eq!(host_is_address(&h), ok, "{host}");
+        }
     }
 
     #[test]
