@@ -9,6 +9,9 @@ use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+#[path = "../tests/support/webdriver.rs"]
+mod webdriver;
+
 use meterbridge::config::{parse_with, ValidateOptions};
 use meterbridge::daemon::gateway::{self, PrintFormat, RunOptions};
 use meterbridge::wire::hex;
@@ -194,6 +197,32 @@ fn main() {
         latencies.push(t.elapsed());
     }
     latencies.sort();
+    // In a real browser, when chromium is installed: from the navigation's start to all 500
+    // rows in the page (the document, its assets, the event stream's first view, rendering).
+    let mut rendered = Vec::new();
+    let mut ready = Vec::new();
+    if let Some((chromium, chromedriver)) = webdriver::browser() {
+        let profile = dir.join("chromium-profile");
+        let b = webdriver::Browser::start(&chromium, &chromedriver, profile);
+        for _ in 0..if quick { 3 } else { 10 } {
+            b.go(&format!("http://{web}/"));
+            let ms = b.js_async(&format!(
+                "const done = arguments[arguments.length - 1];
+                 (function check() {{
+                   if (document.querySelectorAll('#meters tbody tr').length >= {METERS}) {{
+                     const n = performance.getEntriesByType('navigation')[0];
+                     done([performance.now(), n.domContentLoadedEventEnd]);
+                   }}
+                   else requestAnimationFrame(check);
+                 }})();"
+            ));
+            let at = |i: usize| ms[i].as_f64().expect("times from the page");
+            rendered.push(at(0));
+            ready.push(at(1));
+        }
+    }
+    rendered.sort_by(f64::total_cmp);
+    ready.sort_by(f64::total_cmp);
     let _ = stop.send(true);
     let _ = rt.block_on(task);
     let _ = std::fs::remove_dir_all(&dir);
@@ -210,6 +239,16 @@ fn main() {
         percentile(&view_only, 0.5).as_secs_f64() * 1e3,
         percentile(&view_only, 0.95).as_secs_f64() * 1e3
     );
+    match rendered.as_slice() {
+        [] => println!("  in a browser: not measured (chromium or chromedriver not installed)"),
+        r => println!(
+            "  in chromium, navigation to {METERS} rows on the page: median {:.0} ms, max {:.0} ms ({} loads; the document was ready at {:.0} ms)",
+            r[r.len() / 2],
+            r[r.len() - 1],
+            r.len(),
+            ready[ready.len() / 2]
+        ),
+    }
     println!(
         "  telegram to server-sent event: median {:.0} ms, max {:.0} ms ({} telegrams)",
         percentile(&latencies, 0.5).as_secs_f64() * 1e3,
