@@ -20,4 +20,5 @@ pub mod security;
 pub mod sim;
 pub mod telegram;
 pub mod transport;
+pub mod web;
 pub mod wire;

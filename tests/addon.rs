@@ -544,6 +544,20 @@ fn the_add_on_metadata_follows_the_conventions() {
     for (port, _, value) in entries(ports) {
         assert_eq!(value.value, Yaml::Null, "{port} must be off by default");
     }
+    // The web page through ingress, on the port `addon-config` makes it listen on.
+    assert_eq!(config.get("ingress").unwrap().value, Yaml::Bool(true));
+    assert_eq!(
+        config.get("ingress_port").unwrap().value,
+        Yaml::Int(
+            meterbridge::cli::addon::ADDON_WEB_BIND
+                .rsplit(':')
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap()
+        )
+    );
+    assert!(ports.get("8099/tcp").is_none(), "no host port for the page");
     for forbidden in ["full_access", "privileged", "host_network", "docker_api"] {
         assert!(config.get(forbidden).is_none(), "{forbidden}");
     }

@@ -632,6 +632,7 @@ meters:
             log: Arc::new(|m: &str| eprintln!("gateway: {m}")),
             emitted: Some(emitted_tx),
             withdraw_at_exit: false,
+            web_bound: None,
         },
     ));
     for _ in 0..6 {

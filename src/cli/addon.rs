@@ -442,6 +442,11 @@ pub struct Converted {
 
 /// Converts the add-on options (and the MQTT service, if the Supervisor offers one) into the
 /// text of our configuration file.
+/// Where the add-on's web page listens: `ingress_port` in addon/config.yaml.
+pub const ADDON_WEB_BIND: &str = "0.0.0.0:8099";
+/// The Supervisor's ingress proxy, the only client of the add-on's web page.
+pub const INGRESS_PROXY: &str = "172.30.32.2";
+
 pub fn convert(
     options: &Value,
     service: Option<&Value>,
@@ -483,6 +488,14 @@ pub fn convert(
     list_section(root, "receivers", RECEIVER_OPTIONS, &mut out)?;
     list_section(root, "meters", METER_OPTIONS, &mut out)?;
     let broker = mqtt_section(root, service, &mut out)?;
+    // The web page is reached through Home Assistant's ingress only: no host port is mapped,
+    // and the ingress proxy (which has logged the user in) is the one address served.
+    let _ = writeln!(
+        out,
+        "web:\n  bind: {}\n  allow_from: [{}]",
+        yaml_quote(ADDON_WEB_BIND),
+        yaml_quote(INGRESS_PROXY)
+    );
     Ok(Converted { yaml: out, broker })
 }
 
@@ -641,6 +654,14 @@ mod tests {
         );
         assert_eq!(mqtt.base_topic, "mb");
         assert_eq!(cfg.state_dir, PathBuf::from("/data"));
+        // The web page for the ingress proxy alone: on the network, yet no password needed.
+        let web = cfg.web.unwrap();
+        assert_eq!(web.bind, "0.0.0.0:8099");
+        assert_eq!(
+            web.allow_from,
+            ["172.30.32.2".parse::<std::net::IpAddr>().unwrap()]
+        );
+        assert!(web.password.is_none());
     }
 
     #[test]

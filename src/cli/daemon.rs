@@ -89,6 +89,9 @@ pub struct DemoArgs {
     /// `text` for people, `json` for the state documents as they go to MQTT.
     #[arg(long, default_value = "text", value_parser = ["text", "json"])]
     pub format: String,
+    /// Where the web page listens (IP:PORT); a free port is taken when this one is busy.
+    #[arg(long, value_name = "ADDRESS", default_value = "127.0.0.1:8099")]
+    pub web: String,
 }
 
 fn print_format(name: &str) -> PrintFormat {
@@ -101,10 +104,19 @@ fn print_format(name: &str) -> PrintFormat {
 
 /// Loads and validates a configuration, printing every problem; `None` if it cannot be used.
 pub fn load(path: &Path) -> Option<Config> {
-    match config::load_with(path, &ValidateOptions::with_built_in_drivers()) {
-        Ok((config, warnings)) => {
+    let options = ValidateOptions::with_built_in_drivers();
+    match config::load_with(path, &options) {
+        Ok((mut config, warnings)) => {
             for w in &warnings {
                 eprintln!("{w}");
+            }
+            // Meters added on the web page live in the state directory, not in this file.
+            if let Err(e) = crate::web::added::merge(&mut config, &options) {
+                eprintln!("{e}");
+                eprintln!(
+                    "the meters added on the web page could not be read; nothing was started"
+                );
+                return None;
             }
             Some(config)
         }
@@ -384,7 +396,13 @@ async fn run_demo(args: &DemoArgs) -> Result<(), String> {
         },
     ));
 
-    let text = demo_config(&bus_address, &telegrams, &dir.join("state"));
+    let mut text = demo_config(&bus_address, &telegrams, &dir.join("state"));
+    // The page on the asked-for port, or any free one if that is taken (a second demo).
+    let web = match std::net::TcpListener::bind(&args.web) {
+        Ok(_) => args.web.clone(),
+        Err(_) => "127.0.0.1:0".to_string(),
+    };
+    text.push_str(&format!("web:\n  bind: \"{web}\"\n"));
     let (config, _) = config::parse_with(
         &text,
         "demo.yaml",

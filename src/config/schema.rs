@@ -47,7 +47,25 @@ pub struct Config {
     pub meters: Vec<MeterConfig>,
     /// `None`: readings go to standard output as JSON lines.
     pub mqtt: Option<MqttConfig>,
+    /// The web page (`web:`); `None` when the section is absent: no port is opened unasked.
+    pub web: Option<WebConfig>,
 }
+
+/// The web page's listener and who may use it.
+#[derive(Debug, Clone)]
+pub struct WebConfig {
+    /// `host:port`; port 0 takes any free port (tests, the demo).
+    pub bind: String,
+    /// HTTP Basic password (any user name), for browsers.
+    pub password: Option<PasswordSource>,
+    /// Bearer token, for scripts.
+    pub token: Option<Secret>,
+    /// When not empty, only these client addresses are served (the Home Assistant ingress
+    /// proxy); everyone else gets 403.
+    pub allow_from: Vec<std::net::IpAddr>,
+}
+
+pub const DEFAULT_WEB_BIND: &str = "127.0.0.1:8099";
 
 pub const DEFAULT_STATE_DIR: &str = "./meterbridge-state";
 pub const DEFAULT_DEDUP_WINDOW: Duration = Duration::from_secs(10);

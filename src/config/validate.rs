@@ -394,7 +394,9 @@ const TOP_KEYS: &[&str] = &[
     "receivers",
     "meters",
     "mqtt",
+    "web",
 ];
+const WEB_KEYS: &[&str] = &["bind", "password", "password_file", "token", "allow_from"];
 const BUS_KEYS: &[&str] = &[
     "name",
     "device",
@@ -894,6 +896,7 @@ impl Checker<'_> {
             receivers: Vec::new(),
             meters: Vec::new(),
             mqtt: None,
+            web: None,
         };
         let Some(top) = self.section(root, root.pos, "", "the configuration", TOP_KEYS) else {
             return config;
@@ -1017,6 +1020,9 @@ impl Checker<'_> {
 
         if let Some((node, pos)) = top.get("mqtt") {
             config.mqtt = self.mqtt(node, pos);
+        }
+        if let Some((node, pos)) = top.get("web") {
+            config.web = self.web(node, pos);
         }
         let mqtt_written = top.entries.iter().any(|(k, _, _)| k == "mqtt");
         if !mqtt_written {
@@ -1984,6 +1990,128 @@ impl Checker<'_> {
             });
         }
         out
+    }
+
+    /// The `web` section: `true` or a mapping. A listener reachable from other machines needs
+    /// a password, a token or a list of allowed hosts, so a page that can add meters is never
+    /// open to a whole network.
+    fn web(&mut self, node: &Node, pos: Pos) -> Option<WebConfig> {
+        let mut web = WebConfig {
+            bind: DEFAULT_WEB_BIND.to_string(),
+            password: None,
+            token: None,
+            allow_from: Vec::new(),
+        };
+        match &node.value {
+            Value::Bool(false) => return None,
+            Value::Bool(true) | Value::Null => return Some(web),
+            _ => {}
+        }
+        let s = self.section(node, pos, "web", "the web section", WEB_KEYS)?;
+        let mut bind_pos = s.pos;
+        if let Some((n, _)) = s.get("bind") {
+            bind_pos = n.pos;
+            let text = match &n.value {
+                Value::Int(p) => format!("{DEFAULT_BRIDGE_BIND}:{p}"),
+                Value::Str(t) if t.trim().chars().all(|c| c.is_ascii_digit()) => {
+                    format!("{DEFAULT_BRIDGE_BIND}:{}", t.trim())
+                }
+                Value::Str(t) => t.trim().to_string(),
+                _ => {
+                    self.wrong_type(n, "web.bind", "IP:PORT or a port");
+                    return None;
+                }
+            };
+            if text.parse::<std::net::SocketAddr>().is_err() {
+                self.error(
+                    n.pos,
+                    "web.bind",
+                    format!("`{text}` is not an IP address and port"),
+                    Some("e.g. `127.0.0.1:8099` or `0.0.0.0:8099` (port 0: any free one)".into()),
+                );
+                return None;
+            }
+            web.bind = text;
+        }
+        for key in ["password", "password_file"] {
+            let Some((n, key_pos)) = s.get(key) else {
+                continue;
+            };
+            if web.password.is_some() {
+                self.error(
+                    key_pos,
+                    &s.child(key),
+                    "`password` and `password_file` both give the password; keep one",
+                    None,
+                );
+                continue;
+            }
+            match (&n.value, key) {
+                (Value::Str(p), "password") if !p.is_empty() => {
+                    self.holds_inline_secret = true;
+                    web.password = Some(PasswordSource::Inline(Secret::new(p.clone())));
+                }
+                (Value::Str(p), _) if !p.is_empty() => {
+                    web.password = Some(PasswordSource::File(PathBuf::from(p)));
+                }
+                _ => self.wrong_type(n, &s.child(key), "text that is not empty"),
+            }
+        }
+        if let Some((n, _)) = s.get("token") {
+            match &n.value {
+                Value::Str(t) if t.len() >= 16 => {
+                    self.holds_inline_secret = true;
+                    web.token = Some(Secret::new(t.clone()));
+                }
+                Value::Str(_) => self.error(
+                    n.pos,
+                    "web.token",
+                    "the token is shorter than 16 characters",
+                    Some("anyone who reaches the port may guess a short one; use a long random token".into()),
+                ),
+                _ => self.wrong_type(n, "web.token", "text"),
+            }
+        }
+        if let Some((n, _)) = s.get("allow_from") {
+            for (i, item) in self
+                .list(n, "web.allow_from", "addresses")
+                .iter()
+                .enumerate()
+            {
+                let path = format!("web.allow_from[{i}]");
+                match &item.value {
+                    Value::Str(t) => match t.trim().parse::<std::net::IpAddr>() {
+                        Ok(ip) => web.allow_from.push(ip),
+                        Err(_) => self.error(
+                            item.pos,
+                            &path,
+                            format!("`{t}` is not an IP address"),
+                            Some("Home Assistant's ingress proxy is 172.30.32.2".into()),
+                        ),
+                    },
+                    _ => self.wrong_type(item, &path, "an IP address"),
+                }
+            }
+        }
+        let loopback = web
+            .bind
+            .parse::<std::net::SocketAddr>()
+            .is_ok_and(|a| a.ip().is_loopback());
+        // `allow_from` limits a listener on the network to named hosts: the add-on's case, where
+        // Home Assistant's ingress proxy has already logged the user in.
+        if !loopback && web.password.is_none() && web.token.is_none() && web.allow_from.is_empty() {
+            self.error(
+                bind_pos,
+                "web.bind",
+                format!(
+                    "the web page on {} would be open to the network without a password",
+                    web.bind
+                ),
+                Some("set `web.password` (or `web.token`, or `web.allow_from`), or bind to 127.0.0.1".into()),
+            );
+            return None;
+        }
+        Some(web)
     }
 
     fn mqtt(&mut self, node: &Node, pos: Pos) -> Option<MqttConfig> {

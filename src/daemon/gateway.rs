@@ -11,6 +11,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{mpsc, watch};
 
+mod web_view;
+
 use super::bus::{run_bus, target_of, BusCommand, BusEvent, PolledMeter};
 use super::state::{StateCache, StateError};
 use crate::config::schema::{
@@ -61,6 +63,8 @@ pub struct RunOptions {
     /// Take every device and retained state this run published off the broker when it ends
     /// (the demo: it must leave nothing behind in a real Home Assistant).
     pub withdraw_at_exit: bool,
+    /// Told the web page's address once it listens (tests bind port 0).
+    pub web_bound: Option<tokio::sync::oneshot::Sender<std::net::SocketAddr>>,
 }
 
 impl Default for RunOptions {
@@ -73,6 +77,7 @@ impl Default for RunOptions {
             instance: "main".into(),
             emitted: None,
             withdraw_at_exit: false,
+            web_bound: None,
         }
     }
 }
@@ -152,6 +157,8 @@ struct Gateway {
         Instant,
         std::collections::BTreeMap<String, serde_json::Value>,
     )>,
+    /// What the web page shows; `None` without a `web` section.
+    web: Option<web_view::WebState>,
 }
 
 fn state_key(m: &MeterConfig) -> String {
@@ -328,6 +335,7 @@ impl Gateway {
             )
         });
         let decoded = self.run.decoder().decode(&stripped);
+        self.web_heard(input, heard.rssi_dbm, &decoded, &stripped);
         if let Some((_, heard_ids)) = &mut self.listening {
             let link = match &decoded {
                 Ok(f) => Some(&f.link),
@@ -413,6 +421,7 @@ impl Gateway {
         match self.run.apply(&telegram, &driver) {
             Ok(output) => self.reading(index, output, heard.rssi_dbm),
             Err(e) => {
+                self.web_error(index, &e);
                 let name = self.meters[index].cfg.name.clone();
                 self.note_once(format!("driver/{name}"), &format!("meter {name}: {e}"));
             }
@@ -437,6 +446,7 @@ impl Gateway {
             Ok(f) => f,
             Err(e) => {
                 self.stats.bus_errors += 1;
+                self.web_error(index, &e);
                 self.note(&format!("meter {name}: {e}"));
                 if forced {
                     self.respond(
@@ -467,6 +477,7 @@ impl Gateway {
         }
         match last {
             Some(out) => {
+                self.web_wired(index);
                 self.reading(index, out, None);
                 if forced {
                     // Asked for: the state goes out even if nothing changed.
@@ -1159,6 +1170,11 @@ pub async fn run(config: Config, options: RunOptions) -> Result<GatewayStats, St
         level: config.log_level,
         bus_commands: Vec::new(),
         listening: None,
+        web: None,
+    };
+    let mut web_commands = match &config.web {
+        Some(web) => Some(start_web(&mut gateway, &config, web, options.web_bound).await?),
+        None => None,
     };
 
     // Inputs.
@@ -1242,6 +1258,7 @@ pub async fn run(config: Config, options: RunOptions) -> Result<GatewayStats, St
     // seconds and telegrams must not wait for it. At most one at a time.
     let mut save_job: Option<tokio::task::JoinHandle<Result<(), StateError>>> = None;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut web_tick = tokio::time::interval(Duration::from_millis(250));
     let mut gateway_timer = tokio::time::interval(Duration::from_secs(60));
     #[cfg(unix)]
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -1291,6 +1308,7 @@ pub async fn run(config: Config, options: RunOptions) -> Result<GatewayStats, St
             Some(event) = bus_rx.recv() => match event {
                 BusEvent::Read { meter, result, forced } => gateway.wired_read(meter, result, forced),
                 BusEvent::Link { bus, up, message } => {
+                    gateway.web_bus_link(bus, up);
                     if !up {
                         gateway.stats.bus_errors += 1;
                     }
@@ -1331,6 +1349,15 @@ pub async fn run(config: Config, options: RunOptions) -> Result<GatewayStats, St
                 gateway.re_emit(false);
                 gateway.finish_listening(false);
             }
+            // A quarter second: the page shows a telegram well within a second of it, and the
+            // view (all meters) is built at most four times a second, only when it changed.
+            _ = web_tick.tick(), if gateway.web.is_some() => gateway.web_publish(),
+            Some(command) = async {
+                match web_commands.as_mut() {
+                    Some(rx) => rx.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => gateway.web_command(command),
             _ = gateway_timer.tick() => gateway.publish_gateway_state(),
             _ = save_timer.tick(), if save_job.is_none() => {
                 if let Some(snapshot) = gateway.state.snapshot(&gateway.run.decoder().compact) {
@@ -1414,6 +1441,62 @@ pub async fn run(config: Config, options: RunOptions) -> Result<GatewayStats, St
         gateway.stats.mqtt = Some(left);
     }
     Ok(gateway.stats)
+}
+
+/// Opens the web page's listener and starts serving it; the returned channel carries the
+/// page's commands to the gateway task.
+async fn start_web(
+    gateway: &mut Gateway,
+    config: &Config,
+    web: &crate::config::schema::WebConfig,
+    bound: Option<tokio::sync::oneshot::Sender<std::net::SocketAddr>>,
+) -> Result<mpsc::Receiver<crate::web::Command>, String> {
+    let password = match &web.password {
+        None => None,
+        Some(PasswordSource::Inline(s)) => Some(s.expose().to_string()),
+        Some(PasswordSource::File(p)) => {
+            Some(read_secret_file(p).map_err(|e| format!("web.password_file: {e}"))?)
+        }
+        Some(PasswordSource::Env(var)) => Some(
+            std::env::var(var)
+                .map_err(|_| format!("web: the environment variable {var} is not set"))?,
+        ),
+    };
+    let access = crate::web::Access {
+        password,
+        token: web.token.as_ref().map(|t| t.expose().to_string()),
+        allow_from: web.allow_from.clone(),
+    };
+    let listener = tokio::net::TcpListener::bind(&web.bind)
+        .await
+        .map_err(|e| format!("web page: cannot listen on {}: {e}", web.bind))?;
+    let address = listener
+        .local_addr()
+        .map_err(|e| format!("web page: {e}"))?;
+    let (view_tx, view_rx) = watch::channel(crate::web::View::default());
+    let (command_tx, command_rx) = mpsc::channel(16);
+    gateway.web = Some(web_view::WebState::new(
+        view_tx,
+        config.buses.iter().map(|b| b.name.clone()).collect(),
+        config
+            .receivers
+            .iter()
+            .map(|r| Arc::from(r.name.as_str()))
+            .collect(),
+        config.state_dir.clone(),
+    ));
+    gateway.web_publish();
+    let log = gateway.log.clone();
+    tokio::spawn(async move {
+        if let Err(e) = crate::web::serve(listener, view_rx, command_tx, access).await {
+            log(&format!("web page: {e}"));
+        }
+    });
+    (gateway.log)(&format!("web page: http://{address}/"));
+    if let Some(tx) = bound {
+        let _ = tx.send(address);
+    }
+    Ok(command_rx)
 }
 
 const DEVICES_FILE: &str = "devices.json";

@@ -1,0 +1,105 @@
+//! Meters added on the web page: kept in `web-meters.yaml` in the state directory (mode 0600:
+//! it holds keys) and merged with the configuration when it is loaded. The user's own
+//! configuration file is never rewritten.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use crate::config::schema::{Config, KeySource, MeterAddress, MeterConfig};
+use crate::config::ValidateOptions;
+
+pub const FILE: &str = "web-meters.yaml";
+
+/// YAML's double-quoted scalar accepts JSON's string escapes, so any name stays one value.
+fn quoted(text: &str) -> String {
+    serde_json::Value::String(text.to_string()).to_string()
+}
+
+/// The meter as an entry of the file, checked as the configuration would check it at the next
+/// start (a name the page accepted must not stop the gateway later).
+pub fn entry(meter: &MeterConfig) -> Result<String, String> {
+    let MeterAddress::Wireless(id) = &meter.address else {
+        return Err("only wireless meters are added on the page so far".into());
+    };
+    let mut entry = format!(
+        "  - name: {}\n    address: {}\n    driver: {}\n",
+        quoted(&meter.name),
+        quoted(id),
+        quoted(&meter.driver)
+    );
+    if let Some(KeySource::Inline(k)) = &meter.key {
+        entry.push_str(&format!("    key: {}\n", quoted(k.expose())));
+    }
+    // Driver names were checked against the running registry (which may hold a drivers_dir).
+    crate::config::parse_with(
+        &format!("meters:\n{entry}"),
+        "the new meter",
+        &ValidateOptions::default(),
+    )
+    .map_err(|e| {
+        e.errors
+            .iter()
+            .map(|e| e.message.clone())
+            .collect::<Vec<_>>()
+            .join("; ")
+    })?;
+    Ok(entry)
+}
+
+/// Appends an [`entry`] to the file, creating it (owner-only) when missing.
+pub fn append(dir: &Path, entry: &str) -> Result<PathBuf, String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let path = dir.join(FILE);
+    let mut text = String::new();
+    if !path.exists() {
+        text.push_str(
+            "# Meters added on meterbridge's web page; merged with the configuration file.\nmeters:\n",
+        );
+    }
+    text.push_str(entry);
+    let mut options = std::fs::OpenOptions::new();
+    options.create(true).append(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
+    }
+    let mut file = options
+        .open(&path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    file.write_all(text.as_bytes())
+        .and_then(|()| file.sync_all())
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(path)
+}
+
+/// Adds the meters saved by the page to `config` (those whose name or id the configuration
+/// file now uses itself are left out: the file wins). Returns how many were added.
+pub fn merge(config: &mut Config, options: &ValidateOptions) -> Result<usize, String> {
+    let path = config.state_dir.join(FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
+    let name = path.display().to_string();
+    let (saved, _) = crate::config::parse_with(&text, &name, options).map_err(|e| e.to_string())?;
+    let mut added = 0;
+    for m in saved.meters {
+        let taken = config
+            .meters
+            .iter()
+            .any(|c| c.name == m.name || c.address == m.address);
+        if !taken {
+            config.meters.push(m);
+            added += 1;
+        }
+    }
+    Ok(added)
+}

@@ -1,0 +1,653 @@
+//! The web page's HTTP API against a running gateway (simulated iM871A stick): what it shows,
+//! that names are data and never markup, that keys never reach a response, CSRF refusal,
+//! the body limit, the Home Assistant ingress prefix and allowed addresses, passwords, and the
+//! Add flow with its key check, live without a restart and saved owner-only.
+
+use std::io::{Read as _, Write as _};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use meterbridge::config::{parse_with, ValidateOptions};
+use meterbridge::daemon::gateway::{self, PrintFormat, RunOptions};
+use serde_json::Value;
+use tokio::sync::watch;
+
+/// Kamstrup Multical 21 (ELL, stored decrypted), id 76348799: total_m3 6.408.
+const KAMWATER: &str =
+    "2A442D2C998734761B168D2091D37CAC21576C7802FF207100041308190000441308190000615B7F616713";
+/// A mode 5 encrypted water meter, id 61070071 (the demo's): total_m3 466.472 with its key.
+const ENCRYPTED: &str = "76442104710007612507727100076121042507B5006005E2E95A3C2A1279A5415E6732679B43369FD5FDDDD783EEEBB48236D34E7C94AF0A18A5FDA5F7D64111EB42D4D891622139F2952F9D12A20088DFA4CF8123871123EE1F6C1DCEA414879DDB4E05E508F1826D7EFBA6964DF804C9261EA23BBF03";
+const KEY: &str = "A004EB23329A477F1DD2D7820B56EB3D";
+const WRONG_KEY: &str = "00112233445566778899AABBCCDDEEFF";
+/// Markup in a meter name (a name cannot hold `/`, so the script element is left open: a
+/// browser still runs it when the text is parsed as markup).
+const EVIL_NAME: &str =
+    "<img src=x onerror=\"document.title='pwned'\"><script>document.title='pwned' & q";
+const WAIT: Duration = Duration::from_secs(15);
+
+struct Running {
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<Result<gateway::GatewayStats, String>>,
+    web: SocketAddr,
+    dir: PathBuf,
+}
+
+impl Running {
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = tokio::time::timeout(WAIT, self.task).await;
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn temp_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("meterbridge-web-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A gateway whose simulated stick sends `telegrams`, with `meters` and `web` as YAML text.
+async fn start(tag: &str, telegrams: &[&str], meters: &str, web: &str) -> Running {
+    let dir = temp_dir(tag);
+    let file = dir.join("telegrams.hex");
+    std::fs::write(&file, telegrams.join("\n") + "\n").unwrap();
+    let yaml = format!(
+        "state_dir: \"{state}\"\nreceivers:\n  - name: stick\n    type: simulated\n    stick: im871a\n    telegrams: \"{file}\"\n    interval: 200ms\n{meters}\n{web}\n",
+        state = dir.join("state").display(),
+        file = file.display(),
+    );
+    let (config, _) = parse_with(
+        &yaml,
+        "test.yaml",
+        &ValidateOptions::with_built_in_drivers(),
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+    let (stop, stop_rx) = watch::channel(false);
+    let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
+    let options = RunOptions {
+        print: PrintFormat::None,
+        stop: Some(stop_rx),
+        instance: "test".into(),
+        log: Arc::new(|m: &str| eprintln!("gateway: {m}")),
+        web_bound: Some(bound_tx),
+        ..RunOptions::default()
+    };
+    let task = tokio::spawn(gateway::run(config, options));
+    let web = tokio::time::timeout(WAIT, bound_rx)
+        .await
+        .expect("the web page did not start")
+        .expect("the gateway stopped before the web page listened");
+    Running {
+        stop,
+        task,
+        web,
+        dir,
+    }
+}
+
+struct Reply {
+    status: u16,
+    head: String,
+    body: String,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> Option<String> {
+        self.head.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+        })
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+}
+
+/// One HTTP/1.1 request on its own connection (`Connection: close`), on a blocking thread.
+async fn http(
+    web: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Reply {
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        request.push_str(&format!("Host: {web}\r\n"));
+    }
+    for (k, v) in headers {
+        request.push_str(&format!("{k}: {v}\r\n"));
+    }
+    request.push_str("\r\n");
+    let mut bytes = request.into_bytes();
+    bytes.extend_from_slice(body);
+    tokio::task::spawn_blocking(move || {
+        let mut s = TcpStream::connect(web).unwrap();
+        s.set_read_timeout(Some(WAIT)).unwrap();
+        // The server may answer (413) and close before it read all of a large body.
+        let _ = s.write_all(&bytes);
+        let mut raw = Vec::new();
+        let _ = s.read_to_end(&mut raw);
+        let text = String::from_utf8_lossy(&raw).to_string();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("no HTTP status in {head:?}"));
+        Reply {
+            status,
+            head: head.to_string(),
+            body: body.to_string(),
+        }
+    })
+    .await
+    .unwrap()
+}
+
+async fn get(web: SocketAddr, path: &str) -> Reply {
+    http(web, "GET", path, &[], b"").await
+}
+
+/// The page's CSRF token, as its script reads it.
+async fn csrf(web: SocketAddr) -> String {
+    let page = get(web, "/").await.body;
+    let after = page.split("name=\"csrf-token\" content=\"").nth(1).unwrap();
+    after.split('"').next().unwrap().to_string()
+}
+
+async fn post(web: SocketAddr, path: &str, token: &str, body: &Value) -> Reply {
+    http(
+        web,
+        "POST",
+        path,
+        &[
+            ("Content-Type", "application/json"),
+            ("X-CSRF-Token", token),
+        ],
+        body.to_string().as_bytes(),
+    )
+    .await
+}
+
+/// Polls the overview until `ready` holds.
+async fn overview_until(web: SocketAddr, ready: impl Fn(&Value) -> bool) -> Value {
+    let start = Instant::now();
+    loop {
+        let view = get(web, "/api/overview").await.json();
+        if ready(&view) {
+            return view;
+        }
+        assert!(
+            start.elapsed() < WAIT,
+            "the overview never got there: {view}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn meter<'v>(view: &'v Value, name: &str) -> Option<&'v Value> {
+    view["meters"]
+        .as_array()?
+        .iter()
+        .find(|m| m["name"] == name)
+}
+
+fn reading(m: &Value, key: &str) -> Option<String> {
+    m["readings"]
+        .as_array()?
+        .iter()
+        .find(|r| r[0] == key)
+        .and_then(|r| r[1].as_str())
+        .map(str::to_string)
+}
+
+#[tokio::test]
+async fn overview_shows_the_meters_and_names_stay_data() {
+    let meters = format!(
+        "meters:\n  - name: {}\n    address: \"76348799\"\n    driver: auto\n",
+        serde_json::to_string(EVIL_NAME).unwrap()
+    );
+    let gw = start(
+        "overview",
+        &[KAMWATER],
+        &meters,
+        "web:\n  bind: \"127.0.0.1:0\"",
+    )
+    .await;
+    let view = overview_until(gw.web, |v| {
+        meter(v, EVIL_NAME).is_some_and(|m| reading(m, "total_m3").is_some())
+    })
+    .await;
+    let m = meter(&view, EVIL_NAME).unwrap();
+    assert_eq!(reading(m, "total_m3").as_deref(), Some("6.408"));
+    assert_eq!(m["driver"], "kamwater");
+    assert_eq!(m["via"], "stick");
+    assert_eq!(m["id"], "76348799");
+    assert_eq!(m["late"], false);
+    assert!(m["last_seen"].as_u64().is_some());
+    let stick = view["links"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["name"] == "stick")
+        .unwrap();
+    assert_eq!(stick["kind"], "receiver");
+    assert_eq!(stick["connected"], true);
+    assert!(stick["telegrams"].as_u64().unwrap() >= 1);
+
+    // The page itself never carries data: it is fetched by the script and put in as text.
+    let page = get(gw.web, "/").await;
+    assert_eq!(page.status, 200);
+    assert!(!page.body.contains("pwned"), "{}", page.body);
+    let csp = page.header("content-security-policy").unwrap();
+    assert!(
+        csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"),
+        "{csp}"
+    );
+    let api = get(gw.web, "/api/overview").await;
+    assert_eq!(
+        api.header("content-type").as_deref(),
+        Some("application/json; charset=utf-8")
+    );
+    assert_eq!(
+        api.header("x-content-type-options").as_deref(),
+        Some("nosniff")
+    );
+    // The script renders with textContent only: no markup sink anywhere in it.
+    let js = get(gw.web, "/app.js").await.body;
+    for sink in [
+        "innerHTML",
+        "outerHTML",
+        "insertAdjacentHTML",
+        "document.write",
+        "eval(",
+    ] {
+        assert!(!js.contains(sink), "app.js uses {sink}");
+    }
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn state_changes_need_the_pages_token_and_bodies_are_bounded() {
+    let gw = start("csrf", &[KAMWATER], "", "web:\n  bind: \"127.0.0.1:0\"").await;
+    let token = csrf(gw.web).await;
+    assert_eq!(token.len(), 32);
+    let body = serde_json::json!({"id": "61070071", "name": "x"});
+    let no_token = http(
+        gw.web,
+        "POST",
+        "/api/meters",
+        &[("Content-Type", "application/json")],
+        body.to_string().as_bytes(),
+    )
+    .await;
+    assert_eq!(no_token.status, 403, "{}", no_token.body);
+    assert!(no_token.body.contains("CSRF"));
+    let wrong = post(
+        gw.web,
+        "/api/meters",
+        "0123456789abcdef0123456789abcdef",
+        &body,
+    )
+    .await;
+    assert_eq!(wrong.status, 403);
+    let cross_site = http(
+        gw.web,
+        "POST",
+        "/api/meters",
+        &[("X-CSRF-Token", &token), ("Sec-Fetch-Site", "cross-site")],
+        body.to_string().as_bytes(),
+    )
+    .await;
+    assert_eq!(cross_site.status, 403);
+    // With the token the request reaches the gateway, which answers about the meter.
+    let right = post(gw.web, "/api/meters", &token, &body).await;
+    assert_eq!(right.status, 422, "{}", right.body);
+    assert_eq!(
+        right.json()["error"],
+        "meter 61070071 has not been heard (yet)"
+    );
+
+    let big = vec![b' '; 64 * 1024];
+    let too_big = http(
+        gw.web,
+        "POST",
+        "/api/check-key",
+        &[("X-CSRF-Token", &token)],
+        &big,
+    )
+    .await;
+    assert_eq!(too_big.status, 413);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn heard_meter_is_added_with_a_checked_key_live_and_saved_owner_only() {
+    let meters = "meters:\n  - name: Cold water\n    address: \"76348799\"\n    driver: auto\n";
+    let gw = start(
+        "add",
+        &[KAMWATER, ENCRYPTED],
+        meters,
+        "web:\n  bind: \"127.0.0.1:0\"",
+    )
+    .await;
+    let view = overview_until(gw.web, |v| {
+        v["heard"]
+            .as_array()
+            .is_some_and(|h| h.iter().any(|m| m["id"] == "61070071"))
+    })
+    .await;
+    let heard = view["heard"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == "61070071")
+        .unwrap();
+    assert_eq!(heard["encryption"], "needs a key");
+    assert_eq!(heard["manufacturer"], "AAA");
+    assert_eq!(heard["medium"], "water");
+    assert_eq!(heard["driver"], "aventieswm");
+    assert!(heard["times"].as_u64().unwrap() >= 1);
+    assert_eq!(heard["readings"], serde_json::json!([]));
+    // The configured meter is not "heard nearby".
+    assert!(!view["heard"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|m| m["id"] == "76348799"));
+
+    let token = csrf(gw.web).await;
+    let wrong = post(
+        gw.web,
+        "/api/check-key",
+        &token,
+        &serde_json::json!({"id": "61070071", "key": WRONG_KEY}),
+    )
+    .await;
+    assert_eq!(wrong.status, 422);
+    let error = wrong.json()["error"].as_str().unwrap().to_string();
+    assert!(error.starts_with("wrong key"), "{error}");
+    let not_hex = post(
+        gw.web,
+        "/api/check-key",
+        &token,
+        &serde_json::json!({"id": "61070071", "key": "secret"}),
+    )
+    .await;
+    assert_eq!(
+        not_hex.json()["error"],
+        "a key is 32 hex digits (16 for Diehl PRIOS)"
+    );
+    let works = post(
+        gw.web,
+        "/api/check-key",
+        &token,
+        &serde_json::json!({"id": "61070071", "key": KEY}),
+    )
+    .await;
+    assert_eq!(works.status, 200, "{}", works.body);
+    assert!(
+        works.json()["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("key works: total_m3 466.472"),
+        "{}",
+        works.body
+    );
+
+    let add = |key: &'static str| serde_json::json!({"id": "61070071", "name": "Hot water", "driver": "aventieswm", "key": key});
+    // A name the configuration would refuse at the next start is refused now.
+    let slash = serde_json::json!({"id": "61070071", "name": "Flat 1/2", "driver": "aventieswm", "key": KEY});
+    let slash = post(gw.web, "/api/meters", &token, &slash).await;
+    assert_eq!(slash.status, 422);
+    assert!(
+        slash.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("`/` cannot be part of a name"),
+        "{}",
+        slash.body
+    );
+    let refused = post(gw.web, "/api/meters", &token, &add(WRONG_KEY)).await;
+    assert_eq!(refused.status, 422);
+    let added = post(gw.web, "/api/meters", &token, &add(KEY)).await;
+    assert_eq!(added.status, 200, "{}", added.body);
+    // Live: its reading is on the overview without a restart.
+    let view = overview_until(gw.web, |v| meter(v, "Hot water").is_some()).await;
+    let hot = meter(&view, "Hot water").unwrap();
+    assert_eq!(reading(hot, "total_m3").as_deref(), Some("466.472"));
+    assert_eq!(hot["driver"], "aventieswm");
+    assert!(!view["heard"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|m| m["id"] == "61070071"));
+    let again = post(gw.web, "/api/meters", &token, &add(KEY)).await;
+    assert_eq!(again.status, 422);
+
+    // Saved owner-only, and merged into the configuration at the next start.
+    let saved = gw.dir.join("state").join(meterbridge::web::added::FILE);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&saved).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+    let mut config = parse_with(
+        &format!("state_dir: \"{}\"\n", gw.dir.join("state").display()),
+        "again.yaml",
+        &ValidateOptions::with_built_in_drivers(),
+    )
+    .unwrap()
+    .0;
+    let n = meterbridge::web::added::merge(&mut config, &ValidateOptions::with_built_in_drivers())
+        .unwrap();
+    assert_eq!(n, 1);
+    assert_eq!(config.meters[0].name, "Hot water");
+    assert_eq!(config.meters[0].driver, "aventieswm");
+
+    // The key went in, and never comes out: not in the page, the view, the events or errors.
+    for path in ["/", "/api/overview", "/app.js"] {
+        let r = get(gw.web, path).await;
+        assert!(
+            !r.body.to_ascii_uppercase().contains(KEY),
+            "{path} shows the key"
+        );
+    }
+    let events = first_event(gw.web).await;
+    assert!(events.contains("Hot water") && !events.to_ascii_uppercase().contains(KEY));
+    assert!(!refused.body.to_ascii_uppercase().contains(WRONG_KEY));
+    gw.stop().await;
+}
+
+/// The first server-sent event of `/events`.
+async fn first_event(web: SocketAddr) -> String {
+    tokio::task::spawn_blocking(move || {
+        let mut s = TcpStream::connect(web).unwrap();
+        s.set_read_timeout(Some(WAIT)).unwrap();
+        write!(
+            s,
+            "GET /events HTTP/1.1\r\nHost: {web}\r\nAccept: text/event-stream\r\n\r\n"
+        )
+        .unwrap();
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 8192];
+        while !String::from_utf8_lossy(&seen).contains("\n\n")
+            || !String::from_utf8_lossy(&seen).contains("data:")
+        {
+            let n = s.read(&mut buf).unwrap();
+            assert!(n > 0, "the event stream closed");
+            seen.extend_from_slice(&buf[..n]);
+        }
+        let text = String::from_utf8_lossy(&seen).to_string();
+        assert!(text.contains("content-type: text/event-stream"), "{text}");
+        assert!(text.contains("event: view"), "{text}");
+        text
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn ingress_prefix_allowed_addresses_and_passwords() {
+    let gw = start("ingress", &[KAMWATER], "", "web:\n  bind: \"127.0.0.1:0\"").await;
+    let page = http(
+        gw.web,
+        "GET",
+        "/",
+        &[("X-Ingress-Path", "/api/hassio_ingress/Tok3n_x")],
+        b"",
+    )
+    .await;
+    assert!(
+        page.body
+            .contains("<base href=\"/api/hassio_ingress/Tok3n_x/\">"),
+        "{}",
+        page.body
+    );
+    // Everything the page loads is relative, so it works under the prefix.
+    for asset in ["href=\"style.css\"", "src=\"app.js\""] {
+        assert!(page.body.contains(asset));
+    }
+    let js = get(gw.web, "/app.js").await.body;
+    for url in ["\"events\"", "\"api/check-key\"", "\"api/meters\""] {
+        assert!(js.contains(url), "{url}");
+    }
+    assert!(!js.contains("\"/"), "app.js has an absolute URL");
+    let bad = http(
+        gw.web,
+        "GET",
+        "/",
+        &[("X-Ingress-Path", "/x\"><script>alert(1)</script>")],
+        b"",
+    )
+    .await;
+    assert!(!bad.body.contains("<base") && !bad.body.contains("alert"));
+    // Without a password, only an address or localhost as Host: a rebinding name is refused.
+    let port = gw.web.port().to_string();
+    let rebound = format!("evil.example:{port}");
+    let by_name = http(gw.web, "GET", "/api/overview", &[("Host", &rebound)], b"").await;
+    assert_eq!(by_name.status, 403, "{}", by_name.body);
+    let localhost = format!("localhost:{port}");
+    let by_localhost = http(gw.web, "GET", "/api/overview", &[("Host", &localhost)], b"").await;
+    assert_eq!(by_localhost.status, 200);
+    gw.stop().await;
+
+    // Only the ingress proxy's address: a request from anywhere else is refused.
+    let gw = start(
+        "allow",
+        &[KAMWATER],
+        "",
+        "web:\n  bind: \"127.0.0.1:0\"\n  allow_from: [\"172.30.32.2\"]",
+    )
+    .await;
+    assert_eq!(get(gw.web, "/").await.status, 403);
+    assert_eq!(get(gw.web, "/api/overview").await.status, 403);
+    gw.stop().await;
+
+    let gw = start(
+        "password",
+        &[KAMWATER],
+        "",
+        "web:\n  bind: \"127.0.0.1:0\"\n  password: \"s3cret\"\n  token: \"0123456789abcdef0123\"",
+    )
+    .await;
+    let none = get(gw.web, "/api/overview").await;
+    assert_eq!(none.status, 401);
+    assert!(none
+        .header("www-authenticate")
+        .unwrap()
+        .starts_with("Basic"));
+    // "user:wrong" and "anyone:s3cret" in base64.
+    let wrong = http(
+        gw.web,
+        "GET",
+        "/api/overview",
+        &[("Authorization", "Basic dXNlcjp3cm9uZw==")],
+        b"",
+    )
+    .await;
+    assert_eq!(wrong.status, 401);
+    let right = http(
+        gw.web,
+        "GET",
+        "/api/overview",
+        &[("Authorization", "Basic YW55b25lOnMzY3JldA==")],
+        b"",
+    )
+    .await;
+    assert_eq!(right.status, 200);
+    let bearer = http(
+        gw.web,
+        "GET",
+        "/api/overview",
+        &[("Authorization", "Bearer 0123456789abcdef0123")],
+        b"",
+    )
+    .await;
+    assert_eq!(bearer.status, 200);
+    for r in [&none, &wrong, &right, &bearer] {
+        assert!(!r.body.contains("s3cret") && !r.body.contains("0123456789abcdef0123"));
+    }
+    gw.stop().await;
+}
+
+fn config_error(yaml: &str) -> String {
+    match parse_with(yaml, "web.yaml", &ValidateOptions::with_built_in_drivers()) {
+        Ok(_) => panic!("accepted:\n{yaml}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn a_page_open_to_the_network_needs_a_password() {
+    let e = config_error("web:\n  bind: \"0.0.0.0:8099\"\n");
+    assert!(e.contains("web.yaml:2:9"), "{e}");
+    assert!(
+        e.contains("would be open to the network without a password"),
+        "{e}"
+    );
+    for ok in [
+        "web:\n  bind: \"0.0.0.0:8099\"\n  password: \"pw\"\n",
+        "web:\n  bind: \"0.0.0.0:8099\"\n  allow_from: [\"172.30.32.2\"]\n",
+        "web:\n  bind: 8099\n",
+        "web: true\n",
+    ] {
+        let (c, _) = parse_with(ok, "web.yaml", &ValidateOptions::with_built_in_drivers())
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(c.web.is_some());
+    }
+    let (c, _) = parse_with(
+        "web: true\n",
+        "w.yaml",
+        &ValidateOptions::with_built_in_drivers(),
+    )
+    .unwrap();
+    assert_eq!(c.web.unwrap().bind, "127.0.0.1:8099");
+    let (c, _) = parse_with(
+        "state_dir: x\n",
+        "w.yaml",
+        &ValidateOptions::with_built_in_drivers(),
+    )
+    .unwrap();
+    assert!(c.web.is_none(), "no port is opened unasked");
+    let e = config_error("web:\n  bind: \"nowhere\"\n");
+    assert!(
+        e.contains("web.yaml:2:9") && e.contains("is not an IP address and port"),
+        "{e}"
+    );
+    let e = config_error("web:\n  token: \"short\"\n");
+    assert!(e.contains("shorter than 16"), "{e}");
+    let e = config_error("web:\n  allow_from: [\"proxy\"]\n");
+    assert!(e.contains("web.allow_from[0]"), "{e}");
+    let e = config_error("web:\n  bnid: 1\n");
+    assert!(e.contains("bind"), "{e}");
+}
