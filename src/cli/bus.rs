@@ -286,12 +286,15 @@ async fn scan(a: &ScanArgs) -> CmdResult {
         }
         Err(e) => return Err(failed(e)),
     };
-    println!(
+    outln!(
         "{:<8} {:<17} {:<4} {:<22} version",
-        "primary", "secondary", "mfct", "medium"
+        "primary",
+        "secondary",
+        "mfct",
+        "medium"
     );
     for f in &found {
-        println!(
+        outln!(
             "{:<8} {:<17} {:<4} {:<22} {}",
             f.primary
                 .map(|p| p.to_string())
@@ -328,7 +331,7 @@ async fn read(a: &ReadArgs) -> CmdResult {
     let mut decoder = Decoder::new(a.format);
     for f in frames {
         match decoder.decode_line(&hex::encode_upper(&f)) {
-            Ok(text) => print!("{text}"),
+            Ok(text) => out!("{text}"),
             Err(failure) => eprintln!("error: {}: {}", target, failure.message),
         }
     }
@@ -344,7 +347,7 @@ async fn set_address(a: &SetAddressArgs) -> CmdResult {
         .set_primary_address(target, a.new_address)
         .await
         .map_err(failed)?;
-    println!("{target} now answers at primary address {}", a.new_address);
+    outln!("{target} now answers at primary address {}", a.new_address);
     Ok(())
 }
 
@@ -374,11 +377,11 @@ async fn set_baud(a: &SetBaudArgs) -> CmdResult {
         .switch_baud(target, a.new_baud, &mut reconfigure)
         .await
     {
-        Ok(()) => println!("{target} now talks at {} baud", a.new_baud),
+        Ok(()) => outln!("{target} now talks at {} baud", a.new_baud),
         // A gateway talks to the bus at the rate in its own configuration, so the check at
         // the new rate cannot succeed until the user changes that.
         Err(MasterError::BaudNotVerified { .. }) if a.connection.tcp.is_some() => {
-            println!("{target} acknowledged the switch to {} baud", a.new_baud);
+            outln!("{target} acknowledged the switch to {} baud", a.new_baud);
             eprintln!(
                 "note: an M-Bus/TCP gateway talks to the bus at the rate set in its own \
                  configuration; set its serial side to {} baud, then check with \
@@ -403,6 +406,6 @@ async fn reset(a: &ResetArgs) -> CmdResult {
         .application_reset(target, None)
         .await
         .map_err(failed)?;
-    println!("{target} acknowledged the application reset");
+    outln!("{target} acknowledged the application reset");
     Ok(())
 }

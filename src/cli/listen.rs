@@ -391,7 +391,7 @@ impl Printer {
                 out.push_str(&format!("\n    {e}"));
             }
         }
-        println!("{out}");
+        outln!("{out}");
         true
     }
 }
