@@ -17,8 +17,18 @@ pub use engine::{Driver, MeterState, Reading, ReadingValue};
 pub use model::DriverFile;
 
 mod built_in {
+    /// A built-in driver before it is parsed: what finding it needs, and its text.
+    pub struct BuiltIn {
+        pub file: &'static str,
+        pub text: &'static str,
+        /// `MFCT,version,type` entries, parsed by build.rs (`None`: any).
+        pub detect: &'static [(&'static str, Option<u8>, Option<u8>)],
+    }
+
     include!(concat!(env!("OUT_DIR"), "/built_in_drivers.rs"));
 }
+
+use std::sync::OnceLock;
 
 #[derive(Debug, Error)]
 pub enum DriverError {
@@ -31,28 +41,45 @@ pub enum DriverError {
 }
 
 /// All drivers known to a run: the built-in ones, then a user folder's (same name replaces).
-#[derive(Debug, Default)]
+///
+/// A built-in driver is parsed on its first use and kept: a process that decodes a wired
+/// frame parses none, one that names or detects a driver parses that one. build.rs has
+/// checked every built-in file, so finding one needs no parsing (names and detection triples
+/// come from its index).
+#[derive(Debug)]
 pub struct Registry {
-    drivers: Vec<Driver>,
-    by_name: HashMap<String, usize>,
+    /// One cell per `built_in::BUILT_IN_DRIVERS` entry.
+    built_in: Box<[OnceLock<Option<Driver>>]>,
+    /// For each built-in driver, the user driver (index in `user`) that replaces it.
+    replaced: Box<[Option<usize>]>,
+    /// Drivers from a user folder, in load order.
+    user: Vec<Driver>,
+    /// Names and aliases of user drivers that replace no built-in one.
+    user_names: HashMap<String, usize>,
+}
+
+/// Where a driver of a registry lives.
+#[derive(Debug, Clone, Copy)]
+enum Slot {
+    BuiltIn(usize),
+    User(usize),
 }
 
 impl Registry {
-    /// The drivers embedded in the binary. A broken built-in file is a build defect; it is
-    /// reported by `tests/drivers.rs`, and skipped here so one file cannot take all down.
+    /// The drivers embedded in the binary (none parsed yet).
     pub fn built_in() -> Registry {
-        let mut r = Registry::default();
-        for (file, text) in built_in::BUILT_IN_DRIVERS {
-            if let Ok(d) = Driver::from_yaml(file, text) {
-                r.add(d);
-            }
+        let n = built_in::BUILT_IN_DRIVERS.len();
+        Registry {
+            built_in: (0..n).map(|_| OnceLock::new()).collect(),
+            replaced: vec![None; n].into_boxed_slice(),
+            user: Vec::new(),
+            user_names: HashMap::new(),
         }
-        r
     }
 
-    /// The built-in registry, loaded once per process.
+    /// The built-in registry, one per process.
     pub fn built_in_static() -> &'static Registry {
-        static REGISTRY: std::sync::OnceLock<Registry> = std::sync::OnceLock::new();
+        static REGISTRY: OnceLock<Registry> = OnceLock::new();
         REGISTRY.get_or_init(Registry::built_in)
     }
 
@@ -60,7 +87,7 @@ impl Registry {
     pub fn check_built_in() -> Vec<(&'static str, Result<Driver, DriverError>)> {
         built_in::BUILT_IN_DRIVERS
             .iter()
-            .map(|(file, text)| (*file, Driver::from_yaml(file, text)))
+            .map(|b| (b.file, Driver::from_yaml(b.file, b.text)))
             .collect()
     }
 
@@ -86,49 +113,126 @@ impl Registry {
         Ok(n)
     }
 
+    /// Adds a user driver: it takes the place of the driver its name already names (built-in
+    /// or user), or comes last.
     fn add(&mut self, d: Driver) {
         let names: Vec<String> = std::iter::once(d.file.name.clone())
             .chain(d.file.aliases.iter().cloned())
             .collect();
-        let index = match self.by_name.get(&d.file.name) {
-            Some(&i) => {
-                self.drivers[i] = d;
+        let index = match self.slot(&d.file.name) {
+            Some(Slot::User(i)) => {
+                self.user[i] = d;
                 i
             }
+            Some(Slot::BuiltIn(b)) => {
+                // The built-in driver's names and aliases now lead to this one (see `slot`).
+                self.user.push(d);
+                self.replaced[b] = Some(self.user.len() - 1);
+                self.user.len() - 1
+            }
             None => {
-                self.drivers.push(d);
-                self.drivers.len() - 1
+                self.user.push(d);
+                self.user.len() - 1
             }
         };
         for n in names {
-            self.by_name.insert(n, index);
+            self.user_names.insert(n, index);
         }
     }
 
-    pub fn get(&self, name: &str) -> Option<&Driver> {
-        self.by_name.get(name).map(|&i| &self.drivers[i])
+    /// The driver a name or alias names: a user driver's names first, then the built-in
+    /// ones (whose replacement, if any, answers for them).
+    fn slot(&self, name: &str) -> Option<Slot> {
+        if let Some(&i) = self.user_names.get(name) {
+            return Some(Slot::User(i));
+        }
+        let names = built_in::BUILT_IN_NAMES;
+        let i = names.binary_search_by(|(n, _)| (*n).cmp(name)).ok()?;
+        let b = names[i].1;
+        Some(match self.replaced[b] {
+            Some(u) => Slot::User(u),
+            None => Slot::BuiltIn(b),
+        })
     }
 
+    fn driver(&self, slot: Slot) -> Option<&Driver> {
+        match slot {
+            Slot::User(i) => self.user.get(i),
+            Slot::BuiltIn(b) => self.built_in[b]
+                .get_or_init(|| {
+                    let entry = &built_in::BUILT_IN_DRIVERS[b];
+                    // build.rs parsed this file with the same format; what it cannot check
+                    // (units, formulas, decoders) `tests/drivers.rs` does for every file, so
+                    // this fails only in a build whose tests fail.
+                    Driver::from_yaml(entry.file, entry.text).ok()
+                })
+                .as_ref(),
+        }
+    }
+
+    /// Every driver in order: the built-in ones (replaced ones by their replacement), then
+    /// user drivers that replace none.
+    fn slots(&self) -> impl Iterator<Item = Slot> + '_ {
+        let replacing: Vec<usize> = self.replaced.iter().flatten().copied().collect();
+        let built_in = self.replaced.iter().enumerate().map(|(b, r)| match r {
+            Some(u) => Slot::User(*u),
+            None => Slot::BuiltIn(b),
+        });
+        let user = (0..self.user.len())
+            .filter(move |u| !replacing.contains(u))
+            .map(Slot::User);
+        built_in.chain(user)
+    }
+
+    /// How many built-in drivers this registry has parsed so far (benchmarks and tests show
+    /// what a command costs with it).
+    pub fn built_in_parsed(&self) -> usize {
+        self.built_in.iter().filter(|c| c.get().is_some()).count()
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Driver> {
+        self.driver(self.slot(name)?)
+    }
+
+    /// Every driver, parsing the built-in ones not parsed yet.
     pub fn iter(&self) -> impl Iterator<Item = &Driver> {
-        self.drivers.iter()
+        self.slots().filter_map(|s| self.driver(s))
     }
 
     /// The driver whose detection matches manufacturer, version and device type; exact
-    /// version and type beat wildcards.
+    /// version and type beat wildcards (a tie goes to the later driver). Only the chosen
+    /// driver is parsed: built-in detection entries come from the build-time index.
     pub fn detect(&self, manufacturer: &str, version: u8, device_type: u8) -> Option<&Driver> {
-        self.drivers
-            .iter()
-            .filter_map(|d| {
-                d.detect
-                    .iter()
-                    .filter(|m| m.matches(manufacturer, version, device_type))
-                    .map(|m| m.specificity())
-                    .max()
-                    .map(|s| (s, d))
+        self.slots()
+            .filter_map(|slot| {
+                let best = match slot {
+                    Slot::BuiltIn(b) => built_in::BUILT_IN_DRIVERS[b]
+                        .detect
+                        .iter()
+                        .filter(|(m, v, t)| {
+                            *m == manufacturer
+                                && v.is_none_or(|v| v == version)
+                                && t.is_none_or(|t| t == device_type)
+                        })
+                        .map(|(_, v, t)| specificity(*v, *t))
+                        .max(),
+                    Slot::User(u) => self.user[u]
+                        .detect
+                        .iter()
+                        .filter(|m| m.matches(manufacturer, version, device_type))
+                        .map(Mvt::specificity)
+                        .max(),
+                };
+                best.map(|s| (s, slot))
             })
             .max_by_key(|(s, _)| *s)
-            .map(|(_, d)| d)
+            .and_then(|(_, slot)| self.driver(slot))
     }
+}
+
+/// How exactly a detection entry names a meter: a given version or type counts one each.
+fn specificity(version: Option<u8>, device_type: Option<u8>) -> u8 {
+    u8::from(version.is_some()) + u8::from(device_type.is_some())
 }
 
 /// One `MFCT,version,type` detection entry.
@@ -170,6 +274,121 @@ impl Mvt {
     }
 
     fn specificity(&self) -> u8 {
-        u8::from(self.version.is_some()) + u8::from(self.device_type.is_some())
+        specificity(self.version, self.device_type)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finding_a_driver_parses_that_one_only() {
+        let r = Registry::built_in();
+        assert_eq!(r.built_in_parsed(), 0);
+        let by_alias = r.get("multical21").expect("an alias of kamwater");
+        assert_eq!(by_alias.name(), "kamwater");
+        assert_eq!(r.built_in_parsed(), 1);
+        assert_eq!(r.get("kamwater").map(Driver::name), Some("kamwater"));
+        assert!(r.get("no such driver").is_none());
+        assert_eq!(r.built_in_parsed(), 1);
+        let detected = r.detect("KAM", 0x1b, 0x16).expect("Multical 21");
+        assert_eq!(detected.name(), "kamwater");
+        assert_eq!(r.built_in_parsed(), 1);
+        assert!(r.detect("ZZZ", 1, 2).is_none());
+        assert_eq!(r.built_in_parsed(), 1);
+        assert_eq!(r.iter().count(), built_in::BUILT_IN_DRIVERS.len());
+        assert_eq!(r.built_in_parsed(), built_in::BUILT_IN_DRIVERS.len());
+    }
+
+    /// The build-time index says what the parsed files say: every name and alias, every
+    /// detection entry, in file order.
+    #[test]
+    fn the_build_time_index_matches_the_parsed_drivers() {
+        let r = Registry::built_in();
+        for (b, d) in built_in::BUILT_IN_DRIVERS.iter().zip(r.iter()) {
+            for name in std::iter::once(&d.file.name).chain(&d.file.aliases) {
+                assert_eq!(r.get(name).map(Driver::name), Some(d.name()), "{}", b.file);
+            }
+            let parsed: Vec<_> = d
+                .detect
+                .iter()
+                .map(|m| (m.manufacturer.as_str(), m.version, m.device_type))
+                .collect();
+            assert_eq!(parsed, b.detect.to_vec(), "{}", b.file);
+        }
+        let names: usize = r.iter().map(|d| 1 + d.file.aliases.len()).sum();
+        assert_eq!(names, built_in::BUILT_IN_NAMES.len());
+    }
+
+    /// Detection from the index picks what detection over the parsed entries picks: the most
+    /// exact entry, a tie to the later driver.
+    #[test]
+    fn detection_from_the_index_agrees_with_the_parsed_entries() {
+        let r = Registry::built_in();
+        let drivers: Vec<&Driver> = r.iter().collect();
+        for d in &drivers {
+            for m in &d.detect {
+                let v = m.version.unwrap_or(0x42);
+                let t = m.device_type.unwrap_or(0x07);
+                let expected = drivers
+                    .iter()
+                    .filter_map(|d| {
+                        d.detect
+                            .iter()
+                            .filter(|m2| m2.matches(&m.manufacturer, v, t))
+                            .map(Mvt::specificity)
+                            .max()
+                            .map(|s| (s, d.name()))
+                    })
+                    .max_by_key(|(s, _)| *s)
+                    .map(|(_, n)| n);
+                assert_eq!(
+                    r.detect(&m.manufacturer, v, t).map(Driver::name),
+                    expected,
+                    "{} {v:02x} {t:02x}",
+                    m.manufacturer
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_user_driver_replaces_a_built_in_one_under_all_its_names() {
+        let dir = std::env::temp_dir().join(format!("meterbridge-registry-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        std::fs::write(
+            dir.join("mine.yaml"),
+            "name: kamwater\naliases: [mywater]\nmeter_type: water\ndetect: [\"KAM,1b,16\"]\nfields:\n  - name: water_total\n    quantity: volume\n    match: {vif_range: volume}\n",
+        )
+        .expect("write");
+        std::fs::write(
+            dir.join("other.yaml"),
+            "name: otherwater\nmeter_type: water\ndetect: [\"ZZZ,01,07\"]\n",
+        )
+        .expect("write");
+        let mut r = Registry::built_in();
+        assert_eq!(r.load_dir(&dir).expect("loads"), 2);
+        let _ = std::fs::remove_dir_all(&dir);
+        for name in ["kamwater", "multical21", "mywater"] {
+            let d = r.get(name).expect(name);
+            assert_eq!(
+                d.field_keys().collect::<Vec<_>>(),
+                ["water_total_m3"],
+                "{name}"
+            );
+        }
+        // Detection: the replacement's entries; the built-in kamwater's other ones are gone.
+        let d = r.detect("KAM", 0x1b, 0x16).expect("detected");
+        assert_eq!(d.field_keys().collect::<Vec<_>>(), ["water_total_m3"]);
+        assert_ne!(
+            r.detect("KAM", 0x1b, 0x06).map(Driver::name),
+            Some("kamwater")
+        );
+        assert_eq!(r.detect("ZZZ", 1, 7).map(Driver::name), Some("otherwater"));
+        let all: Vec<&str> = r.iter().map(Driver::name).collect();
+        assert_eq!(all.len(), built_in::BUILT_IN_DRIVERS.len() + 1);
+        assert_eq!(all.last(), Some(&"otherwater"));
+        assert_eq!(all.iter().filter(|n| **n == "kamwater").count(), 1);
     }
 }
