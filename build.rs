@@ -3,8 +3,11 @@
 //! format, its detection entries, a name or alias used twice) is a build error with the file,
 //! line and column, never a driver silently missing at run time.
 //!
-//! It also writes the index the registry needs to find a driver without parsing any: names
-//! and aliases, and detection triples. A driver's YAML is parsed on its first use.
+//! It also writes each driver in compiled form, constant data of the types in
+//! `src/drivers/compiled.rs` (no YAML parser runs, and none of its code is paged in, when a
+//! built-in driver is used), and the index the registry needs to find a driver without
+//! building any: names and aliases, and detection triples. A driver is built from its data on
+//! its first use.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -36,9 +39,278 @@ fn parse_detect(s: &str) -> Option<(String, Option<u8>, Option<u8>)> {
     Some((m, version, device_type))
 }
 
+/// The tables the compiled drivers live in (see `src/drivers/compiled.rs`): one string with
+/// every text, and one array per kind of list element. Values refer to them by offset and
+/// length, never by pointer: pointers in static data would need relocating when the program
+/// loads, which touches every page of it in every process.
+#[derive(Default)]
+struct Tables {
+    strings: String,
+    /// Texts already in `strings`, so each distinct text is stored once.
+    seen: std::collections::HashMap<String, String>,
+    str_lists: Vec<String>,
+    fields: Vec<String>,
+    tests: Vec<String>,
+    map: Vec<String>,
+    expected: Vec<String>,
+}
+
+/// Writes a value as a Rust expression of its compiled twin (for `src/drivers/model.rs` types),
+/// adding what it refers to to the tables.
+trait Rust {
+    fn rust(&self, t: &mut Tables) -> String;
+}
+
+/// A type whose lists go into one of the tables.
+trait Listed: Rust {
+    fn table(t: &mut Tables) -> &mut Vec<String>;
+}
+
+impl Rust for String {
+    fn rust(&self, t: &mut Tables) -> String {
+        if let Some(s) = t.seen.get(self) {
+            return s.clone();
+        }
+        let s = format!("S({}, {})", t.strings.len(), self.len());
+        t.strings.push_str(self);
+        t.seen.insert(self.clone(), s.clone());
+        s
+    }
+}
+
+impl Listed for String {
+    fn table(t: &mut Tables) -> &mut Vec<String> {
+        &mut t.str_lists
+    }
+}
+
+impl Listed for model::Field {
+    fn table(t: &mut Tables) -> &mut Vec<String> {
+        &mut t.fields
+    }
+}
+
+impl Listed for model::TestCase {
+    fn table(t: &mut Tables) -> &mut Vec<String> {
+        &mut t.tests
+    }
+}
+
+impl Rust for bool {
+    fn rust(&self, _: &mut Tables) -> String {
+        self.to_string()
+    }
+}
+
+macro_rules! integer {
+    ($($t:ty),*) => {$(
+        impl Rust for $t {
+            fn rust(&self, _: &mut Tables) -> String {
+                format!("{self}{}", stringify!($t))
+            }
+        }
+    )*};
+}
+integer!(u64, usize, i32);
+
+impl Rust for f64 {
+    fn rust(&self, _: &mut Tables) -> String {
+        // Debug prints the shortest text that reads back as the same number.
+        if self.is_finite() {
+            format!("{self:?}f64")
+        } else if self.is_nan() {
+            "f64::NAN".into()
+        } else if *self > 0.0 {
+            "f64::INFINITY".into()
+        } else {
+            "f64::NEG_INFINITY".into()
+        }
+    }
+}
+
+impl<T: Rust> Rust for Option<T> {
+    fn rust(&self, t: &mut Tables) -> String {
+        match self {
+            Some(v) => format!("Some({})", v.rust(t)),
+            None => "None".into(),
+        }
+    }
+}
+
+/// A list: its elements go to their table, one after another; the value is where they are.
+fn list(items: Vec<String>, table: &mut Vec<String>) -> String {
+    let at = format!("L({}, {})", table.len(), items.len());
+    table.extend(items);
+    at
+}
+
+impl<T: Listed> Rust for Vec<T> {
+    fn rust(&self, t: &mut Tables) -> String {
+        let items: Vec<String> = self.iter().map(|v| v.rust(t)).collect();
+        list(items, T::table(t))
+    }
+}
+
+impl Rust for BTreeMap<u64, String> {
+    fn rust(&self, t: &mut Tables) -> String {
+        let items: Vec<String> = self
+            .iter()
+            .map(|(k, v)| format!("({}, {})", k.rust(t), v.rust(t)))
+            .collect();
+        list(items, &mut t.map)
+    }
+}
+
+impl Rust for BTreeMap<String, model::serde_json_value::Value> {
+    fn rust(&self, t: &mut Tables) -> String {
+        let items: Vec<String> = self
+            .iter()
+            .map(|(k, v)| format!("({}, {})", k.rust(t), v.rust(t)))
+            .collect();
+        list(items, &mut t.expected)
+    }
+}
+
+/// A constant of `crate::drivers::compiled::$name`, the read-only twin of the model's type.
+/// The fields are listed by destructuring, so a field added to the model and not here does
+/// not build.
+macro_rules! record {
+    ($name:ident { $($field:ident),* $(,)? }) => {
+        impl Rust for model::$name {
+            fn rust(&self, t: &mut Tables) -> String {
+                let model::$name { $($field),* } = self;
+                let mut o = String::from(concat!("C::", stringify!($name), " {"));
+                $(
+                    o.push_str(concat!(stringify!($field), ": "));
+                    o.push_str(&$field.rust(t));
+                    o.push_str(", ");
+                )*
+                o.push('}');
+                o
+            }
+        }
+    };
+}
+
+record!(DriverFile {
+    name,
+    aliases,
+    meter_type,
+    media,
+    info,
+    detect,
+    link_modes,
+    default_fields,
+    tpl_status_bits,
+    decoder,
+    enhanced_identity,
+    fields,
+    tests,
+});
+record!(Field {
+    name,
+    quantity,
+    unit,
+    info,
+    matcher,
+    lookup,
+    attributes,
+    scale,
+    formula,
+    from,
+    mask,
+    text_format,
+    width,
+    precision,
+    unsigned,
+    date_shift,
+    null_value,
+    profile,
+    texts,
+    ha,
+});
+record!(DateShift { from, months, when });
+record!(Match {
+    measurement,
+    vif_range,
+    storage,
+    tariff,
+    subunit,
+    difvif,
+    difvif_or,
+    combinable,
+    nth,
+});
+record!(Lookup {
+    name,
+    kind,
+    mask,
+    default,
+    map,
+});
+record!(HaMeta {
+    device_class,
+    state_class,
+    entity_category,
+    icon,
+});
+record!(TestCase {
+    name,
+    id,
+    key,
+    driver,
+    telegrams,
+    expected,
+    comment,
+});
+
+impl Rust for model::Quantity {
+    fn rust(&self, _: &mut Tables) -> String {
+        // Unit variants: Debug is the variant's name.
+        format!("crate::drivers::model::Quantity::{self:?}")
+    }
+}
+
+impl Rust for model::NumberRange {
+    fn rust(&self, t: &mut Tables) -> String {
+        match self {
+            model::NumberRange::One(n) => {
+                format!("crate::drivers::model::NumberRange::One({})", n.rust(t))
+            }
+            model::NumberRange::Range([lo, hi]) => format!(
+                "crate::drivers::model::NumberRange::Range([{}, {}])",
+                lo.rust(t),
+                hi.rust(t)
+            ),
+        }
+    }
+}
+
+impl Rust for model::serde_json_value::Value {
+    fn rust(&self, t: &mut Tables) -> String {
+        use model::serde_json_value::Value;
+        match self {
+            Value::Null => "C::Value::Null".into(),
+            Value::Bool(b) => format!("C::Value::Bool({})", b.rust(t)),
+            Value::Number(n) => format!("C::Value::Number({})", n.rust(t)),
+            Value::Text(s) => format!("C::Value::Text({})", s.rust(t)),
+        }
+    }
+}
+
+/// `static NAME: [TYPE; N] = [...];`
+fn table(out: &mut String, name: &str, ty: &str, items: &[String]) {
+    let _ = writeln!(out, "static {name}: [{ty}; {}] = [", items.len());
+    for i in items {
+        let _ = writeln!(out, "    {i},");
+    }
+    out.push_str("];\n\n");
+}
+
 fn main() {
     let dir = Path::new("drivers");
     println!("cargo:rerun-if-changed=drivers");
+    println!("cargo:rerun-if-changed=src/drivers/model.rs");
     let mut files: Vec<String> = std::fs::read_dir(dir)
         .unwrap_or_else(|e| panic!("drivers/: {e}"))
         .filter_map(|e| e.ok())
@@ -49,6 +321,10 @@ fn main() {
     files.sort();
     let mut problems = Vec::new();
     let mut entries = String::new();
+    let mut tables = Tables::default();
+    let mut drivers = Vec::new();
+    // (manufacturer, driver index, version, device type) of every detection entry.
+    let mut triples = Vec::new();
     // Name or alias → index of the driver, for a binary search at run time.
     let mut names: BTreeMap<String, (usize, String)> = BTreeMap::new();
     for (index, file) in files.iter().enumerate() {
@@ -62,11 +338,10 @@ fn main() {
                 continue;
             }
         };
-        let mut detect = String::new();
         for m in &parsed.detect {
             match parse_detect(m) {
                 Some((mfct, version, device_type)) => {
-                    let _ = write!(detect, "({mfct:?}, {version:?}, {device_type:?}), ");
+                    triples.push((mfct, index, version, device_type));
                 }
                 None => problems.push(format!(
                     "{path}: detect entry {m:?} is not MFCT,version,type (hex or *), e.g. KAM,1b,16"
@@ -80,21 +355,43 @@ fn main() {
                 ));
             }
         }
+        drivers.push(parsed.rust(&mut tables));
         let _ = writeln!(
             entries,
-            "    BuiltIn {{ file: {file:?}, text: include_str!(concat!(env!(\"CARGO_MANIFEST_DIR\"), \"/drivers/{file}\")), detect: &[{detect}] }},"
+            "    BuiltIn {{ file: {file:?}, #[cfg(test)] text: include_str!(concat!(env!(\"CARGO_MANIFEST_DIR\"), \"/drivers/{file}\")), compiled: &DRIVERS[{index}] }},"
         );
     }
     if !problems.is_empty() {
         panic!("broken built-in driver files:\n{}", problems.join("\n"));
     }
-    let mut out = String::from(
+    let mut out = String::from("use crate::drivers::compiled::{self as C, L, S};\n\n");
+    table(&mut out, "DRIVERS", "C::DriverFile", &drivers);
+    table(&mut out, "STR_LISTS", "S", &tables.str_lists);
+    table(&mut out, "FIELDS", "C::Field", &tables.fields);
+    table(&mut out, "TESTS", "C::TestCase", &tables.tests);
+    table(&mut out, "MAP", "(u64, S)", &tables.map);
+    table(&mut out, "EXPECTED", "(S, C::Value)", &tables.expected);
+    let _ = writeln!(
+        out,
+        "/// Every text of the compiled drivers.\nstatic STRINGS: &str = {:?};\n",
+        tables.strings
+    );
+    out.push_str("/// Where the compiled drivers' lists and texts are.\npub static TABLES: C::Tables = C::Tables {\n    strings: STRINGS,\n    str_lists: &STR_LISTS,\n    fields: &FIELDS,\n    tests: &TESTS,\n    map: &MAP,\n    expected: &EXPECTED,\n};\n\n");
+    out.push_str(
         "/// Every built-in driver, by file name.\npub static BUILT_IN_DRIVERS: &[BuiltIn] = &[\n",
     );
     out.push_str(&entries);
     out.push_str("];\n\n/// Every name and alias (sorted) with its driver's index in `BUILT_IN_DRIVERS`.\npub static BUILT_IN_NAMES: &[(&str, usize)] = &[\n");
     for (name, (index, _)) in &names {
         let _ = writeln!(out, "    ({name:?}, {index}),");
+    }
+    out.push_str("];\n\n/// Every detection entry as (manufacturer, version, device type, driver index), sorted\n/// by manufacturer: detection looks at one manufacturer's entries only.\npub static BUILT_IN_DETECT: &[(&str, Option<u8>, Option<u8>, usize)] = &[\n");
+    triples.sort();
+    for (mfct, index, version, device_type) in &triples {
+        let _ = writeln!(
+            out,
+            "    ({mfct:?}, {version:?}, {device_type:?}, {index}),"
+        );
     }
     out.push_str("];\n");
     let out_dir = std::env::var("OUT_DIR").unwrap_or_else(|_| ".".into());

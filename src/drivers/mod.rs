@@ -2,6 +2,7 @@
 //! from a user folder) that turn a telegram's records into named readings, the way users know
 //! them from wmbusmeters (`total_m3`, `flow_temperature_c`, `status`).
 
+mod compiled;
 pub mod engine;
 pub mod formula;
 pub mod hooks;
@@ -17,12 +18,15 @@ pub use engine::{Driver, MeterState, Reading, ReadingValue};
 pub use model::DriverFile;
 
 mod built_in {
-    /// A built-in driver before it is parsed: what finding it needs, and its text.
+    /// A built-in driver before it is built: what finding it needs and its compiled form.
     pub struct BuiltIn {
         pub file: &'static str,
+        /// The YAML, for the test that compares it with the compiled form; the binary does
+        /// not carry it.
+        #[cfg(test)]
         pub text: &'static str,
-        /// `MFCT,version,type` entries, parsed by build.rs (`None`: any).
-        pub detect: &'static [(&'static str, Option<u8>, Option<u8>)],
+        /// The file's contents, as parsing `text` gives them (written by build.rs).
+        pub compiled: &'static super::compiled::DriverFile,
     }
 
     include!(concat!(env!("OUT_DIR"), "/built_in_drivers.rs"));
@@ -42,9 +46,10 @@ pub enum DriverError {
 
 /// All drivers known to a run: the built-in ones, then a user folder's (same name replaces).
 ///
-/// A built-in driver is parsed on its first use and kept: a process that decodes a wired
-/// frame parses none, one that names or detects a driver parses that one. build.rs has
-/// checked every built-in file, so finding one needs no parsing (names and detection triples
+/// A built-in driver is built on its first use and kept: a process that decodes a wired frame
+/// builds none, one that names or detects a driver builds that one. build.rs has parsed every
+/// built-in file and written its contents as constant data (`compiled.rs`), so no YAML is
+/// parsed at run time, and finding a driver needs no building (names and detection triples
 /// come from its index).
 #[derive(Debug)]
 pub struct Registry {
@@ -66,7 +71,7 @@ enum Slot {
 }
 
 impl Registry {
-    /// The drivers embedded in the binary (none parsed yet).
+    /// The drivers embedded in the binary (none built yet).
     pub fn built_in() -> Registry {
         let n = built_in::BUILT_IN_DRIVERS.len();
         Registry {
@@ -83,11 +88,18 @@ impl Registry {
         REGISTRY.get_or_init(Registry::built_in)
     }
 
-    /// Every built-in file parsed, with its error if it does not load.
+    /// Every built-in driver built, with its error if it does not load. build.rs has parsed
+    /// each file; this is the rest of the checks (units, formulas, decoders), which
+    /// `tests/drivers.rs` runs for every file.
     pub fn check_built_in() -> Vec<(&'static str, Result<Driver, DriverError>)> {
         built_in::BUILT_IN_DRIVERS
             .iter()
-            .map(|b| (b.file, Driver::from_yaml(b.file, b.text)))
+            .map(|b| {
+                (
+                    b.file,
+                    Driver::compile(b.file, b.compiled.to_model(&built_in::TABLES)),
+                )
+            })
             .collect()
     }
 
@@ -164,7 +176,7 @@ impl Registry {
                     // build.rs parsed this file with the same format; what it cannot check
                     // (units, formulas, decoders) `tests/drivers.rs` does for every file, so
                     // this fails only in a build whose tests fail.
-                    Driver::from_yaml(entry.file, entry.text).ok()
+                    Driver::compile(entry.file, entry.compiled.to_model(&built_in::TABLES)).ok()
                 })
                 .as_ref(),
         }
@@ -184,9 +196,9 @@ impl Registry {
         built_in.chain(user)
     }
 
-    /// How many built-in drivers this registry has parsed so far (benchmarks and tests show
+    /// How many built-in drivers this registry has built so far (benchmarks and tests show
     /// what a command costs with it).
-    pub fn built_in_parsed(&self) -> usize {
+    pub fn built_in_loaded(&self) -> usize {
         self.built_in.iter().filter(|c| c.get().is_some()).count()
     }
 
@@ -194,39 +206,57 @@ impl Registry {
         self.driver(self.slot(name)?)
     }
 
-    /// Every driver, parsing the built-in ones not parsed yet.
+    /// Every driver, building the built-in ones not built yet.
     pub fn iter(&self) -> impl Iterator<Item = &Driver> {
         self.slots().filter_map(|s| self.driver(s))
     }
 
     /// The driver whose detection matches manufacturer, version and device type; exact
     /// version and type beat wildcards (a tie goes to the later driver). Only the chosen
-    /// driver is parsed: built-in detection entries come from the build-time index.
+    /// driver is built. Built-in entries come from the build-time index, sorted by
+    /// manufacturer, so a telegram looks at its manufacturer's few entries, not at every
+    /// driver; user drivers (usually few) are looked at one by one.
     pub fn detect(&self, manufacturer: &str, version: u8, device_type: u8) -> Option<&Driver> {
-        self.slots()
-            .filter_map(|slot| {
-                let best = match slot {
-                    Slot::BuiltIn(b) => built_in::BUILT_IN_DRIVERS[b]
-                        .detect
-                        .iter()
-                        .filter(|(m, v, t)| {
-                            *m == manufacturer
-                                && v.is_none_or(|v| v == version)
-                                && t.is_none_or(|t| t == device_type)
-                        })
-                        .map(|(_, v, t)| specificity(*v, *t))
-                        .max(),
-                    Slot::User(u) => self.user[u]
-                        .detect
-                        .iter()
-                        .filter(|m| m.matches(manufacturer, version, device_type))
-                        .map(Mvt::specificity)
-                        .max(),
-                };
-                best.map(|s| (s, slot))
-            })
-            .max_by_key(|(s, _)| *s)
-            .and_then(|(_, slot)| self.driver(slot))
+        let n = self.built_in.len();
+        // (specificity, place in driver order, driver): the largest wins, as in `iter` order.
+        let mut best: Option<(u8, usize, Slot)> = None;
+        let mut consider = |s: u8, order: usize, slot: Slot| {
+            if best.is_none_or(|(bs, bo, _)| (s, order) > (bs, bo)) {
+                best = Some((s, order, slot));
+            }
+        };
+        let index = built_in::BUILT_IN_DETECT;
+        let first = index.partition_point(|(m, ..)| *m < manufacturer);
+        for (m, v, t, b) in &index[first..] {
+            if *m != manufacturer {
+                break;
+            }
+            if self.replaced[*b].is_none()
+                && v.is_none_or(|v| v == version)
+                && t.is_none_or(|t| t == device_type)
+            {
+                consider(specificity(*v, *t), *b, Slot::BuiltIn(*b));
+            }
+        }
+        for (u, d) in self.user.iter().enumerate() {
+            let Some(s) = d
+                .detect
+                .iter()
+                .filter(|m| m.matches(manufacturer, version, device_type))
+                .map(Mvt::specificity)
+                .max()
+            else {
+                continue;
+            };
+            // A replacement stands where the built-in driver stood.
+            let order = self
+                .replaced
+                .iter()
+                .position(|r| *r == Some(u))
+                .unwrap_or(n + u);
+            consider(s, order, Slot::User(u));
+        }
+        best.and_then(|(_, _, slot)| self.driver(slot))
     }
 }
 
@@ -283,22 +313,37 @@ mod tests {
     use super::*;
 
     #[test]
-    fn finding_a_driver_parses_that_one_only() {
+    fn finding_a_driver_builds_that_one_only() {
         let r = Registry::built_in();
-        assert_eq!(r.built_in_parsed(), 0);
+        assert_eq!(r.built_in_loaded(), 0);
         let by_alias = r.get("multical21").expect("an alias of kamwater");
         assert_eq!(by_alias.name(), "kamwater");
-        assert_eq!(r.built_in_parsed(), 1);
+        assert_eq!(r.built_in_loaded(), 1);
         assert_eq!(r.get("kamwater").map(Driver::name), Some("kamwater"));
         assert!(r.get("no such driver").is_none());
-        assert_eq!(r.built_in_parsed(), 1);
+        assert_eq!(r.built_in_loaded(), 1);
         let detected = r.detect("KAM", 0x1b, 0x16).expect("Multical 21");
         assert_eq!(detected.name(), "kamwater");
-        assert_eq!(r.built_in_parsed(), 1);
+        assert_eq!(r.built_in_loaded(), 1);
         assert!(r.detect("ZZZ", 1, 2).is_none());
-        assert_eq!(r.built_in_parsed(), 1);
+        assert_eq!(r.built_in_loaded(), 1);
         assert_eq!(r.iter().count(), built_in::BUILT_IN_DRIVERS.len());
-        assert_eq!(r.built_in_parsed(), built_in::BUILT_IN_DRIVERS.len());
+        assert_eq!(r.built_in_loaded(), built_in::BUILT_IN_DRIVERS.len());
+    }
+
+    /// The compiled form is what parsing the YAML gives, field by field (Debug shows every
+    /// field, and floats as the shortest text that reads back the same).
+    #[test]
+    fn compiled_drivers_equal_their_parsed_files() {
+        for b in built_in::BUILT_IN_DRIVERS {
+            let parsed = Driver::from_yaml(b.file, b.text).expect("parses");
+            assert_eq!(
+                format!("{:?}", b.compiled.to_model(&built_in::TABLES)),
+                format!("{:?}", parsed.file),
+                "{}",
+                b.file
+            );
+        }
     }
 
     /// The build-time index says what the parsed files say: every name and alias, every
@@ -315,7 +360,15 @@ mod tests {
                 .iter()
                 .map(|m| (m.manufacturer.as_str(), m.version, m.device_type))
                 .collect();
-            assert_eq!(parsed, b.detect.to_vec(), "{}", b.file);
+            let mut indexed: Vec<_> = built_in::BUILT_IN_DETECT
+                .iter()
+                .filter(|e| built_in::BUILT_IN_DRIVERS[e.3].file == b.file)
+                .map(|(m, v, t, _)| (*m, *v, *t))
+                .collect();
+            let mut parsed = parsed;
+            parsed.sort();
+            indexed.sort();
+            assert_eq!(parsed, indexed, "{}", b.file);
         }
         let names: usize = r.iter().map(|d| 1 + d.file.aliases.len()).sum();
         assert_eq!(names, built_in::BUILT_IN_NAMES.len());
@@ -390,5 +443,20 @@ mod tests {
         assert_eq!(all.len(), built_in::BUILT_IN_DRIVERS.len() + 1);
         assert_eq!(all.last(), Some(&"otherwater"));
         assert_eq!(all.iter().filter(|n| **n == "kamwater").count(), 1);
+
+        // A later driver with an equally exact entry wins the tie, as when all are listed.
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        std::fs::write(
+            dir.join("later.yaml"),
+            "name: laterwater\nmeter_type: water\ndetect: [\"KAM,1b,16\"]\n",
+        )
+        .expect("write");
+        assert_eq!(r.load_dir(&dir).expect("loads"), 1);
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(
+            r.detect("KAM", 0x1b, 0x16).map(Driver::name),
+            Some("laterwater")
+        );
+        assert_eq!(r.detect("ZZZ", 1, 7).map(Driver::name), Some("otherwater"));
     }
 }
