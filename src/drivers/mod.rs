@@ -202,6 +202,17 @@ impl Registry {
         self.built_in.iter().filter(|c| c.get().is_some()).count()
     }
 
+    /// Every name and alias a driver can be given by, without building any driver.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        built_in::BUILT_IN_NAMES.iter().map(|(n, _)| *n).chain(
+            self.user_names.keys().map(String::as_str).filter(|n| {
+                built_in::BUILT_IN_NAMES
+                    .binary_search_by(|(b, _)| b.cmp(n))
+                    .is_err()
+            }),
+        )
+    }
+
     pub fn get(&self, name: &str) -> Option<&Driver> {
         self.driver(self.slot(name)?)
     }
@@ -327,6 +338,9 @@ mod tests {
         assert_eq!(r.built_in_loaded(), 1);
         assert!(r.detect("ZZZ", 1, 2).is_none());
         assert_eq!(r.built_in_loaded(), 1);
+        let names: Vec<&str> = r.names().collect();
+        assert!(names.contains(&"multical21") && names.contains(&"kamheat"));
+        assert_eq!(r.built_in_loaded(), 1);
         assert_eq!(r.iter().count(), built_in::BUILT_IN_DRIVERS.len());
         assert_eq!(r.built_in_loaded(), built_in::BUILT_IN_DRIVERS.len());
     }
@@ -370,8 +384,14 @@ mod tests {
             indexed.sort();
             assert_eq!(parsed, indexed, "{}", b.file);
         }
-        let names: usize = r.iter().map(|d| 1 + d.file.aliases.len()).sum();
-        assert_eq!(names, built_in::BUILT_IN_NAMES.len());
+        let mut names: Vec<&str> = r
+            .iter()
+            .flat_map(|d| {
+                std::iter::once(d.name()).chain(d.file.aliases.iter().map(String::as_str))
+            })
+            .collect();
+        names.sort();
+        assert_eq!(names, r.names().collect::<Vec<_>>());
     }
 
     /// Detection from the index picks what detection over the parsed entries picks: the most
