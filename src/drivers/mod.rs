@@ -59,7 +59,7 @@ pub struct Registry {
     replaced: Box<[Option<usize>]>,
     /// Drivers from a user folder, in load order.
     user: Vec<Driver>,
-    /// Names and aliases of user drivers that replace no built-in one.
+    /// Names and aliases of the user drivers (looked up before the built-in names).
     user_names: HashMap<String, usize>,
 }
 
