@@ -571,7 +571,7 @@ pub fn run(args: &AddonConfigArgs) -> i32 {
                 BrokerSource::Service => "MQTT broker from the Supervisor's service",
                 BrokerSource::Options => "MQTT broker from the add-on's mqtt options",
             };
-            println!(
+            outln!(
                 "{}: written ({} bus{}, {} receiver{}, {} meter{}; {broker})",
                 args.output.display(),
                 config.buses.len(),

@@ -296,7 +296,7 @@ async fn scan(a: &ScanArgs) -> CmdResult {
         }
         Err(e) => return Err(failed(e)),
     };
-    print!("{}", found_table(&found));
+    out!("{}", found_table(&found));
     eprintln!(
         "{} meter(s) found in {:.1} s",
         found.len(),
@@ -485,7 +485,7 @@ async fn read(a: &ReadArgs) -> CmdResult {
     let mut decoder = Decoder::new(a.format);
     for f in frames {
         match decoder.decode_line(&hex::encode_upper(&f)) {
-            Ok(text) => print!("{text}"),
+            Ok(text) => out!("{text}"),
             Err(failure) => eprintln!("error: {}: {}", target, failure.message),
         }
     }
@@ -501,7 +501,7 @@ async fn set_address(a: &SetAddressArgs) -> CmdResult {
         .set_primary_address(target, a.new_address)
         .await
         .map_err(failed)?;
-    println!("{target} now answers at primary address {}", a.new_address);
+    outln!("{target} now answers at primary address {}", a.new_address);
     Ok(())
 }
 
@@ -531,11 +531,11 @@ async fn set_baud(a: &SetBaudArgs) -> CmdResult {
         .switch_baud(target, a.new_baud, &mut reconfigure)
         .await
     {
-        Ok(()) => println!("{target} now talks at {} baud", a.new_baud),
+        Ok(()) => outln!("{target} now talks at {} baud", a.new_baud),
         // A gateway talks to the bus at the rate in its own configuration, so the check at
         // the new rate cannot succeed until the user changes that.
         Err(MasterError::BaudNotVerified { .. }) if a.connection.tcp.is_some() => {
-            println!("{target} acknowledged the switch to {} baud", a.new_baud);
+            outln!("{target} acknowledged the switch to {} baud", a.new_baud);
             eprintln!(
                 "note: an M-Bus/TCP gateway talks to the bus at the rate set in its own \
                  configuration; set its serial side to {} baud, then check with \
@@ -560,7 +560,7 @@ async fn reset(a: &ResetArgs) -> CmdResult {
         .application_reset(target, None)
         .await
         .map_err(failed)?;
-    println!("{target} acknowledged the application reset");
+    outln!("{target} acknowledged the application reset");
     Ok(())
 }
 

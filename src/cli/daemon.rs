@@ -48,7 +48,7 @@ pub fn health(args: &HealthArgs) -> i32 {
         (None, Some(file)) => match config::load_with(file, &ValidateOptions::default()) {
             Ok((c, _)) => c.state_dir,
             Err(e) => {
-                println!("{e}");
+                outln!("{e}");
                 return 1;
             }
         },
@@ -59,11 +59,11 @@ pub fn health(args: &HealthArgs) -> i32 {
     };
     match gateway::heartbeat_age(&dir) {
         Some(age) if age <= Duration::from_secs(args.max_age) => {
-            println!("alive ({} s ago)", age.as_secs());
+            outln!("alive ({} s ago)", age.as_secs());
             0
         }
         Some(age) => {
-            println!(
+            outln!(
                 "stuck or stopped: last sign of life {} s ago (more than {} s)",
                 age.as_secs(),
                 args.max_age
@@ -71,7 +71,7 @@ pub fn health(args: &HealthArgs) -> i32 {
             1
         }
         None => {
-            println!("no gateway has run with state directory {}", dir.display());
+            outln!("no gateway has run with state directory {}", dir.display());
             1
         }
     }
@@ -136,7 +136,7 @@ pub fn load(path: &Path) -> Option<Config> {
 pub fn check_config(args: &CheckConfigArgs) -> i32 {
     match load(&args.file) {
         Some(c) => {
-            println!(
+            outln!(
                 "{}: valid ({} bus{}, {} receiver{}, {} meter{}, {})",
                 args.file.display(),
                 c.buses.len(),

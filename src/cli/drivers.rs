@@ -47,14 +47,16 @@ pub fn run(args: &DriversArgs) -> i32 {
     };
     match &args.command {
         None => {
-            println!(
+            outln!(
                 "{:<16} {:<12} {:<40} detection",
-                "driver", "type", "aliases"
+                "driver",
+                "type",
+                "aliases"
             );
             let mut drivers: Vec<_> = registry.iter().collect();
             drivers.sort_by(|a, b| a.name().cmp(b.name()));
             for d in drivers {
-                println!(
+                outln!(
                     "{:<16} {:<12} {:<40} {}",
                     d.name(),
                     d.file.meter_type,
@@ -66,7 +68,7 @@ pub fn run(args: &DriversArgs) -> i32 {
         }
         Some(DriversCommand::Decoders) => {
             for h in crate::drivers::hooks::all() {
-                println!("{:<18} {}", h.name, h.values.join(", "));
+                outln!("{:<18} {}", h.name, h.values.join(", "));
             }
             0
         }
@@ -75,17 +77,17 @@ pub fn run(args: &DriversArgs) -> i32 {
                 eprintln!("error: no driver named {name:?} (`meterbridge drivers` lists them)");
                 return 2;
             };
-            println!("driver:     {}", d.name());
+            outln!("driver:     {}", d.name());
             if !d.file.aliases.is_empty() {
-                println!("aliases:    {}", d.file.aliases.join(", "));
+                outln!("aliases:    {}", d.file.aliases.join(", "));
             }
-            println!("meter type: {}", d.file.meter_type);
+            outln!("meter type: {}", d.file.meter_type);
             if let Some(info) = &d.file.info {
-                println!("info:       {info}");
+                outln!("info:       {info}");
             }
-            println!("detection:  {}", d.file.detect.join(" "));
-            println!("tests:      {}", d.file.tests.len());
-            println!("fields:");
+            outln!("detection:  {}", d.file.detect.join(" "));
+            outln!("tests:      {}", d.file.tests.len());
+            outln!("fields:");
             for (f, key) in d.file.fields.iter().zip(d.field_keys()) {
                 if f.has("hide") {
                     continue;
@@ -94,7 +96,7 @@ pub fn run(args: &DriversArgs) -> i32 {
                     f.ha.as_ref()
                         .map(|h| format!("{}/{}", h.device_class, h.state_class))
                         .unwrap_or_else(|| "-".into());
-                println!(
+                outln!(
                     "  {:<40} {:<24} {}",
                     key,
                     ha,

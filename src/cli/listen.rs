@@ -532,7 +532,7 @@ impl Printer {
                 out.push_str(&format!("\n    {e}"));
             }
         }
-        println!("{out}");
+        outln!("{out}");
         true
     }
 }

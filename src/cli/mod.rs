@@ -1,5 +1,25 @@
 //! The command line: one file per subcommand; parsing arguments and printing only.
 
+/// Writes to standard output like `print!`, but a closed pipe (`meterbridge drivers | head -1`)
+/// ends the process quietly with status 0, as `cat` ends; any other write error ends it with a
+/// one-line message and status 1. (Rust ignores SIGPIPE, so `print!` would panic instead.)
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::cli::write_stdout(format_args!($($arg)*))
+    };
+}
+
+/// [`out!`] with a newline.
+macro_rules! outln {
+    () => {
+        $crate::cli::write_stdout(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::cli::write_stdout(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+// After the macros: the subcommands use them by their textual scope.
 pub mod addon;
 pub mod bus;
 pub mod daemon;
@@ -9,6 +29,25 @@ pub mod listen;
 pub mod simulate;
 
 use clap::{Parser, Subcommand};
+
+/// What [`out!`] and [`outln!`] do; see there.
+pub fn write_stdout(text: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = stdout.write_fmt(text).and_then(|()| stdout.flush()) {
+        exit_on_stdout_error(&e);
+    }
+}
+
+/// Ends the process after standard output failed: quietly for a closed pipe (the reader has
+/// what it wanted), with a message otherwise (a full disk must not look like success).
+pub fn exit_on_stdout_error(e: &std::io::Error) -> ! {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(0);
+    }
+    eprintln!("error: cannot write to standard output: {e}");
+    std::process::exit(1);
+}
 
 #[derive(Debug, Parser)]
 #[command(

@@ -176,12 +176,12 @@ async fn serve(args: &BusArgs, sim: BusSim) -> Result<(), String> {
             .await
             .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
         let local = listener.local_addr().map_err(|e| e.to_string())?;
-        println!("listening on tcp {local}");
+        outln!("listening on tcp {local}");
         tasks.spawn(sim::serve_tcp(listener, Arc::clone(&sim), opts));
     }
     if args.pty {
         let pty = sim::open_pty().map_err(|e| format!("cannot open a pseudo-terminal: {e}"))?;
-        println!("serving on pty {}", pty.path());
+        outln!("serving on pty {}", pty.path());
         tasks.spawn(pty.serve(Arc::clone(&sim), opts));
     }
 
@@ -290,9 +290,9 @@ async fn serve_stick(args: &StickArgs, cfg: StickSimConfig) -> Result<(), String
     let terminate = std::future::pending::<Option<()>>();
     tokio::select! {
         r = sim::stick::serve_on_pty(kind, amber, cfg, log, args.link.as_deref(), |path| {
-            println!("simulated {kind} on {path}");
+            outln!("simulated {kind} on {path}");
             if let Some(l) = &args.link {
-                println!("linked as {}", l.display());
+                outln!("linked as {}", l.display());
             }
         }) => r,
         signal = tokio::signal::ctrl_c() => {

@@ -238,7 +238,9 @@ impl Driver {
         Driver::compile(file, parsed)
     }
 
-    fn compile(file: &str, d: DriverFile) -> Result<Driver, DriverError> {
+    /// Checks a parsed driver file and prepares its fields (built-in drivers come here from
+    /// their compiled form, without YAML).
+    pub(crate) fn compile(file: &str, d: DriverFile) -> Result<Driver, DriverError> {
         let mut detect = Vec::new();
         for m in &d.detect {
             detect.push(Mvt::parse(m).ok_or_else(|| {

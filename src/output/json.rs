@@ -15,6 +15,12 @@ use crate::wire::vif::{Combinable, Unit};
 /// Appends a JSON string literal.
 pub fn push_str(out: &mut String, s: &str) {
     out.push('"');
+    // Names, units and quantities need no escaping: copy them whole.
+    if !s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+        out.push_str(s);
+        out.push('"');
+        return;
+    }
     for c in s.chars() {
         match c {
             '"' => out.push_str("\\\""),
@@ -51,7 +57,23 @@ fn push_decimal(out: &mut String, d: Decimal) {
 
 /// Integers without going through `fmt` (this runs several times per record).
 fn push_int(out: &mut String, v: i128) {
-    push_decimal(out, Decimal::new(v, 0));
+    // Indexes, offsets, storage and tariff numbers: small and not negative.
+    let Ok(mut n) = u64::try_from(v) else {
+        push_decimal(out, Decimal::new(v, 0));
+        return;
+    };
+    let mut buf = [0u8; 20];
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    // ASCII digits only, so this never falls back.
+    out.push_str(std::str::from_utf8(&buf[at..]).unwrap_or("0"));
 }
 
 fn push_float(out: &mut String, f: f64) {
@@ -458,6 +480,38 @@ fn render_record(index: usize, r: &Record<'_>, out: &mut String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn integers_print_as_rust_prints_them() {
+        let mut values: Vec<i128> = vec![0, 1, 9, 10, 99, 100, 65_535, -1, -10];
+        values.extend([
+            u64::MAX as i128,
+            u64::MAX as i128 + 1,
+            i128::MIN + 1,
+            i128::MAX,
+        ]);
+        values.extend((0..64).map(|b| 1i128 << b));
+        for v in values {
+            let mut s = String::new();
+            push_int(&mut s, v);
+            assert_eq!(s, v.to_string());
+        }
+    }
+
+    #[test]
+    fn strings_without_special_characters_are_copied_and_others_escaped() {
+        for (text, json) in [
+            ("", "\"\""),
+            ("m^3", "\"m^3\""),
+            ("°C ✓", "\"°C ✓\""),
+            ("a\"b", "\"a\\\"b\""),
+            ("tab\t", "\"tab\\t\""),
+        ] {
+            let mut s = String::new();
+            push_str(&mut s, text);
+            assert_eq!(s, json);
+        }
+    }
     use crate::telegram::decode_wired;
 
     #[test]

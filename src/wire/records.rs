@@ -722,14 +722,28 @@ impl Decimal {
     /// within ±100; anything beyond falls back to `<mantissa>e<exponent>`.
     pub fn format<'b>(&self, buf: &'b mut [u8; 256]) -> &'b str {
         let mut digits = [0u8; 40];
-        let mut n = self.mantissa.unsigned_abs();
         let mut dl = 0;
-        loop {
-            digits[dl] = b'0' + (n % 10) as u8;
-            dl += 1;
-            n /= 10;
-            if n == 0 {
-                break;
+        // Nearly every value fits 64 bits, where division by 10 is a multiplication; 128-bit
+        // division is a library call per digit.
+        match u64::try_from(self.mantissa.unsigned_abs()) {
+            Ok(mut n) => loop {
+                digits[dl] = b'0' + (n % 10) as u8;
+                dl += 1;
+                n /= 10;
+                if n == 0 {
+                    break;
+                }
+            },
+            Err(_) => {
+                let mut n = self.mantissa.unsigned_abs();
+                loop {
+                    digits[dl] = b'0' + (n % 10) as u8;
+                    dl += 1;
+                    n /= 10;
+                    if n == 0 {
+                        break;
+                    }
+                }
             }
         }
         digits[..dl].reverse();
