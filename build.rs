@@ -18,27 +18,6 @@ use std::path::Path;
 #[path = "src/drivers/model.rs"]
 mod model;
 
-/// A `MFCT,version,type` detection entry (hex or `*`), as `src/drivers/mod.rs`'s `Mvt::parse`
-/// reads it: (manufacturer, version, device type).
-fn parse_detect(s: &str) -> Option<(String, Option<u8>, Option<u8>)> {
-    let mut parts = s.split(',').map(str::trim);
-    let m = parts.next()?.to_ascii_uppercase();
-    let hex = |p: Option<&str>| -> Option<Option<u8>> {
-        match p? {
-            "*" => Some(None),
-            v => u8::from_str_radix(v.trim_start_matches("0x"), 16)
-                .ok()
-                .map(Some),
-        }
-    };
-    let version = hex(parts.next())?;
-    let device_type = hex(parts.next())?;
-    if parts.next().is_some() || m.len() != 3 {
-        return None;
-    }
-    Some((m, version, device_type))
-}
-
 /// The tables the compiled drivers live in (see `src/drivers/compiled.rs`): one string with
 /// every text, and one array per kind of list element. Values refer to them by offset and
 /// length, never by pointer: pointers in static data would need relocating when the program
@@ -351,7 +330,7 @@ fn main() {
             }
         };
         for m in &parsed.detect {
-            match parse_detect(m) {
+            match model::parse_detect_entry(m) {
                 Some((mfct, version, device_type)) => {
                     triples.push((mfct, index, version, device_type));
                 }

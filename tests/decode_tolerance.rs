@@ -2,7 +2,7 @@
 //! shorter than the bytes received, and hex text that ends in a half byte — with a warning,
 //! never silently, and never at the cost of refusing what is really broken.
 
-use std::process::Command;
+mod support;
 
 use meterbridge::security::KeyStore;
 use meterbridge::telegram::wireless::LengthRepair;
@@ -10,24 +10,13 @@ use meterbridge::telegram::WirelessDecoder;
 use meterbridge::wire::hex;
 use meterbridge::wire::records::RecordKind;
 use meterbridge::wire::wireless::{add_dll_crcs, FrameFormat};
+use support::meterbridge;
 
 /// wmbusmeters corpus line 386 (Qundis Q water 5.5): L says 0x37 (55 bytes follow), 59 do;
 /// the date-and-time record straddles the announced end.
 const SHORT_L: &str = "374493444836351218067AC70000200C13911900004C1391170000426CBF2CCC081391170000C2086CBF2C02BB560000326CFFFF046D1E02DE21FED0";
 /// The same meter model with a correct L (corpus line 303 without its stray hex digit).
 const GOOD: &str = "3C449344333333333537723333333393443506B80000200C13350000004C1300000000426CBF2CCC081300000000C2086CDF25326CFFFF046D0516CE26";
-
-fn meterbridge(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_meterbridge"))
-        .args(args)
-        .output()
-        .expect("binary runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8(out.stdout).expect("utf-8"),
-        String::from_utf8(out.stderr).expect("utf-8"),
-    )
-}
 
 #[test]
 fn a_short_l_field_decodes_every_byte_received_and_says_so() {

@@ -4,9 +4,7 @@
 
 mod support;
 
-use std::process::Command;
-
-use support::wmbus_corpus_lines;
+use support::{meterbridge, wmbus_corpus_lines};
 
 /// Corpus line 2: ActisLink, security mode 2 (DES-CBC, zero IV), key 0102030405060708.
 const ACTISLINK: &str = "1E468B050100000004077A01001002BBD1EAFD0222F871CB70DA16C78AE098";
@@ -14,18 +12,6 @@ const ACTISLINK: &str = "1E468B050100000004077A01001002BBD1EAFD0222F871CB70DA16C
 const HYDRUS_29: &str = "1E4424238B07797389607A8F00107D041312170100426CBF23441344100100";
 /// Corpus line 140: the same in mode 24.
 const HYDRUS_24: &str = "1E4424238B06204790607A2A0010D80413DDC00000426CBF23441382BB0000";
-
-fn meterbridge(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_meterbridge"))
-        .args(args)
-        .output()
-        .expect("binary runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8(out.stdout).expect("utf-8"),
-        String::from_utf8(out.stderr).expect("utf-8"),
-    )
-}
 
 fn wmbusmeters(driver: &str, extra: &[&str], telegram: &str) -> (i32, String, String) {
     let mut args = vec!["decode", "--format", "wmbusmeters", "--driver", driver];

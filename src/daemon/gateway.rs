@@ -1549,14 +1549,6 @@ fn without_impossible_values(output: &mut MeterOutput) {
 /// `YYYY-MM-DD` (optionally followed by a time) whose month or day does not exist.
 fn looks_like_impossible_date(text: &str) -> bool {
     let b = text.as_bytes();
-    let digits = |r: std::ops::Range<usize>| -> Option<u32> {
-        let part = text.get(r)?;
-        if part.bytes().all(|c| c.is_ascii_digit()) {
-            part.parse().ok()
-        } else {
-            None
-        }
-    };
     if b.len() < 10
         || b[4] != b'-'
         || b[7] != b'-'
@@ -1564,18 +1556,16 @@ fn looks_like_impossible_date(text: &str) -> bool {
     {
         return false;
     }
-    let (Some(year), Some(month), Some(day)) = (digits(0..4), digits(5..7), digits(8..10)) else {
+    let number = |r: std::ops::Range<usize>| -> Option<u32> {
+        let part = text.get(r)?;
+        part.bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| part.parse().ok())?
+    };
+    let (Some(year), Some(month), Some(day)) = (number(0..4), number(5..7), number(8..10)) else {
         return false;
     };
-    let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
-    let days = match month {
-        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
-        4 | 6 | 9 | 11 => 30,
-        2 if leap => 29,
-        2 => 28,
-        _ => return true,
-    };
-    day == 0 || day > days
+    chrono::NaiveDate::from_ymd_opt(year as i32, month, day).is_none()
 }
 
 /// Remembers which discovery device each meter was announced as, so a meter removed from the

@@ -297,21 +297,7 @@ pub struct Mvt {
 
 impl Mvt {
     pub fn parse(s: &str) -> Option<Mvt> {
-        let mut parts = s.split(',').map(str::trim);
-        let m = parts.next()?.to_ascii_uppercase();
-        let hex = |p: Option<&str>| -> Option<Option<u8>> {
-            match p? {
-                "*" => Some(None),
-                v => u8::from_str_radix(v.trim_start_matches("0x"), 16)
-                    .ok()
-                    .map(Some),
-            }
-        };
-        let version = hex(parts.next())?;
-        let device_type = hex(parts.next())?;
-        if parts.next().is_some() || m.len() != 3 {
-            return None;
-        }
+        let (m, version, device_type) = model::parse_detect_entry(s)?;
         Some(Mvt {
             manufacturer: m,
             version,

@@ -51,6 +51,27 @@ pub struct DriverFile {
     pub tests: Vec<TestCase>,
 }
 
+/// A `MFCT,version,type` detection entry (hex, or `*` for any): manufacturer, version, device
+/// type. Read by the registry and, through this file, by `build.rs` when it indexes drivers.
+pub fn parse_detect_entry(s: &str) -> Option<(String, Option<u8>, Option<u8>)> {
+    let mut parts = s.split(',').map(str::trim);
+    let m = parts.next()?.to_ascii_uppercase();
+    let hex = |p: Option<&str>| -> Option<Option<u8>> {
+        match p? {
+            "*" => Some(None),
+            v => u8::from_str_radix(v.trim_start_matches("0x"), 16)
+                .ok()
+                .map(Some),
+        }
+    };
+    let version = hex(parts.next())?;
+    let device_type = hex(parts.next())?;
+    if parts.next().is_some() || m.len() != 3 {
+        return None;
+    }
+    Some((m, version, device_type))
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Quantity {

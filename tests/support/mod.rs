@@ -272,3 +272,16 @@ pub fn kamheat_frame() -> Vec<u8> {
         .find(|f| f[0] == 0x68)
         .unwrap()
 }
+
+/// Runs the `meterbridge` binary: (exit status, standard output, standard error).
+pub fn meterbridge(args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_meterbridge"))
+        .args(args)
+        .output()
+        .expect("binary runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
