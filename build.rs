@@ -107,7 +107,7 @@ impl Rust for f64 {
     }
 }
 
-/// Security modes (0-31) as a bit set: `plain_security_modes`.
+/// Security modes (0-31) as a bit set: `plain_security_modes`, `scrambled_security_modes`.
 impl Rust for Vec<u8> {
     fn rust(&self, _: &mut Tables) -> String {
         let bits = self
@@ -195,6 +195,8 @@ record!(DriverFile {
     decoder,
     enhanced_identity,
     plain_security_modes,
+    scrambled_security_modes,
+    scrambling,
     fields,
     tests,
 });

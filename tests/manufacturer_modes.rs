@@ -110,3 +110,64 @@ fn a_declared_mode_whose_records_do_not_frame_is_refused() {
     assert_eq!(code, 2, "{out}");
     assert!(err.contains("unsupported security mode 29"), "{err}");
 }
+
+/// Corpus line 325: Sharky 775 in "real data" mode 21, records behind Diehl's shift register.
+const SHARKY_21: &str = "534424232004256092687A370045752235854DEEEA5939FAD81C25FEEF5A23C38FB9168493C563F08DB10BAF87F660FBA91296BA2397E8F4220B86D3A192FB51E0BFCF24DCE72118E0C75A9E89F43BDFE370824B";
+/// Corpus line 321: BMeters RFM-TX1 in mode 16, its volume record masked.
+const RFMTX1_16: &str = "4644B4097172737405077AA50006101115F78184AB0F1D1E200000005904103103208047004A4800E73C00193E00453F003E4000E64000E74100F442000144001545005B460000";
+
+#[test]
+fn sharky_mode_21_is_descrambled_for_its_driver_only() {
+    for driver in ["sharky", "auto"] {
+        let (code, out, err) = wmbusmeters(driver, &[], SHARKY_21);
+        assert_eq!(code, 0, "{driver}: {err}");
+        assert!(out.contains("\"meter\":\"sharky\""), "{out}");
+        assert!(
+            out.contains("\"total_energy_consumption_kwh\":2651,"),
+            "{out}"
+        );
+        assert!(out.contains("\"total_volume_m3\":150.347,"), "{out}");
+        assert!(out.contains("\"flow_temperature_c\":42.3,"), "{out}");
+        assert!(out.contains("\"return_temperature_c\":28.1,"), "{out}");
+    }
+    let (code, _, err) = meterbridge(&["decode", SHARKY_21]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("meter 68926025: unsupported security mode 21"),
+        "{err}"
+    );
+    // Another meter id seeds the shift register differently: what comes out is not records,
+    // and nothing is shown.
+    let other = SHARKY_21.replacen("25609268", "25609269", 1);
+    let (code, out, err) = wmbusmeters("sharky", &[], &other);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.is_empty(), "{out}");
+    assert!(err.contains("unsupported security mode 21"), "{err}");
+}
+
+#[test]
+fn rfmtx1_mode_16_is_unmasked_for_its_driver_only() {
+    for driver in ["rfmtx1", "auto"] {
+        let (code, out, err) = wmbusmeters(driver, &[], RFMTX1_16);
+        assert_eq!(code, 0, "{driver}: {err}");
+        assert!(out.contains("\"meter\":\"rfmtx1\""), "{out}");
+        assert!(out.contains("\"total_m3\":188.56,"), "{out}");
+        assert!(
+            out.contains("\"meter_datetime\":\"2020-03-31 10:04\""),
+            "{out}"
+        );
+    }
+    let (code, _, err) = meterbridge(&["decode", RFMTX1_16]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("meter 74737271: unsupported security mode 16"),
+        "{err}"
+    );
+    // The mask is chosen by the access number: with another one the volume record does not
+    // appear, and the telegram is refused rather than read wrong.
+    let other = RFMTX1_16.replacen("7AA5", "7AA6", 1);
+    let (code, out, err) = wmbusmeters("rfmtx1", &[], &other);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.is_empty(), "{out}");
+    assert!(err.contains("unsupported security mode 16"), "{err}");
+}

@@ -69,6 +69,9 @@ pub struct DriverFile {
     pub enhanced_identity: bool,
     /// `plain_security_modes` as a bit set (modes 0-31, bit n for mode n).
     pub plain_security_modes: u32,
+    /// `scrambled_security_modes`, the same way.
+    pub scrambled_security_modes: u32,
+    pub scrambling: Option<S>,
     pub fields: L,
     pub tests: L,
 }
@@ -163,6 +166,8 @@ impl DriverFile {
             decoder,
             enhanced_identity,
             plain_security_modes,
+            scrambled_security_modes,
+            scrambling,
             fields,
             tests,
         } = self;
@@ -178,13 +183,18 @@ impl DriverFile {
             tpl_status_bits: tpl_status_bits.as_ref().map(|l| l.to_model(t)),
             decoder: t.opt(*decoder),
             enhanced_identity: *enhanced_identity,
-            plain_security_modes: (0u8..32)
-                .filter(|m| plain_security_modes & (1u32 << m) != 0)
-                .collect(),
+            plain_security_modes: modes(*plain_security_modes),
+            scrambled_security_modes: modes(*scrambled_security_modes),
+            scrambling: t.opt(*scrambling),
             fields: fields.of(t.fields).iter().map(|f| f.to_model(t)).collect(),
             tests: tests.of(t.tests).iter().map(|c| c.to_model(t)).collect(),
         }
     }
+}
+
+/// Security modes back from their bit set.
+fn modes(bits: u32) -> Vec<u8> {
+    (0u8..32).filter(|m| bits & (1u32 << m) != 0).collect()
 }
 
 impl Field {

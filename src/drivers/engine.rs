@@ -7,6 +7,7 @@ use super::formula::Expr;
 use super::hooks::KeyRefusal;
 use super::model::{DriverFile, Field, Lookup, Match, NumberRange, Quantity};
 use super::{DriverError, Mvt};
+use crate::telegram::wireless::Scrambling;
 use crate::telegram::{Link, Telegram};
 use crate::wire::application::{Application, Header};
 use crate::wire::datetime::{DateTimeKind, MeterDateTime};
@@ -252,16 +253,41 @@ impl Driver {
                 )
             })?);
         }
-        if let Some(m) = d
-            .plain_security_modes
-            .iter()
-            .find(|m| !(16..=31).contains(*m))
-        {
-            // Modes 0-15 are the standard's: their meaning is fixed, no driver redefines it.
-            return Err(invalid(
-                file,
-                format!("plain_security_modes: {m} is not a manufacturer-specific mode (16-31)"),
-            ));
+        for (key, modes) in [
+            ("plain_security_modes", &d.plain_security_modes),
+            ("scrambled_security_modes", &d.scrambled_security_modes),
+        ] {
+            if let Some(m) = modes.iter().find(|m| !(16..=31).contains(*m)) {
+                // Modes 0-15 are the standard's: their meaning is fixed, no driver redefines it.
+                return Err(invalid(
+                    file,
+                    format!("{key}: {m} is not a manufacturer-specific mode (16-31)"),
+                ));
+            }
+        }
+        match (&d.scrambling, d.scrambled_security_modes.is_empty()) {
+            (None, false) => {
+                return Err(invalid(
+                    file,
+                    format!(
+                        "scrambled_security_modes needs `scrambling:`, one of {:?}",
+                        Scrambling::NAMES
+                    ),
+                ))
+            }
+            (Some(_), true) => {
+                return Err(invalid(
+                    file,
+                    "scrambling: is set but scrambled_security_modes lists no mode".to_string(),
+                ))
+            }
+            (Some(name), false) if Scrambling::from_name(name).is_none() => {
+                return Err(invalid(
+                    file,
+                    format!("scrambling: {name:?} is not one of {:?}", Scrambling::NAMES),
+                ))
+            }
+            _ => {}
         }
         let hook = match &d.decoder {
             Some(name) => Some(super::hooks::find(name).ok_or_else(|| {

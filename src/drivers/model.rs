@@ -45,6 +45,17 @@ pub struct DriverFile {
     /// driver detects it reads the records instead, and only if they frame completely.
     #[serde(default)]
     pub plain_security_modes: Vec<u8>,
+    /// Manufacturer-specific TPL security modes (16-31) in which this meter hides its records
+    /// behind a fixed, published obfuscation rather than a key; `scrambling` names it. As with
+    /// `plain_security_modes`, only telegrams this driver detects are read this way, and only
+    /// when the scheme's own check passes and the records frame completely.
+    #[serde(default)]
+    pub scrambled_security_modes: Vec<u8>,
+    /// The obfuscation of `scrambled_security_modes`: `diehl_lfsr` (the PRIOS shift register
+    /// over the payload after the short transport header, Sharky 775) or `bmeters_mask` (the
+    /// RFM-TX1's masked volume record).
+    #[serde(default)]
+    pub scrambling: Option<String>,
     #[serde(default)]
     pub fields: Vec<Field>,
     #[serde(default)]

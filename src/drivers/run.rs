@@ -7,7 +7,7 @@ use super::hooks::KeyRefusal;
 use super::{Driver, MeterState, Registry};
 use crate::output::wmbusmeters::{self, MeterLine};
 use crate::security::KeyStore;
-use crate::telegram::wireless::PlainModeRule;
+use crate::telegram::wireless::{PlainModeRule, Scrambling};
 use crate::telegram::{decode_wired, Link, Telegram, WirelessDecoder};
 use crate::wire::application::{Application, Header, IdentificationNumber};
 use crate::wire::manufacturer::Manufacturer;
@@ -163,13 +163,23 @@ impl<'r> DriverRun<'r> {
         // Manufacturer-specific modes are read only for the meters of the drivers that
         // declare them.
         for d in registry.iter() {
-            for &mode in &d.file.plain_security_modes {
+            let scrambled = d.file.scrambling.as_deref().and_then(Scrambling::from_name);
+            let plain = d
+                .file
+                .plain_security_modes
+                .iter()
+                .map(|&m| (m, Scrambling::None));
+            let hidden = scrambled
+                .into_iter()
+                .flat_map(|s| d.file.scrambled_security_modes.iter().map(move |&m| (m, s)));
+            for (mode, scrambling) in plain.chain(hidden) {
                 for m in &d.detect {
                     decoder.plain_modes.push(PlainModeRule {
                         manufacturer: m.manufacturer.clone(),
                         version: m.version,
                         device_type: m.device_type,
                         mode,
+                        scrambling,
                         driver: d.name().to_string(),
                     });
                 }

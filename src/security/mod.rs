@@ -1,6 +1,6 @@
 //! Decryption and authentication of wireless M-Bus telegrams: OMS security modes 5 and 7
 //! (AES-128-CBC, CMAC), modes 2 and 3 (DES-CBC), ELL AES-128-CTR (CI 0x8D) and Diehl PRIOS
-//! descrambling.
+//! descrambling, and the BMeters RFM-TX1 mask (mode 16).
 //!
 //! Everything here works on byte slices the telegram pipeline has already located; it does not
 //! parse headers. Errors do not know which meter they belong to (the caller adds the id) and
@@ -9,6 +9,7 @@
 //! Functions that decrypt in place leave the buffer unchanged when they return an error, so a
 //! telegram that fails with one key can be retried with another.
 
+mod bmeters;
 mod des_cbc;
 mod ell_ctr;
 mod key;
@@ -16,6 +17,7 @@ mod mode5;
 mod mode7;
 mod prios;
 
+pub use bmeters::{bmeters_scramble, bmeters_unscramble, BMETERS_SCRAMBLED_LEN};
 pub use des_cbc::{decrypt_des, des_iv, DES_BLOCK_LEN};
 pub use ell_ctr::{decrypt_ell, ell_iv, payload_crc_ok};
 pub use key::{diehl_oms_default_key, Key, KeyError, KeyStore, PriosKey, PRIOS_DEFAULT_KEY_BYTES};
@@ -82,6 +84,16 @@ pub enum SecurityError {
          the telegram was cut off"
     )]
     PriosTooShort { len: usize },
+    #[error(
+        "the BMeters mask did not uncover the volume record 0C 13 (got {:02X} {:02X}): the \
+         payload is not in the RFM-TX1 layout",
+        found[0], found[1]
+    )]
+    BmetersCheckFailed { found: [u8; 2] },
+    #[error(
+        "a BMeters scrambled payload needs at least 6 bytes, got {len}; the telegram was cut off"
+    )]
+    BmetersTooShort { len: usize },
 }
 
 fn missing(needed: usize, available: usize) -> usize {

@@ -15,8 +15,11 @@ use crate::security::{self, Key, KeyStore, PriosKey, SecurityError};
 use crate::wire::afl::{self, Afl, AflError};
 use crate::wire::application::{Application, Header};
 use crate::wire::ell::{Ell, EllEncryption, EllError};
-use crate::wire::records::{ByteOrder, PlainTextOrder, RecordParser};
+use crate::wire::records::{
+    ByteOrder, DataField, PlainTextOrder, RawValue, RecordKind, RecordParser,
+};
 use crate::wire::tpl::{Tpl, TplError, TplKind};
+use crate::wire::vif;
 use crate::wire::wireless::{strip_dll_crcs, DllError, DllHeader, FrameFormat, Stripped};
 
 /// Offset of the first CI after the data-link header (L C M M A A A A A A).
@@ -43,6 +46,9 @@ pub enum Protection {
     /// The configuration field names a manufacturer-specific security mode that the meter's
     /// driver declares as plaintext (`plain_security_modes`), and the records framed.
     ManufacturerPlain,
+    /// A manufacturer-specific security mode whose published obfuscation the meter's driver
+    /// declares (`scrambled_security_modes`); its check passed and the records framed.
+    ManufacturerDescrambled,
 }
 
 impl Protection {
@@ -54,6 +60,7 @@ impl Protection {
             Protection::Descrambled => "descrambled",
             Protection::DecryptedDefaultKey => "decrypted_default_key",
             Protection::ManufacturerPlain => "manufacturer_plain",
+            Protection::ManufacturerDescrambled => "manufacturer_descrambled",
         }
     }
 }
@@ -309,8 +316,35 @@ pub struct PlainModeRule {
     /// `None`: any.
     pub device_type: Option<u8>,
     pub mode: u8,
+    /// What the mode hides the records behind.
+    pub scrambling: Scrambling,
     /// The driver that declared it, for messages.
     pub driver: String,
+}
+
+/// How a manufacturer-specific security mode that a driver declares hides the records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scrambling {
+    /// Not at all (`plain_security_modes`).
+    None,
+    /// Diehl's PRIOS shift register with a public default key (or the meter's PRIOS key),
+    /// over everything after the 15-byte short header (Sharky 775 in mode 21).
+    DiehlLfsr,
+    /// BMeters' fixed masks over the first six payload bytes (RFM-TX1 in mode 16).
+    BmetersMask,
+}
+
+impl Scrambling {
+    /// The names a driver's `scrambling:` accepts.
+    pub const NAMES: [&'static str; 2] = ["diehl_lfsr", "bmeters_mask"];
+
+    pub fn from_name(name: &str) -> Option<Scrambling> {
+        match name {
+            "diehl_lfsr" => Some(Scrambling::DiehlLfsr),
+            "bmeters_mask" => Some(Scrambling::BmetersMask),
+            _ => None,
+        }
+    }
 }
 
 /// Per-run state shared by the telegrams of several meters: keys and compact-frame layouts.
@@ -674,27 +708,63 @@ impl WirelessDecoder {
                     Header::Long(h) => (h.manufacturer.to_string(), h.version, h.medium.code()),
                     _ => (manufacturer.clone(), dll.version, dll.device_type.code()),
                 };
-                let declared = self.plain_modes.iter().any(|r| {
-                    r.mode == other
-                        && r.manufacturer == meter_m
-                        && r.version.is_none_or(|v| v == version)
-                        && r.device_type.is_none_or(|t| t == device_type)
-                });
-                // The mode number is all a driver vouches for; the records must also frame to
-                // the end, or the payload is something else (encrypted, or another layout).
-                let area = w.bytes.get(app_offset..).unwrap_or(&[]);
-                let frames = !area.is_empty()
-                    && RecordParser::new(
-                        area,
-                        app_offset,
-                        PlainTextOrder::TextAfterVif,
-                        ByteOrder::LsbFirst,
-                    )
-                    .all(|r| r.is_ok());
-                if !(declared && frames) {
-                    return Err(WirelessErrorKind::UnsupportedSecurityMode { id, mode: other });
+                let declared = self
+                    .plain_modes
+                    .iter()
+                    .find(|r| {
+                        r.mode == other
+                            && r.manufacturer == meter_m
+                            && r.version.is_none_or(|v| v == version)
+                            && r.device_type.is_none_or(|t| t == device_type)
+                    })
+                    .map(|r| r.scrambling);
+                let unsupported = || WirelessErrorKind::UnsupportedSecurityMode {
+                    id: id.clone(),
+                    mode: other,
+                };
+                let Some(scrambling) = declared else {
+                    return Err(unsupported());
+                };
+                // The mode number is all a driver vouches for; the scheme's check must pass and
+                // the records must frame to the end, or the payload is something else.
+                let plain = match scrambling {
+                    Scrambling::None => None,
+                    Scrambling::DiehlLfsr => {
+                        // The shift register is seeded from the 15 bytes before the payload,
+                        // which must be the data-link header and a short transport header.
+                        if app_offset != SHORT_TPL_PAYLOAD {
+                            return Err(unsupported());
+                        }
+                        let configured = self.keys.get_prios(&id).cloned();
+                        let keys = configured.into_iter().chain(security::PriosKey::defaults());
+                        let found = keys
+                            .filter_map(|k| security::prios_apply(&w.bytes, &k).ok())
+                            .find(|p| records_plausible(p, app_offset));
+                        Some(found.ok_or_else(unsupported)?)
+                    }
+                    Scrambling::BmetersMask => {
+                        if app_offset != SHORT_TPL_PAYLOAD {
+                            return Err(unsupported());
+                        }
+                        let access = tpl.access_number().unwrap_or(0);
+                        let mut p = w.bytes[app_offset..].to_vec();
+                        security::bmeters_unscramble(access, &mut p).map_err(|_| unsupported())?;
+                        Some(p)
+                    }
+                };
+                if let Some(plain) = plain {
+                    if !records_frame(&plain, app_offset) {
+                        return Err(unsupported());
+                    }
+                    w.bytes.truncate(app_offset);
+                    w.bytes.extend_from_slice(&plain);
+                    link.protection = Protection::ManufacturerDescrambled;
+                } else {
+                    if !records_frame(w.bytes.get(app_offset..).unwrap_or(&[]), app_offset) {
+                        return Err(unsupported());
+                    }
+                    link.protection = Protection::ManufacturerPlain;
                 }
-                link.protection = Protection::ManufacturerPlain;
             }
         }
         self.finish(w, link, tpl_offset, app_offset)
@@ -735,9 +805,10 @@ impl WirelessDecoder {
         let trusted = link.ell_protection == Some(Protection::Decrypted)
             || match link.protection {
                 Protection::Decrypted | Protection::DecryptedDefaultKey => true,
-                Protection::Plain | Protection::StoredDecrypted | Protection::ManufacturerPlain => {
-                    self.keys.get(&link.meter_id()).is_none()
-                }
+                Protection::Plain
+                | Protection::StoredDecrypted
+                | Protection::ManufacturerPlain
+                | Protection::ManufacturerDescrambled => self.keys.get(&link.meter_id()).is_none(),
                 Protection::Descrambled => false,
             };
         if trusted
@@ -823,6 +894,80 @@ fn format_a_len(l: u8) -> Option<usize> {
     Some(data + 2 * (1 + after_first.div_ceil(16)))
 }
 
+/// Where the payload starts after the data-link header (10 bytes) and a short transport
+/// header (CI, access number, status, two configuration bytes).
+const SHORT_TPL_PAYLOAD: usize = 15;
+
+/// Whether `area` is a non-empty record area that frames to its end.
+fn records_frame(area: &[u8], offset: usize) -> bool {
+    !area.is_empty()
+        && RecordParser::new(
+            area,
+            offset,
+            PlainTextOrder::TextAfterVif,
+            ByteOrder::LsbFirst,
+        )
+        .all(|r| r.is_ok())
+}
+
+/// Whether a descrambled area reads like a meter's records rather than noise: at least five
+/// records, all ordinary data records with a standard VIF, a fixed-size sound value (BCD
+/// digits, finite reals) and small storage, tariff and subunit numbers. Noise
+/// frames to the end surprisingly often (DIF 0x0F swallows the rest; an LVAR any length), so
+/// the obfuscations that have no check of their own need more than framing
+/// (`prios_noise_is_refused` measures how often noise still passes).
+fn records_plausible(area: &[u8], offset: usize) -> bool {
+    let mut count = 0usize;
+    for r in RecordParser::new(
+        area,
+        offset,
+        PlainTextOrder::TextAfterVif,
+        ByteOrder::LsbFirst,
+    ) {
+        let Ok(r) = r else { return false };
+        // A VIF the standard defines (extension tables included), no manufacturer VIF.
+        let standard_vif = match r.vif {
+            Some(0xFB) => r
+                .vifes
+                .first()
+                .is_some_and(|&e| !vif::table_fb(e & 0x7F).is_reserved()),
+            Some(0xFD) => r
+                .vifes
+                .first()
+                .is_some_and(|&e| !vif::table_fd(e & 0x7F).is_reserved()),
+            Some(v) => {
+                !matches!(v & 0x7F, 0x7C | 0x7E | 0x7F) && !vif::primary(v & 0x7F).is_reserved()
+            }
+            None => false,
+        };
+        // Meters number a handful of storages and tariffs; noise numbers thousands.
+        let small_numbers = r.storage < 64 && r.tariff < 8 && r.subunit < 4;
+        // BCD digits 0-9 and finite reals (a meter's error markers are not its readings).
+        let sound_value = match r.raw_value() {
+            RawValue::InvalidBcd(_) => false,
+            RawValue::Real(f) => f.is_finite(),
+            _ => true,
+        };
+        let fixed_size = !matches!(
+            r.field,
+            DataField::NoData
+                | DataField::SelectionForReadout
+                | DataField::VariableLength
+                | DataField::Special
+        );
+        if r.kind != RecordKind::Data
+            || !standard_vif
+            || !fixed_size
+            || !small_numbers
+            || !sound_value
+        {
+            return false;
+        }
+        count += 1;
+    }
+    count >= 5
+}
+
 struct Work {
     bytes: Vec<u8>,
     pos: usize,
@@ -876,5 +1021,42 @@ pub fn parse_key_argument(keys: &mut KeyStore, arg: &str) -> Result<(), String> 
             keys.set_default(key);
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::hex;
+
+    /// Corpus line 325: a Sharky 775 in mode 21.
+    const SHARKY_21: &str = "534424232004256092687A370045752235854DEEEA5939FAD81C25FEEF5A23C38FB9168493C563F08DB10BAF87F660FBA91296BA2397E8F4220B86D3A192FB51E0BFCF24DCE72118E0C75A9E89F43BDFE370824B";
+
+    #[test]
+    fn prios_noise_is_refused() {
+        let frame = hex::decode(SHARKY_21).unwrap();
+        let right = security::prios_apply(&frame, &PriosKey::default_second()).unwrap();
+        assert!(records_plausible(&right, SHORT_TPL_PAYLOAD));
+        assert!(!records_plausible(
+            &security::prios_apply(&frame, &PriosKey::default_first()).unwrap(),
+            SHORT_TPL_PAYLOAD
+        ));
+        // Wrong keys (xorshift, fixed seed): how often does noise pass for records? Measured:
+        // 41,380 of 100,000 frame to the end, 1 reads as plausible records.
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let (mut framed, mut plausible) = (0, 0);
+        let tries = 100_000;
+        for _ in 0..tries {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let noise =
+                security::prios_apply(&frame, &PriosKey::from_bytes(x.to_be_bytes())).unwrap();
+            framed += usize::from(records_frame(&noise, SHORT_TPL_PAYLOAD));
+            plausible += usize::from(records_plausible(&noise, SHORT_TPL_PAYLOAD));
+        }
+        eprintln!("of {tries} wrong keys: {framed} frame, {plausible} plausible");
+        assert!(framed > 0, "framing alone lets noise through");
+        assert!(plausible * 20_000 <= tries, "{plausible} of {tries}");
     }
 }

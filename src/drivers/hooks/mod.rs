@@ -4,6 +4,7 @@
 //! unit and Home Assistant classes are still declared once, in the YAML.
 
 pub mod apator;
+pub mod bmeters;
 pub mod diehl;
 pub mod misc;
 pub mod qundis;
@@ -132,6 +133,7 @@ pub fn all() -> impl Iterator<Item = &'static Hook> {
         .chain(techem::HOOKS)
         .chain(qundis::HOOKS)
         .chain(misc::HOOKS)
+        .chain(bmeters::HOOKS)
 }
 
 pub fn find(name: &str) -> Option<&'static Hook> {
@@ -163,6 +165,22 @@ pub(crate) mod testing {
     /// Decodes a wireless telegram (no key) and runs `decode` on it.
     pub fn run(decode: Decoder, telegram: &str) -> HookValues {
         let frame = WirelessDecoder::new(KeyStore::new())
+            .decode(&hex::decode(telegram).expect("test hex"))
+            .expect("test telegram decodes");
+        let t = frame.telegram().expect("records frame");
+        let mut v = HookValues::default();
+        decode(&t, &mut v);
+        v
+    }
+
+    /// Decodes a wireless telegram with the rules of a built-in driver (for manufacturer
+    /// security modes its driver declares) and runs `decode` on it.
+    pub fn run_with_driver(decode: Decoder, driver: &str, telegram: &str) -> HookValues {
+        let registry = crate::drivers::Registry::built_in();
+        let mut run = crate::drivers::run::DriverRun::new(&registry, KeyStore::new());
+        assert!(registry.get(driver).is_some(), "driver {driver}");
+        let frame = run
+            .decoder()
             .decode(&hex::decode(telegram).expect("test hex"))
             .expect("test telegram decodes");
         let t = frame.telegram().expect("records frame");
