@@ -400,11 +400,15 @@ pub fn encryption_name(link: &WirelessLink) -> &'static str {
     if link.ell_protection.is_some() {
         return "ELL AES-CTR";
     }
-    match link.security_mode {
-        0 if link.protection == crate::telegram::wireless::Protection::Descrambled => "PRIOS",
-        0 => "none",
-        5 => "mode 5 (AES-CBC)",
-        7 => "mode 7 (AES-CBC, MAC)",
+    use crate::telegram::wireless::Protection;
+    match (link.security_mode, link.protection) {
+        (0, Protection::Descrambled) => "PRIOS",
+        (0, _) => "none",
+        (2 | 3, _) => "DES-CBC",
+        (5, _) => "mode 5 (AES-CBC)",
+        (7, _) => "mode 7 (AES-CBC, MAC)",
+        (16..=31, Protection::ManufacturerDescrambled) => "manufacturer scrambling",
+        (16..=31, Protection::ManufacturerPlain) => "none (manufacturer mode)",
         _ => "other",
     }
 }

@@ -1313,6 +1313,35 @@ mod tests {
     }
 
     #[test]
+    fn manufacturer_security_declarations_are_checked() {
+        let load = |extra: &str| {
+            super::Driver::from_yaml("m.yaml", &format!("name: m\nmeter_type: heat\n{extra}"))
+                .map(|d| d.file.scrambled_security_modes.clone())
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(
+            load("scrambled_security_modes: [21]\nscrambling: diehl_lfsr\n"),
+            Ok(vec![21])
+        );
+        let e = load("scrambled_security_modes: [5]\nscrambling: diehl_lfsr\n").unwrap_err();
+        assert!(
+            e.contains("scrambled_security_modes: 5 is not a manufacturer-specific mode"),
+            "{e}"
+        );
+        let e = load("plain_security_modes: [7]\n").unwrap_err();
+        assert!(e.contains("plain_security_modes: 7 is not"), "{e}");
+        let e = load("scrambled_security_modes: [21]\n").unwrap_err();
+        assert!(
+            e.contains("needs `scrambling:`, one of [\"diehl_lfsr\", \"bmeters_mask\"]"),
+            "{e}"
+        );
+        let e = load("scrambled_security_modes: [21]\nscrambling: rot13\n").unwrap_err();
+        assert!(e.contains("scrambling: \"rot13\" is not one of"), "{e}");
+        let e = load("scrambling: diehl_lfsr\n").unwrap_err();
+        assert!(e.contains("lists no mode"), "{e}");
+    }
+
+    #[test]
     fn zero_dates_roll_over_like_a_calendar() {
         use crate::wire::datetime::MeterDateTime;
         let d = super::normalized(MeterDateTime::type_g([0, 0]));
