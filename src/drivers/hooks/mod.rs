@@ -4,11 +4,15 @@
 //! unit and Home Assistant classes are still declared once, in the YAML.
 
 pub mod apator;
+pub mod bfw;
 pub mod bmeters;
 pub mod diehl;
-pub mod misc;
+pub mod gwf;
+pub mod hca_profile;
+mod payload;
 pub mod qundis;
 pub mod techem;
+pub mod zenner;
 
 use crate::telegram::Telegram;
 
@@ -132,8 +136,11 @@ pub fn all() -> impl Iterator<Item = &'static Hook> {
         .chain(apator::HOOKS)
         .chain(techem::HOOKS)
         .chain(qundis::HOOKS)
-        .chain(misc::HOOKS)
+        .chain(bfw::HOOKS)
         .chain(bmeters::HOOKS)
+        .chain(gwf::HOOKS)
+        .chain(hca_profile::HOOKS)
+        .chain(zenner::HOOKS)
 }
 
 pub fn find(name: &str) -> Option<&'static Hook> {
@@ -200,6 +207,43 @@ pub(crate) mod testing {
         match v.get(name) {
             Some(HookValue::Text(s)) => s.clone(),
             other => panic!("{name}: {other:?}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::security::KeyStore;
+    use crate::telegram::WirelessDecoder;
+    use crate::wire::hex;
+
+    /// Every decoder on every prefix of telegrams whose blocks they read (BFW, Hydrodigit,
+    /// Zenner, GWF, Hydroclima, Qundis, Techem, Apator): a cut payload yields fewer values,
+    /// never a panic.
+    #[test]
+    fn cut_payloads_do_not_panic() {
+        let telegrams = [
+            "3644D7088877700002087ADBC000002F2F9E1F03C10388152A00000000000000000000000000000204000404000EE2020AC1321D280221",
+            "4C44B4096120120317077AB90000000C1330000000046D132E3E360F97FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF",
+            "1E44496A677308500B167AD80010252F2F0F80BF1B0080BF1B0000A6420000",
+            "3944E61E46441510020E8C04427250076819E61E3C07B10020452F2F03748B05000413DC690D004413A4630D00426C213C02FD74B5140FFFFFFF",
+            "5144B0092110009385088C20FB7AFB4040252F2F036E000000436E000000426C3F350F110001B9604734CE2E2708FD071B088832940766070000000000000000C407260800802DD400000000000000220000",
+        ];
+        let hooks: Vec<&Hook> = all().collect();
+        for full in telegrams {
+            for cut in (4..=full.len()).step_by(2) {
+                let mut bytes = hex::decode(&full[..cut]).unwrap();
+                bytes[0] = (bytes.len() - 1) as u8;
+                let Ok(frame) = WirelessDecoder::new(KeyStore::new()).decode(&bytes) else {
+                    continue;
+                };
+                let Ok(t) = frame.telegram() else { continue };
+                for h in &hooks {
+                    let mut v = HookValues::default();
+                    (h.decode)(&t, &mut v);
+                }
+            }
         }
     }
 }
