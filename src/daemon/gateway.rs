@@ -11,6 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{mpsc, watch};
 
+mod bridge_topics;
 mod web_view;
 
 use super::bus::{run_bus, target_of, BusCommand, BusEvent, PolledMeter};
@@ -92,7 +93,8 @@ pub struct GatewayStats {
     pub bus_errors: u64,
     pub duplicates: u64,
     pub unknown_meters: u64,
-    /// Gateway state documents published (they share the outage queue with readings).
+    /// Gateway state documents and `bridge/devices` and `bridge/event` messages published
+    /// (they share the outage queue with readings).
     pub gateway_states: u64,
     /// What became of the readings sent to MQTT, at shutdown; `None` without MQTT.
     pub mqtt: Option<crate::mqtt::client::MqttStats>,
@@ -159,6 +161,8 @@ struct Gateway {
     )>,
     /// What the web page shows; `None` without a `web` section.
     web: Option<web_view::WebState>,
+    /// The meters as `<base>/bridge/devices` lists them; `None` without MQTT.
+    bridge: Option<bridge_topics::BridgeDevices>,
 }
 
 fn state_key(m: &MeterConfig) -> String {
@@ -336,6 +340,7 @@ impl Gateway {
         });
         let decoded = self.run.decoder().decode(&stripped);
         self.web_heard(input, heard.rssi_dbm, &decoded, &stripped);
+        self.bridge_heard(input, heard.rssi_dbm, &decoded);
         if let Some((_, heard_ids)) = &mut self.listening {
             let link = match &decoded {
                 Ok(f) => Some(&f.link),
@@ -703,6 +708,7 @@ impl Gateway {
             let name = self.meters[index].cfg.name.clone();
             self.note_once(format!("hint/{name}"), &format!("meter {name}: {hint}"));
         }
+        self.bridge_reading(index, &output);
         self.meters[index].identity = Some((
             output.driver.clone(),
             output.media.clone(),
@@ -1171,7 +1177,11 @@ pub async fn run(config: Config, options: RunOptions) -> Result<GatewayStats, St
         bus_commands: Vec::new(),
         listening: None,
         web: None,
+        bridge: None,
     };
+    if matches!(gateway.sink, Sink::Mqtt { .. }) {
+        gateway.bridge = Some(bridge_topics::BridgeDevices::new());
+    }
     let mut web_commands = match &config.web {
         Some(web) => Some(start_web(&mut gateway, &config, web, options.web_bound).await?),
         None => None,
@@ -1348,6 +1358,7 @@ pub async fn run(config: Config, options: RunOptions) -> Result<GatewayStats, St
             _ = tick.tick() => {
                 gateway.re_emit(false);
                 gateway.finish_listening(false);
+                gateway.bridge_publish();
             }
             // A quarter second: the page shows a telegram well within a second of it, and the
             // view (all meters) is built at most four times a second, only when it changed.
@@ -1436,6 +1447,7 @@ pub async fn run(config: Config, options: RunOptions) -> Result<GatewayStats, St
                 discovery::slug(&options.instance)
             ));
             publisher.publish(format!("{base_topic}/gateway/state"), Vec::new(), true);
+            publisher.publish(format!("{base_topic}/bridge/devices"), Vec::new(), true);
         }
         let left = publisher.shutdown().await;
         gateway.stats.mqtt = Some(left);

@@ -518,6 +518,7 @@ impl Gateway {
             identity: None,
         });
         self.wireless.insert(id.clone(), index);
+        self.bridge_added(index);
         // Its last telegram gives the overview a reading at once.
         let heard = self.web.as_mut().and_then(|w| w.heard.remove(&id));
         if let Some(h) = heard {
