@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, watch};
 
 mod bridge_topics;
 mod web_view;
+mod web_wired;
 
 use super::bus::{run_bus, target_of, BusCommand, BusEvent, PolledMeter};
 use super::state::{StateCache, StateError};
@@ -163,6 +164,8 @@ struct Gateway {
     web: Option<web_view::WebState>,
     /// The meters as `<base>/bridge/devices` lists them; `None` without MQTT.
     bridge: Option<bridge_topics::BridgeDevices>,
+    /// The web page's wired buses (scans, reads); `None` without a `web` section.
+    wired_web: Option<web_wired::WiredWeb>,
 }
 
 fn state_key(m: &MeterConfig) -> String {
@@ -446,6 +449,22 @@ impl Gateway {
     }
 
     fn wired_read(&mut self, index: usize, result: Result<Vec<Vec<u8>>, String>, forced: bool) {
+        // A read asked for on the web page is answered there, not on `<base>/response/read`.
+        let web_asked = self.web_wired_take(index);
+        let copy = (!web_asked.is_empty()).then(|| result.clone());
+        self.wired_read_inner(index, result, forced, forced && web_asked.is_empty());
+        if let Some(result) = copy {
+            self.web_wired_answer(index, result, web_asked);
+        }
+    }
+
+    fn wired_read_inner(
+        &mut self,
+        index: usize,
+        result: Result<Vec<Vec<u8>>, String>,
+        forced: bool,
+        answer_mqtt: bool,
+    ) {
         let name = self.meters[index].cfg.name.clone();
         let frames = match result {
             Ok(f) => f,
@@ -453,7 +472,7 @@ impl Gateway {
                 self.stats.bus_errors += 1;
                 self.web_error(index, &e);
                 self.note(&format!("meter {name}: {e}"));
-                if forced {
+                if answer_mqtt {
                     self.respond(
                         "read",
                         serde_json::json!({"ok": false, "meter": name, "error": e}),
@@ -492,13 +511,16 @@ impl Gateway {
                         .get(&self.meters[index].state_key)
                         .map(|e| fields_json(&e.fields))
                         .unwrap_or_default();
+                    if !answer_mqtt {
+                        return;
+                    }
                     self.respond(
                         "read",
                         serde_json::json!({"ok": true, "meter": name, "fields": state}),
                     );
                 }
             }
-            None if forced => {
+            None if answer_mqtt => {
                 self.respond("read", serde_json::json!({"ok": false, "meter": name, "error": "no telegram could be decoded"}));
             }
             None => {}
@@ -590,7 +612,7 @@ impl Gateway {
                     return;
                 };
                 let (reply, answer) = tokio::sync::oneshot::channel();
-                if tx.try_send(BusCommand::Scan { secondary, reply }).is_err() {
+                if tx.try_send(BusCommand::Scan { secondary, reply: Some(reply), cancel: None }).is_err() {
                     self.respond(name, serde_json::json!({"ok": false, "bus": bus, "error": "the bus is busy; try again"}));
                     return;
                 }
@@ -1178,6 +1200,7 @@ pub async fn run(config: Config, options: RunOptions) -> Result<GatewayStats, St
         listening: None,
         web: None,
         bridge: None,
+        wired_web: None,
     };
     if matches!(gateway.sink, Sink::Mqtt { .. }) {
         gateway.bridge = Some(bridge_topics::BridgeDevices::new());
@@ -1317,6 +1340,8 @@ pub async fn run(config: Config, options: RunOptions) -> Result<GatewayStats, St
             },
             Some(event) = bus_rx.recv() => match event {
                 BusEvent::Read { meter, result, forced } => gateway.wired_read(meter, result, forced),
+                BusEvent::ScanProgress { bus, progress } => gateway.web_scan_progress(bus, progress),
+                BusEvent::ScanDone { bus, result, cancelled } => gateway.web_scan_done(bus, result, cancelled),
                 BusEvent::Link { bus, up, message } => {
                     gateway.web_bus_link(bus, up);
                     if !up {
@@ -1362,7 +1387,10 @@ pub async fn run(config: Config, options: RunOptions) -> Result<GatewayStats, St
             }
             // A quarter second: the page shows a telegram well within a second of it, and the
             // view (all meters) is built at most four times a second, only when it changed.
-            _ = web_tick.tick(), if gateway.web.is_some() => gateway.web_publish(),
+            _ = web_tick.tick(), if gateway.web.is_some() => {
+                gateway.web_publish();
+                gateway.web_wired_publish();
+            }
             Some(command) = async {
                 match web_commands.as_mut() {
                     Some(rx) => rx.recv().await,
@@ -1498,9 +1526,16 @@ async fn start_web(
         config.state_dir.clone(),
     ));
     gateway.web_publish();
+    let (wired_tx, wired_rx) = watch::channel(crate::web::wired::WiredView::default());
+    gateway.wired_web = Some(web_wired::WiredWeb::new(
+        wired_tx,
+        config.buses.clone(),
+        config.state_dir.clone(),
+    ));
+    gateway.web_wired_publish();
     let log = gateway.log.clone();
     tokio::spawn(async move {
-        if let Err(e) = crate::web::serve(listener, view_rx, command_tx, access).await {
+        if let Err(e) = crate::web::serve(listener, view_rx, wired_rx, command_tx, access).await {
             log(&format!("web page: {e}"));
         }
     });

@@ -457,6 +457,7 @@ impl Gateway {
             } => {
                 let _ = reply.send(self.web_add(id.to_ascii_lowercase(), name, driver, key));
             }
+            Command::Wired(command) => self.web_wired_command(command),
         }
     }
 
