@@ -383,6 +383,10 @@ async fn scans_reads_and_adds_on_a_wired_bus() {
         )),
         "{fields:?}"
     );
+    assert!(
+        fields.contains(&("status".to_string(), "OK".to_string())),
+        "{fields:?}"
+    );
     let telegram = &read["telegrams"][0];
     assert_eq!(telegram["header"]["manufacturer"], "KAM");
     let energy = telegram["records"]

@@ -13,6 +13,7 @@ use tokio::sync::watch;
 use super::super::bus::{target_of, BusCommand, PolledMeter};
 use super::{expire_after, state_key, Gateway, Meter};
 use crate::config::schema::{BusConfig, MeterAddress, MeterConfig};
+use crate::drivers::ReadingValue;
 use crate::master::{Found, ReadOptions, ScanEvent, ScanProgress, SecondaryMask};
 use crate::output::wmbusmeters::push_value;
 use crate::web::wired::{Reply, WiredAddress, WiredCommand, WiredView};
@@ -227,8 +228,15 @@ impl Gateway {
                         e.fields
                             .iter()
                             .map(|(k, v)| {
-                                let mut text = String::new();
-                                push_value(&mut text, v);
+                                // Texts as they are; numbers as the MQTT state prints them.
+                                let text = match v {
+                                    ReadingValue::Text(t) => t.clone(),
+                                    _ => {
+                                        let mut text = String::new();
+                                        push_value(&mut text, v);
+                                        text
+                                    }
+                                };
                                 (k.clone(), text)
                             })
                             .collect()

@@ -112,7 +112,8 @@
     c.cancel.hidden = !scan.running;
     c.bar.hidden = !scan.kind;
     if (scan.share === null && scan.running) c.bar.removeAttribute("value");
-    else c.bar.value = scan.running ? scan.share : 1;
+    // A scan that ended early shows how far it got; one that ran to its end, full.
+    else c.bar.value = scan.running || /cancelled|failed/.test(scan.outcome || "") ? (scan.share || 0) : 1;
     c.progress.textContent = progressText(scan);
     c.outcome.hidden = !scan.outcome || scan.running;
     c.outcome.textContent = scan.outcome || "";
