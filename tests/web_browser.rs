@@ -210,3 +210,212 @@ fn heard_meter_is_added_in_the_browser_and_survives_a_restart() {
     drop(b);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The first wired frame among a driver's test telegrams, as hex.
+fn wired_frame_hex(driver: &str) -> String {
+    let d = meterbridge::drivers::Registry::built_in_static()
+        .get(driver)
+        .unwrap();
+    let frame = d
+        .file
+        .tests
+        .iter()
+        .flat_map(|t| t.telegrams.iter())
+        .filter_map(|t| meterbridge::wire::hex::decode(t).ok())
+        .find(|f| f[0] == 0x68)
+        .unwrap();
+    frame.iter().map(|b| format!("{b:02X}")).collect()
+}
+
+#[test]
+fn wired_scan_finds_a_meter_that_is_added_in_the_browser() {
+    let Some((chromium, chromedriver)) = browser() else {
+        return;
+    };
+    let dir =
+        std::env::temp_dir().join(format!("meterbridge-browser-wired-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    // A simulated segment: the Kamstrup 403 at primary address 1, the Ultraheat at 2.
+    let corpus = dir.join("corpus");
+    std::fs::create_dir_all(&corpus).unwrap();
+    std::fs::write(corpus.join("1.hex"), wired_frame_hex("kamheat")).unwrap();
+    std::fs::write(corpus.join("2.hex"), wired_frame_hex("ultraheat")).unwrap();
+    let bus_port = webdriver::free_port();
+    let bus = Proc(
+        Command::new(env!("CARGO_BIN_EXE_meterbridge"))
+            .args(["simulate", "bus", "--corpus"])
+            .arg(&corpus)
+            .args(["--listen", &format!("127.0.0.1:{bus_port}")])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let config = dir.join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "state_dir: \"{state}\"\nbuses:\n  - name: cellar\n    tcp: \"127.0.0.1:{bus_port}\"\n    polling: 2s\nmeters:\n  - name: Heat\n    bus: cellar\n    address: 1\n    driver: kamheat\nweb:\n  bind: \"127.0.0.1:0\"\n",
+            state = dir.join("state").display(),
+        ),
+    )
+    .unwrap();
+    let (_gateway, url) = start_meterbridge(&[
+        "run",
+        "--config",
+        config.to_str().unwrap(),
+        "--print",
+        "none",
+    ]);
+    let b = Browser::start(&chromium, &chromedriver, dir.join("profile"));
+    b.go(&format!("{url}#wired"));
+    let card = "document.querySelector('.bus[data-bus=\"cellar\"]')";
+    b.until(
+        "the bus with its meter read",
+        &format!("const c = {card}; return c && !document.getElementById('wired').hidden && c.querySelector('.bus-meters') && !c.querySelector('.bus-meters').innerText.includes('never')"),
+        json!([]),
+    );
+    // Writes are not allowed in this configuration: no button for them.
+    assert_eq!(
+        b.js(
+            &format!("return {card}.querySelectorAll('.set-address').length"),
+            json!([])
+        ),
+        0
+    );
+
+    // A primary scan: progress and both meters found while it runs.
+    b.js(
+        &format!("{card}.querySelector('.scan-primary').click()"),
+        json!([]),
+    );
+    let progress = b.until(
+        "the scan's progress with both meters and the time left",
+        &format!("const c = {card}; const t = c.querySelector('.scan-progress').textContent;
+                  return c.querySelectorAll('.found tbody tr').length === 2 && / left$/.test(t) && !/not known/.test(t) ? t : null"),
+        json!([]),
+    );
+    let progress = progress.as_str().unwrap();
+    assert!(progress.starts_with("primary scan · "), "{progress}");
+    assert!(
+        progress.contains(" of 251 probes · 2 found · about "),
+        "{progress}"
+    );
+    let rows = b.js(
+        &format!(
+            "return Array.from({card}.querySelectorAll('.found tbody tr')).map(r => r.innerText)"
+        ),
+        json!([]),
+    );
+    let rows: Vec<String> = serde_json::from_value(rows).unwrap();
+    assert!(rows[0].contains("configured: Heat"), "{rows:?}");
+    assert!(
+        rows[1].contains("LUG") && rows[1].contains("Add"),
+        "{rows:?}"
+    );
+    b.screenshots("wired-scan");
+    b.js(
+        &format!("{card}.querySelector('.scan-cancel').click()"),
+        json!([]),
+    );
+    let outcome = b.until(
+        "the scan cancelled",
+        &format!("const o = {card}.querySelector('.scan-outcome'); return o.hidden ? null : o.textContent"),
+        json!([]),
+    );
+    assert!(
+        outcome
+            .as_str()
+            .unwrap()
+            .starts_with("primary scan cancelled after"),
+        "{outcome}"
+    );
+
+    // Add the meter found: read at once, shown on the bus and on the overview.
+    b.js(
+        &format!("Array.from({card}.querySelectorAll('.found tbody tr'))[1].querySelector('button.add').click()"),
+        json!([]),
+    );
+    assert_eq!(
+        b.js(
+            "return document.getElementById('wired-add-form').elements.driver.value",
+            json!([])
+        ),
+        "auto"
+    );
+    b.js(
+        "const f = document.getElementById('wired-add-form'); f.elements.name.value = 'Flat 2 heat'; f.querySelector('button[type=submit]').click()",
+        json!([]),
+    );
+    let said = b.until(
+        "the meter added",
+        "const p = document.getElementById('wired-add-result'); return p.textContent || null",
+        json!([]),
+    );
+    assert!(
+        said.as_str().unwrap().starts_with("added Flat 2 heat"),
+        "{said}"
+    );
+    b.until(
+        "the added meter read on the bus",
+        &format!("const r = Array.from({card}.querySelectorAll('.bus-meters tbody tr')).find(r => r.innerText.startsWith('Flat 2 heat'));
+                  return r && r.innerText.includes('ultraheat') && !r.innerText.includes('never')"),
+        json!([]),
+    );
+    assert!(b
+        .js(
+            &format!("return Array.from({card}.querySelectorAll('.found tbody tr'))[1].innerText"),
+            json!([])
+        )
+        .as_str()
+        .unwrap()
+        .contains("configured: Flat 2 heat"));
+    b.screenshots("wired");
+
+    // Read now: the meter's fields and its records, decoded.
+    b.js(
+        &format!("Array.from({card}.querySelectorAll('.bus-meters tbody tr')).find(r => r.innerText.startsWith('Heat')).querySelector('.read-now').click()"),
+        json!([]),
+    );
+    let fields = b.until(
+        "the read's fields",
+        "const t = document.querySelector('#wired-read-fields tbody').innerText; return /\\d/.test(t) ? t : null",
+        json!([]),
+    );
+    assert!(
+        fields
+            .as_str()
+            .unwrap()
+            .contains("total_energy_consumption_kwh\t34510"),
+        "{fields}"
+    );
+    let records = b.js(
+        "return document.querySelector('#wired-read-records tbody').innerText",
+        json!([]),
+    );
+    assert!(
+        records.as_str().unwrap().contains("energy\t34510000\tWh"),
+        "{records}"
+    );
+    assert_eq!(
+        b.js(
+            "return document.getElementById('wired-read-result').textContent",
+            json!([])
+        ),
+        "1 telegram(s) read"
+    );
+    b.js(
+        "document.getElementById('wired-read').scrollIntoView()",
+        json!([]),
+    );
+    b.screenshots("wired-read");
+    b.js("location.hash = '#overview'", json!([]));
+    b.until(
+        "the added meter on the overview with readings",
+        "const r = Array.from(document.querySelectorAll('#meters tbody tr')).find(r => r.innerText.startsWith('Flat 2 heat'));
+         return r && !document.getElementById('overview').hidden && document.getElementById('wired').hidden && /\\d/.test(r.querySelector('td.readings').innerText)",
+        json!([]),
+    );
+    drop(b);
+    drop(bus);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -4,6 +4,8 @@
 //! schedule, or the meter's own); cron schedules are evaluated in local time.
 
 use std::str::FromStr;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Local};
@@ -39,6 +41,19 @@ pub enum BusEvent {
         meter: usize,
         result: Result<Vec<Vec<u8>>, String>,
         forced: bool,
+    },
+    /// A scan started from the web page made progress (sent after every probe; dropped
+    /// rather than waited for when the gateway lags, so the scan never slows down for it).
+    ScanProgress {
+        bus: usize,
+        progress: crate::master::ScanProgress,
+    },
+    /// A scan started from the web page ended: the meters found (also when it was
+    /// cancelled: `cancelled` says so), or why it failed.
+    ScanDone {
+        bus: usize,
+        result: Result<Vec<Found>, String>,
+        cancelled: bool,
     },
     /// The bus connection came up (`true`) or failed (`false`, with why).
     Link {
@@ -182,11 +197,16 @@ fn next_occurrence(crons: &[croner::Cron], wall: DateTime<Local>) -> NextRead {
 pub enum BusCommand {
     /// Read this meter now; the result comes as a forced [`BusEvent::Read`].
     ReadNow { meter: usize },
-    /// Scan the bus for meters.
+    /// Scan the bus for meters. With `reply` (a request over MQTT) the result is the answer;
+    /// with `cancel` (the web page) progress and the result come as [`BusEvent::ScanProgress`]
+    /// and [`BusEvent::ScanDone`], and setting `cancel` stops the scan after its current probe.
     Scan {
         secondary: bool,
-        reply: oneshot::Sender<Result<Vec<Found>, String>>,
+        reply: Option<oneshot::Sender<Result<Vec<Found>, String>>>,
+        cancel: Option<Arc<AtomicBool>>,
     },
+    /// Poll one more meter from now on (added on the web page).
+    AddMeter(PolledMeter),
     /// Give a meter a new primary address (only sent when bus writes are allowed).
     SetAddress {
         target: Target,
@@ -274,7 +294,7 @@ fn port_failed<T>(r: &Result<T, MasterError>) -> bool {
 pub async fn run_bus(
     bus_index: usize,
     bus: BusConfig,
-    meters: Vec<PolledMeter>,
+    mut meters: Vec<PolledMeter>,
     tx: mpsc::Sender<BusEvent>,
     mut pause: watch::Receiver<bool>,
     released: watch::Sender<bool>,
@@ -343,6 +363,11 @@ pub async fn run_bus(
             }
             command = commands.recv(), if commands_open => {
                 match command {
+                    Some(BusCommand::AddMeter(m)) => {
+                        // Due at once, like every meter when the bus starts.
+                        schedules.push(Schedule::new(&m.polling, Instant::now(), Local::now()));
+                        meters.push(m);
+                    }
                     Some(c) => run_command(&mut link, &meters, c, &tx).await,
                     None => commands_open = false,
                 }
@@ -408,10 +433,24 @@ async fn run_command(
                 })
                 .await;
         }
-        BusCommand::Scan { secondary, reply } => {
+        BusCommand::Scan {
+            secondary,
+            reply,
+            cancel,
+        } => {
+            let bus = link.bus_index;
+            let watched = cancel.is_some();
+            let mut cancelled = false;
             let result = match link.master(tx).await {
                 Some(master) => {
-                    let mut progress = |_: crate::master::ScanProgress| {};
+                    master.set_stop(cancel);
+                    let progress_tx = tx.clone();
+                    let mut progress = move |p: crate::master::ScanProgress| {
+                        if watched {
+                            let _ =
+                                progress_tx.try_send(BusEvent::ScanProgress { bus, progress: p });
+                        }
+                    };
                     let r = if secondary {
                         master
                             .scan_secondary(SecondaryMask::ANY, &mut progress)
@@ -419,15 +458,35 @@ async fn run_command(
                     } else {
                         master.scan_primary(0..=250, &mut progress).await
                     };
+                    master.set_stop(None);
                     if port_failed(&r) {
                         link.failed(tx).await;
                     }
-                    r.map_err(|e| e.to_string())
+                    match r {
+                        Err(MasterError::Cancelled { found, .. }) => {
+                            cancelled = true;
+                            Ok(found)
+                        }
+                        r => r.map_err(|e| e.to_string()),
+                    }
                 }
                 None => Err(format!("bus {} is not reachable", link.bus.name)),
             };
-            let _ = reply.send(result);
+            if watched {
+                let _ = tx
+                    .send(BusEvent::ScanDone {
+                        bus,
+                        result: result.clone(),
+                        cancelled,
+                    })
+                    .await;
+            }
+            if let Some(reply) = reply {
+                let _ = reply.send(result);
+            }
         }
+        // Handled by the bus loop itself, which owns the list of meters.
+        BusCommand::AddMeter(_) => {}
         BusCommand::SetAddress { target, new, reply } => {
             let result = match link.master(tx).await {
                 Some(master) => {

@@ -11,7 +11,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{mpsc, watch};
 
+mod bridge_topics;
 mod web_view;
+mod web_wired;
 
 use super::bus::{run_bus, target_of, BusCommand, BusEvent, PolledMeter};
 use super::state::{StateCache, StateError};
@@ -92,7 +94,8 @@ pub struct GatewayStats {
     pub bus_errors: u64,
     pub duplicates: u64,
     pub unknown_meters: u64,
-    /// Gateway state documents published (they share the outage queue with readings).
+    /// Gateway state documents and `bridge/devices` and `bridge/event` messages published
+    /// (they share the outage queue with readings).
     pub gateway_states: u64,
     /// What became of the readings sent to MQTT, at shutdown; `None` without MQTT.
     pub mqtt: Option<crate::mqtt::client::MqttStats>,
@@ -159,6 +162,10 @@ struct Gateway {
     )>,
     /// What the web page shows; `None` without a `web` section.
     web: Option<web_view::WebState>,
+    /// The meters as `<base>/bridge/devices` lists them; `None` without MQTT.
+    bridge: Option<bridge_topics::BridgeDevices>,
+    /// The web page's wired buses (scans, reads); `None` without a `web` section.
+    wired_web: Option<web_wired::WiredWeb>,
 }
 
 fn state_key(m: &MeterConfig) -> String {
@@ -336,6 +343,7 @@ impl Gateway {
         });
         let decoded = self.run.decoder().decode(&stripped);
         self.web_heard(input, heard.rssi_dbm, &decoded, &stripped);
+        self.bridge_heard(input, heard.rssi_dbm, &decoded);
         if let Some((_, heard_ids)) = &mut self.listening {
             let link = match &decoded {
                 Ok(f) => Some(&f.link),
@@ -441,6 +449,22 @@ impl Gateway {
     }
 
     fn wired_read(&mut self, index: usize, result: Result<Vec<Vec<u8>>, String>, forced: bool) {
+        // A read asked for on the web page is answered there, not on `<base>/response/read`.
+        let web_asked = self.web_wired_take(index);
+        let copy = (!web_asked.is_empty()).then(|| result.clone());
+        self.wired_read_inner(index, result, forced, forced && web_asked.is_empty());
+        if let Some(result) = copy {
+            self.web_wired_answer(index, result, web_asked);
+        }
+    }
+
+    fn wired_read_inner(
+        &mut self,
+        index: usize,
+        result: Result<Vec<Vec<u8>>, String>,
+        forced: bool,
+        answer_mqtt: bool,
+    ) {
         let name = self.meters[index].cfg.name.clone();
         let frames = match result {
             Ok(f) => f,
@@ -448,7 +472,7 @@ impl Gateway {
                 self.stats.bus_errors += 1;
                 self.web_error(index, &e);
                 self.note(&format!("meter {name}: {e}"));
-                if forced {
+                if answer_mqtt {
                     self.respond(
                         "read",
                         serde_json::json!({"ok": false, "meter": name, "error": e}),
@@ -487,13 +511,16 @@ impl Gateway {
                         .get(&self.meters[index].state_key)
                         .map(|e| fields_json(&e.fields))
                         .unwrap_or_default();
+                    if !answer_mqtt {
+                        return;
+                    }
                     self.respond(
                         "read",
                         serde_json::json!({"ok": true, "meter": name, "fields": state}),
                     );
                 }
             }
-            None if forced => {
+            None if answer_mqtt => {
                 self.respond("read", serde_json::json!({"ok": false, "meter": name, "error": "no telegram could be decoded"}));
             }
             None => {}
@@ -585,7 +612,7 @@ impl Gateway {
                     return;
                 };
                 let (reply, answer) = tokio::sync::oneshot::channel();
-                if tx.try_send(BusCommand::Scan { secondary, reply }).is_err() {
+                if tx.try_send(BusCommand::Scan { secondary, reply: Some(reply), cancel: None }).is_err() {
                     self.respond(name, serde_json::json!({"ok": false, "bus": bus, "error": "the bus is busy; try again"}));
                     return;
                 }
@@ -703,6 +730,7 @@ impl Gateway {
             let name = self.meters[index].cfg.name.clone();
             self.note_once(format!("hint/{name}"), &format!("meter {name}: {hint}"));
         }
+        self.bridge_reading(index, &output);
         self.meters[index].identity = Some((
             output.driver.clone(),
             output.media.clone(),
@@ -1171,7 +1199,12 @@ pub async fn run(config: Config, options: RunOptions) -> Result<GatewayStats, St
         bus_commands: Vec::new(),
         listening: None,
         web: None,
+        bridge: None,
+        wired_web: None,
     };
+    if matches!(gateway.sink, Sink::Mqtt { .. }) {
+        gateway.bridge = Some(bridge_topics::BridgeDevices::new());
+    }
     let mut web_commands = match &config.web {
         Some(web) => Some(start_web(&mut gateway, &config, web, options.web_bound).await?),
         None => None,
@@ -1307,6 +1340,8 @@ pub async fn run(config: Config, options: RunOptions) -> Result<GatewayStats, St
             },
             Some(event) = bus_rx.recv() => match event {
                 BusEvent::Read { meter, result, forced } => gateway.wired_read(meter, result, forced),
+                BusEvent::ScanProgress { bus, progress } => gateway.web_scan_progress(bus, progress),
+                BusEvent::ScanDone { bus, result, cancelled } => gateway.web_scan_done(bus, result, cancelled),
                 BusEvent::Link { bus, up, message } => {
                     gateway.web_bus_link(bus, up);
                     if !up {
@@ -1348,10 +1383,14 @@ pub async fn run(config: Config, options: RunOptions) -> Result<GatewayStats, St
             _ = tick.tick() => {
                 gateway.re_emit(false);
                 gateway.finish_listening(false);
+                gateway.bridge_publish();
             }
             // A quarter second: the page shows a telegram well within a second of it, and the
             // view (all meters) is built at most four times a second, only when it changed.
-            _ = web_tick.tick(), if gateway.web.is_some() => gateway.web_publish(),
+            _ = web_tick.tick(), if gateway.web.is_some() => {
+                gateway.web_publish();
+                gateway.web_wired_publish();
+            }
             Some(command) = async {
                 match web_commands.as_mut() {
                     Some(rx) => rx.recv().await,
@@ -1436,6 +1475,7 @@ pub async fn run(config: Config, options: RunOptions) -> Result<GatewayStats, St
                 discovery::slug(&options.instance)
             ));
             publisher.publish(format!("{base_topic}/gateway/state"), Vec::new(), true);
+            publisher.publish(format!("{base_topic}/bridge/devices"), Vec::new(), true);
         }
         let left = publisher.shutdown().await;
         gateway.stats.mqtt = Some(left);
@@ -1486,9 +1526,16 @@ async fn start_web(
         config.state_dir.clone(),
     ));
     gateway.web_publish();
+    let (wired_tx, wired_rx) = watch::channel(crate::web::wired::WiredView::default());
+    gateway.wired_web = Some(web_wired::WiredWeb::new(
+        wired_tx,
+        config.buses.clone(),
+        config.state_dir.clone(),
+    ));
+    gateway.web_wired_publish();
     let log = gateway.log.clone();
     tokio::spawn(async move {
-        if let Err(e) = crate::web::serve(listener, view_rx, command_tx, access).await {
+        if let Err(e) = crate::web::serve(listener, view_rx, wired_rx, command_tx, access).await {
             log(&format!("web page: {e}"));
         }
     });

@@ -285,6 +285,12 @@ impl Master {
         }
     }
 
+    /// Replaces the switch that stops a scan (a daemon's bus master lives longer than one
+    /// scan, and each scan started from the web page has its own cancel switch).
+    pub fn set_stop(&mut self, stop: Option<Arc<AtomicBool>>) {
+        self.stop = stop;
+    }
+
     /// How often a dropped gateway connection was reopened.
     pub fn reconnects(&self) -> u32 {
         self.reconnects

@@ -18,21 +18,24 @@ fn quoted(text: &str) -> String {
 /// The meter as an entry of the file, checked as the configuration would check it at the next
 /// start (a name the page accepted must not stop the gateway later).
 pub fn entry(meter: &MeterConfig) -> Result<String, String> {
-    let MeterAddress::Wireless(id) = &meter.address else {
-        return Err("only wireless meters are added on the page so far".into());
+    let address = match &meter.address {
+        MeterAddress::Wireless(id) | MeterAddress::Secondary(id) => quoted(id),
+        MeterAddress::Primary(a) => a.to_string(),
     };
     let mut entry = format!(
-        "  - name: {}\n    address: {}\n    driver: {}\n",
+        "  - name: {}\n    address: {address}\n    driver: {}\n",
         quoted(&meter.name),
-        quoted(id),
         quoted(&meter.driver)
     );
+    if let Some(bus) = &meter.bus {
+        entry.push_str(&format!("    bus: {}\n", quoted(bus)));
+    }
     if let Some(KeySource::Inline(k)) = &meter.key {
         entry.push_str(&format!("    key: {}\n", quoted(k.expose())));
     }
     // Driver names were checked against the running registry (which may hold a drivers_dir).
     crate::config::parse_with(
-        &format!("meters:\n{entry}"),
+        &format!("{}meters:\n{entry}", buses_named(meter.bus.iter())),
         "the new meter",
         &ValidateOptions::default(),
     )
@@ -44,6 +47,22 @@ pub fn entry(meter: &MeterConfig) -> Result<String, String> {
             .join("; ")
     })?;
     Ok(entry)
+}
+
+/// A `buses:` section naming `names`, so that wired meters of the file validate on their own
+/// (the buses themselves are the configuration file's; only their names matter here).
+fn buses_named<'a>(names: impl Iterator<Item = &'a String>) -> String {
+    let mut text = String::new();
+    for name in names {
+        if text.is_empty() {
+            text.push_str("buses:\n");
+        }
+        text.push_str(&format!(
+            "  - name: {}\n    tcp: \"127.0.0.1:1\"\n",
+            quoted(name)
+        ));
+    }
+    text
 }
 
 /// Appends an [`entry`] to the file, creating it (owner-only) when missing.
@@ -89,13 +108,19 @@ pub fn merge(config: &mut Config, options: &ValidateOptions) -> Result<usize, St
         Err(e) => return Err(format!("{}: {e}", path.display())),
     };
     let name = path.display().to_string();
+    // The file's wired meters name buses of the configuration file; added after the file's
+    // own lines so that positions in error messages stay true.
+    let text = format!(
+        "{text}\n{}",
+        buses_named(config.buses.iter().map(|b| &b.name))
+    );
     let (saved, _) = crate::config::parse_with(&text, &name, options).map_err(|e| e.to_string())?;
     let mut added = 0;
     for m in saved.meters {
         let taken = config
             .meters
             .iter()
-            .any(|c| c.name == m.name || c.address == m.address);
+            .any(|c| c.name == m.name || (c.address == m.address && c.bus == m.bus));
         if !taken {
             config.meters.push(m);
             added += 1;

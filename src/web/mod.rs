@@ -26,6 +26,7 @@ use axum::Router;
 use tokio::sync::{mpsc, oneshot, watch};
 
 pub mod added;
+pub mod wired;
 
 /// Largest request body accepted (a form with a name, a driver and a key is far below it).
 pub const MAX_BODY: usize = 16 * 1024;
@@ -60,6 +61,8 @@ pub enum Command {
         key: Option<String>,
         reply: oneshot::Sender<Result<String, String>>,
     },
+    /// Scans, reads and additions on the wired buses (`wired.rs`).
+    Wired(wired::WiredCommand),
 }
 
 /// Who may use the page.
@@ -75,6 +78,7 @@ pub struct Access {
 
 struct Shared {
     view: watch::Receiver<View>,
+    wired: watch::Receiver<wired::WiredView>,
     commands: mpsc::Sender<Command>,
     csrf: String,
     access: Access,
@@ -118,6 +122,7 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/events", get(events))
         .route("/api/check-key", post(check_key))
         .route("/api/meters", post(add_meter))
+        .merge(wired::routes())
         .layer(middleware::from_fn_with_state(shared.clone(), guard))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(shared)
@@ -127,12 +132,14 @@ fn router(shared: Arc<Shared>) -> Router {
 pub async fn serve(
     listener: tokio::net::TcpListener,
     view: watch::Receiver<View>,
+    wired: watch::Receiver<wired::WiredView>,
     commands: mpsc::Sender<Command>,
     access: Access,
 ) -> std::io::Result<()> {
     let mut closed = view.clone();
     let shared = Arc::new(Shared {
         view,
+        wired,
         commands,
         csrf: random_token(),
         access,

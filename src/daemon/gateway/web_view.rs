@@ -457,6 +457,7 @@ impl Gateway {
             } => {
                 let _ = reply.send(self.web_add(id.to_ascii_lowercase(), name, driver, key));
             }
+            Command::Wired(command) => self.web_wired_command(command),
         }
     }
 
@@ -518,6 +519,7 @@ impl Gateway {
             identity: None,
         });
         self.wireless.insert(id.clone(), index);
+        self.bridge_added(index);
         // Its last telegram gives the overview a reading at once.
         let heard = self.web.as_mut().and_then(|w| w.heard.remove(&id));
         if let Some(h) = heard {

@@ -1,0 +1,333 @@
+//! The meters over MQTT the way zigbee2mqtt tells about its devices: a retained
+//! `<base>/bridge/devices` with every configured meter and every wireless meter heard that is
+//! not configured, and `<base>/bridge/event` when a meter is heard for the first time or added
+//! on the web page (docs/mqtt.md). Nothing here is reached without MQTT.
+//!
+//! The device list changes only with what a meter *is* (its driver, manufacturer, medium,
+//! encryption) or with the set of meters, never with a reading, so a gateway hearing hundreds
+//! of meters does not republish a large retained document every few seconds; and even then at
+//! most once per [`MIN_GAP`].
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use super::{timestamp, Gateway, Sink};
+use crate::config::schema::MeterAddress;
+use crate::output::wmbusmeters::media_name;
+use crate::telegram::wireless::{WirelessError, WirelessFrame};
+
+/// Shortest time between two device lists: a street of meters first heard one after the other
+/// gives one list every few seconds, not one per meter.
+pub(super) const MIN_GAP: Duration = Duration::from_secs(5);
+/// Heard, not configured meters in the list (the least recently heard forgotten first).
+const HEARD_LIMIT: usize = 2000;
+/// Meters already announced by a `meter_heard` event in this run; beyond it the set starts
+/// over (a gateway running for years among passing meters must not grow without bound).
+const EVENTED_LIMIT: usize = 10_000;
+
+/// What the list says about a meter that a reading does not change.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+struct Static {
+    manufacturer: Option<String>,
+    medium: Option<String>,
+    driver: Option<String>,
+    encryption: Option<&'static str>,
+}
+
+#[derive(Debug, Default)]
+struct Dynamic {
+    rssi: Option<i16>,
+    source: Option<Arc<str>>,
+    last_seen: Option<SystemTime>,
+}
+
+#[derive(Default)]
+pub(super) struct BridgeDevices {
+    /// By configured meter index: what its telegrams showed.
+    configured: Vec<(Static, Dynamic)>,
+    /// Wireless meters heard that are not configured, by id.
+    heard: BTreeMap<String, (Static, Dynamic)>,
+    evented: HashSet<String>,
+    /// The list must be published again (the set or a meter's static data changed).
+    changed: bool,
+    last_publish: Option<Instant>,
+}
+
+impl BridgeDevices {
+    pub(super) fn new() -> BridgeDevices {
+        BridgeDevices {
+            changed: true,
+            ..BridgeDevices::default()
+        }
+    }
+
+    fn configured(&mut self, index: usize) -> &mut (Static, Dynamic) {
+        if self.configured.len() <= index {
+            self.configured.resize_with(index + 1, Default::default);
+        }
+        &mut self.configured[index]
+    }
+
+    /// Replaces a meter's static data, noting whether it changed.
+    fn set_static(&mut self, index: usize, update: impl FnOnce(&mut Static)) {
+        let entry = &mut self.configured(index).0;
+        let before = entry.clone();
+        update(entry);
+        if *entry != before {
+            self.changed = true;
+        }
+    }
+}
+
+fn entry_json(id: &str, s: &Static, d: &Dynamic) -> serde_json::Map<String, serde_json::Value> {
+    let mut m = serde_json::Map::new();
+    m.insert("id".into(), id.into());
+    m.insert("driver".into(), s.driver.clone().into());
+    m.insert("manufacturer".into(), s.manufacturer.clone().into());
+    m.insert("medium".into(), s.medium.clone().into());
+    m.insert("encryption".into(), s.encryption.into());
+    m.insert("last_seen".into(), d.last_seen.map(timestamp).into());
+    m.insert("rssi_dbm".into(), d.rssi.into());
+    m.insert("source".into(), d.source.as_deref().into());
+    m
+}
+
+impl Gateway {
+    /// A wireless telegram was decoded (or not): what it shows about its meter.
+    pub(super) fn bridge_heard(
+        &mut self,
+        input: &Arc<str>,
+        rssi: Option<i16>,
+        decoded: &Result<WirelessFrame, WirelessError>,
+    ) {
+        if self.bridge.is_none() {
+            return;
+        }
+        let head = match decoded {
+            Ok(f) => &f.link,
+            Err(e) => match e.link.as_deref() {
+                Some(l) => l,
+                None => return,
+            },
+        };
+        let id = head.meter_id().to_ascii_lowercase();
+        let manufacturer = head.manufacturer_letters();
+        let medium = media_name(head.dll.device_type.code()).to_string();
+        let configured = self.wireless.get(&id).copied();
+        let encryption = match decoded {
+            Ok(f) => crate::cli::listen::encryption_name(&f.link),
+            Err(e) if e.is_key_error() => {
+                let has_key = configured.is_some_and(|i| self.meters[i].cfg.key.is_some());
+                if has_key {
+                    "wrong key"
+                } else {
+                    "needs a key"
+                }
+            }
+            Err(_) => "cannot be decoded",
+        };
+        let detected = match configured {
+            Some(_) => None,
+            None => self
+                .registry
+                .detect(&manufacturer, head.dll.version, head.dll.device_type.code())
+                .map(|d| d.name().to_string()),
+        };
+        let now = SystemTime::now();
+        let Some(bridge) = self.bridge.as_mut() else {
+            return;
+        };
+        let dynamic = Dynamic {
+            rssi,
+            source: Some(input.clone()),
+            last_seen: Some(now),
+        };
+        if let Some(index) = configured {
+            bridge.set_static(index, |s| {
+                s.manufacturer = Some(manufacturer);
+                s.medium = Some(medium);
+                s.encryption = Some(encryption);
+            });
+            bridge.configured(index).1 = dynamic;
+            return;
+        }
+        let fresh = Static {
+            manufacturer: Some(manufacturer),
+            medium: Some(medium),
+            driver: detected,
+            encryption: Some(encryption),
+        };
+        match bridge.heard.get_mut(&id) {
+            Some((s, d)) => {
+                if *s != fresh {
+                    *s = fresh;
+                    bridge.changed = true;
+                }
+                *d = dynamic;
+            }
+            None => {
+                if bridge.heard.len() >= HEARD_LIMIT {
+                    let oldest = bridge
+                        .heard
+                        .iter()
+                        .min_by_key(|(_, (_, d))| d.last_seen)
+                        .map(|(k, _)| k.clone());
+                    if let Some(k) = oldest {
+                        bridge.heard.remove(&k);
+                    }
+                }
+                let mut data = entry_json(&id, &fresh, &dynamic);
+                data.insert("configured".into(), false.into());
+                bridge.heard.insert(id.clone(), (fresh, dynamic));
+                bridge.changed = true;
+                if bridge.evented.len() >= EVENTED_LIMIT {
+                    bridge.evented.clear();
+                }
+                if bridge.evented.insert(id) {
+                    self.bridge_event("meter_heard", data.into());
+                }
+            }
+        }
+    }
+
+    /// A configured meter's telegram was read by its driver.
+    pub(super) fn bridge_reading(
+        &mut self,
+        index: usize,
+        output: &crate::drivers::run::MeterOutput,
+    ) {
+        let wired = self.meters[index].cfg.bus.clone();
+        let Some(bridge) = self.bridge.as_mut() else {
+            return;
+        };
+        bridge.set_static(index, |s| {
+            s.manufacturer = Some(output.manufacturer.clone());
+            s.medium = Some(output.media.clone());
+            s.driver = Some(output.driver.clone());
+            if wired.is_some() {
+                // A wired telegram that reached a driver carried its records in the clear.
+                s.encryption = Some("none");
+            }
+        });
+        if let Some(bus) = wired {
+            let d = &mut bridge.configured(index).1;
+            d.source = Some(Arc::from(bus.as_str()));
+            d.last_seen = Some(SystemTime::now());
+        }
+    }
+
+    /// A meter was added while the gateway runs (on the web page): it joins the list at once
+    /// and a `meter_added` event says so.
+    pub(super) fn bridge_added(&mut self, index: usize) {
+        let id = match &self.meters[index].cfg.address {
+            MeterAddress::Wireless(id) => Some(id.to_ascii_lowercase()),
+            _ => None,
+        };
+        let Some(bridge) = self.bridge.as_mut() else {
+            return;
+        };
+        // It was heard before: what that showed stays true of the configured meter.
+        if let Some(heard) = id.as_ref().and_then(|id| bridge.heard.remove(id)) {
+            *bridge.configured(index) = heard;
+        }
+        bridge.changed = true;
+        let data = self.bridge_configured_json(index);
+        self.bridge_event("meter_added", data);
+    }
+
+    fn bridge_event(&mut self, kind: &str, data: serde_json::Value) {
+        if let Sink::Mqtt { publisher, .. } = &self.sink {
+            publisher.publish(
+                format!("{}/bridge/event", self.base_topic),
+                serde_json::json!({"type": kind, "data": data})
+                    .to_string()
+                    .into_bytes(),
+                false,
+            );
+            // It shares the outage queue with readings: the shutdown summary counts it.
+            self.stats.gateway_states += 1;
+        }
+    }
+
+    fn bridge_configured_json(&self, index: usize) -> serde_json::Value {
+        let meter = &self.meters[index];
+        let empty = (Static::default(), Dynamic::default());
+        let (s, d) = self
+            .bridge
+            .as_ref()
+            .and_then(|b| b.configured.get(index))
+            .unwrap_or(&empty);
+        let id = match (&meter.identity, &meter.cfg.address) {
+            (Some((_, _, id)), _) => id.clone(),
+            (None, MeterAddress::Wireless(id)) => id.to_ascii_lowercase(),
+            (None, _) => String::new(),
+        };
+        let mut s = s.clone();
+        if s.driver.is_none() {
+            s.driver = Some(meter.cfg.driver.clone());
+        }
+        let mut m = entry_json(&id, &s, d);
+        let entry = self.state.get(&meter.state_key);
+        // The state cache also knows readings from before a restart.
+        if d.last_seen.is_none() {
+            m.insert(
+                "last_seen".into(),
+                entry.and_then(|e| e.last_seen).map(timestamp).into(),
+            );
+        }
+        if d.rssi.is_none() {
+            m.insert("rssi_dbm".into(), entry.and_then(|e| e.rssi_dbm).into());
+        }
+        m.insert("name".into(), meter.cfg.name.clone().into());
+        m.insert("configured".into(), true.into());
+        if let Some(bus) = &meter.cfg.bus {
+            m.insert("bus".into(), bus.clone().into());
+            let address: serde_json::Value = match &meter.cfg.address {
+                MeterAddress::Primary(a) => (*a).into(),
+                MeterAddress::Secondary(s) | MeterAddress::Wireless(s) => s.clone().into(),
+            };
+            m.insert("address".into(), address);
+            if m.get("source").is_some_and(|s| s.is_null()) {
+                m.insert("source".into(), bus.clone().into());
+            }
+        }
+        m.insert(
+            "state_topic".into(),
+            format!("{}/{}/state", self.base_topic, meter.slug).into(),
+        );
+        m.into()
+    }
+
+    /// Publishes the device list when it changed, at most once per [`MIN_GAP`].
+    pub(super) fn bridge_publish(&mut self) {
+        let due = self
+            .bridge
+            .as_ref()
+            .is_some_and(|b| b.changed && b.last_publish.is_none_or(|t| t.elapsed() >= MIN_GAP));
+        if !due {
+            return;
+        }
+        let mut list: Vec<serde_json::Value> = (0..self.meters.len())
+            .map(|i| self.bridge_configured_json(i))
+            .collect();
+        let Some(bridge) = self.bridge.as_mut() else {
+            return;
+        };
+        bridge.changed = false;
+        bridge.last_publish = Some(Instant::now());
+        for (id, (s, d)) in &bridge.heard {
+            let mut m = entry_json(id, s, d);
+            m.insert("configured".into(), false.into());
+            list.push(m.into());
+        }
+        if let Sink::Mqtt { publisher, .. } = &self.sink {
+            publisher.publish(
+                format!("{}/bridge/devices", self.base_topic),
+                serde_json::Value::Array(list).to_string().into_bytes(),
+                true,
+            );
+            self.stats.gateway_states += 1;
+        }
+    }
+}
