@@ -516,6 +516,7 @@ impl Gateway {
             announced_keys: Default::default(),
             only_values: false,
             identity: None,
+            reception: Default::default(),
         });
         self.wireless.insert(id.clone(), index);
         // Its last telegram gives the overview a reading at once.

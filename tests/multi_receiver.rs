@@ -1,0 +1,277 @@
+//! Many receivers, one meter (issue 19): a simulated iM871A stick, a UDP input (an ESP32 in the
+//! garden) and an MQTT input (an ESP32 on the broker) hear the same telegrams, in different
+//! orders and with different RSSI. The gateway publishes one reading per telegram, from the
+//! copy heard best, naming every receiver that heard it; a copy a repeater changed, heard
+//! after the reading went out, publishes nothing.
+
+#[path = "support/broker.rs"]
+mod broker;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use meterbridge::config::{parse_with, ValidateOptions};
+use meterbridge::daemon::gateway::{self, PrintFormat, RunOptions};
+use meterbridge::wire::hex;
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, watch};
+
+/// Kamstrup Multical 21 (76348799): extended link layer, access number 0x91.
+const KAMSTRUP: &str =
+    "2A442D2C998734761B168D2091D37CAC21576C7802FF207100041308190000441308190000615B7F616713";
+/// Two telegrams of one Qundis water meter (61193115): different telegrams of one meter are
+/// never merged.
+const QWATER: [&str; 3] = [
+    "39449344153119611D067A870000200C13370000004C1300000000426CFFFFCC081300000000C2086CFFFF02BB560000326CFFFF046D320D5E31",
+    "49449344153119611D06780DFF5F3500826E0000F00007C113FFFF66000000FFFF00000000FFFF000000000080008000800080008000800080008000800080008000802F046D33125F31",
+    "49449344153119611D06780DFF5F350082EC0000F10007C113FFFF69000000FFFF000000005F31680000000080008000800080008000800080008000800080008006002F046D1C0A4132",
+];
+const WAIT: Duration = Duration::from_secs(30);
+
+fn send_udp(port: u16, text: &str) {
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.send_to(text.as_bytes(), ("127.0.0.1", port)).unwrap();
+}
+
+/// An MQTT client that publishes the ESP32's copies and tells when the gateway is online.
+async fn esp32(port: u16, status_topic: &str) -> (AsyncClient, watch::Receiver<bool>) {
+    let id = format!("esp-{}-{}", std::process::id(), broker::free_port());
+    let (client, mut eventloop) = AsyncClient::new(MqttOptions::new(id, "127.0.0.1", port), 64);
+    client
+        .subscribe(status_topic, QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    let (online_tx, online_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::Publish(p))) if &p.payload[..] == b"online" => {
+                    let _ = online_tx.send(true);
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    });
+    (client, online_rx)
+}
+
+/// Waits until a log line satisfies `wanted`.
+async fn wait_for_log(log: &Arc<Mutex<Vec<String>>>, wanted: impl Fn(&str) -> bool) {
+    let until = Instant::now() + WAIT;
+    loop {
+        if log.lock().unwrap().iter().any(|l| wanted(l)) {
+            return;
+        }
+        assert!(
+            Instant::now() < until,
+            "log line not seen; log: {:?}",
+            log.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn next_reading(rx: &mut mpsc::UnboundedReceiver<(String, String)>) -> (String, Value) {
+    let (slug, doc) = tokio::time::timeout(WAIT, rx.recv())
+        .await
+        .expect("a reading within the wait")
+        .expect("the gateway runs");
+    (slug, serde_json::from_str(&doc).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_receivers_one_reading_per_telegram() {
+    let port = broker::rumqttd_port();
+    let tag = broker::free_port();
+    let base = format!("mr{tag}");
+    let udp = broker::free_port();
+    let dir = std::env::temp_dir().join(format!("meterbridge-multi-{}-{tag}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    // The stick hears the three telegrams, one a second, then again from the start (repeats
+    // within the duplicate window).
+    let telegrams = dir.join("stick.txt");
+    std::fs::write(
+        &telegrams,
+        format!("{KAMSTRUP}\n{}\n{}\n", QWATER[0], QWATER[1]),
+    )
+    .unwrap();
+    let yaml = format!(
+        r#"state_dir: "{state}"
+dedup_window: 10m
+settle_time: 5s
+receivers:
+  - name: stick
+    type: simulated
+    stick: im871a
+    telegrams: "{telegrams}"
+    interval: 1s
+  - name: garden
+    type: udp
+    bind: "127.0.0.1:{udp}"
+  - name: esp
+    type: mqtt
+    topic: "{base}-esp/raw"
+meters:
+  - name: Cold water
+    address: "76348799"
+    driver: auto
+  - name: Warm water
+    address: "61193115"
+    driver: qwater
+mqtt:
+  url: "mqtt://127.0.0.1:{port}"
+  base_topic: "{base}"
+  client_id: "{base}"
+  discovery: false
+"#,
+        state = dir.join("state").display(),
+        telegrams = telegrams.display(),
+    );
+    let (config, _) = parse_with(
+        &yaml,
+        "test.yaml",
+        &ValidateOptions::with_built_in_drivers(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let (esp, mut online) = esp32(port, &format!("{base}/status")).await;
+    let log = Arc::new(Mutex::new(Vec::<String>::new()));
+    let sink = log.clone();
+    let (stop, stop_rx) = watch::channel(false);
+    let (emitted_tx, mut emitted) = mpsc::unbounded_channel();
+    let task = tokio::spawn(gateway::run(
+        config,
+        RunOptions {
+            print: PrintFormat::None,
+            stop: Some(stop_rx),
+            instance: format!("multi{tag}"),
+            log: Arc::new(move |m: &str| {
+                eprintln!("gateway: {m}");
+                sink.lock().unwrap().push(m.to_string());
+            }),
+            emitted: Some(emitted_tx),
+            ..RunOptions::default()
+        },
+    ));
+
+    // The gateway subscribes before it says `online`; the UDP socket and the stick are up.
+    tokio::time::timeout(WAIT, online.wait_for(|o| *o))
+        .await
+        .expect("the gateway comes online")
+        .unwrap();
+    wait_for_log(&log, |l| {
+        l.starts_with("receiver stick:") && l.ends_with("ready")
+    })
+    .await;
+    wait_for_log(&log, |l| l == "receiver garden: ready").await;
+
+    // The stick's copies (-67 dBm) come a second or more after it was ready; these come first,
+    // in another order per telegram. The settle time (5 s) gathers them all.
+    let topic = format!("{base}-esp/raw");
+    let mqtt = |hex: &str, rssi: Option<i16>| {
+        let body = match rssi {
+            Some(r) => format!("{{\"telegram\":\"{hex}\",\"rssi\":{r}}}"),
+            None => format!("{{\"telegram\":\"{hex}\"}}"),
+        };
+        let (esp, topic) = (esp.clone(), topic.clone());
+        async move {
+            esp.publish(topic, QoS::AtLeastOnce, false, body)
+                .await
+                .unwrap()
+        }
+    };
+    send_udp(udp, &format!("{KAMSTRUP};rssi=-81"));
+    mqtt(KAMSTRUP, Some(-55)).await;
+    mqtt(QWATER[0], Some(-90)).await;
+    send_udp(udp, &format!("{};rssi=-60", QWATER[0]));
+    send_udp(udp, &format!("{};rssi=-95", QWATER[1]));
+    mqtt(QWATER[1], None).await;
+
+    let mut readings = Vec::new();
+    for _ in 0..3 {
+        readings.push(next_reading(&mut emitted).await);
+    }
+    let find = |slug: &str, key: &str, value: Value| {
+        readings
+            .iter()
+            .find(|(s, d)| s == slug && d[key] == value)
+            .map(|(_, d)| d.clone())
+            .unwrap_or_else(|| panic!("no {slug} reading with {key} {value}: {readings:?}"))
+    };
+    // Best: the ESP32 on MQTT.
+    let cold = find("cold_water", "total_m3", json!(6.408));
+    assert_eq!(cold["rssi_dbm"], -55, "{cold}");
+    assert_eq!(cold["best_receiver"], "esp");
+    assert_eq!(
+        cold["receivers"],
+        json!({"garden": -81, "esp": -55, "stick": -67}),
+        "{cold}"
+    );
+    assert_eq!(cold["rssi_garden_dbm"], -81);
+    assert_eq!(cold["rssi_esp_dbm"], -55);
+    assert_eq!(cold["rssi_stick_dbm"], -67);
+    for r in ["garden", "esp", "stick"] {
+        assert!(
+            cold["last_seen_by"][r]
+                .as_str()
+                .is_some_and(|t| t.ends_with('Z')),
+            "{cold}"
+        );
+    }
+    // Best: the UDP receiver in the garden; the first copy came over MQTT.
+    let warm = find("warm_water", "best_receiver", json!("garden"));
+    assert_eq!(warm["total_m3"], 0.037);
+    assert_eq!(warm["rssi_dbm"], -60, "{warm}");
+    assert_eq!(
+        warm["receivers"],
+        json!({"esp": -90, "garden": -60, "stick": -67}),
+        "{warm}"
+    );
+    // Best: the stick; the MQTT copy had no RSSI.
+    let compact = readings
+        .iter()
+        .find(|(s, d)| s == "warm_water" && d["best_receiver"] == "stick")
+        .map(|(_, d)| d.clone())
+        .unwrap_or_else(|| panic!("no reading from the stick's copy: {readings:?}"));
+    assert_eq!(compact["rssi_dbm"], -67, "{compact}");
+    assert_eq!(
+        compact["receivers"],
+        json!({"garden": -95, "esp": null, "stick": -67}),
+        "{compact}"
+    );
+
+    // A repeater's copy of the first telegram: another C field and the hop counter set in the
+    // extended link layer. Then a new telegram on the same input: once its reading is out, the
+    // repeated copy before it has certainly been handled.
+    let mut repeated = hex::decode(KAMSTRUP).unwrap();
+    repeated[1] = 0x46;
+    repeated[11] |= 0x10;
+    send_udp(udp, &format!("{};rssi=-40", hex::encode_upper(&repeated)));
+    send_udp(udp, &format!("{};rssi=-70", QWATER[2]));
+    let (slug, marker) = next_reading(&mut emitted).await;
+    assert_eq!(
+        slug, "warm_water",
+        "the repeated copy was published: {marker}"
+    );
+    assert_eq!(marker["receivers"], json!({"garden": -70}), "{marker}");
+    assert_eq!(marker["best_receiver"], "garden");
+    // Per meter, per receiver: the last RSSI each receiver heard it with stays in the state.
+    assert_eq!(marker["rssi_esp_dbm"], -90, "{marker}");
+    assert_eq!(marker["rssi_garden_dbm"], -70, "{marker}");
+
+    stop.send(true).unwrap();
+    let stats = tokio::time::timeout(WAIT, task)
+        .await
+        .expect("the gateway stops")
+        .unwrap()
+        .unwrap();
+    // Nothing else was published: the stick's repeats within the window were duplicates.
+    assert!(emitted.try_recv().is_err());
+    assert_eq!(stats.telegrams, 4, "{stats:?}");
+    assert_eq!(stats.readings_emitted, 4, "{stats:?}");
+    // Two extra copies of each of the three telegrams, the repeater's copy, and the stick's.
+    assert!(stats.duplicates >= 7, "{stats:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
