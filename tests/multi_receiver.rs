@@ -275,3 +275,212 @@ mqtt:
     assert!(stats.duplicates >= 7, "{stats:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A receiver that hears nothing for its `silent_after` is reported once (log and gateway
+/// state), and again when it hears a telegram; the gateway device has its entities, and the
+/// meter an RSSI sensor per receiver, off by default.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_receiver_is_reported_once_and_again_when_it_hears() {
+    let port = broker::rumqttd_port();
+    let tag = broker::free_port();
+    let base = format!("sr{tag}");
+    let prefix = format!("hasr{tag}");
+    let (quiet, loud) = (broker::free_port(), broker::free_port());
+    let dir = std::env::temp_dir().join(format!("meterbridge-silent-{}-{tag}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let yaml = format!(
+        r#"state_dir: "{state}"
+settle_time: 200ms
+silent_after: 0
+receivers:
+  - name: Quiet one
+    type: udp
+    bind: "127.0.0.1:{quiet}"
+    silent_after: 1s
+  - name: loud
+    type: udp
+    bind: "127.0.0.1:{loud}"
+meters:
+  - name: Cold water
+    address: "76348799"
+    driver: auto
+mqtt:
+  url: "mqtt://127.0.0.1:{port}"
+  base_topic: "{base}"
+  discovery_prefix: "{prefix}"
+  client_id: "{base}"
+"#,
+        state = dir.display(),
+    );
+    let (config, _) = parse_with(
+        &yaml,
+        "test.yaml",
+        &ValidateOptions::with_built_in_drivers(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.silent_after, Duration::ZERO);
+    assert_eq!(
+        config.receivers[0].silent_after,
+        Some(Duration::from_secs(1))
+    );
+    let messages = Arc::new(Mutex::new(Vec::<(String, Value)>::new()));
+    let id = format!("watch-{}-{tag}", std::process::id());
+    let (client, mut eventloop) = AsyncClient::new(MqttOptions::new(id, "127.0.0.1", port), 64);
+    client
+        .subscribe(format!("{base}/gateway/state"), QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    client
+        .subscribe(format!("{prefix}/device/+/config"), QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    client
+        .subscribe(format!("{base}/cold_water/state"), QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    let sink = messages.clone();
+    tokio::spawn(async move {
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    if let Ok(v) = serde_json::from_slice(&p.payload) {
+                        sink.lock().unwrap().push((p.topic.clone(), v));
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    });
+    let wait_for = |topic: String, wanted: Box<dyn Fn(&Value) -> bool + Send>| {
+        let messages = messages.clone();
+        async move {
+            let until = Instant::now() + WAIT;
+            loop {
+                if let Some((_, v)) = messages
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .find(|(t, v)| *t == topic && wanted(v))
+                {
+                    return v.clone();
+                }
+                assert!(
+                    Instant::now() < until,
+                    "nothing on {topic} as wanted: {:?}",
+                    messages.lock().unwrap()
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+
+    let log = Arc::new(Mutex::new(Vec::<String>::new()));
+    let sink = log.clone();
+    let (stop, stop_rx) = watch::channel(false);
+    let instance = format!("silent{tag}");
+    let task = tokio::spawn(gateway::run(
+        config,
+        RunOptions {
+            print: PrintFormat::None,
+            stop: Some(stop_rx),
+            instance: instance.clone(),
+            log: Arc::new(move |m: &str| {
+                eprintln!("gateway: {m}");
+                sink.lock().unwrap().push(m.to_string());
+            }),
+            ..RunOptions::default()
+        },
+    ));
+
+    // The gateway device has each receiver's entities.
+    let gateway_config = wait_for(
+        format!("{prefix}/device/meterbridge_gw_{instance}/config"),
+        Box::new(|_| true),
+    )
+    .await;
+    let cmps = &gateway_config["cmps"];
+    assert_eq!(cmps["receiver_quiet_one_silent"]["p"], "binary_sensor");
+    assert_eq!(cmps["receiver_quiet_one_silent"]["device_class"], "problem");
+    assert_eq!(
+        cmps["receiver_loud_per_minute"]["unit_of_measurement"],
+        "telegrams/min"
+    );
+    assert_eq!(cmps["receiver_loud_meters"]["p"], "sensor");
+
+    let state_topic = format!("{base}/gateway/state");
+    let silent = wait_for(
+        state_topic.clone(),
+        Box::new(|v| v["receiver_quiet_one_silent"] == true),
+    )
+    .await;
+    assert_eq!(silent["parts_down"], "receiver Quiet one (silent)");
+    // `silent_after: 0` on the other: never reported.
+    assert_eq!(silent["receiver_loud_silent"], false);
+    // Reported once, however many checks found it silent since.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let silences = |log: &Arc<Mutex<Vec<String>>>| {
+        log.lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.starts_with("warning: receiver Quiet one: silent, no telegram for 1s"))
+            .count()
+    };
+    assert_eq!(silences(&log), 1, "{:?}", log.lock().unwrap());
+
+    // Both receivers hear a telegram: the quiet one is back, each counts it.
+    send_udp(quiet, &format!("{KAMSTRUP};rssi=-75"));
+    send_udp(loud, &format!("{KAMSTRUP};rssi=-62"));
+    let back = wait_for(
+        state_topic.clone(),
+        Box::new(|v| {
+            v["receiver_quiet_one_silent"] == false && v["receiver_quiet_one_per_minute"] == 1
+        }),
+    )
+    .await;
+    assert_eq!(back["parts_down"], "", "{back}");
+    assert!(log
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|l| l == "receiver Quiet one: hears telegrams again"));
+    let reading = wait_for(format!("{base}/cold_water/state"), Box::new(|_| true)).await;
+    assert_eq!(reading["rssi_dbm"], -62, "{reading}");
+    assert_eq!(reading["best_receiver"], "loud");
+    assert_eq!(reading["rssi_quiet_one_dbm"], -75);
+    // The meter's discovery: an RSSI sensor per receiver, disabled by default.
+    let meter_config = wait_for(
+        format!("{prefix}/device/meterbridge_kam_76348799/config"),
+        Box::new(|v| v["cmps"]["rssi_loud_dbm"].is_object()),
+    )
+    .await;
+    let per_receiver = &meter_config["cmps"]["rssi_quiet_one_dbm"];
+    assert_eq!(per_receiver["enabled_by_default"], false, "{per_receiver}");
+    assert_eq!(per_receiver["device_class"], "signal_strength");
+    assert_eq!(
+        per_receiver["value_template"],
+        "{{ value_json.rssi_quiet_one_dbm | default(None) }}"
+    );
+    // Once the meter is known to both, the next gateway state counts it for each.
+    let counted = wait_for(
+        state_topic,
+        Box::new(|v| v["receiver_quiet_one_meters"] == 1 && v["receiver_loud_meters"] == 1),
+    );
+    // Gateway states go out every minute or on a change: the quiet receiver going silent
+    // again is one.
+    let counted = counted.await;
+    assert_eq!(counted["receiver_loud_silent"], false);
+    assert!(
+        silences(&log) >= 2,
+        "reported again: {:?}",
+        log.lock().unwrap()
+    );
+
+    stop.send(true).unwrap();
+    tokio::time::timeout(WAIT, task)
+        .await
+        .expect("the gateway stops")
+        .unwrap()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
