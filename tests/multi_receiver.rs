@@ -484,3 +484,142 @@ mqtt:
         .unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The formats of the ESP32 and SDR world, each from its own receiver, make one reading:
+/// ESPHome's `frame->as_hex()` over its TCP socket transmitter (one connection per frame, no
+/// newline), its `frame->as_rtlwmbus()` line over UDP, and rtl_433's JSON event over MQTT.
+/// Text in no known format is reported once per input.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn esp32_and_rtl_433_formats_make_one_reading() {
+    use tokio::io::AsyncWriteExt as _;
+    let port = broker::rumqttd_port();
+    let tag = broker::free_port();
+    let base = format!("fm{tag}");
+    let (udp, tcp) = (broker::free_port(), broker::free_port());
+    let dir =
+        std::env::temp_dir().join(format!("meterbridge-formats-{}-{tag}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let yaml = format!(
+        r#"state_dir: "{state}"
+settle_time: 5s
+receivers:
+  - name: esp-udp
+    type: udp
+    bind: "127.0.0.1:{udp}"
+  - name: esp-tcp
+    type: tcp_server
+    bind: "127.0.0.1:{tcp}"
+  - name: sdr
+    type: mqtt
+    topic: "{base}-rtl_433/events"
+meters:
+  - name: Cold water
+    address: "76348799"
+    driver: auto
+mqtt:
+  url: "mqtt://127.0.0.1:{port}"
+  base_topic: "{base}"
+  client_id: "{base}"
+  discovery: false
+"#,
+        state = dir.display(),
+    );
+    let (config, _) = parse_with(
+        &yaml,
+        "test.yaml",
+        &ValidateOptions::with_built_in_drivers(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let (sdr, mut online) = esp32(port, &format!("{base}/status")).await;
+    let log = Arc::new(Mutex::new(Vec::<String>::new()));
+    let sink = log.clone();
+    let (stop, stop_rx) = watch::channel(false);
+    let (emitted_tx, mut emitted) = mpsc::unbounded_channel();
+    let task = tokio::spawn(gateway::run(
+        config,
+        RunOptions {
+            print: PrintFormat::None,
+            stop: Some(stop_rx),
+            instance: format!("formats{tag}"),
+            log: Arc::new(move |m: &str| {
+                eprintln!("gateway: {m}");
+                sink.lock().unwrap().push(m.to_string());
+            }),
+            emitted: Some(emitted_tx),
+            ..RunOptions::default()
+        },
+    ));
+    tokio::time::timeout(WAIT, online.wait_for(|o| *o))
+        .await
+        .expect("the gateway comes online")
+        .unwrap();
+    wait_for_log(&log, |l| l == "receiver esp-udp: ready").await;
+    wait_for_log(&log, |l| l == "receiver esp-tcp: ready").await;
+
+    let lower = KAMSTRUP.to_lowercase();
+    send_udp(
+        udp,
+        &format!("C1;1;1;2026-12-05 05:40:00.00Z;-70;;;0x{lower}\n"),
+    );
+    let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", tcp))
+        .await
+        .unwrap();
+    conn.write_all(lower.as_bytes()).await.unwrap();
+    conn.shutdown().await.unwrap();
+    drop(conn);
+    let topic = format!("{base}-rtl_433/events");
+    let weather = r#"{"time" : "2026-12-05 05:40:00", "model" : "Acurite-Tower", "id" : 1234, "temperature_C" : 3.1}"#;
+    let event = format!(
+        r#"{{"time" : "2026-12-05 05:40:00", "model" : "Wireless-MBus", "mode" : "C", "M" : "KAM", "id" : 76348799, "version" : 27, "type" : 22, "type_string" : "Cold water", "C" : 68, "data" : "{lower}", "rssi" : -0.1, "snr" : 20.2, "noise" : -20.3, "mic" : "CRC"}}"#
+    );
+    for payload in [
+        weather.to_string(),
+        event,
+        "not a telegram".into(),
+        "still not one".into(),
+    ] {
+        sdr.publish(topic.clone(), QoS::AtLeastOnce, false, payload)
+            .await
+            .unwrap();
+    }
+    for _ in 0..2 {
+        send_udp(udp, "GET / HTTP/1.1");
+    }
+
+    let (slug, doc) = next_reading(&mut emitted).await;
+    assert_eq!(slug, "cold_water");
+    assert_eq!(doc["total_m3"], 6.408, "{doc}");
+    // rtl_433's `rssi` is dB below full scale, not dBm: only the ESP32's -70 is an RSSI.
+    assert_eq!(doc["rssi_dbm"], -70, "{doc}");
+    assert_eq!(
+        doc["receivers"],
+        json!({"esp-udp": -70, "esp-tcp": null, "sdr": null}),
+        "{doc}"
+    );
+    // Once both garbage messages of each input were handled: one warning per input.
+    let warned = |input: &str| {
+        log.lock()
+            .unwrap()
+            .iter()
+            .filter(|l| {
+                l.starts_with(&format!("warning: {input}:")) && l.contains("unknown format")
+            })
+            .count()
+    };
+    let until = Instant::now() + WAIT;
+    while warned("sdr") == 0 || warned("esp-udp") == 0 {
+        assert!(Instant::now() < until, "{:?}", log.lock().unwrap());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.send(true).unwrap();
+    let stats = tokio::time::timeout(WAIT, task)
+        .await
+        .expect("the gateway stops")
+        .unwrap()
+        .unwrap();
+    assert_eq!(warned("sdr"), 1, "{:?}", log.lock().unwrap());
+    assert_eq!(warned("esp-udp"), 1, "{:?}", log.lock().unwrap());
+    assert_eq!(stats.decode_errors, 4, "{stats:?}");
+    assert_eq!(stats.readings_emitted, 1, "{stats:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

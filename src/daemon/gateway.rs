@@ -1623,10 +1623,20 @@ pub async fn run(config: Config, options: RunOptions) -> Result<GatewayStats, St
                     if let Some((_, name)) = mqtt_inputs.iter().find(|(f, _)| topic_matches(f, &topic)) {
                         let text = String::from_utf8_lossy(&payload);
                         for line in text.lines() {
-                            match crate::receivers::lines::parse_hex_line(line) {
+                            match crate::receivers::lines::parse_any_line(line) {
                                 Ok(Some(heard)) => gateway.wireless_telegram(name, heard),
                                 Ok(None) => {}
-                                Err(_) => gateway.stats.decode_errors += 1,
+                                Err(e) => {
+                                    gateway.stats.decode_errors += 1;
+                                    // Once per input: a misconfigured publisher sends thousands.
+                                    gateway.note_once(
+                                        format!("malformed/{name}"),
+                                        &format!(
+                                            "warning: {name}: message on {topic} not understood: {} (more like this are counted, not shown)",
+                                            loggable(&e.to_string())
+                                        ),
+                                    );
+                                }
                             }
                         }
                     }
