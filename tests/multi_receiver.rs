@@ -81,6 +81,26 @@ async fn next_reading(rx: &mut mpsc::UnboundedReceiver<(String, String)>) -> (St
     (slug, serde_json::from_str(&doc).unwrap())
 }
 
+/// The web page's overview data (`GET /api/overview`).
+async fn overview(web: std::net::SocketAddr) -> Value {
+    tokio::task::spawn_blocking(move || {
+        use std::io::{Read as _, Write as _};
+        let mut s = std::net::TcpStream::connect(web).unwrap();
+        s.set_read_timeout(Some(WAIT)).unwrap();
+        write!(
+            s,
+            "GET /api/overview HTTP/1.1\r\nHost: {web}\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut reply = String::new();
+        s.read_to_string(&mut reply).unwrap();
+        let body = reply.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {reply}"))
+    })
+    .await
+    .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_receivers_one_reading_per_telegram() {
     let port = broker::rumqttd_port();
@@ -126,6 +146,8 @@ mqtt:
   base_topic: "{base}"
   client_id: "{base}"
   discovery: false
+web:
+  bind: "127.0.0.1:0"
 "#,
         state = dir.join("state").display(),
         telegrams = telegrams.display(),
@@ -141,6 +163,7 @@ mqtt:
     let sink = log.clone();
     let (stop, stop_rx) = watch::channel(false);
     let (emitted_tx, mut emitted) = mpsc::unbounded_channel();
+    let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
     let task = tokio::spawn(gateway::run(
         config,
         RunOptions {
@@ -152,9 +175,14 @@ mqtt:
                 sink.lock().unwrap().push(m.to_string());
             }),
             emitted: Some(emitted_tx),
+            web_bound: Some(bound_tx),
             ..RunOptions::default()
         },
     ));
+    let web = tokio::time::timeout(WAIT, bound_rx)
+        .await
+        .expect("the web page listens")
+        .unwrap();
 
     // The gateway subscribes before it says `online`; the UDP socket and the stick are up.
     tokio::time::timeout(WAIT, online.wait_for(|o| *o))
@@ -260,6 +288,49 @@ mqtt:
     // Per meter, per receiver: the last RSSI each receiver heard it with stays in the state.
     assert_eq!(marker["rssi_esp_dbm"], -90, "{marker}");
     assert_eq!(marker["rssi_garden_dbm"], -70, "{marker}");
+
+    // The web page's data: per meter the best receiver and each receiver's last RSSI, per
+    // receiver the copies it delivered and the meters it hears.
+    let until = Instant::now() + WAIT;
+    let view = loop {
+        let view = overview(web).await;
+        let warm = view["meters"]
+            .as_array()
+            .and_then(|m| m.iter().find(|m| m["name"] == "Warm water"))
+            .cloned()
+            .unwrap_or_default();
+        if warm["best_receiver"] == "garden"
+            && warm["heard_by"].as_array().is_some_and(|h| h.len() == 3)
+        {
+            break view;
+        }
+        assert!(Instant::now() < until, "{view}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let links = view["links"].as_array().unwrap();
+    for name in ["stick", "garden", "esp"] {
+        let link = links
+            .iter()
+            .find(|l| l["name"] == name)
+            .unwrap_or_else(|| panic!("no link {name}: {view}"));
+        assert_eq!(link["meters_heard"], 2, "{link}");
+        assert!(link["copies"].as_u64().unwrap() >= 3, "{link}");
+        assert_eq!(link["silent"], false);
+    }
+    let cold = view["meters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "Cold water")
+        .unwrap();
+    assert_eq!(cold["best_receiver"], "esp", "{cold}");
+    let esp = cold["heard_by"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["name"] == "esp")
+        .unwrap();
+    assert_eq!(esp["rssi"], -55, "{cold}");
 
     stop.send(true).unwrap();
     let stats = tokio::time::timeout(WAIT, task)

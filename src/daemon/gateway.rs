@@ -610,6 +610,56 @@ impl Gateway {
         }
     }
 
+    /// What the web view adds about reception: per receiver the copies it delivered (also
+    /// those merged into another receiver's reading), their rate, the configured meters it
+    /// hears and whether it is silent; per wireless meter the receiver that hears it best and
+    /// each receiver's last RSSI and time.
+    fn web_reception(&mut self, links: &mut [serde_json::Value], meters: &mut [serde_json::Value]) {
+        let now = Instant::now();
+        for link in links.iter_mut() {
+            let Some(obj) = link.as_object_mut() else {
+                continue;
+            };
+            if obj.get("kind").and_then(|k| k.as_str()) != Some("receiver") {
+                continue;
+            }
+            let Some(r) = obj
+                .get("name")
+                .and_then(|n| n.as_str())
+                .and_then(|n| self.receivers.get_mut(n))
+            else {
+                continue;
+            };
+            obj.insert("copies".into(), r.telegrams.into());
+            obj.insert("copies_per_minute".into(), r.per_minute(now).into());
+            obj.insert("meters_heard".into(), r.meters.len().into());
+            obj.insert("silent".into(), r.silent.into());
+        }
+        for (meter, view) in self.meters.iter().zip(meters.iter_mut()) {
+            let (Some(obj), Some(best)) = (view.as_object_mut(), &meter.reception.best_receiver)
+            else {
+                continue;
+            };
+            obj.insert("best_receiver".into(), (**best).into());
+            let heard_by: Vec<serde_json::Value> = meter
+                .reception
+                .last_seen_by
+                .iter()
+                .map(|(name, when, rssi)| {
+                    serde_json::json!({
+                        "name": &**name,
+                        "rssi": rssi,
+                        "last_seen": when
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .unwrap_or_default()
+                            .as_secs(),
+                    })
+                })
+                .collect();
+            obj.insert("heard_by".into(), heard_by.into());
+        }
+    }
+
     fn unknown_meter(&mut self, id: &str, driver: Option<&str>) {
         self.stats.unknown_meters += 1;
         let hint = match driver {
