@@ -286,7 +286,11 @@ fn main() {
     let lost = sent.len() as u64 - seen.len() as u64;
     latencies.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    println!("telegrams sent: {} ({} copies)", sent.len(), sent.len() * RECEIVERS);
+    println!(
+        "telegrams sent: {} ({} copies)",
+        sent.len(),
+        sent.len() * RECEIVERS
+    );
     println!(
         "readings printed: {} ; duplicates {duplicates} ; lost {lost} ; not sent {unexpected}",
         readings.len()

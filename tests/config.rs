@@ -1179,6 +1179,14 @@ fn settle_time_and_silent_receivers() {
         .map(|e| (e.pos.line, e.path.as_str()))
         .collect();
     assert_eq!(got, [(1, "settle_time"), (2, "silent_after")], "{errors:?}");
-    assert!(errors[0].message.contains("60000 ms"), "{}", errors[0].message);
-    assert!(errors[1].message.contains("has no unit"), "{}", errors[1].message);
+    assert!(
+        errors[0].message.contains("60000 ms"),
+        "{}",
+        errors[0].message
+    );
+    assert!(
+        errors[1].message.contains("has no unit"),
+        "{}",
+        errors[1].message
+    );
 }
