@@ -567,11 +567,14 @@ impl Gateway {
                 newly.push((name.clone(), r.silent_after));
             }
         }
+        // A warning: shown at `log_level: warn` too, like the other problems an operator must see.
         for (name, after) in newly {
-            self.note(&format!(
-                "warning: receiver {name}: silent, no telegram for {} (it is reported again when it hears one)",
-                crate::config::duration::format_duration(after)
-            ));
+            if self.level >= LogLevel::Warn {
+                (self.log)(&format!(
+                    "warning: receiver {name}: silent, no telegram for {} (it is reported again when it hears one)",
+                    crate::config::duration::format_duration(after)
+                ));
+            }
         }
         if changed {
             self.publish_gateway_state();
