@@ -1173,6 +1173,21 @@ fn settle_time_and_silent_receivers() {
     assert_eq!(c.silent_after, Duration::from_secs(7200));
     assert_eq!(c.receivers[0].silent_after, Some(Duration::from_secs(600)));
     assert_eq!(c.receivers[1].silent_after, Some(Duration::ZERO));
+    let (_, warnings) = parse_ok(
+        "dedup_window: 2s\nsettle_time: 3s\nreceivers:\n  - {name: a, type: udp, bind: 7001}\n",
+    );
+    let paths: Vec<(usize, &str)> = warnings
+        .iter()
+        .map(|w| (w.pos.line, w.path.as_str()))
+        .collect();
+    assert_eq!(paths, [(2, "settle_time")], "{warnings:?}");
+    assert!(
+        warnings[0]
+            .message
+            .contains("not shorter than dedup_window (2s)"),
+        "{}",
+        warnings[0].message
+    );
     let errors = parse_err("settle_time: 1m\nsilent_after: 5\n");
     let got: Vec<(usize, &str)> = errors
         .iter()

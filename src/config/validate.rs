@@ -946,6 +946,22 @@ impl Checker<'_> {
         if let Some(d) = self.duration(&top, "silent_after", Bare::ZeroOnly, true) {
             config.silent_after = d;
         }
+        // Copies still arriving after the window (counted from the first copy) are taken for a
+        // new telegram: merging needs the window to outlast the settle time.
+        if !config.dedup_window.is_zero()
+            && !config.settle_time.is_zero()
+            && config.settle_time >= config.dedup_window
+        {
+            self.warn(
+                top.key_pos("settle_time"),
+                "settle_time",
+                format!(
+                    "settle_time ({}) is not shorter than dedup_window ({}): a copy heard after the window would be published again",
+                    format_duration(config.settle_time),
+                    format_duration(config.dedup_window)
+                ),
+            );
+        }
         if let Some(b) = self.boolean(&top, "allow_bus_writes") {
             config.allow_bus_writes = b;
             if b {
