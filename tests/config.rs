@@ -1159,3 +1159,49 @@ fn small_mistakes_get_clear_messages() {
         warnings[0]
     );
 }
+
+#[test]
+fn settle_time_and_silent_receivers() {
+    let (c, _) = parse_ok("receivers:\n  - {name: a, type: udp, bind: 7001}\n");
+    assert_eq!(c.settle_time, Duration::from_millis(500));
+    assert_eq!(c.silent_after, Duration::from_secs(30 * 60));
+    assert_eq!(c.receivers[0].silent_after, None);
+    let (c, _) = parse_ok(
+        "settle_time: 0\nsilent_after: 2h\nreceivers:\n  - {name: a, type: udp, bind: 7001, silent_after: 10m}\n  - {name: b, type: udp, bind: 7002, silent_after: 0}\n",
+    );
+    assert_eq!(c.settle_time, Duration::ZERO);
+    assert_eq!(c.silent_after, Duration::from_secs(7200));
+    assert_eq!(c.receivers[0].silent_after, Some(Duration::from_secs(600)));
+    assert_eq!(c.receivers[1].silent_after, Some(Duration::ZERO));
+    let (_, warnings) = parse_ok(
+        "dedup_window: 2s\nsettle_time: 3s\nreceivers:\n  - {name: a, type: udp, bind: 7001}\n",
+    );
+    let paths: Vec<(usize, &str)> = warnings
+        .iter()
+        .map(|w| (w.pos.line, w.path.as_str()))
+        .collect();
+    assert_eq!(paths, [(2, "settle_time")], "{warnings:?}");
+    assert!(
+        warnings[0]
+            .message
+            .contains("not shorter than dedup_window (2s)"),
+        "{}",
+        warnings[0].message
+    );
+    let errors = parse_err("settle_time: 1m\nsilent_after: 5\n");
+    let got: Vec<(usize, &str)> = errors
+        .iter()
+        .map(|e| (e.pos.line, e.path.as_str()))
+        .collect();
+    assert_eq!(got, [(1, "settle_time"), (2, "silent_after")], "{errors:?}");
+    assert!(
+        errors[0].message.contains("60000 ms"),
+        "{}",
+        errors[0].message
+    );
+    assert!(
+        errors[1].message.contains("has no unit"),
+        "{}",
+        errors[1].message
+    );
+}

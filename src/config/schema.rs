@@ -41,6 +41,11 @@ pub struct Config {
     pub drivers_dir: Option<PathBuf>,
     /// Wireless telegrams repeated within this window are dropped; zero turns that off.
     pub dedup_window: Duration,
+    /// How long the first copy of a wireless telegram waits for the copies other receivers
+    /// hear, so one reading goes out with the best RSSI; zero publishes the first copy at once.
+    pub settle_time: Duration,
+    /// A receiver that hears nothing for this long is reported silent; zero never.
+    pub silent_after: Duration,
     pub allow_bus_writes: bool,
     pub buses: Vec<BusConfig>,
     pub receivers: Vec<ReceiverConfig>,
@@ -69,6 +74,10 @@ pub const DEFAULT_WEB_BIND: &str = "127.0.0.1:8099";
 
 pub const DEFAULT_STATE_DIR: &str = "./meterbridge-state";
 pub const DEFAULT_DEDUP_WINDOW: Duration = Duration::from_secs(10);
+pub const DEFAULT_SETTLE_TIME: Duration = Duration::from_millis(500);
+/// Longer would hold every reading back noticeably; no receiver is that late.
+pub const MAX_SETTLE_TIME: Duration = Duration::from_secs(5);
+pub const DEFAULT_SILENT_AFTER: Duration = Duration::from_secs(30 * 60);
 pub const DEFAULT_STATE_SAVE_INTERVAL: Duration = Duration::from_secs(30);
 
 /// Ordered from the fewest messages to the most.
@@ -172,6 +181,8 @@ pub struct ReceiverConfig {
     pub kind: ReceiverKind,
     /// Overrides the global `dedup_window` being on or off for this receiver.
     pub dedup: Option<bool>,
+    /// Overrides the global `silent_after` for this receiver (zero: never reported).
+    pub silent_after: Option<Duration>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

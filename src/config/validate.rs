@@ -388,6 +388,8 @@ const TOP_KEYS: &[&str] = &[
     "log_level",
     "drivers_dir",
     "dedup_window",
+    "settle_time",
+    "silent_after",
     "allow_bus_writes",
     "buses",
     "receivers",
@@ -413,7 +415,7 @@ const BUS_KEYS: &[&str] = &[
     "tcp_server",
 ];
 const BRIDGE_KEYS: &[&str] = &["port", "bind", "idle_timeout"];
-const RECEIVER_COMMON_KEYS: &[&str] = &["name", "type", "dedup"];
+const RECEIVER_COMMON_KEYS: &[&str] = &["name", "type", "dedup", "silent_after"];
 const RECEIVER_TYPES: &[&str] = &[
     "im871a",
     "iu891a",
@@ -479,6 +481,7 @@ const ALL_RECEIVER_KEYS: &[&str] = &[
     "name",
     "type",
     "dedup",
+    "silent_after",
     "device",
     "mode",
     "baud",
@@ -890,6 +893,8 @@ impl Checker<'_> {
             log_level: LogLevel::Info,
             drivers_dir: None,
             dedup_window: DEFAULT_DEDUP_WINDOW,
+            settle_time: DEFAULT_SETTLE_TIME,
+            silent_after: DEFAULT_SILENT_AFTER,
             allow_bus_writes: false,
             buses: Vec::new(),
             receivers: Vec::new(),
@@ -922,6 +927,40 @@ impl Checker<'_> {
         }
         if let Some(d) = self.duration(&top, "dedup_window", Bare::ZeroOnly, true) {
             config.dedup_window = d;
+        }
+        if let Some(d) = self.duration(&top, "settle_time", Bare::ZeroOnly, true) {
+            if d > MAX_SETTLE_TIME {
+                self.error(
+                    top.key_pos("settle_time"),
+                    "settle_time",
+                    format!(
+                        "{} ms is longer than any receiver needs; readings would wait that long",
+                        d.as_millis()
+                    ),
+                    Some("use at most 5s; 500ms covers network receivers".into()),
+                );
+            } else {
+                config.settle_time = d;
+            }
+        }
+        if let Some(d) = self.duration(&top, "silent_after", Bare::ZeroOnly, true) {
+            config.silent_after = d;
+        }
+        // Copies still arriving after the window (counted from the first copy) are taken for a
+        // new telegram: merging needs the window to outlast the settle time.
+        if !config.dedup_window.is_zero()
+            && !config.settle_time.is_zero()
+            && config.settle_time >= config.dedup_window
+        {
+            self.warn(
+                top.key_pos("settle_time"),
+                "settle_time",
+                format!(
+                    "settle_time ({}) is not shorter than dedup_window ({}): a copy heard after the window would be published again",
+                    format_duration(config.settle_time),
+                    format_duration(config.dedup_window)
+                ),
+            );
         }
         if let Some(b) = self.boolean(&top, "allow_bus_writes") {
             config.allow_bus_writes = b;
@@ -1529,6 +1568,7 @@ impl Checker<'_> {
         };
         let name = self.name(&s, names);
         let dedup = self.boolean(&s, "dedup");
+        let silent_after = self.duration(&s, "silent_after", Bare::ZeroOnly, true);
         if !self.require(&s, "type", "the kind of receiver") {
             return None;
         }
@@ -1675,6 +1715,7 @@ impl Checker<'_> {
             name: name?,
             kind,
             dedup,
+            silent_after,
         })
     }
 

@@ -30,7 +30,8 @@ use crate::mqtt::entities;
 use crate::output::json::push_str;
 use crate::output::wmbusmeters::{media_name, push_value};
 use crate::receivers::input::{self, InputEvent, InputSpec};
-use crate::receivers::{Dedup, LinkMode};
+use crate::receivers::merge::{HeardBy, Merger, Offer, Settled};
+use crate::receivers::LinkMode;
 use crate::security::KeyStore;
 use crate::sim::stick::{StickSimConfig, StickSimLog};
 use crate::telegram::decode_wired;
@@ -119,6 +120,89 @@ struct Meter {
     /// Driver, medium and id of the last decoded telegram: what the state document names, also
     /// when it is re-emitted without a new telegram.
     identity: Option<(String, String, String)>,
+    /// Which receivers hear this meter (wireless meters).
+    reception: Reception,
+}
+
+/// Which receivers hear a wireless meter, and how well.
+#[derive(Debug, Default)]
+struct Reception {
+    /// Receivers that heard the last telegram, with their RSSI, in the order heard.
+    heard_by: Vec<(Arc<str>, Option<i16>)>,
+    /// The receiver whose copy of the last telegram was published (the best RSSI).
+    best_receiver: Option<Arc<str>>,
+    /// Per receiver that ever heard this meter (since the start): when last, with what RSSI.
+    last_seen_by: Vec<(Arc<str>, SystemTime, Option<i16>)>,
+}
+
+/// One receiver's activity: what the gateway device and the web view show per receiver, and
+/// whether it has gone silent.
+struct ReceiverActivity {
+    /// Copies delivered, duplicates included (what the receiver did, not what was published).
+    telegrams: u64,
+    /// Copies per second over the last minute, in a ring: constant memory at any rate.
+    seconds: [u32; 60],
+    /// The second (since `started`) the ring was last moved to.
+    second: u64,
+    started: Instant,
+    /// Configured meters it heard, by index (bounded by the configuration).
+    meters: HashSet<usize>,
+    last_heard: Option<Instant>,
+    /// Zero: never reported silent.
+    silent_after: Duration,
+    silent: bool,
+}
+
+impl ReceiverActivity {
+    fn new(silent_after: Duration) -> ReceiverActivity {
+        ReceiverActivity {
+            telegrams: 0,
+            seconds: [0; 60],
+            second: 0,
+            started: Instant::now(),
+            meters: HashSet::new(),
+            last_heard: None,
+            silent_after,
+            silent: false,
+        }
+    }
+
+    /// Moves the ring to `now`, clearing the seconds nobody counted in.
+    fn advance(&mut self, now: Instant) {
+        let second = now.saturating_duration_since(self.started).as_secs();
+        if second <= self.second {
+            return;
+        }
+        let gap = (second - self.second).min(60);
+        for s in 1..=gap {
+            self.seconds[((self.second + s) % 60) as usize] = 0;
+        }
+        self.second = second;
+    }
+
+    fn heard(&mut self, now: Instant) {
+        self.advance(now);
+        self.seconds[(self.second % 60) as usize] += 1;
+        self.telegrams += 1;
+        self.last_heard = Some(now);
+    }
+
+    fn per_minute(&mut self, now: Instant) -> u64 {
+        self.advance(now);
+        self.seconds.iter().map(|&n| u64::from(n)).sum()
+    }
+
+    /// Heard nothing for `silent_after` (counted from the start if it never heard anything).
+    fn is_silent(&self, now: Instant) -> bool {
+        !self.silent_after.is_zero()
+            && now.saturating_duration_since(self.last_heard.unwrap_or(self.started))
+                >= self.silent_after
+    }
+}
+
+/// The state key of a receiver's RSSI for a meter: `rssi_garden_dbm`.
+fn receiver_rssi_key(receiver: &str) -> String {
+    format!("rssi_{}_dbm", discovery::slug(receiver))
 }
 
 enum Sink {
@@ -135,7 +219,12 @@ struct Gateway {
     state: StateCache,
     meters: Vec<Meter>,
     wireless: HashMap<String, usize>,
-    dedup: Dedup,
+    /// Copies of one telegram from several receivers become one reading.
+    merge: Merger,
+    /// What each configured receiver heard, by name.
+    receivers: HashMap<Arc<str>, ReceiverActivity>,
+    /// More than one wireless receiver is configured: state documents name who heard what.
+    multi_receiver: bool,
     no_dedup: HashSet<Arc<str>>,
     sink: Sink,
     print: PrintFormat,
@@ -325,10 +414,34 @@ impl Gateway {
                 return;
             }
         };
-        if !self.no_dedup.contains(input) && self.dedup.is_repeat(&stripped, heard.received) {
-            self.stats.duplicates += 1;
-            return;
+        self.receiver_heard(input, heard.received);
+        let suppress = !self.no_dedup.contains(input);
+        match self.merge.offer(input, heard, stripped, suppress) {
+            Offer::Now(settled) => self.settled(*settled),
+            Offer::Held => {}
+            Offer::Duplicate => self.stats.duplicates += 1,
         }
+    }
+
+    /// Hands over the telegrams whose settle time is over.
+    fn settle_due(&mut self) {
+        for settled in self.merge.take_due(Instant::now()) {
+            self.settled(settled);
+        }
+    }
+
+    /// One telegram, heard by one receiver or more: decoded and published once, from the copy
+    /// heard best.
+    fn settled(&mut self, settled: Settled) {
+        let Settled {
+            input,
+            heard,
+            stripped,
+            copies,
+        } = settled;
+        let input = &input;
+        // Every copy after the first was a duplicate, as when the first copy alone was kept.
+        self.stats.duplicates += copies.len().saturating_sub(1) as u64;
         self.stats.telegrams += 1;
         self.minute.push(heard.received);
         self.detail(LogLevel::Trace, || {
@@ -426,6 +539,7 @@ impl Gateway {
             }
         };
         let driver = self.meters[index].cfg.driver.clone();
+        self.meter_heard_by(index, input, &copies);
         match self.run.apply(&telegram, &driver) {
             Ok(output) => self.reading(index, output, heard.rssi_dbm),
             Err(e) => {
@@ -433,6 +547,127 @@ impl Gateway {
                 let name = self.meters[index].cfg.name.clone();
                 self.note_once(format!("driver/{name}"), &format!("meter {name}: {e}"));
             }
+        }
+    }
+
+    /// A copy arrived from `input`: its counters, and the news if it had been silent.
+    fn receiver_heard(&mut self, input: &Arc<str>, at: Instant) {
+        let Some(r) = self.receivers.get_mut(input) else {
+            return;
+        };
+        r.heard(at);
+        if r.silent {
+            r.silent = false;
+            self.note(&format!("receiver {input}: hears telegrams again"));
+            self.publish_gateway_state();
+        }
+    }
+
+    /// Reports receivers that heard nothing for their `silent_after`, once each time.
+    fn check_silent(&mut self) {
+        let now = Instant::now();
+        let mut changed = false;
+        let mut newly = Vec::new();
+        for (name, r) in &mut self.receivers {
+            if !r.silent && r.is_silent(now) {
+                r.silent = true;
+                changed = true;
+                newly.push((name.clone(), r.silent_after));
+            }
+        }
+        // A warning: shown at `log_level: warn` too, like the other problems an operator must see.
+        for (name, after) in newly {
+            if self.level >= LogLevel::Warn {
+                (self.log)(&format!(
+                    "warning: receiver {name}: silent, no telegram for {} (it is reported again when it hears one)",
+                    crate::config::duration::format_duration(after)
+                ));
+            }
+        }
+        if changed {
+            self.publish_gateway_state();
+        }
+    }
+
+    /// Who heard the meter's telegram, for its state document and the receivers' counters.
+    fn meter_heard_by(&mut self, index: usize, best: &Arc<str>, copies: &[HeardBy]) {
+        let now = Instant::now();
+        let wall_now = SystemTime::now();
+        let meter = &mut self.meters[index].reception;
+        meter.heard_by.clear();
+        meter.best_receiver = Some(best.clone());
+        for c in copies {
+            if let Some(r) = self.receivers.get_mut(&c.input) {
+                r.meters.insert(index);
+            }
+            // Copies arrive within the settle time; each gets its own wall-clock moment.
+            let when = wall_now
+                .checked_sub(now.saturating_duration_since(c.received))
+                .unwrap_or(wall_now);
+            if !meter.heard_by.iter().any(|(n, _)| *n == c.input) {
+                meter.heard_by.push((c.input.clone(), c.rssi_dbm));
+            }
+            match meter
+                .last_seen_by
+                .iter_mut()
+                .find(|(n, _, _)| *n == c.input)
+            {
+                Some(slot) => {
+                    slot.1 = when;
+                    slot.2 = c.rssi_dbm.or(slot.2);
+                }
+                None => meter.last_seen_by.push((c.input.clone(), when, c.rssi_dbm)),
+            }
+        }
+    }
+
+    /// What the web view adds about reception: per receiver the copies it delivered (also
+    /// those merged into another receiver's reading), their rate, the configured meters it
+    /// hears and whether it is silent; per wireless meter the receiver that hears it best and
+    /// each receiver's last RSSI and time.
+    fn web_reception(&mut self, links: &mut [serde_json::Value], meters: &mut [serde_json::Value]) {
+        let now = Instant::now();
+        for link in links.iter_mut() {
+            let Some(obj) = link.as_object_mut() else {
+                continue;
+            };
+            if obj.get("kind").and_then(|k| k.as_str()) != Some("receiver") {
+                continue;
+            }
+            let Some(r) = obj
+                .get("name")
+                .and_then(|n| n.as_str())
+                .and_then(|n| self.receivers.get_mut(n))
+            else {
+                continue;
+            };
+            obj.insert("copies".into(), r.telegrams.into());
+            obj.insert("copies_per_minute".into(), r.per_minute(now).into());
+            obj.insert("meters_heard".into(), r.meters.len().into());
+            obj.insert("silent".into(), r.silent.into());
+        }
+        for (meter, view) in self.meters.iter().zip(meters.iter_mut()) {
+            let (Some(obj), Some(best)) = (view.as_object_mut(), &meter.reception.best_receiver)
+            else {
+                continue;
+            };
+            obj.insert("best_receiver".into(), (**best).into());
+            let heard_by: Vec<serde_json::Value> = meter
+                .reception
+                .last_seen_by
+                .iter()
+                .map(|(name, when, rssi)| {
+                    serde_json::json!({
+                        "name": &**name,
+                        "rssi": rssi,
+                        "last_seen": when
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .unwrap_or_default()
+                            .as_secs(),
+                    })
+                })
+                .collect();
+            obj.insert("heard_by".into(), heard_by.into());
         }
     }
 
@@ -762,6 +997,13 @@ impl Gateway {
             if entry.rssi_dbm.is_some() {
                 keys.insert("rssi_dbm".to_string());
             }
+            if self.multi_receiver {
+                for (name, _, rssi) in &meter.reception.last_seen_by {
+                    if rssi.is_some() {
+                        keys.insert(receiver_rssi_key(name));
+                    }
+                }
+            }
         }
         keys
     }
@@ -788,12 +1030,23 @@ impl Gateway {
                 let sent: Vec<String> = keys
                     .iter()
                     .filter(|k| !extras.contains(&k.as_str()))
+                    .filter(|k| !self.receivers.keys().any(|r| **k == receiver_rssi_key(r)))
                     .cloned()
                     .collect();
                 entities::components_for_generic(&sent, &output.media, meter.expire_after)
             }
         };
         components.extend(entities::meter_components_extra(true));
+        if self.multi_receiver {
+            let mut names: Vec<&Arc<str>> = self.receivers.keys().collect();
+            names.sort();
+            for name in names {
+                components.push(entities::receiver_rssi_component(
+                    &receiver_rssi_key(name),
+                    name,
+                ));
+            }
+        }
         components.retain(|c| keys.contains(&c.value_key));
         let (manufacturer, model) = entities::device_names(&output.manufacturer, driver);
         let device = DeviceDescriptor {
@@ -846,6 +1099,9 @@ impl Gateway {
                 json.push_str(&format!("\"rssi_dbm\":{r},"));
             }
             json.push_str(&format!("\"telegram_counter\":{},", entry.telegrams));
+            if self.multi_receiver {
+                push_reception(&mut json, &meter.reception);
+            }
         }
         json.push_str("\"timestamp\":");
         push_str(&mut json, &timestamp(entry.last_seen.unwrap_or(now)));
@@ -944,6 +1200,14 @@ impl Gateway {
                     .map(|(name, _)| format!("bus {name}")),
             )
             .collect();
+        // Silent: connected (or never reporting a connection, as MQTT inputs) but hearing
+        // nothing; a receiver that is down is named once, as down.
+        down.extend(
+            self.receivers
+                .iter()
+                .filter(|(name, r)| r.silent && self.receivers_up.get(*name) != Some(&false))
+                .map(|(name, _)| format!("receiver {name} (silent)")),
+        );
         down.sort();
         down.join(", ")
     }
@@ -954,7 +1218,7 @@ impl Gateway {
             .retain(|t| now.saturating_duration_since(*t) < Duration::from_secs(60));
         // Every configured receiver delivering (a gateway without receivers has nothing to lose).
         let connected = self.receivers_up.values().all(|u| *u);
-        serde_json::json!({
+        let mut doc = serde_json::json!({
             "telegrams_per_minute": self.minute.len(),
             "telegrams": self.stats.telegrams,
             "decode_errors": self.stats.decode_errors,
@@ -965,8 +1229,63 @@ impl Gateway {
             "receiver_connected": connected,
             "parts_down": self.parts_down(),
             "timestamp": timestamp(SystemTime::now()),
-        })
-        .to_string()
+        });
+        // Per receiver: copies heard in the last minute, configured meters heard, silent.
+        if let Some(map) = doc.as_object_mut() {
+            for (name, r) in &mut self.receivers {
+                let slug = discovery::slug(name);
+                map.insert(
+                    format!("receiver_{slug}_per_minute"),
+                    r.per_minute(now).into(),
+                );
+                map.insert(format!("receiver_{slug}_meters"), r.meters.len().into());
+                map.insert(format!("receiver_{slug}_silent"), r.silent.into());
+            }
+        }
+        doc.to_string()
+    }
+}
+
+/// Who heard the meter, for a gateway with several receivers: `receivers` (every receiver that
+/// heard the last telegram, with its RSSI), `best_receiver` (the one published),
+/// `last_seen_by` (per receiver, when it last heard the meter) and per receiver its last RSSI
+/// under its own key (`rssi_garden_dbm`), which Home Assistant's per-receiver sensors read.
+fn push_reception(json: &mut String, r: &Reception) {
+    if r.heard_by.is_empty() {
+        return;
+    }
+    json.push_str("\"receivers\":{");
+    for (i, (name, rssi)) in r.heard_by.iter().enumerate() {
+        if i > 0 {
+            json.push(',');
+        }
+        push_str(json, name);
+        match rssi {
+            Some(v) => json.push_str(&format!(":{v}")),
+            None => json.push_str(":null"),
+        }
+    }
+    json.push_str("},");
+    if let Some(best) = &r.best_receiver {
+        json.push_str("\"best_receiver\":");
+        push_str(json, best);
+        json.push(',');
+    }
+    json.push_str("\"last_seen_by\":{");
+    for (i, (name, when, _)) in r.last_seen_by.iter().enumerate() {
+        if i > 0 {
+            json.push(',');
+        }
+        push_str(json, name);
+        json.push(':');
+        push_str(json, &timestamp(*when));
+    }
+    json.push_str("},");
+    for (name, _, rssi) in &r.last_seen_by {
+        if let Some(v) = rssi {
+            push_str(json, &receiver_rssi_key(name));
+            json.push_str(&format!(":{v},"));
+        }
     }
 }
 
@@ -1141,6 +1460,7 @@ pub async fn run(config: Config, options: RunOptions) -> Result<GatewayStats, St
             announced_keys: Default::default(),
             only_values: bus.is_some_and(|b| b.only_values),
             identity: None,
+            reception: Reception::default(),
         });
     }
     // Meters removed from the configuration: forget them and take their entities away.
@@ -1156,11 +1476,20 @@ pub async fn run(config: Config, options: RunOptions) -> Result<GatewayStats, St
                 publisher.withdraw(&device);
             }
         }
-        publisher.announce(discovery::gateway_descriptor(
+        let mut descriptor = discovery::gateway_descriptor(
             &options.instance,
             &base_topic,
             env!("CARGO_PKG_VERSION"),
-        ));
+        );
+        for r in &config.receivers {
+            descriptor
+                .components
+                .extend(entities::gateway_receiver_components(
+                    &discovery::slug(&r.name),
+                    &r.name,
+                ));
+        }
+        publisher.announce(descriptor);
     }
     if !removed.is_empty() {
         log(&format!(
@@ -1181,7 +1510,19 @@ pub async fn run(config: Config, options: RunOptions) -> Result<GatewayStats, St
         state,
         meters,
         wireless,
-        dedup: Dedup::new(config.dedup_window),
+        merge: Merger::new(config.dedup_window, config.settle_time),
+        receivers: config
+            .receivers
+            .iter()
+            .map(|r| {
+                let silent_after = r.silent_after.unwrap_or(config.silent_after);
+                (
+                    Arc::from(r.name.as_str()),
+                    ReceiverActivity::new(silent_after),
+                )
+            })
+            .collect(),
+        multi_receiver: config.receivers.len() > 1,
         no_dedup,
         sink,
         print: options.print,
@@ -1370,10 +1711,20 @@ pub async fn run(config: Config, options: RunOptions) -> Result<GatewayStats, St
                     if let Some((_, name)) = mqtt_inputs.iter().find(|(f, _)| topic_matches(f, &topic)) {
                         let text = String::from_utf8_lossy(&payload);
                         for line in text.lines() {
-                            match crate::receivers::lines::parse_hex_line(line) {
+                            match crate::receivers::lines::parse_any_line(line) {
                                 Ok(Some(heard)) => gateway.wireless_telegram(name, heard),
                                 Ok(None) => {}
-                                Err(_) => gateway.stats.decode_errors += 1,
+                                Err(e) => {
+                                    gateway.stats.decode_errors += 1;
+                                    // Once per input: a misconfigured publisher sends thousands.
+                                    gateway.note_once(
+                                        format!("malformed/{name}"),
+                                        &format!(
+                                            "warning: {name}: message on {topic} not understood: {} (more like this are counted, not shown)",
+                                            loggable(&e.to_string())
+                                        ),
+                                    );
+                                }
                             }
                         }
                     }
@@ -1384,7 +1735,15 @@ pub async fn run(config: Config, options: RunOptions) -> Result<GatewayStats, St
                 gateway.re_emit(false);
                 gateway.finish_listening(false);
                 gateway.bridge_publish();
+                gateway.check_silent();
             }
+            // The first copy of a telegram waited its settle time for the others.
+            _ = async {
+                match gateway.merge.next_due() {
+                    Some(due) => tokio::time::sleep_until(tokio::time::Instant::from_std(due)).await,
+                    None => std::future::pending().await,
+                }
+            } => gateway.settle_due(),
             // A quarter second: the page shows a telegram well within a second of it, and the
             // view (all meters) is built at most four times a second, only when it changed.
             _ = web_tick.tick(), if gateway.web.is_some() => {
@@ -1452,6 +1811,13 @@ pub async fn run(config: Config, options: RunOptions) -> Result<GatewayStats, St
     }
     tasks.abort_all();
     sims.abort_all();
+    // Telegrams still in their settle time are published, not lost.
+    for settled in gateway
+        .merge
+        .take_due(Instant::now() + Duration::from_secs(3600))
+    {
+        gateway.settled(settled);
+    }
     save_devices(&config.state_dir, &gateway.meters);
     if let Some(job) = save_job.take() {
         // Its snapshot is older than what the final save below writes; only its outcome matters.

@@ -473,6 +473,47 @@ pub fn meter_components_extra(wireless: bool) -> Vec<Component> {
     out
 }
 
+/// A meter's RSSI as one receiver hears it (`rssi_garden_dbm`), for a gateway with several
+/// receivers: which receiver hears the meter best. Off by default, like the meter's `rssi_dbm`:
+/// useful when placing receivers, noise otherwise.
+pub fn receiver_rssi_component(key: &str, receiver: &str) -> Component {
+    let mut rssi = Component::sensor(key, &format!("RSSI at {receiver}"));
+    rssi.device_class = Some("signal_strength".into());
+    rssi.unit = Some("dBm".into());
+    rssi.state_class = Some("measurement".into());
+    rssi.entity_category = Some("diagnostic".into());
+    rssi.enabled_by_default = false;
+    rssi
+}
+
+/// The gateway device's entities for one receiver, reading the gateway state's
+/// `receiver_<slug>_per_minute`, `_meters` and `_silent`.
+pub fn gateway_receiver_components(slug: &str, receiver: &str) -> Vec<Component> {
+    let mut rate = Component::sensor(
+        &format!("receiver_{slug}_per_minute"),
+        &format!("{receiver} telegrams per minute"),
+    );
+    rate.state_class = Some("measurement".into());
+    rate.unit = Some("telegrams/min".into());
+    rate.icon = Some("mdi:radio-tower".into());
+    rate.entity_category = Some("diagnostic".into());
+    let mut meters = Component::sensor(
+        &format!("receiver_{slug}_meters"),
+        &format!("{receiver} meters heard"),
+    );
+    meters.state_class = Some("measurement".into());
+    meters.icon = Some("mdi:counter".into());
+    meters.entity_category = Some("diagnostic".into());
+    let mut silent = Component::sensor(
+        &format!("receiver_{slug}_silent"),
+        &format!("{receiver} silent"),
+    );
+    silent.platform = Platform::BinarySensor;
+    silent.device_class = Some("problem".into());
+    silent.entity_category = Some("diagnostic".into());
+    vec![rate, meters, silent]
+}
+
 /// Manufacturer and model as a person knows them: `Kamstrup`, `Multical 21 / flowIQ water
 /// meter` (the driver's description without the maker's name).
 pub fn device_names(manufacturer_code: &str, driver: Option<&Driver>) -> (String, String) {

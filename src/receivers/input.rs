@@ -16,7 +16,7 @@ use tokio_serial::{DataBits, Parity, SerialPortBuilderExt, SerialStream, StopBit
 use super::amber::AmberSession;
 use super::cul::CulSession;
 use super::imst::ImstSession;
-use super::lines::{parse_hex_line, parse_rtlwmbus_line, LineError};
+use super::lines::{parse_any_line, parse_rtlwmbus_line, LineError};
 use super::{Heard, LinkMode, StickError, StickInfo, StickKind, StickStats};
 
 /// Where telegrams come from.
@@ -260,7 +260,7 @@ pub async fn run_with(
             command: Some(command),
         } => run_command(name, &command, tx).await,
         InputSpec::HexStdin => {
-            read_lines(&name, tokio::io::stdin(), parse_hex_line, &tx).await;
+            read_lines(&name, tokio::io::stdin(), parse_any_line, &tx).await;
         }
         InputSpec::TcpClient { address } => run_tcp_client(name, &address, tx).await,
         InputSpec::TcpServer { bind } => run_tcp_server(name, &bind, tx).await,
@@ -663,7 +663,7 @@ async fn run_tcp_client(name: Arc<str>, address: &str, tx: mpsc::Sender<InputEve
                         info: None,
                     })
                     .await;
-                if !read_lines(&name, stream, parse_hex_line, &tx).await {
+                if !read_lines(&name, stream, parse_any_line, &tx).await {
                     return;
                 }
                 outage.report(
@@ -818,7 +818,7 @@ async fn run_tcp_server_with(
                 activity: activity.clone(),
             };
             tokio::select! {
-                _ = read_lines(&name, reader, parse_hex_line, &tx) => {}
+                _ = read_lines(&name, reader, parse_any_line, &tx) => {}
                 _ = evict.notified() => {}
                 _ = async {
                     loop {
@@ -900,7 +900,7 @@ async fn run_udp(name: Arc<str>, bind: &str, tx: mpsc::Sender<InputEvent>) {
         };
         let text = String::from_utf8_lossy(buf.get(..n).unwrap_or(&[]));
         for line in text.lines() {
-            if !deliver(&name, line, parse_hex_line, &tx).await {
+            if !deliver(&name, line, parse_any_line, &tx).await {
                 return;
             }
         }
@@ -910,7 +910,7 @@ async fn run_udp(name: Arc<str>, bind: &str, tx: mpsc::Sender<InputEvent>) {
 /// Handles a raw telegram that arrived some other way (an MQTT message): one telegram per line.
 pub async fn deliver_text(name: &Arc<str>, text: &str, tx: &mpsc::Sender<InputEvent>) -> bool {
     for line in text.lines() {
-        if !deliver(name, line, parse_hex_line, tx).await {
+        if !deliver(name, line, parse_any_line, tx).await {
             return false;
         }
     }
@@ -919,6 +919,7 @@ pub async fn deliver_text(name: &Arc<str>, text: &str, tx: &mpsc::Sender<InputEv
 
 #[cfg(test)]
 mod tests {
+    use super::super::lines::parse_hex_line;
     use super::*;
 
     /// Every event `read_lines` sends for `input`, as short descriptions.

@@ -240,6 +240,82 @@ pub fn parse_hex_line(line: &str) -> Result<Option<Heard>, LineError> {
     Ok(Some(Heard::new(stripped.bytes, rssi_dbm)))
 }
 
+/// What a network input (TCP, UDP, MQTT) or standard input may carry, told apart line by
+/// line, so one receiver can mix them:
+///
+/// - an rtl_wmbus line (`T1;1;1;…;0x…`), as ESPHome's wM-Bus components send with
+///   `frame->as_rtlwmbus()` over their socket transmitter or MQTT;
+/// - rtl_433 JSON (`-F json`, or its MQTT events): objects with `"model"`; only
+///   `"Wireless-MBus"` ones carry a telegram (`"data"`, from L, CRCs removed, `"mode"` T, C
+///   or S), any other model is another kind of device and is skipped without complaint. Its
+///   `rssi` is in dB below the SDR's full scale, not dBm, so it is not taken;
+/// - everything [`parse_hex_line`] reads: plain hex (ESPHome's `frame->as_hex()`), `telegram=`,
+///   `;rssi=`, JSON `{"telegram":…}`.
+///
+/// Text that is none of these is refused with [`UNKNOWN_FORMAT`] in the message, so an input
+/// fed the wrong thing says so once, clearly.
+pub fn parse_any_line(line: &str) -> Result<Option<Heard>, LineError> {
+    let Some((text, start)) = content(line)? else {
+        return Ok(None);
+    };
+    if text.starts_with('{') {
+        let object = parse_json_object(text, start)?;
+        if object.iter().any(|(k, _)| k == "model") {
+            return rtl433_object(&object, start);
+        }
+        return parse_hex_line(line);
+    }
+    let first = text.split(';').next().unwrap_or("").trim();
+    if text.contains(';') && (mode_of(first).is_some() || matches!(first, "rla" | "t2a")) {
+        return parse_rtlwmbus_line(line);
+    }
+    let hexlike = text.starts_with("telegram=")
+        || text
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_hexdigit() || c == '|');
+    match parse_hex_line(line) {
+        Err(e) if !hexlike => Err(err(start, format!("{UNKNOWN_FORMAT} ({})", e.message))),
+        other => other,
+    }
+}
+
+/// The start of the message for text no parser recognises.
+pub const UNKNOWN_FORMAT: &str = "unknown format: expected hex, an rtl_wmbus line \
+     (MODE;CRC_OK;…;0x…), JSON with \"telegram\" or rtl_433 JSON";
+
+/// An rtl_433 event object (see [`parse_any_line`]).
+fn rtl433_object(object: &[(String, JsonValue)], start: usize) -> Result<Option<Heard>, LineError> {
+    let text = |key: &str| {
+        object.iter().find_map(|(k, v)| match v {
+            JsonValue::Str(col, s) if k == key => Some((*col, s.as_str())),
+            _ => None,
+        })
+    };
+    match text("model") {
+        Some((_, "Wireless-MBus")) => {}
+        // Weather stations, tyre sensors, KNX-RF…: not ours.
+        _ => return Ok(None),
+    }
+    let mode = match text("mode").map(|(_, m)| m) {
+        Some("C") => LinkMode::C1,
+        Some("S") => LinkMode::S1,
+        // rtl_433 names mode T "T"; without a mode nothing needs repairing.
+        _ => LinkMode::T1,
+    };
+    let (col, data) = text("data").ok_or_else(|| {
+        err(
+            start,
+            "rtl_433 Wireless-MBus object without a \"data\" string (the telegram)",
+        )
+    })?;
+    let bytes = hex::decode(data).map_err(|e| hex_error(col, e))?;
+    let frame = normalise_rtl_datagram(bytes, mode).map_err(|m| err(col, m))?;
+    let mut heard = Heard::new(frame, None);
+    heard.mode = Some(mode);
+    Ok(Some(heard))
+}
+
 fn dbm(value: f64) -> Option<i16> {
     (value > -200.0 && value < 50.0).then(|| value.round() as i16)
 }
@@ -689,6 +765,59 @@ mod tests {
             let _ = parse_rtlwmbus_line(&s);
             let _ = parse_hex_line(&format!("{{{s}"));
             let _ = parse_rtlwmbus_line(&format!("C1;1;1;t;-5;0;0;0x{s}"));
+            let _ = parse_any_line(&s);
+            let _ = parse_any_line(&format!("{{\"model\":\"Wireless-MBus\",\"data\":\"{s}\"}}"));
         }
+    }
+
+    /// A Diehl Hydrus water meter as rtl_433 printed it (`-F json`): the recorded capture of
+    /// merbanan/rtl_433 issue 3393 (rtl_433_tests, `-Y minmax`), its decoded fields shortened.
+    const RTL433_HYDRUS: &str = r#"{"time" : "@0.037023s", "model" : "Wireless-MBus", "mode" : "T", "M" : "DME", "id" : 84850129, "version" : 118, "type" : 7, "type_string" : "Water", "C" : 68, "data" : "5344a5112901858476078c00ae900f002c25f00c2f005d8c2c1dac2ca7c07a3a80310710a7f26ca73e8a384744684fe6a79dd0844ebe8c89debb0615906f9f9581b60dbf73e59f525cbc0182172ac76923f254d4", "CI" : 140, "AC" : 0, "ST" : 0, "CW" : 0, "mic" : "CRC"}"#;
+
+    #[test]
+    fn rtl433_json_lines() {
+        let heard = parse_any_line(RTL433_HYDRUS).unwrap().unwrap();
+        let link = crate::wire::wireless::DllHeader::parse(&heard.frame).unwrap();
+        assert_eq!(link.id.to_string(), "84850129");
+        assert_eq!(link.manufacturer.to_string(), "DME");
+        assert_eq!(link.version, 118);
+        assert_eq!(heard.frame.len(), 84);
+        assert_eq!(heard.mode, Some(LinkMode::T1));
+        assert_eq!(heard.rssi_dbm, None);
+        // Another device on the same rtl_433 stream is not a telegram, and not an error.
+        let weather = r#"{"time" : "2026-12-05 05:40:00", "model" : "Acurite-Tower", "id" : 1234, "temperature_C" : 3.1, "data" : "abcd"}"#;
+        assert_eq!(parse_any_line(weather), Ok(None));
+        let e = parse_any_line(r#"{"model":"Wireless-MBus","mode":"T"}"#).unwrap_err();
+        assert!(e.message.contains("\"data\""), "{e}");
+    }
+
+    /// What ESPHome's wM-Bus components send: `frame->as_hex()` (lower-case hex, CRCs removed,
+    /// no newline when one TCP connection carries one frame) and `frame->as_rtlwmbus()`
+    /// (an rtl_wmbus line with the RSSI in dBm, `YYYY-MM-DD HH:MM:SS.00Z` time).
+    #[test]
+    fn esphome_hex_and_rtlwmbus_lines() {
+        let water = WATER.to_lowercase();
+        let heard = parse_any_line(&water).unwrap().unwrap();
+        assert_eq!(heard.frame, bytes(WATER));
+        let link = crate::wire::wireless::DllHeader::parse(&heard.frame).unwrap();
+        assert_eq!(link.id.to_string(), "87654321");
+        assert_eq!(link.manufacturer.to_string(), "BMT");
+        let line = format!("T1;1;1;2026-12-05 05:40:00.00Z;-44;;;0x{water}\n");
+        let heard = parse_any_line(&line).unwrap().unwrap();
+        assert_eq!(heard.rssi_dbm, Some(-44));
+        assert_eq!(heard.mode, Some(LinkMode::T1));
+        assert_eq!(heard.frame, bytes(WATER));
+    }
+
+    #[test]
+    fn unknown_formats_say_what_was_expected() {
+        for garbage in ["hello world", "<xml/>", "GET / HTTP/1.1"] {
+            let e = parse_any_line(garbage).unwrap_err();
+            assert!(e.message.starts_with(UNKNOWN_FORMAT), "{garbage}: {e}");
+        }
+        // Hex with a typo keeps the precise complaint.
+        let e = parse_any_line("4644B409zz").unwrap_err();
+        assert_eq!(e.column, 8);
+        assert!(!e.message.starts_with(UNKNOWN_FORMAT));
     }
 }

@@ -13,6 +13,7 @@ pub mod cul;
 pub mod imst;
 pub mod input;
 pub mod lines;
+pub mod merge;
 
 use std::fmt;
 use std::str::FromStr;

@@ -364,6 +364,10 @@ impl Gateway {
                 "last_error": seen.and_then(|s| s.last_error.as_deref()),
             }));
         }
+        self.web_reception(&mut links, &mut meters);
+        let Some(web) = self.web.as_mut() else {
+            return;
+        };
         let mut heard: Vec<(&String, &HeardMeter)> = web.heard.iter().collect();
         heard.sort_by(|a, b| b.1.rssi.cmp(&a.1.rssi).then(a.0.cmp(b.0)));
         let heard: Vec<serde_json::Value> = heard
@@ -517,6 +521,7 @@ impl Gateway {
             announced_keys: Default::default(),
             only_values: false,
             identity: None,
+            reception: Default::default(),
         });
         self.wireless.insert(id.clone(), index);
         self.bridge_added(index);

@@ -496,6 +496,7 @@ impl Gateway {
             announced_keys: Default::default(),
             only_values: bus_cfg.only_values,
             identity: None,
+            reception: Default::default(),
             cfg,
         });
         self.bridge_added(index);
