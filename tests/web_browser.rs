@@ -73,9 +73,10 @@ fn demo_overview_lists_its_meters() {
             .unwrap_or_else(|| panic!("no row for {name}: {rows:?}"))
             .clone()
     };
-    assert!(row("Cold water").contains("6.408"), "{rows:?}");
-    assert!(row("Hot water").contains("466.472"), "{rows:?}");
-    assert!(row("Heat flat 1").contains("34510"), "{rows:?}");
+    // The demo's meters count up from their drivers' test telegrams.
+    assert!(row("Cold water").contains("6.4"), "{rows:?}");
+    assert!(row("Hot water").contains("466.4"), "{rows:?}");
+    assert!(row("Heat flat 1").contains("3451"), "{rows:?}");
     let links = b.js(
         "return document.querySelector('#links tbody').innerText",
         json!([]),
