@@ -1,9 +1,10 @@
 //! The web page in a real browser: Debian's chromium driven through chromedriver's WebDriver
-//! HTTP API. The demo's overview lists its meters; on a gateway that hears an encrypted meter
-//! it has no key for, the heard page lists it, Add refuses a wrong key and takes the right one,
-//! the meter shows on the overview with its reading and is still there after a restart; markup
-//! in a meter name stays text. Skipped, with a notice, where chromium or chromedriver is not
-//! installed (`.ci/run` installs both).
+//! HTTP API. The demo's overview lists its meters, and the neighbour's encrypted meter it
+//! hears is added with the key it prints and kept across a restart. On a gateway that hears
+//! an encrypted meter it has no key for, the heard page lists it, Add refuses a wrong key and
+//! takes the right one, the meter shows on the overview with its reading and is still there
+//! after a restart; markup in a meter name stays text. Skipped, with a notice, where chromium
+//! or chromedriver is not installed (`.ci/run` installs both).
 
 #[path = "support/webdriver.rs"]
 mod webdriver;
@@ -50,15 +51,33 @@ fn start_meterbridge(args: &[&str]) -> (Proc, String) {
     (Proc(child), url)
 }
 
+const NEIGHBOUR: &str = "41235813";
+const NEIGHBOUR_KEY: &str = "5A1F0C9E22D84B7391E6A0F43C7B8D15";
+
+/// The issue's first must-show, with the demo as a user runs it: its overview lists its
+/// meters; the heard page lists the neighbour's encrypted meter; Add refuses a wrong key and
+/// takes the one the demo printed; the meter is on the overview with its reading, and still
+/// there after the demo is started again with the same `--state-dir`.
 #[test]
-fn demo_overview_lists_its_meters() {
+fn demo_neighbour_is_added_with_the_printed_key_and_kept_across_a_restart() {
     let Some((chromium, chromedriver)) = browser() else {
         return;
     };
-    let (_demo, url) = start_meterbridge(&["demo", "--duration", "40", "--web", "127.0.0.1:0"]);
-    let profile =
-        std::env::temp_dir().join(format!("meterbridge-chromium-demo-{}", std::process::id()));
-    let b = Browser::start(&chromium, &chromedriver, profile);
+    let dir = std::env::temp_dir().join(format!("meterbridge-browser-demo-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let state = dir.join("state");
+    let state_arg = state.to_str().unwrap();
+    let demo_args = [
+        "demo",
+        "--duration",
+        "300",
+        "--web",
+        "127.0.0.1:0",
+        "--state-dir",
+        state_arg,
+    ];
+    let (demo, url) = start_meterbridge(&demo_args);
+    let b = Browser::start(&chromium, &chromedriver, dir.join("profile"));
     b.go(&url);
     let rows = b.until(
         "all six demo meters with readings",
@@ -93,6 +112,77 @@ fn demo_overview_lists_its_meters() {
         ),
         "live"
     );
+
+    // Heard nearby: the neighbour's meter, encrypted, with the driver detection suggests.
+    b.js("location.hash = '#heard'", json!([]));
+    let find_row = format!(
+        "Array.from(document.querySelectorAll('#heard-list tbody tr')).find(r => r.innerText.includes('{NEIGHBOUR}'))"
+    );
+    let heard = b.until(
+        "the neighbour's meter on the heard page",
+        &format!("const r = {find_row}; return r && !document.getElementById('heard').hidden ? r.innerText : null"),
+        json!([]),
+    );
+    let heard = heard.as_str().unwrap();
+    assert!(
+        heard.contains("needs a key") && heard.contains("iperl"),
+        "{heard}"
+    );
+    b.js(
+        &format!("{find_row}.querySelector('button').click()"),
+        json!([]),
+    );
+    assert_eq!(
+        b.js(
+            "return document.getElementById('add-form').elements.driver.value",
+            json!([])
+        ),
+        "iperl"
+    );
+    let fill = "const f = document.getElementById('add-form'); f.elements.name.value = arguments[0]; f.elements.key.value = arguments[1]; document.getElementById('add-result').textContent = '';";
+    let submit = "document.querySelector('#add-form button[type=submit]').click()";
+    let result = "const p = document.getElementById('add-result'); return p.textContent ? p.textContent : null";
+    b.js(&format!("{fill} {submit}"), json!(["Neighbour", WRONG_KEY]));
+    let said = b.until("Add with a wrong key refused", result, json!([]));
+    assert!(said.as_str().unwrap().starts_with("wrong key"), "{said}");
+    b.js(
+        &format!("{fill} {submit}"),
+        json!(["Neighbour", NEIGHBOUR_KEY]),
+    );
+    let said = b.until("Add with the printed key", result, json!([]));
+    let said = said.as_str().unwrap();
+    assert!(
+        said.starts_with("added Neighbour; key works: total_m3 48.2"),
+        "{said}"
+    );
+
+    // On the overview with its reading, without a restart.
+    b.js("location.hash = '#overview'", json!([]));
+    let on_overview = "const r = Array.from(document.querySelectorAll('#meters tbody tr')).find(r => r.innerText.startsWith('Neighbour'));
+               return r && /iperl/.test(r.innerText) && /48\\.2\\d\\d/.test(r.innerText) && !document.getElementById('overview').hidden ? r.innerText : null";
+    b.until("the added meter on the overview", on_overview, json!([]));
+    let saved = std::fs::read_to_string(state.join("web-meters.yaml")).unwrap();
+    assert!(saved.contains(NEIGHBOUR), "{saved}");
+
+    // The demo started again with the same state folder: the meter is still configured, read
+    // with its saved key, and no longer among the unconfigured ones.
+    drop(demo);
+    let (_demo, url) = start_meterbridge(&demo_args);
+    b.go(&url);
+    b.until("the added meter after a restart", on_overview, json!([]));
+    let rows = b.js(
+        "return document.querySelectorAll('#meters tbody tr').length",
+        json!([]),
+    );
+    assert_eq!(rows, 7);
+    b.js("location.hash = '#heard'", json!([]));
+    b.until(
+        "the heard page without the added meter",
+        &format!("return !document.getElementById('heard').hidden && !{find_row} ? true : null"),
+        json!([]),
+    );
+    drop(b);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 fn write_config(dir: &Path) -> PathBuf {
