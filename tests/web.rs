@@ -468,6 +468,93 @@ async fn heard_meter_is_added_with_a_checked_key_live_and_saved_owner_only() {
     gw.stop().await;
 }
 
+/// The demo's neighbour meter (mode 5, made and encrypted by `sim::demo`): `count` of its
+/// telegrams a minute apart, as hex (all different, so none is dropped as a repeat).
+fn neighbour_telegrams(count: u8) -> Vec<String> {
+    let world = meterbridge::sim::demo::DemoWorld::new().unwrap();
+    let meter = world.wireless.last().unwrap();
+    (1..=count)
+        .map(|acc| {
+            let bytes = meter
+                .telegram(Duration::from_secs(60 * u64::from(acc)), acc)
+                .unwrap();
+            bytes.iter().map(|b| format!("{b:02X}")).collect()
+        })
+        .collect()
+}
+
+fn heard<'v>(view: &'v Value, id: &str) -> Option<&'v Value> {
+    view["heard"].as_array()?.iter().find(|m| m["id"] == id)
+}
+
+#[tokio::test]
+async fn key_wrong_is_shown_for_heard_and_configured_meters() {
+    let neighbour = neighbour_telegrams(12);
+    let mut telegrams = vec![ENCRYPTED];
+    telegrams.extend(neighbour.iter().map(String::as_str));
+    let id = format!("{:08}", meterbridge::sim::demo::NEIGHBOUR_ID);
+    // Hot water is configured with a key that is not its own.
+    let meters = format!(
+        "meters:\n  - name: Hot water\n    address: \"61070071\"\n    driver: aventieswm\n    key: {WRONG_KEY}\n"
+    );
+    let gw = start(
+        "keywrong",
+        &telegrams,
+        &meters,
+        "web:\n  bind: \"127.0.0.1:0\"",
+    )
+    .await;
+    let view = overview_until(gw.web, |v| {
+        heard(v, &id).is_some() && meter(v, "Hot water").is_some_and(|m| m["errors"] != 0)
+    })
+    .await;
+    assert_eq!(heard(&view, &id).unwrap()["encryption"], "needs a key");
+    assert_eq!(heard(&view, &id).unwrap()["driver"], "iperl");
+    let hot = meter(&view, "Hot water").unwrap();
+    assert_eq!(hot["key_wrong"], true, "{hot}");
+    assert!(hot["last_error"].as_str().unwrap().contains("key"), "{hot}");
+
+    // A key tried on the page that does not open the heard meter: "key wrong", also after its
+    // next telegrams; the right key tried: back to "needs a key".
+    let token = csrf(gw.web).await;
+    let tried = post(
+        gw.web,
+        "/api/check-key",
+        &token,
+        &serde_json::json!({"id": id, "key": KEY}),
+    )
+    .await;
+    assert_eq!(tried.status, 422);
+    let times = heard(&view, &id).unwrap()["times"].as_u64().unwrap();
+    let view = overview_until(gw.web, |v| {
+        heard(v, &id).is_some_and(|h| h["times"].as_u64().unwrap() > times + 1)
+    })
+    .await;
+    assert_eq!(heard(&view, &id).unwrap()["encryption"], "key wrong");
+    let right = post(
+        gw.web,
+        "/api/check-key",
+        &token,
+        &serde_json::json!({"id": id, "key": meterbridge::sim::demo::NEIGHBOUR_KEY}),
+    )
+    .await;
+    assert_eq!(right.status, 200, "{}", right.body);
+    assert!(
+        right.json()["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("key works: total_m3 48.2"),
+        "{}",
+        right.body
+    );
+    let view = overview_until(gw.web, |v| {
+        heard(v, &id).is_some_and(|h| h["encryption"] == "needs a key")
+    })
+    .await;
+    assert_eq!(meter(&view, "Hot water").unwrap()["key_wrong"], true);
+    gw.stop().await;
+}
+
 /// The first server-sent event of `/events`.
 async fn first_event(web: SocketAddr) -> String {
     tokio::task::spawn_blocking(move || {

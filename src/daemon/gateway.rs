@@ -385,8 +385,17 @@ impl Gateway {
                         );
                     }
                     None => {
-                        if let Some(id) = id {
-                            self.unknown_meter(&id, None);
+                        if let (Some(id), Some(link)) = (id, e.link.as_ref()) {
+                            // Encrypted, but its header still says which driver would read it.
+                            let driver = self
+                                .registry
+                                .detect(
+                                    &link.manufacturer_letters(),
+                                    link.dll.version,
+                                    link.dll.device_type.code(),
+                                )
+                                .map(|d| d.name().to_string());
+                            self.unknown_meter(&id, driver.as_deref());
                         } else {
                             self.stats.decode_errors += 1;
                         }

@@ -32,6 +32,8 @@ struct MeterSeen {
     usual: Option<Duration>,
     errors: u64,
     last_error: Option<String>,
+    /// Its last telegram failed the key check: the configured key is not this meter's.
+    key_wrong: bool,
 }
 
 struct HeardMeter {
@@ -46,6 +48,9 @@ struct HeardMeter {
     /// The last telegram (CRCs stripped), on which a key is tried before the meter is added.
     frame: Vec<u8>,
     readings: Vec<(String, String)>,
+    /// A key tried on the page failed on its telegram, so "key wrong" rather than "needs a
+    /// key" until a telegram decodes.
+    key_tried_wrong: bool,
 }
 
 #[derive(Default)]
@@ -196,8 +201,9 @@ impl Gateway {
         };
         let id = head.meter_id().to_ascii_lowercase();
         if let Some(&index) = self.wireless.get(&id) {
+            let m = web.meter(index);
+            m.key_wrong = matches!(decoded, Err(e) if e.is_key_error());
             if let Err(e) = decoded {
-                let m = web.meter(index);
                 m.errors += 1;
                 m.last_error = Some(e.to_string());
             }
@@ -212,7 +218,13 @@ impl Gateway {
                 head.dll.device_type.code(),
             )
             .map(|d| d.name().to_string());
+        // A key failed when one was there to try: the gateway's (a default key, or one for
+        // this id) or one tried on the page.
+        let tried_wrong = web.heard.get(&id).is_some_and(|h| h.key_tried_wrong);
+        let key_known = self.run.decoder().keys.get(&id).is_some();
+        let key_error = matches!(decoded, Err(e) if e.is_key_error());
         let encryption = match decoded {
+            Err(e) if e.is_key_error() && (key_known || tried_wrong) => "key wrong",
             Err(e) if e.is_key_error() => "needs a key",
             Err(_) => "cannot be decoded",
             Ok(f) => crate::cli::listen::encryption_name(&f.link),
@@ -262,6 +274,7 @@ impl Gateway {
                 last_seen: SystemTime::now(),
                 frame: stripped.to_vec(),
                 readings,
+                key_tried_wrong: key_error && tried_wrong,
             },
         );
     }
@@ -361,6 +374,7 @@ impl Gateway {
                 "telegrams": entry.map_or(0, |e| e.telegrams),
                 "readings": entry.map(|e| main_readings(&e.fields)).unwrap_or_default(),
                 "errors": seen.map_or(0, |s| s.errors),
+                "key_wrong": seen.is_some_and(|s| s.key_wrong),
                 "last_error": seen.and_then(|s| s.last_error.as_deref()),
             }));
         }
@@ -446,7 +460,9 @@ impl Gateway {
                     .and_then(|w| w.heard.get(&id))
                     .and_then(|h| h.driver.clone())
                     .unwrap_or_else(|| "auto".into());
-                let _ = reply.send(self.web_try(&id, Some(&key), &driver));
+                let answer = self.web_try(&id, Some(&key), &driver);
+                self.web_note_wrong_key(&id, &answer);
+                let _ = reply.send(answer);
             }
             Command::AddMeter {
                 id,
@@ -455,7 +471,29 @@ impl Gateway {
                 key,
                 reply,
             } => {
-                let _ = reply.send(self.web_add(id.to_ascii_lowercase(), name, driver, key));
+                let id = id.to_ascii_lowercase();
+                let answer = self.web_add(id.clone(), name, driver, key);
+                self.web_note_wrong_key(&id, &answer);
+                let _ = reply.send(answer);
+            }
+        }
+    }
+
+    /// Marks a heard encrypted meter "key wrong" when a key tried on the page did not open
+    /// it, and "needs a key" again once one did.
+    fn web_note_wrong_key(&mut self, id: &str, answer: &Result<String, String>) {
+        let wrong = match answer {
+            Err(e) if e.starts_with("wrong key") => true,
+            Ok(_) => false,
+            Err(_) => return,
+        };
+        if let Some(web) = self.web.as_mut() {
+            if let Some(h) = web.heard.get_mut(id) {
+                if h.encryption == "key wrong" || h.encryption == "needs a key" {
+                    h.key_tried_wrong = wrong;
+                    h.encryption = if wrong { "key wrong" } else { "needs a key" };
+                    web.dirty = true;
+                }
             }
         }
     }

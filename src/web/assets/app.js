@@ -66,6 +66,7 @@ function renderOverview() {
     const seen = el("td", ago(v.now, m.last_seen), m.late ? "late" : "");
     if (m.late) seen.textContent += " (late)";
     const errors = el("td", m.errors ? m.errors + (m.last_error ? ": " + m.last_error : "") : "", m.errors ? "bad" : "");
+    if (m.key_wrong) errors.prepend(el("b", "key wrong "));
     tr.append(el("td", m.name, "name"), el("td", m.driver), readings(m.readings), seen,
       el("td", m.rssi === null ? "" : m.rssi + " dBm"), el("td", m.via), errors);
     return tr;
