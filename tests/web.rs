@@ -695,6 +695,47 @@ fn config_error(yaml: &str) -> String {
 }
 
 #[test]
+fn the_gateway_devices_link_is_the_public_url_or_a_bind_a_browser_can_open() {
+    let web = |yaml: &str| {
+        parse_with(yaml, "web.yaml", &ValidateOptions::with_built_in_drivers())
+            .unwrap_or_else(|e| panic!("{e}"))
+            .0
+            .web
+            .unwrap()
+    };
+    let loopback = web("web:\n  bind: \"127.0.0.1:8099\"\n");
+    assert_eq!(
+        loopback.configuration_url(None).as_deref(),
+        Some("http://127.0.0.1:8099/")
+    );
+    // Any free port: the one the listener got.
+    let any = web("web:\n  bind: \"127.0.0.1:0\"\n");
+    assert_eq!(any.configuration_url(None), None);
+    assert_eq!(
+        any.configuration_url(Some("127.0.0.1:40123".parse().unwrap()))
+            .as_deref(),
+        Some("http://127.0.0.1:40123/")
+    );
+    // A wildcard names no host; the add-on gives its ingress link instead.
+    let wildcard = web("web:\n  bind: \"0.0.0.0:8099\"\n  allow_from: [\"172.30.32.2\"]\n");
+    assert_eq!(
+        wildcard.configuration_url(Some("0.0.0.0:8099".parse().unwrap())),
+        None
+    );
+    let ingress = web("web:\n  bind: \"0.0.0.0:8099\"\n  allow_from: [\"172.30.32.2\"]\n  public_url: \"homeassistant://hassio/ingress/local_meterbridge\"\n");
+    assert_eq!(
+        ingress.configuration_url(None).as_deref(),
+        Some("homeassistant://hassio/ingress/local_meterbridge")
+    );
+    let e = config_error("web:\n  public_url: \"javascript:alert(1)\"\n");
+    assert!(e.contains("web.yaml:2:15"), "{e}");
+    assert!(
+        e.contains("is not an http://, https:// or homeassistant:// address"),
+        "{e}"
+    );
+}
+
+#[test]
 fn a_page_open_to_the_network_needs_a_password() {
     let e = config_error("web:\n  bind: \"0.0.0.0:8099\"\n");
     assert!(e.contains("web.yaml:2:9"), "{e}");

@@ -63,6 +63,22 @@ pub struct WebConfig {
     /// When not empty, only these client addresses are served (the Home Assistant ingress
     /// proxy); everyone else gets 403.
     pub allow_from: Vec<std::net::IpAddr>,
+    /// Where people reach the page, when it is not `bind` (behind a proxy, a wildcard bind,
+    /// Home Assistant ingress): the gateway device's `configuration_url` in discovery.
+    pub public_url: Option<String>,
+}
+
+impl WebConfig {
+    /// The link Home Assistant shows on the gateway device ("Visit"): `public_url`, else the
+    /// address the page listens on (`listening`, the actual port when `bind` asked for any)
+    /// unless that is a wildcard, which names no host a browser could open.
+    pub fn configuration_url(&self, listening: Option<std::net::SocketAddr>) -> Option<String> {
+        if let Some(url) = &self.public_url {
+            return Some(url.clone());
+        }
+        let addr = listening.or_else(|| self.bind.parse().ok())?;
+        (!addr.ip().is_unspecified() && addr.port() != 0).then(|| format!("http://{addr}/"))
+    }
 }
 
 pub const DEFAULT_WEB_BIND: &str = "127.0.0.1:8099";

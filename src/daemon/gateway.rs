@@ -788,6 +788,7 @@ impl Gateway {
                 "meterbridge_gw_{}",
                 discovery::slug(&self.instance)
             )),
+            configuration_url: None,
             state_topic: format!("{}/{}/state", self.base_topic, meter.slug),
             components,
         };
@@ -1084,6 +1085,15 @@ pub async fn run(config: Config, options: RunOptions) -> Result<GatewayStats, St
         .as_ref()
         .map(|m| m.base_topic.clone())
         .unwrap_or_else(|| "meterbridge".into());
+    // The page's port is taken first, so discovery can link to the address it really has.
+    let web_listener = match &config.web {
+        Some(web) => Some(
+            tokio::net::TcpListener::bind(&web.bind)
+                .await
+                .map_err(|e| format!("web page: cannot listen on {}: {e}", web.bind))?,
+        ),
+        None => None,
+    };
     let (sink, mut mqtt_incoming) = match mqtt {
         Some(settings) => {
             let discovery = settings.discovery;
@@ -1137,11 +1147,16 @@ pub async fn run(config: Config, options: RunOptions) -> Result<GatewayStats, St
                 publisher.withdraw(&device);
             }
         }
-        publisher.announce(discovery::gateway_descriptor(
+        let mut descriptor = discovery::gateway_descriptor(
             &options.instance,
             &base_topic,
             env!("CARGO_PKG_VERSION"),
-        ));
+        );
+        // The "Visit" link on the gateway device leads to the page.
+        descriptor.configuration_url = config.web.as_ref().and_then(|w| {
+            w.configuration_url(web_listener.as_ref().and_then(|l| l.local_addr().ok()))
+        });
+        publisher.announce(descriptor);
     }
     if !removed.is_empty() {
         log(&format!(
@@ -1182,7 +1197,9 @@ pub async fn run(config: Config, options: RunOptions) -> Result<GatewayStats, St
         web: None,
     };
     let mut web_commands = match &config.web {
-        Some(web) => Some(start_web(&mut gateway, &config, web, options.web_bound).await?),
+        Some(web) => {
+            Some(start_web(&mut gateway, &config, web, web_listener, options.web_bound).await?)
+        }
         None => None,
     };
 
@@ -1458,6 +1475,7 @@ async fn start_web(
     gateway: &mut Gateway,
     config: &Config,
     web: &crate::config::schema::WebConfig,
+    listener: Option<tokio::net::TcpListener>,
     bound: Option<tokio::sync::oneshot::Sender<std::net::SocketAddr>>,
 ) -> Result<mpsc::Receiver<crate::web::Command>, String> {
     let password = match &web.password {
@@ -1476,9 +1494,7 @@ async fn start_web(
         token: web.token.as_ref().map(|t| t.expose().to_string()),
         allow_from: web.allow_from.clone(),
     };
-    let listener = tokio::net::TcpListener::bind(&web.bind)
-        .await
-        .map_err(|e| format!("web page: cannot listen on {}: {e}", web.bind))?;
+    let listener = listener.ok_or("web page: no listener")?;
     let address = listener
         .local_addr()
         .map_err(|e| format!("web page: {e}"))?;
