@@ -261,16 +261,23 @@ async fn overview_shows_the_meters_and_names_stay_data() {
         api.header("x-content-type-options").as_deref(),
         Some("nosniff")
     );
-    // The script renders with textContent only: no markup sink anywhere in it.
-    let js = get(gw.web, "/app.js").await.body;
-    for sink in [
-        "innerHTML",
-        "outerHTML",
-        "insertAdjacentHTML",
-        "document.write",
-        "eval(",
-    ] {
-        assert!(!js.contains(sink), "app.js uses {sink}");
+    // The scripts render with textContent only: no markup sink anywhere in them.
+    for script in ["/app.js", "/meter.js"] {
+        let js = get(gw.web, script).await;
+        assert_eq!(
+            js.header("content-type").as_deref(),
+            Some("text/javascript; charset=utf-8")
+        );
+        assert!(js.body.len() > 1000, "{script}");
+        for sink in [
+            "innerHTML",
+            "outerHTML",
+            "insertAdjacentHTML",
+            "document.write",
+            "eval(",
+        ] {
+            assert!(!js.body.contains(sink), "{script} uses {sink}");
+        }
     }
     gw.stop().await;
 }
@@ -465,6 +472,119 @@ async fn heard_meter_is_added_with_a_checked_key_live_and_saved_owner_only() {
     let events = first_event(gw.web).await;
     assert!(events.contains("Hot water") && !events.to_ascii_uppercase().contains(KEY));
     assert!(!refused.body.to_ascii_uppercase().contains(WRONG_KEY));
+    gw.stop().await;
+}
+
+/// An iPERL (id 12345678) whose telegram carries a text record (VIF FD 11, customer) that
+/// is markup: `<img src=x onerror="document.title='pwned'">`, sent last character first.
+const TEXT_RECORD: &str = "4644AE4C7856341268077A360000002F2F0413181E00000DFD112C3E222764656E7770273D656C7469742E746E656D75636F64223D726F7272656E6F20783D63727320676D693C";
+
+#[tokio::test]
+async fn meter_page_explains_its_last_telegrams_and_shows_no_key() {
+    let meters = "meters:\n  - name: Cold water\n    address: \"76348799\"\n    driver: auto\n  - name: Text meter\n    address: \"12345678\"\n    driver: auto\n";
+    let gw = start(
+        "meterpage",
+        &[KAMWATER, ENCRYPTED, TEXT_RECORD],
+        meters,
+        "web:\n  bind: \"127.0.0.1:0\"",
+    )
+    .await;
+    overview_until(gw.web, |v| {
+        heard(v, "61070071").is_some()
+            && meter(v, "Text meter").is_some_and(|m| m["last_seen"].is_u64())
+            && meter(v, "Cold water").is_some_and(|m| m["last_seen"].is_u64())
+    })
+    .await;
+
+    let cold = get(gw.web, "/api/meter?slug=cold_water").await;
+    assert_eq!(cold.status, 200, "{}", cold.body);
+    let cold = cold.json();
+    assert_eq!(cold["name"], "Cold water");
+    assert_eq!(cold["source"], "configuration");
+    assert_eq!(cold["driver"], "kamwater");
+    assert!(cold["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|f| f[0] == "total_m3" && f[1] == "6.408"));
+    let t = &cold["telegrams"][0];
+    assert_eq!(t["hex"], KAMWATER);
+    assert_eq!(t["via"], "stick");
+    // The explanation is what `decode --format json --driver auto` prints.
+    let expected: Value = {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_meterbridge"))
+            .args([
+                "decode", "--format", "json", "--driver", "kamwater", KAMWATER,
+            ])
+            .output()
+            .unwrap();
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    assert_eq!(t["explained"], expected);
+    assert_eq!(t["explained"]["ell"]["ci"], "8D", "{}", t["explained"]);
+    assert_eq!(t["explained"]["fields"]["total_m3"], 6.408);
+
+    // The text record comes back as data, exactly as sent.
+    let text = get(gw.web, "/api/meter?slug=text_meter").await.json();
+    let records = text["telegrams"][0]["explained"]["records"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert!(
+        records
+            .iter()
+            .any(|r| r["value"] == "<img src=x onerror=\"document.title='pwned'\">"),
+        "{records:?}"
+    );
+
+    // A heard encrypted meter: its header and why the rest is not readable.
+    let heard_page = get(gw.web, "/api/meter?heard=61070071").await.json();
+    assert_eq!(heard_page["kind"], "heard");
+    assert_eq!(heard_page["encryption"], "needs a key");
+    let explained = &heard_page["telegrams"][0]["explained"];
+    assert_eq!(explained["link"]["id"], "61070071");
+    assert!(
+        explained["error"].as_str().unwrap().contains("key"),
+        "{explained}"
+    );
+    assert!(explained.get("records").is_none());
+
+    // Added with its key: its page decrypts its telegrams and still never shows the key.
+    let token = csrf(gw.web).await;
+    let added = post(
+        gw.web,
+        "/api/meters",
+        &token,
+        &serde_json::json!({"id": "61070071", "name": "Hot water", "driver": "aventieswm", "key": KEY}),
+    )
+    .await;
+    assert_eq!(added.status, 200, "{}", added.body);
+    let start = Instant::now();
+    let hot = loop {
+        let hot = get(gw.web, "/api/meter?slug=hot_water").await;
+        assert_eq!(hot.status, 200, "{}", hot.body);
+        assert!(
+            !hot.body.to_ascii_uppercase().contains(KEY),
+            "the key shows"
+        );
+        let hot = hot.json();
+        if hot["telegrams"].as_array().is_some_and(|t| !t.is_empty()) {
+            break hot;
+        }
+        assert!(start.elapsed() < WAIT, "no telegram on the page: {hot}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(hot["source"], "page");
+    assert_eq!(hot["key"], "set");
+    let explained = &hot["telegrams"][0]["explained"];
+    assert_eq!(explained["tpl"]["protection"], "decrypted", "{explained}");
+    assert_eq!(explained["fields"]["total_m3"], 466.472);
+
+    for bad in ["/api/meter?slug=nobody", "/api/meter?heard=99999999"] {
+        let r = get(gw.web, bad).await;
+        assert_eq!(r.status, 404, "{bad}: {}", r.body);
+    }
+    assert_eq!(get(gw.web, "/api/meter?slug=a%3Cb").await.status, 400);
     gw.stop().await;
 }
 

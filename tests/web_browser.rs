@@ -22,6 +22,9 @@ const KAMWATER: &str =
 const ENCRYPTED: &str = "76442104710007612507727100076121042507B5006005E2E95A3C2A1279A5415E6732679B43369FD5FDDDD783EEEBB48236D34E7C94AF0A18A5FDA5F7D64111EB42D4D891622139F2952F9D12A20088DFA4CF8123871123EE1F6C1DCEA414879DDB4E05E508F1826D7EFBA6964DF804C9261EA23BBF03";
 const KEY: &str = "A004EB23329A477F1DD2D7820B56EB3D";
 const WRONG_KEY: &str = "00112233445566778899AABBCCDDEEFF";
+/// An iPERL (id 12345678) with a text record that is markup (VIF FD 11, last character first).
+const TEXT_RECORD: &str = "4644AE4C7856341268077A360000002F2F0413181E00000DFD112C3E222764656E7770273D656C7469742E746E656D75636F64223D726F7272656E6F20783D63727320676D693C";
+const EVIL_TEXT: &str = "<img src=x onerror=\"document.title='pwned'\">";
 /// If the page ever put this name in as markup, the browser would set the title (the image
 /// fails to load and its handler runs; the script element runs as parsed).
 const EVIL_NAME: &str =
@@ -188,12 +191,16 @@ fn demo_neighbour_is_added_with_the_printed_key_and_kept_across_a_restart() {
 fn write_config(dir: &Path) -> PathBuf {
     std::fs::create_dir_all(dir).unwrap();
     let telegrams = dir.join("telegrams.hex");
-    std::fs::write(&telegrams, format!("{KAMWATER}\n{ENCRYPTED}\n")).unwrap();
+    std::fs::write(
+        &telegrams,
+        format!("{KAMWATER}\n{ENCRYPTED}\n{TEXT_RECORD}\n"),
+    )
+    .unwrap();
     let config = dir.join("config.yaml");
     std::fs::write(
         &config,
         format!(
-            "state_dir: \"{state}\"\nreceivers:\n  - name: stick\n    type: simulated\n    stick: im871a\n    telegrams: \"{t}\"\n    interval: 300ms\nmeters:\n  - name: {name}\n    address: \"76348799\"\n    driver: auto\nweb:\n  bind: \"127.0.0.1:0\"\n",
+            "state_dir: \"{state}\"\nreceivers:\n  - name: stick\n    type: simulated\n    stick: im871a\n    telegrams: \"{t}\"\n    interval: 300ms\nmeters:\n  - name: {name}\n    address: \"76348799\"\n    driver: auto\n  - name: Text meter\n    address: \"12345678\"\n    driver: auto\nweb:\n  bind: \"127.0.0.1:0\"\n",
             state = dir.join("state").display(),
             t = telegrams.display(),
             name = serde_json::to_string(EVIL_NAME).unwrap(),
@@ -235,6 +242,62 @@ fn heard_meter_is_added_in_the_browser_and_survives_a_restart() {
         ),
         0
     );
+
+    // A meter's page, opened from its name on the overview: its fields and its telegrams
+    // explained; the text record that is markup is shown as text, and nothing in it ran.
+    b.js(
+        "Array.from(document.querySelectorAll('#meters td.name a')).find(a => a.textContent === 'Text meter').click()",
+        json!([]),
+    );
+    let page = b.until(
+        "the text meter's page with its explained telegram",
+        "const p = document.getElementById('meter');
+         return !p.hidden && location.hash === '#meter/text_meter' && p.querySelector('#meter-telegrams table.records') ? p.innerText : null",
+        json!([]),
+    );
+    let page = page.as_str().unwrap();
+    assert!(page.contains(EVIL_TEXT), "{page}");
+    assert!(
+        page.contains("total_m3") && page.contains("7.704"),
+        "{page}"
+    );
+    assert!(
+        page.contains("From the configuration file: read-only here"),
+        "{page}"
+    );
+    let report = b.js(
+        "return document.querySelector('#meter-telegrams textarea.report').value",
+        json!([]),
+    );
+    let report = report.as_str().unwrap();
+    assert!(
+        report.contains(&format!("telegram: {TEXT_RECORD}")),
+        "{report}"
+    );
+    assert!(report.contains("driver: iperl"), "{report}");
+    assert_eq!(b.js("return document.title", json!([])), "meterbridge");
+    assert_eq!(
+        b.js(
+            "return document.querySelectorAll('#meter img, #meter script').length",
+            json!([])
+        ),
+        0
+    );
+    b.screenshots("meter");
+    // The markup name's page: its name is text too.
+    b.js("location.hash = '#overview'", json!([]));
+    b.js(
+        "document.querySelector('#meters td.name a').click()",
+        json!([]),
+    );
+    let title = b.until(
+        "the markup-named meter's page",
+        "const h = document.querySelector('#meter-page h2'); return !document.getElementById('meter').hidden && h ? h.firstChild.textContent : null",
+        json!([]),
+    );
+    assert_eq!(title, EVIL_NAME);
+    assert_eq!(b.js("return document.title", json!([])), "meterbridge");
+    b.js("location.hash = '#overview'", json!([]));
 
     // Heard nearby: the encrypted meter, with the driver detection suggests.
     b.js("location.hash = '#heard'", json!([]));

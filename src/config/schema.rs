@@ -49,6 +49,9 @@ pub struct Config {
     pub mqtt: Option<MqttConfig>,
     /// The web page (`web:`); `None` when the section is absent: no port is opened unasked.
     pub web: Option<WebConfig>,
+    /// Names of the meters merged from the page's saved file (`web::added`), not from the
+    /// configuration file: the ones the page may edit.
+    pub page_meters: Vec<String>,
 }
 
 /// The web page's listener and who may use it.

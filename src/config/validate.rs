@@ -903,6 +903,7 @@ impl Checker<'_> {
             meters: Vec::new(),
             mqtt: None,
             web: None,
+            page_meters: Vec::new(),
         };
         let Some(top) = self.section(root, root.pos, "", "the configuration", TOP_KEYS) else {
             return config;

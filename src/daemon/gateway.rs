@@ -484,6 +484,12 @@ impl Gateway {
                 }
             }
         }
+        if let Some(bus) = self.meters[index].cfg.bus.clone() {
+            let via: Arc<str> = Arc::from(bus.as_str());
+            for frame in &frames {
+                self.web_recent(index, frame, None, via.clone());
+            }
+        }
         match last {
             Some(out) => {
                 self.web_wired(index);
@@ -1510,6 +1516,9 @@ async fn start_web(
             .collect(),
         config.state_dir.clone(),
     ));
+    if let Some(web) = gateway.web.as_mut() {
+        web.page_meters = config.page_meters.iter().cloned().collect();
+    }
     gateway.web_publish();
     let log = gateway.log.clone();
     tokio::spawn(async move {

@@ -97,6 +97,7 @@ pub fn merge(config: &mut Config, options: &ValidateOptions) -> Result<usize, St
             .iter()
             .any(|c| c.name == m.name || c.address == m.address);
         if !taken {
+            config.page_meters.push(m.name.clone());
             config.meters.push(m);
             added += 1;
         }

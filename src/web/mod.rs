@@ -26,6 +26,9 @@ use axum::Router;
 use tokio::sync::{mpsc, oneshot, watch};
 
 pub mod added;
+mod meter_page;
+
+pub use meter_page::MeterRef;
 
 /// Largest request body accepted (a form with a name, a driver and a key is far below it).
 pub const MAX_BODY: usize = 16 * 1024;
@@ -33,6 +36,7 @@ pub const MAX_BODY: usize = 16 * 1024;
 const INDEX_HTML: &str = include_str!("assets/index.html");
 const APP_JS: &str = include_str!("assets/app.js");
 const STYLE_CSS: &str = include_str!("assets/style.css");
+const METER_JS: &str = include_str!("assets/meter.js");
 
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; \
                    img-src 'self' data:; base-uri 'self'; form-action 'self'; frame-ancestors 'self'";
@@ -58,6 +62,11 @@ pub enum Command {
         name: String,
         driver: String,
         key: Option<String>,
+        reply: oneshot::Sender<Result<String, String>>,
+    },
+    /// A meter's page: its fields and last telegrams explained, as JSON.
+    MeterDetail {
+        which: MeterRef,
         reply: oneshot::Sender<Result<String, String>>,
     },
 }
@@ -114,6 +123,11 @@ fn router(shared: Arc<Shared>) -> Router {
             "/style.css",
             get(|| async { asset(STYLE_CSS, "text/css; charset=utf-8") }),
         )
+        .route(
+            "/meter.js",
+            get(|| async { asset(METER_JS, "text/javascript; charset=utf-8") }),
+        )
+        .route("/api/meter", get(meter_page::meter))
         .route("/api/overview", get(overview))
         .route("/events", get(events))
         .route("/api/check-key", post(check_key))

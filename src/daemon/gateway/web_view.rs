@@ -3,7 +3,7 @@
 //! commands (try a key, add a meter) carried out there. Nothing here is reached when the
 //! configuration has no `web` section.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -18,11 +18,24 @@ use crate::security::KeyStore;
 use crate::telegram::wireless::{parse_key_argument, WirelessError, WirelessFrame};
 use crate::web::{Command, View};
 
+mod meter_detail;
+
 /// Meters heard but not configured that are remembered (oldest forgotten first): a gateway in
 /// a block of flats hears hundreds, and a memory bound matters more than completeness.
 const HEARD_LIMIT: usize = 2000;
 /// Readings shown per meter on the overview.
 const MAIN_READINGS: usize = 4;
+/// Telegrams kept per meter for its page.
+const RECENT: usize = 10;
+
+/// A telegram as it arrived (wireless: without data-link CRCs), for the meter's page.
+#[derive(Clone)]
+struct Recent {
+    at: SystemTime,
+    bytes: Vec<u8>,
+    rssi: Option<i16>,
+    via: Arc<str>,
+}
 
 #[derive(Default)]
 struct MeterSeen {
@@ -34,6 +47,7 @@ struct MeterSeen {
     last_error: Option<String>,
     /// Its last telegram failed the key check: the configured key is not this meter's.
     key_wrong: bool,
+    recent: VecDeque<Recent>,
 }
 
 struct HeardMeter {
@@ -86,6 +100,9 @@ pub(super) struct WebState {
     buses: Vec<(String, LinkSeen)>,
     gateway: LinkSeen,
     state_dir: std::path::PathBuf,
+    /// Names of the meters added on the page (saved in the state directory), which the page
+    /// may change; the others come from the configuration file.
+    pub(super) page_meters: HashSet<String>,
 }
 
 impl WebState {
@@ -111,6 +128,7 @@ impl WebState {
                 .collect(),
             gateway: LinkSeen::default(),
             state_dir,
+            page_meters: HashSet::new(),
         }
     }
 
@@ -154,6 +172,14 @@ fn main_readings(fields: &[(String, ReadingValue)]) -> Vec<(String, String)> {
             (k.clone(), text)
         })
         .collect()
+}
+
+fn address_text(address: &MeterAddress) -> String {
+    match address {
+        MeterAddress::Wireless(id) => id.clone(),
+        MeterAddress::Primary(a) => a.to_string(),
+        MeterAddress::Secondary(s) => s.clone(),
+    }
 }
 
 fn unix(t: SystemTime) -> u64 {
@@ -208,6 +234,7 @@ impl Gateway {
                 m.last_error = Some(e.to_string());
             }
             web.seen(index, input.clone());
+            self.web_recent(index, stripped, rssi, input.clone());
             return;
         }
         let driver = self
@@ -357,11 +384,7 @@ impl Gateway {
                 .identity
                 .as_ref()
                 .map_or(m.cfg.driver.clone(), |(d, _, _)| d.clone());
-            let id = match &m.cfg.address {
-                MeterAddress::Wireless(id) => id.clone(),
-                MeterAddress::Primary(a) => a.to_string(),
-                MeterAddress::Secondary(s) => s.clone(),
-            };
+            let id = address_text(&m.cfg.address);
             meters.push(serde_json::json!({
                 "name": m.cfg.name,
                 "slug": m.slug,
@@ -476,6 +499,9 @@ impl Gateway {
                 self.web_note_wrong_key(&id, &answer);
                 let _ = reply.send(answer);
             }
+            Command::MeterDetail { which, reply } => {
+                let _ = reply.send(self.web_meter_detail(&which));
+            }
         }
     }
 
@@ -567,8 +593,12 @@ impl Gateway {
                 }
             }
             if let Some(web) = self.web.as_mut() {
-                web.seen(index, h.via);
+                web.seen(index, h.via.clone());
             }
+            self.web_recent(index, &h.frame, h.rssi, h.via);
+        }
+        if let Some(web) = self.web.as_mut() {
+            web.page_meters.insert(name.clone());
         }
         self.note(&format!("meter {name} ({id}) added on the web page"));
         Ok(format!("added {name}; {checked}"))
