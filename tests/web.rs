@@ -588,6 +588,141 @@ async fn meter_page_explains_its_last_telegrams_and_shows_no_key() {
     gw.stop().await;
 }
 
+#[tokio::test]
+async fn meters_added_on_the_page_are_changed_and_removed_there_and_others_are_not() {
+    let meters = "meters:\n  - name: Cold water\n    address: \"76348799\"\n    driver: auto\n";
+    let gw = start(
+        "edit",
+        &[KAMWATER, ENCRYPTED],
+        meters,
+        "web:\n  bind: \"127.0.0.1:0\"",
+    )
+    .await;
+    overview_until(gw.web, |v| heard(v, "61070071").is_some()).await;
+    let token = csrf(gw.web).await;
+    let added = post(
+        gw.web,
+        "/api/meters",
+        &token,
+        &serde_json::json!({"id": "61070071", "name": "Hot water", "driver": "aventieswm", "key": KEY}),
+    )
+    .await;
+    assert_eq!(added.status, 200, "{}", added.body);
+    let saved = gw.dir.join("state").join(meterbridge::web::added::FILE);
+    let saved_text = || std::fs::read_to_string(&saved).unwrap();
+
+    // The configuration file's meters are read-only here.
+    let edit = |slug: &str, name: &str, key: &str| serde_json::json!({"slug": slug, "name": name, "driver": "auto", "key": key});
+    let refused = post(
+        gw.web,
+        "/api/meter/edit",
+        &token,
+        &edit("cold_water", "Cold", ""),
+    )
+    .await;
+    assert_eq!(refused.status, 422);
+    assert!(
+        refused.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("comes from the configuration file"),
+        "{}",
+        refused.body
+    );
+    let refused = post(
+        gw.web,
+        "/api/meter/remove",
+        &token,
+        &serde_json::json!({"slug": "cold_water"}),
+    )
+    .await;
+    assert_eq!(refused.status, 422);
+    assert_eq!(
+        get(gw.web, "/api/meter?slug=cold_water").await.json()["source"],
+        "configuration"
+    );
+
+    // A wrong key is tried on its last telegram and refused; nothing is saved.
+    let before = saved_text();
+    let wrong = post(
+        gw.web,
+        "/api/meter/edit",
+        &token,
+        &edit("hot_water", "Hot water", WRONG_KEY),
+    )
+    .await;
+    assert_eq!(wrong.status, 422);
+    assert!(wrong.json()["error"]
+        .as_str()
+        .unwrap()
+        .starts_with("wrong key"));
+    assert_eq!(saved_text(), before);
+
+    // Renamed, driver named, key kept: live at once and saved (owner-only) for restarts.
+    let renamed = post(
+        gw.web,
+        "/api/meter/edit",
+        &token,
+        &serde_json::json!({"slug": "hot_water", "name": "Hot tap", "driver": "aventieswm", "key": ""}),
+    )
+    .await;
+    assert_eq!(renamed.status, 200, "{}", renamed.body);
+    assert_eq!(renamed.json()["slug"], "hot_tap");
+    let view = overview_until(gw.web, |v| {
+        meter(v, "Hot tap").is_some_and(|m| reading(m, "total_m3").is_some())
+    })
+    .await;
+    assert!(meter(&view, "Hot water").is_none());
+    assert_eq!(
+        reading(meter(&view, "Hot tap").unwrap(), "total_m3").as_deref(),
+        Some("466.472")
+    );
+    let text = saved_text();
+    assert!(
+        text.contains("\"Hot tap\"") && !text.contains("Hot water"),
+        "{text}"
+    );
+    assert!(text.contains(KEY), "the key is kept");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&saved).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+    let page = get(gw.web, "/api/meter?slug=hot_tap").await;
+    assert!(!page.body.to_ascii_uppercase().contains(KEY));
+    assert_eq!(page.json()["source"], "page");
+    assert!(!renamed.body.to_ascii_uppercase().contains(KEY));
+
+    // Removed: gone from the overview and the file; heard again, needing its key again.
+    let removed = post(
+        gw.web,
+        "/api/meter/remove",
+        &token,
+        &serde_json::json!({"slug": "hot_tap"}),
+    )
+    .await;
+    assert_eq!(removed.status, 200, "{}", removed.body);
+    let view = overview_until(gw.web, |v| {
+        meter(v, "Hot tap").is_none()
+            && heard(v, "61070071").is_some_and(|h| h["encryption"] == "needs a key")
+    })
+    .await;
+    assert!(meter(&view, "Cold water").is_some());
+    assert!(!saved_text().contains("Hot tap"));
+    let mut config = parse_with(
+        &format!("state_dir: \"{}\"\n", gw.dir.join("state").display()),
+        "again.yaml",
+        &ValidateOptions::with_built_in_drivers(),
+    )
+    .unwrap()
+    .0;
+    let n = meterbridge::web::added::merge(&mut config, &ValidateOptions::with_built_in_drivers())
+        .unwrap();
+    assert_eq!(n, 0);
+    gw.stop().await;
+}
+
 /// The demo's neighbour meter (mode 5, made and encrypted by `sim::demo`): `count` of its
 /// telegrams a minute apart, as hex (all different, so none is dropped as a repeat).
 fn neighbour_telegrams(count: u8) -> Vec<String> {

@@ -167,6 +167,38 @@ fn demo_neighbour_is_added_with_the_printed_key_and_kept_across_a_restart() {
     let saved = std::fs::read_to_string(state.join("web-meters.yaml")).unwrap();
     assert!(saved.contains(NEIGHBOUR), "{saved}");
 
+    // Its page: added here, so it can be changed here; renamed, it is saved under the new name.
+    b.js("location.hash = '#meter/neighbour'", json!([]));
+    b.until(
+        "the edit form on the added meter's page",
+        "return !document.getElementById('meter').hidden && document.getElementById('edit-form') ? true : null",
+        json!([]),
+    );
+    b.js(
+        "const f = document.getElementById('edit-form'); f.elements.name.value = 'Neighbour tap'; f.querySelector('button[type=submit]').click()",
+        json!([]),
+    );
+    b.until(
+        "the renamed meter's page",
+        "const h = document.querySelector('#meter-page h2'); return location.hash === '#meter/neighbour_tap' && h && h.firstChild.textContent === 'Neighbour tap' ? true : null",
+        json!([]),
+    );
+    let saved = std::fs::read_to_string(state.join("web-meters.yaml")).unwrap();
+    assert!(saved.contains("Neighbour tap"), "{saved}");
+    // A meter from the configuration has no form: read-only.
+    b.js("location.hash = '#meter/cold_water'", json!([]));
+    let note = b.until(
+        "the configured meter's page",
+        "const p = document.querySelector('#meter-page p.hint'); return !document.getElementById('meter').hidden && document.querySelector('#meter-page h2') && document.querySelector('#meter-page h2').firstChild.textContent === 'Cold water' && p ? p.textContent : null",
+        json!([]),
+    );
+    assert!(note.as_str().unwrap().contains("read-only"), "{note}");
+    assert_eq!(
+        b.js("return document.getElementById('edit-form')", json!([])),
+        serde_json::Value::Null
+    );
+    b.js("location.hash = '#overview'", json!([]));
+
     // The demo started again with the same state folder: the meter is still configured, read
     // with its saved key, and no longer among the unconfigured ones.
     drop(demo);

@@ -12,7 +12,9 @@ use axum::http::{StatusCode, Uri};
 use axum::response::Response;
 use tokio::sync::oneshot;
 
-use super::{json, Command, Shared};
+use axum::body::Bytes;
+
+use super::{ask, field, json, parse_body, Command, Shared};
 
 /// Which meter a page is about.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,6 +73,60 @@ pub(super) async fn meter(State(shared): State<Arc<Shared>>, uri: Uri) -> Respon
             "the gateway did not answer",
         ),
     }
+}
+
+/// `POST api/meter/edit` `{"slug", "name", "driver", "key"}` (an empty key keeps the saved
+/// one) → `{"ok": true, "message", "slug"}` or 422 with `error`.
+pub(super) async fn edit(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    let body = match parse_body(&body) {
+        Ok(b) => b,
+        Err(r) => return *r,
+    };
+    let (Some(slug), Some(name)) = (field(&body, "slug"), field(&body, "name")) else {
+        return error(StatusCode::BAD_REQUEST, "give slug and name");
+    };
+    let driver = field(&body, "driver")
+        .filter(|d| !d.is_empty())
+        .unwrap_or_else(|| "auto".into());
+    let key = field(&body, "key").filter(|k| !k.is_empty());
+    let (reply, answer) = oneshot::channel();
+    let command = Command::EditMeter {
+        slug,
+        name,
+        driver,
+        key,
+        reply,
+    };
+    if shared.commands.try_send(command).is_err() {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the gateway is busy; try again",
+        );
+    }
+    match tokio::time::timeout(Duration::from_secs(10), answer).await {
+        Ok(Ok(Ok((message, slug)))) => json(
+            StatusCode::OK,
+            serde_json::json!({"ok": true, "message": message, "slug": slug}).to_string(),
+        ),
+        Ok(Ok(Err(e))) => error(StatusCode::UNPROCESSABLE_ENTITY, &e),
+        _ => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the gateway did not answer",
+        ),
+    }
+}
+
+/// `POST api/meter/remove` `{"slug"}`.
+pub(super) async fn remove(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    let body = match parse_body(&body) {
+        Ok(b) => b,
+        Err(r) => return *r,
+    };
+    let Some(slug) = field(&body, "slug") else {
+        return error(StatusCode::BAD_REQUEST, "give slug");
+    };
+    let (reply, answer) = oneshot::channel();
+    ask(&shared, Command::RemoveMeter { slug, reply }, answer).await
 }
 
 #[cfg(test)]

@@ -69,6 +69,20 @@ pub enum Command {
         which: MeterRef,
         reply: oneshot::Sender<Result<String, String>>,
     },
+    /// Change a meter added on the page; `key: None` keeps its key. Answers with a message
+    /// and the meter's slug (new when renamed).
+    EditMeter {
+        slug: String,
+        name: String,
+        driver: String,
+        key: Option<String>,
+        reply: oneshot::Sender<Result<(String, String), String>>,
+    },
+    /// Remove a meter added on the page.
+    RemoveMeter {
+        slug: String,
+        reply: oneshot::Sender<Result<String, String>>,
+    },
 }
 
 /// Who may use the page.
@@ -128,6 +142,8 @@ fn router(shared: Arc<Shared>) -> Router {
             get(|| async { asset(METER_JS, "text/javascript; charset=utf-8") }),
         )
         .route("/api/meter", get(meter_page::meter))
+        .route("/api/meter/edit", post(meter_page::edit))
+        .route("/api/meter/remove", post(meter_page::remove))
         .route("/api/overview", get(overview))
         .route("/events", get(events))
         .route("/api/check-key", post(check_key))

@@ -18,6 +18,7 @@ use crate::security::KeyStore;
 use crate::telegram::wireless::{parse_key_argument, WirelessError, WirelessFrame};
 use crate::web::{Command, View};
 
+mod edit;
 mod meter_detail;
 
 /// Meters heard but not configured that are remembered (oldest forgotten first): a gateway in
@@ -501,6 +502,18 @@ impl Gateway {
             }
             Command::MeterDetail { which, reply } => {
                 let _ = reply.send(self.web_meter_detail(&which));
+            }
+            Command::EditMeter {
+                slug,
+                name,
+                driver,
+                key,
+                reply,
+            } => {
+                let _ = reply.send(self.web_edit(&slug, name, driver, key));
+            }
+            Command::RemoveMeter { slug, reply } => {
+                let _ = reply.send(self.web_remove(&slug));
             }
         }
     }

@@ -10,6 +10,9 @@ window.meterPage = (function () {
   let lastSeen = null;
   let detail = null;
   let version = "";
+  // The edit form of a meter added on the page: built once per meter and put back on each
+  // live refresh, so what the user is typing survives new telegrams.
+  let editForm = null;
   const layers = [["link", "Data link layer"], ["ell", "Extended link layer"],
     ["afl", "Authentication and fragmentation layer"], ["tpl", "Transport layer"],
     ["header", "Application header"]];
@@ -117,6 +120,62 @@ window.meterPage = (function () {
     return det;
   }
 
+  function label(text, input) {
+    const l = el("label", text + " ");
+    l.append(input);
+    return l;
+  }
+
+  function input(name, value, placeholder) {
+    const i = el("input");
+    i.name = name;
+    i.value = value || "";
+    if (placeholder) i.placeholder = placeholder;
+    i.autocomplete = "off";
+    return i;
+  }
+
+  // Name, driver and key of a meter added on the page; Save checks a new key on its last
+  // telegram first. Remove takes it out (after a confirmation).
+  function buildEditForm(d) {
+    const f = el("form");
+    f.id = "edit-form";
+    const name = input("name", d.name);
+    name.required = true;
+    name.maxLength = 100;
+    const driver = input("driver", d.configured_driver);
+    driver.maxLength = 60;
+    const key = input("key", "", d.key === "set" ? "set: leave empty to keep it" : "32 hex digits, if encrypted");
+    key.maxLength = 64;
+    const save = el("button", "Save");
+    save.type = "submit";
+    const remove = el("button", "Remove");
+    remove.type = "button";
+    remove.id = "edit-remove";
+    const bar = el("div", null, "buttons");
+    bar.append(save, remove);
+    const result = el("p", null, "result");
+    result.id = "edit-result";
+    f.append(el("h3", "Change"), label("Name", name), label("Driver", driver), label("Key", key), bar, result);
+    const show = a => { result.className = "result " + (a.ok ? "ok" : "bad"); result.textContent = a.ok ? a.message : a.error; };
+    f.addEventListener("submit", async ev => {
+      ev.preventDefault();
+      const a = await post("api/meter/edit", { slug: current.key, name: name.value, driver: driver.value, key: key.value });
+      show(a);
+      if (a.ok) {
+        key.value = "";
+        if (a.slug !== current.key) { editForm = null; location.hash = "#meter/" + encodeURIComponent(a.slug); } else load();
+      }
+    });
+    remove.addEventListener("click", async () => {
+      if (!window.confirm("Remove " + name.value + "? Its readings stop being published.")) return;
+      const a = await post("api/meter/remove", { slug: current.key });
+      show(a);
+      if (a.ok) setTimeout(() => { location.hash = "#overview"; }, 800);
+    });
+    return f;
+  }
+
   function render() {
     const page = document.getElementById("meter-page");
     const d = detail;
@@ -129,7 +188,7 @@ window.meterPage = (function () {
     nodes.push(title);
     if (d.kind === "configured") {
       nodes.push(el("p", d.source === "page"
-        ? "Added on this page; saved in the state directory."
+        ? "Added on this page; saved in the state directory. Change or remove it below."
         : "From the configuration file: read-only here (change it in the file).", "hint"));
     }
     const info = d.kind === "heard"
@@ -149,6 +208,10 @@ window.meterPage = (function () {
     const list = el("div");
     list.id = "meter-telegrams";
     d.telegrams.forEach((t, i) => list.append(telegramEl(d, t, i)));
+    if (d.kind === "configured" && d.source === "page") {
+      if (!editForm) editForm = buildEditForm(d);
+      nodes.push(editForm);
+    }
     nodes.push(list);
     // Keep open what the reader opened across live refreshes.
     const open = new Set(Array.from(page.querySelectorAll("details.telegram")).map((x, i) => x.open ? i : -1));
@@ -185,6 +248,7 @@ window.meterPage = (function () {
         current = p;
         lastSeen = null;
         detail = null;
+        editForm = null;
         document.getElementById("meter-page").replaceChildren(el("p", "loading…", "hint"));
         load();
       }
