@@ -95,6 +95,7 @@ fn demo_neighbour_is_added_with_the_printed_key_and_kept_across_a_restart() {
             .unwrap_or_else(|| panic!("no row for {name}: {rows:?}"))
             .clone()
     };
+    b.screenshots("overview");
     // The demo's meters count up from their drivers' test telegrams.
     assert!(row("Cold water").contains("6.4"), "{rows:?}");
     assert!(row("Hot water").contains("466.4"), "{rows:?}");
@@ -126,6 +127,7 @@ fn demo_neighbour_is_added_with_the_printed_key_and_kept_across_a_restart() {
         &format!("const r = {find_row}; return r && !document.getElementById('heard').hidden ? r.innerText : null"),
         json!([]),
     );
+    b.screenshots("heard");
     let heard = heard.as_str().unwrap();
     assert!(
         heard.contains("needs a key") && heard.contains("iperl"),
@@ -148,6 +150,7 @@ fn demo_neighbour_is_added_with_the_printed_key_and_kept_across_a_restart() {
     b.js(&format!("{fill} {submit}"), json!(["Neighbour", WRONG_KEY]));
     let said = b.until("Add with a wrong key refused", result, json!([]));
     assert!(said.as_str().unwrap().starts_with("wrong key"), "{said}");
+    b.screenshots("add-wrong-key");
     b.js(
         &format!("{fill} {submit}"),
         json!(["Neighbour", NEIGHBOUR_KEY]),
@@ -171,9 +174,10 @@ fn demo_neighbour_is_added_with_the_printed_key_and_kept_across_a_restart() {
     b.js("location.hash = '#meter/neighbour'", json!([]));
     b.until(
         "the edit form on the added meter's page",
-        "return !document.getElementById('meter').hidden && document.getElementById('edit-form') ? true : null",
+        "return !document.getElementById('meter').hidden && document.getElementById('edit-form') && document.querySelector('#meter-telegrams table.records') ? true : null",
         json!([]),
     );
+    b.screenshots("meter");
     b.js(
         "const f = document.getElementById('edit-form'); f.elements.name.value = 'Neighbour tap'; f.querySelector('button[type=submit]').click()",
         json!([]),
@@ -315,7 +319,7 @@ fn heard_meter_is_added_in_the_browser_and_survives_a_restart() {
         ),
         0
     );
-    b.screenshots("meter");
+    b.screenshots("markup-meter");
     // The markup name's page: its name is text too.
     b.js("location.hash = '#overview'", json!([]));
     b.js(
@@ -339,7 +343,6 @@ fn heard_meter_is_added_in_the_browser_and_survives_a_restart() {
          return r && !document.getElementById('heard').hidden ? r.innerText : null",
         json!([]),
     );
-    b.screenshots("heard");
     let row = row.as_str().unwrap();
     assert!(
         row.contains("needs a key") && row.contains("aventieswm"),
@@ -364,7 +367,6 @@ fn heard_meter_is_added_in_the_browser_and_survives_a_restart() {
     );
     let said = b.until("the wrong key refused", result, json!([]));
     assert!(said.as_str().unwrap().starts_with("wrong key"), "{said}");
-    b.screenshots("add-wrong-key");
     b.js(&format!("{fill} document.getElementById('add-result').textContent = ''; document.querySelector('#add-form button[type=submit]').click()"), json!(["Hot water", WRONG_KEY]));
     let said = b.until("Add with the wrong key refused", result, json!([]));
     assert!(said.as_str().unwrap().starts_with("wrong key"), "{said}");
@@ -377,7 +379,7 @@ fn heard_meter_is_added_in_the_browser_and_survives_a_restart() {
     let hot = "const r = Array.from(document.querySelectorAll('#meters tbody tr')).find(r => r.innerText.startsWith('Hot water'));
                return r && r.innerText.includes('466.472') && !document.getElementById('overview').hidden ? r.innerText : null";
     b.until("the added meter on the overview", hot, json!([]));
-    b.screenshots("overview");
+    b.screenshots("markup-overview");
     // The key was typed in, and the page never shows it back.
     let page = b.js("return document.documentElement.outerHTML", json!([]));
     assert!(!page.as_str().unwrap().to_ascii_uppercase().contains(KEY));
