@@ -16,7 +16,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-args=(addon-config --options "${OPTIONS}" --output "${CONFIG}" --state-dir /data)
+# The Supervisor names the container after the add-on's slug, with - for _: the gateway device in
+# Home Assistant links to the page through ingress with it.
+args=(addon-config --options "${OPTIONS}" --output "${CONFIG}" --state-dir /data --ingress-slug "${HOSTNAME//-/_}")
 if bashio::services.available mqtt; then
   # mktemp creates the file 0600; umask keeps it so should bashio recreate it.
   umask 077

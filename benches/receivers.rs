@@ -44,6 +44,7 @@ async fn run_kind(kind: StickKind, telegrams: Vec<Vec<u8>>, rate: f64) {
         repeat: false,
         reply_delay: Duration::from_millis(2),
         log: false,
+        ..StickSimConfig::default()
     };
     let sim_log = log.clone();
     let server = tokio::spawn(async move {

@@ -344,6 +344,47 @@ fn every_schema_option_is_converted_and_the_result_passes_check_config() {
     );
 }
 
+/// The run script passes the add-on's slug (from the container's host name); the gateway
+/// device then links to the page through ingress.
+#[test]
+fn the_ingress_slug_gives_the_gateway_device_its_link() {
+    let dir = Scratch::new("ingress");
+    std::fs::write(dir.path("options.json"), "{}").unwrap();
+    let run = |slug: &str| {
+        Command::new(env!("CARGO_BIN_EXE_meterbridge"))
+            .args(["addon-config", "--options"])
+            .arg(dir.path("options.json"))
+            .arg("--output")
+            .arg(dir.path("meterbridge.yaml"))
+            .arg("--state-dir")
+            .arg(&dir.0)
+            .args(["--ingress-slug", slug])
+            .output()
+            .unwrap()
+    };
+    let out = run("a0d7b954_meterbridge");
+    assert!(out.status.success(), "{}", text(&out));
+    let (config, _) = meterbridge::config::load_with(
+        &dir.path("meterbridge.yaml"),
+        &meterbridge::config::ValidateOptions::with_built_in_drivers(),
+    )
+    .unwrap();
+    let web = config.web.unwrap();
+    assert_eq!(
+        web.configuration_url(None).as_deref(),
+        Some("homeassistant://hassio/ingress/a0d7b954_meterbridge")
+    );
+    assert_eq!(web.bind, meterbridge::cli::addon::ADDON_WEB_BIND);
+    let bad = run("x\"y");
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("is not an add-on slug"),
+        "{}",
+        text(&bad)
+    );
+    assert!(read("addon/run.sh").contains("--ingress-slug \"${HOSTNAME//-/_}\""));
+}
+
 #[test]
 fn the_default_options_fit_the_schema_and_convert() {
     let config = yaml("addon/config.yaml");

@@ -1239,6 +1239,42 @@ mqtt:
     let _ = std::fs::remove_dir_all(&state_dir);
 }
 
+/// The gateway device's "Visit" link (`configuration_url`, `cu`) leads to the web page: the
+/// address the page listens on, or `web.public_url` (the add-on's ingress link) when given.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_device_links_to_the_web_page() {
+    let port = broker::rumqttd_port();
+    let web_port = broker::free_port();
+    let cases = [
+        (
+            format!("  bind: \"127.0.0.1:{web_port}\""),
+            format!("http://127.0.0.1:{web_port}/"),
+        ),
+        (
+            format!("  bind: \"0.0.0.0:{web_port}\"\n  allow_from: [127.0.0.1]\n  public_url: \"homeassistant://hassio/ingress/local_meterbridge\""),
+            "homeassistant://hassio/ingress/local_meterbridge".to_string(),
+        ),
+    ];
+    for (i, (web, expected)) in cases.iter().enumerate() {
+        let tag = format!("cu{i}-{}", std::process::id());
+        let state_dir = temp_dir(&tag);
+        let watcher = Watcher::start(port, &[format!("ha{tag}/#")]).await;
+        let yaml = format!(
+            "state_dir: \"{state}\"\nmqtt:\n  url: mqtt://127.0.0.1:{port}\n  base_topic: mb{tag}\n  discovery_prefix: ha{tag}\n  client_id: mb{tag}\nweb:\n{web}\n",
+            state = state_dir.display(),
+        );
+        let running = start_gateway(&yaml);
+        let doc = json(
+            &watcher
+                .wait_for(&format!("ha{tag}/device/meterbridge_gw_test/config"), 1)
+                .await[0],
+        );
+        assert_eq!(doc["dev"]["cu"], expected.as_str(), "{doc}");
+        running.finish().await;
+        let _ = std::fs::remove_dir_all(&state_dir);
+    }
+}
+
 /// Qundis Q water 5.5 (wmbusmeters' test telegrams): the first telegram has no value for
 /// `due_17_date`, the third has one. The discovery document grows when it comes, and keeps it
 /// after a restart even though the first telegram heard then does not carry it.

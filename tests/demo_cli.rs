@@ -7,9 +7,9 @@ fn bin() -> Command {
 }
 
 #[test]
-fn demo_prints_readings_of_all_six_meters() {
+fn demo_prints_readings_of_all_six_meters_counting_up() {
     let out = bin()
-        .args(["demo", "--duration", "6", "--format", "json"])
+        .args(["demo", "--duration", "10", "--format", "json"])
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -19,19 +19,64 @@ fn demo_prints_readings_of_all_six_meters() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
         .collect();
-    let find = |name: &str| {
-        docs.iter()
-            .find(|d| d["name"] == name)
-            .unwrap_or_else(|| panic!("no reading for {name}: {stdout}\n{stderr}"))
+    // Every reading of a meter, in order.
+    let all = |name: &str| -> Vec<&serde_json::Value> {
+        let found: Vec<_> = docs.iter().filter(|d| d["name"] == name).collect();
+        assert!(
+            !found.is_empty(),
+            "no reading for {name}: {stdout}\n{stderr}"
+        );
+        found
     };
-    assert_eq!(find("Heat flat 1")["total_energy_consumption_kwh"], 34510.0);
-    assert_eq!(find("Heat flat 2")["meter"], "ultraheat");
-    assert_eq!(find("Heat flat 3")["meter"], "sensostar");
-    assert_eq!(find("Cold water")["total_m3"], 6.408);
-    assert_eq!(find("Garden water")["total_m3"], 7.704);
+    let values = |name: &str, field: &str| -> Vec<f64> {
+        all(name)
+            .iter()
+            .map(|d| d[field].as_f64().unwrap_or_else(|| panic!("{name}: {d}")))
+            .collect()
+    };
+    // The meters start from their drivers' test telegrams and count up from there: within a
+    // few seconds by no more than a household's use.
+    let starts_near = |name: &str, field: &str, template: f64, most: f64| {
+        let v = values(name, field);
+        assert!(v[0] >= template && v[0] <= template + most, "{name}: {v:?}");
+        assert!(
+            v.windows(2).all(|w| w[1] >= w[0]),
+            "{name} went down: {v:?}"
+        );
+        v
+    };
+    starts_near("Heat flat 1", "total_energy_consumption_kwh", 34510.0, 1.0);
+    starts_near("Heat flat 2", "heat_kwh", 8974.4, 1.0);
+    starts_near("Heat flat 3", "total_energy_kwh", 3741.5, 1.0);
+    assert_eq!(all("Heat flat 2")[0]["meter"], "ultraheat");
+    assert_eq!(all("Heat flat 3")[0]["meter"], "elf2");
+    starts_near("Cold water", "total_m3", 6.408, 0.01);
+    let garden = starts_near("Garden water", "total_m3", 7.704, 0.01);
+    assert!(garden.len() >= 2, "{garden:?}");
+    assert!(
+        garden[garden.len() - 1] > garden[0],
+        "the garden hose runs: {garden:?}"
+    );
     // The encrypted one: decrypted with the configured key.
-    assert_eq!(find("Hot water")["total_m3"], 466.472);
+    starts_near("Hot water", "total_m3", 466.472, 0.01);
+    // A heat meter's flow and temperatures agree with its power (ΔT 20 K, 1.163 kWh/m³K).
+    for d in all("Heat flat 2") {
+        let (p, f) = (
+            d["power_kw"].as_f64().unwrap(),
+            d["flow_m3h"].as_f64().unwrap(),
+        );
+        let dt = d["flow_c"].as_f64().unwrap() - d["return_c"].as_f64().unwrap();
+        assert!((dt - 20.0).abs() <= 1.0, "{d}");
+        assert!((f - p / (1.163 * 20.0)).abs() < 0.01, "{d}");
+    }
     assert!(stderr.contains("0 key errors"), "{stderr}");
+    // The neighbour's meter is heard, not configured, and its key is printed for the page.
+    assert!(stderr.contains("heard meter 41235813"), "{stderr}");
+    assert!(
+        stderr.contains("41235813 (encrypted, driver iperl) opens with the key 5A1F0C9E22D84B7391E6A0F43C7B8D15"),
+        "{stderr}"
+    );
+    assert!(!docs.iter().any(|d| d["id"] == "41235813"), "{stdout}");
 }
 
 #[test]

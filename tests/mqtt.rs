@@ -187,6 +187,7 @@ fn multical21_device(base: &str) -> DeviceDescriptor {
         serial: Some("76348799".into()),
         hw_version: Some("1b".into()),
         via_device: Some(gateway_descriptor("main", base, "0").object_id),
+        configuration_url: None,
         state_topic: format!("{base}/{}/state", slug("Kitchen Water")),
         components,
     }

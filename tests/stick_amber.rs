@@ -103,6 +103,7 @@ fn sim_config(telegrams: Vec<Vec<u8>>, rssi_dbm: i16) -> StickSimConfig {
         repeat: false,
         reply_delay: Duration::from_millis(5),
         log: false,
+        ..StickSimConfig::default()
     }
 }
 

@@ -54,6 +54,7 @@ fn config(telegrams: &[&str], rssi_dbm: i16) -> StickSimConfig {
         repeat: false,
         reply_delay: Duration::from_millis(5),
         log: false,
+        ..StickSimConfig::default()
     }
 }
 

@@ -73,6 +73,7 @@ fn quick(telegrams: Vec<Vec<u8>>, rssi_dbm: i16) -> StickSimConfig {
         repeat: false,
         reply_delay: Duration::from_millis(2),
         log: false,
+        ..StickSimConfig::default()
     }
 }
 

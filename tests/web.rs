@@ -261,16 +261,23 @@ async fn overview_shows_the_meters_and_names_stay_data() {
         api.header("x-content-type-options").as_deref(),
         Some("nosniff")
     );
-    // The script renders with textContent only: no markup sink anywhere in it.
-    let js = get(gw.web, "/app.js").await.body;
-    for sink in [
-        "innerHTML",
-        "outerHTML",
-        "insertAdjacentHTML",
-        "document.write",
-        "eval(",
-    ] {
-        assert!(!js.contains(sink), "app.js uses {sink}");
+    // The scripts render with textContent only: no markup sink anywhere in them.
+    for script in ["/app.js", "/meter.js"] {
+        let js = get(gw.web, script).await;
+        assert_eq!(
+            js.header("content-type").as_deref(),
+            Some("text/javascript; charset=utf-8")
+        );
+        assert!(js.body.len() > 1000, "{script}");
+        for sink in [
+            "innerHTML",
+            "outerHTML",
+            "insertAdjacentHTML",
+            "document.write",
+            "eval(",
+        ] {
+            assert!(!js.body.contains(sink), "{script} uses {sink}");
+        }
     }
     gw.stop().await;
 }
@@ -468,6 +475,341 @@ async fn heard_meter_is_added_with_a_checked_key_live_and_saved_owner_only() {
     gw.stop().await;
 }
 
+/// An iPERL (id 12345678) whose telegram carries a text record (VIF FD 11, customer) that
+/// is markup: `<img src=x onerror="document.title='pwned'">`, sent last character first.
+const TEXT_RECORD: &str = "4644AE4C7856341268077A360000002F2F0413181E00000DFD112C3E222764656E7770273D656C7469742E746E656D75636F64223D726F7272656E6F20783D63727320676D693C";
+
+#[tokio::test]
+async fn meter_page_explains_its_last_telegrams_and_shows_no_key() {
+    let meters = "meters:\n  - name: Cold water\n    address: \"76348799\"\n    driver: auto\n  - name: Text meter\n    address: \"12345678\"\n    driver: auto\n";
+    let gw = start(
+        "meterpage",
+        &[KAMWATER, ENCRYPTED, TEXT_RECORD],
+        meters,
+        "web:\n  bind: \"127.0.0.1:0\"",
+    )
+    .await;
+    overview_until(gw.web, |v| {
+        heard(v, "61070071").is_some()
+            && meter(v, "Text meter").is_some_and(|m| m["last_seen"].is_u64())
+            && meter(v, "Cold water").is_some_and(|m| m["last_seen"].is_u64())
+    })
+    .await;
+
+    let cold = get(gw.web, "/api/meter?slug=cold_water").await;
+    assert_eq!(cold.status, 200, "{}", cold.body);
+    let cold = cold.json();
+    assert_eq!(cold["name"], "Cold water");
+    assert_eq!(cold["source"], "configuration");
+    assert_eq!(cold["driver"], "kamwater");
+    assert!(cold["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|f| f[0] == "total_m3" && f[1] == "6.408"));
+    let t = &cold["telegrams"][0];
+    assert_eq!(t["hex"], KAMWATER);
+    assert_eq!(t["via"], "stick");
+    // The explanation is what `decode --format json --driver auto` prints.
+    let expected: Value = {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_meterbridge"))
+            .args([
+                "decode", "--format", "json", "--driver", "kamwater", KAMWATER,
+            ])
+            .output()
+            .unwrap();
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    assert_eq!(t["explained"], expected);
+    assert_eq!(t["explained"]["ell"]["ci"], "8D", "{}", t["explained"]);
+    assert_eq!(t["explained"]["fields"]["total_m3"], 6.408);
+
+    // The text record comes back as data, exactly as sent.
+    let text = get(gw.web, "/api/meter?slug=text_meter").await.json();
+    let records = text["telegrams"][0]["explained"]["records"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert!(
+        records
+            .iter()
+            .any(|r| r["value"] == "<img src=x onerror=\"document.title='pwned'\">"),
+        "{records:?}"
+    );
+
+    // A heard encrypted meter: its header and why the rest is not readable.
+    let heard_page = get(gw.web, "/api/meter?heard=61070071").await.json();
+    assert_eq!(heard_page["kind"], "heard");
+    assert_eq!(heard_page["encryption"], "needs a key");
+    let explained = &heard_page["telegrams"][0]["explained"];
+    assert_eq!(explained["link"]["id"], "61070071");
+    assert!(
+        explained["error"].as_str().unwrap().contains("key"),
+        "{explained}"
+    );
+    assert!(explained.get("records").is_none());
+
+    // Added with its key: its page decrypts its telegrams and still never shows the key.
+    let token = csrf(gw.web).await;
+    let added = post(
+        gw.web,
+        "/api/meters",
+        &token,
+        &serde_json::json!({"id": "61070071", "name": "Hot water", "driver": "aventieswm", "key": KEY}),
+    )
+    .await;
+    assert_eq!(added.status, 200, "{}", added.body);
+    let start = Instant::now();
+    let hot = loop {
+        let hot = get(gw.web, "/api/meter?slug=hot_water").await;
+        assert_eq!(hot.status, 200, "{}", hot.body);
+        assert!(
+            !hot.body.to_ascii_uppercase().contains(KEY),
+            "the key shows"
+        );
+        let hot = hot.json();
+        if hot["telegrams"].as_array().is_some_and(|t| !t.is_empty()) {
+            break hot;
+        }
+        assert!(start.elapsed() < WAIT, "no telegram on the page: {hot}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(hot["source"], "page");
+    assert_eq!(hot["key"], "set");
+    let explained = &hot["telegrams"][0]["explained"];
+    assert_eq!(explained["tpl"]["protection"], "decrypted", "{explained}");
+    assert_eq!(explained["fields"]["total_m3"], 466.472);
+
+    for bad in ["/api/meter?slug=nobody", "/api/meter?heard=99999999"] {
+        let r = get(gw.web, bad).await;
+        assert_eq!(r.status, 404, "{bad}: {}", r.body);
+    }
+    assert_eq!(get(gw.web, "/api/meter?slug=a%3Cb").await.status, 400);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn meters_added_on_the_page_are_changed_and_removed_there_and_others_are_not() {
+    let meters = "meters:\n  - name: Cold water\n    address: \"76348799\"\n    driver: auto\n";
+    let gw = start(
+        "edit",
+        &[KAMWATER, ENCRYPTED],
+        meters,
+        "web:\n  bind: \"127.0.0.1:0\"",
+    )
+    .await;
+    overview_until(gw.web, |v| heard(v, "61070071").is_some()).await;
+    let token = csrf(gw.web).await;
+    let added = post(
+        gw.web,
+        "/api/meters",
+        &token,
+        &serde_json::json!({"id": "61070071", "name": "Hot water", "driver": "aventieswm", "key": KEY}),
+    )
+    .await;
+    assert_eq!(added.status, 200, "{}", added.body);
+    let saved = gw.dir.join("state").join(meterbridge::web::added::FILE);
+    let saved_text = || std::fs::read_to_string(&saved).unwrap();
+
+    // The configuration file's meters are read-only here.
+    let edit = |slug: &str, name: &str, key: &str| serde_json::json!({"slug": slug, "name": name, "driver": "auto", "key": key});
+    let refused = post(
+        gw.web,
+        "/api/meter/edit",
+        &token,
+        &edit("cold_water", "Cold", ""),
+    )
+    .await;
+    assert_eq!(refused.status, 422);
+    assert!(
+        refused.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("comes from the configuration file"),
+        "{}",
+        refused.body
+    );
+    let refused = post(
+        gw.web,
+        "/api/meter/remove",
+        &token,
+        &serde_json::json!({"slug": "cold_water"}),
+    )
+    .await;
+    assert_eq!(refused.status, 422);
+    assert_eq!(
+        get(gw.web, "/api/meter?slug=cold_water").await.json()["source"],
+        "configuration"
+    );
+
+    // A wrong key is tried on its last telegram and refused; nothing is saved.
+    let before = saved_text();
+    let wrong = post(
+        gw.web,
+        "/api/meter/edit",
+        &token,
+        &edit("hot_water", "Hot water", WRONG_KEY),
+    )
+    .await;
+    assert_eq!(wrong.status, 422);
+    assert!(wrong.json()["error"]
+        .as_str()
+        .unwrap()
+        .starts_with("wrong key"));
+    assert_eq!(saved_text(), before);
+
+    // Renamed, driver named, key kept: live at once and saved (owner-only) for restarts.
+    let renamed = post(
+        gw.web,
+        "/api/meter/edit",
+        &token,
+        &serde_json::json!({"slug": "hot_water", "name": "Hot tap", "driver": "aventieswm", "key": ""}),
+    )
+    .await;
+    assert_eq!(renamed.status, 200, "{}", renamed.body);
+    assert_eq!(renamed.json()["slug"], "hot_tap");
+    let view = overview_until(gw.web, |v| {
+        meter(v, "Hot tap").is_some_and(|m| reading(m, "total_m3").is_some())
+    })
+    .await;
+    assert!(meter(&view, "Hot water").is_none());
+    assert_eq!(
+        reading(meter(&view, "Hot tap").unwrap(), "total_m3").as_deref(),
+        Some("466.472")
+    );
+    let text = saved_text();
+    assert!(
+        text.contains("\"Hot tap\"") && !text.contains("Hot water"),
+        "{text}"
+    );
+    assert!(text.contains(KEY), "the key is kept");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&saved).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+    let page = get(gw.web, "/api/meter?slug=hot_tap").await;
+    assert!(!page.body.to_ascii_uppercase().contains(KEY));
+    assert_eq!(page.json()["source"], "page");
+    assert!(!renamed.body.to_ascii_uppercase().contains(KEY));
+
+    // Removed: gone from the overview and the file; heard again, needing its key again.
+    let removed = post(
+        gw.web,
+        "/api/meter/remove",
+        &token,
+        &serde_json::json!({"slug": "hot_tap"}),
+    )
+    .await;
+    assert_eq!(removed.status, 200, "{}", removed.body);
+    let view = overview_until(gw.web, |v| {
+        meter(v, "Hot tap").is_none()
+            && heard(v, "61070071").is_some_and(|h| h["encryption"] == "needs a key")
+    })
+    .await;
+    assert!(meter(&view, "Cold water").is_some());
+    assert!(!saved_text().contains("Hot tap"));
+    let mut config = parse_with(
+        &format!("state_dir: \"{}\"\n", gw.dir.join("state").display()),
+        "again.yaml",
+        &ValidateOptions::with_built_in_drivers(),
+    )
+    .unwrap()
+    .0;
+    let n = meterbridge::web::added::merge(&mut config, &ValidateOptions::with_built_in_drivers())
+        .unwrap();
+    assert_eq!(n, 0);
+    gw.stop().await;
+}
+
+/// The demo's neighbour meter (mode 5, made and encrypted by `sim::demo`): `count` of its
+/// telegrams a minute apart, as hex (all different, so none is dropped as a repeat).
+fn neighbour_telegrams(count: u8) -> Vec<String> {
+    let world = meterbridge::sim::demo::DemoWorld::new().unwrap();
+    let meter = world.wireless.last().unwrap();
+    (1..=count)
+        .map(|acc| {
+            let bytes = meter
+                .telegram(Duration::from_secs(60 * u64::from(acc)), acc)
+                .unwrap();
+            bytes.iter().map(|b| format!("{b:02X}")).collect()
+        })
+        .collect()
+}
+
+fn heard<'v>(view: &'v Value, id: &str) -> Option<&'v Value> {
+    view["heard"].as_array()?.iter().find(|m| m["id"] == id)
+}
+
+#[tokio::test]
+async fn key_wrong_is_shown_for_heard_and_configured_meters() {
+    let neighbour = neighbour_telegrams(12);
+    let mut telegrams = vec![ENCRYPTED];
+    telegrams.extend(neighbour.iter().map(String::as_str));
+    let id = format!("{:08}", meterbridge::sim::demo::NEIGHBOUR_ID);
+    // Hot water is configured with a key that is not its own.
+    let meters = format!(
+        "meters:\n  - name: Hot water\n    address: \"61070071\"\n    driver: aventieswm\n    key: {WRONG_KEY}\n"
+    );
+    let gw = start(
+        "keywrong",
+        &telegrams,
+        &meters,
+        "web:\n  bind: \"127.0.0.1:0\"",
+    )
+    .await;
+    let view = overview_until(gw.web, |v| {
+        heard(v, &id).is_some() && meter(v, "Hot water").is_some_and(|m| m["errors"] != 0)
+    })
+    .await;
+    assert_eq!(heard(&view, &id).unwrap()["encryption"], "needs a key");
+    assert_eq!(heard(&view, &id).unwrap()["driver"], "iperl");
+    let hot = meter(&view, "Hot water").unwrap();
+    assert_eq!(hot["key_wrong"], true, "{hot}");
+    assert!(hot["last_error"].as_str().unwrap().contains("key"), "{hot}");
+
+    // A key tried on the page that does not open the heard meter: "key wrong", also after its
+    // next telegrams; the right key tried: back to "needs a key".
+    let token = csrf(gw.web).await;
+    let tried = post(
+        gw.web,
+        "/api/check-key",
+        &token,
+        &serde_json::json!({"id": id, "key": KEY}),
+    )
+    .await;
+    assert_eq!(tried.status, 422);
+    let times = heard(&view, &id).unwrap()["times"].as_u64().unwrap();
+    let view = overview_until(gw.web, |v| {
+        heard(v, &id).is_some_and(|h| h["times"].as_u64().unwrap() > times + 1)
+    })
+    .await;
+    assert_eq!(heard(&view, &id).unwrap()["encryption"], "key wrong");
+    let right = post(
+        gw.web,
+        "/api/check-key",
+        &token,
+        &serde_json::json!({"id": id, "key": meterbridge::sim::demo::NEIGHBOUR_KEY}),
+    )
+    .await;
+    assert_eq!(right.status, 200, "{}", right.body);
+    assert!(
+        right.json()["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("key works: total_m3 48.2"),
+        "{}",
+        right.body
+    );
+    let view = overview_until(gw.web, |v| {
+        heard(v, &id).is_some_and(|h| h["encryption"] == "needs a key")
+    })
+    .await;
+    assert_eq!(meter(&view, "Hot water").unwrap()["key_wrong"], true);
+    gw.stop().await;
+}
+
 /// The first server-sent event of `/events`.
 async fn first_event(web: SocketAddr) -> String {
     tokio::task::spawn_blocking(move || {
@@ -605,6 +947,47 @@ fn config_error(yaml: &str) -> String {
         Ok(_) => panic!("accepted:\n{yaml}"),
         Err(e) => e.to_string(),
     }
+}
+
+#[test]
+fn the_gateway_devices_link_is_the_public_url_or_a_bind_a_browser_can_open() {
+    let web = |yaml: &str| {
+        parse_with(yaml, "web.yaml", &ValidateOptions::with_built_in_drivers())
+            .unwrap_or_else(|e| panic!("{e}"))
+            .0
+            .web
+            .unwrap()
+    };
+    let loopback = web("web:\n  bind: \"127.0.0.1:8099\"\n");
+    assert_eq!(
+        loopback.configuration_url(None).as_deref(),
+        Some("http://127.0.0.1:8099/")
+    );
+    // Any free port: the one the listener got.
+    let any = web("web:\n  bind: \"127.0.0.1:0\"\n");
+    assert_eq!(any.configuration_url(None), None);
+    assert_eq!(
+        any.configuration_url(Some("127.0.0.1:40123".parse().unwrap()))
+            .as_deref(),
+        Some("http://127.0.0.1:40123/")
+    );
+    // A wildcard names no host; the add-on gives its ingress link instead.
+    let wildcard = web("web:\n  bind: \"0.0.0.0:8099\"\n  allow_from: [\"172.30.32.2\"]\n");
+    assert_eq!(
+        wildcard.configuration_url(Some("0.0.0.0:8099".parse().unwrap())),
+        None
+    );
+    let ingress = web("web:\n  bind: \"0.0.0.0:8099\"\n  allow_from: [\"172.30.32.2\"]\n  public_url: \"homeassistant://hassio/ingress/local_meterbridge\"\n");
+    assert_eq!(
+        ingress.configuration_url(None).as_deref(),
+        Some("homeassistant://hassio/ingress/local_meterbridge")
+    );
+    let e = config_error("web:\n  public_url: \"javascript:alert(1)\"\n");
+    assert!(e.contains("web.yaml:2:15"), "{e}");
+    assert!(
+        e.contains("is not an http://, https:// or homeassistant:// address"),
+        "{e}"
+    );
 }
 
 #[test]

@@ -1,9 +1,10 @@
 //! The web page in a real browser: Debian's chromium driven through chromedriver's WebDriver
-//! HTTP API. The demo's overview lists its meters; on a gateway that hears an encrypted meter
-//! it has no key for, the heard page lists it, Add refuses a wrong key and takes the right one,
-//! the meter shows on the overview with its reading and is still there after a restart; markup
-//! in a meter name stays text. Skipped, with a notice, where chromium or chromedriver is not
-//! installed (`.ci/run` installs both).
+//! HTTP API. The demo's overview lists its meters, and the neighbour's encrypted meter it
+//! hears is added with the key it prints and kept across a restart. On a gateway that hears
+//! an encrypted meter it has no key for, the heard page lists it, Add refuses a wrong key and
+//! takes the right one, the meter shows on the overview with its reading and is still there
+//! after a restart; markup in a meter name stays text. Skipped, with a notice, where chromium
+//! or chromedriver is not installed (`.ci/run` installs both).
 
 #[path = "support/webdriver.rs"]
 mod webdriver;
@@ -21,6 +22,9 @@ const KAMWATER: &str =
 const ENCRYPTED: &str = "76442104710007612507727100076121042507B5006005E2E95A3C2A1279A5415E6732679B43369FD5FDDDD783EEEBB48236D34E7C94AF0A18A5FDA5F7D64111EB42D4D891622139F2952F9D12A20088DFA4CF8123871123EE1F6C1DCEA414879DDB4E05E508F1826D7EFBA6964DF804C9261EA23BBF03";
 const KEY: &str = "A004EB23329A477F1DD2D7820B56EB3D";
 const WRONG_KEY: &str = "00112233445566778899AABBCCDDEEFF";
+/// An iPERL (id 12345678) with a text record that is markup (VIF FD 11, last character first).
+const TEXT_RECORD: &str = "4644AE4C7856341268077A360000002F2F0413181E00000DFD112C3E222764656E7770273D656C7469742E746E656D75636F64223D726F7272656E6F20783D63727320676D693C";
+const EVIL_TEXT: &str = "<img src=x onerror=\"document.title='pwned'\">";
 /// If the page ever put this name in as markup, the browser would set the title (the image
 /// fails to load and its handler runs; the script element runs as parsed).
 const EVIL_NAME: &str =
@@ -50,15 +54,33 @@ fn start_meterbridge(args: &[&str]) -> (Proc, String) {
     (Proc(child), url)
 }
 
+const NEIGHBOUR: &str = "41235813";
+const NEIGHBOUR_KEY: &str = "5A1F0C9E22D84B7391E6A0F43C7B8D15";
+
+/// The issue's first must-show, with the demo as a user runs it: its overview lists its
+/// meters; the heard page lists the neighbour's encrypted meter; Add refuses a wrong key and
+/// takes the one the demo printed; the meter is on the overview with its reading, and still
+/// there after the demo is started again with the same `--state-dir`.
 #[test]
-fn demo_overview_lists_its_meters() {
+fn demo_neighbour_is_added_with_the_printed_key_and_kept_across_a_restart() {
     let Some((chromium, chromedriver)) = browser() else {
         return;
     };
-    let (_demo, url) = start_meterbridge(&["demo", "--duration", "40", "--web", "127.0.0.1:0"]);
-    let profile =
-        std::env::temp_dir().join(format!("meterbridge-chromium-demo-{}", std::process::id()));
-    let b = Browser::start(&chromium, &chromedriver, profile);
+    let dir = std::env::temp_dir().join(format!("meterbridge-browser-demo-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let state = dir.join("state");
+    let state_arg = state.to_str().unwrap();
+    let demo_args = [
+        "demo",
+        "--duration",
+        "300",
+        "--web",
+        "127.0.0.1:0",
+        "--state-dir",
+        state_arg,
+    ];
+    let (demo, url) = start_meterbridge(&demo_args);
+    let b = Browser::start(&chromium, &chromedriver, dir.join("profile"));
     b.go(&url);
     let rows = b.until(
         "all six demo meters with readings",
@@ -73,9 +95,11 @@ fn demo_overview_lists_its_meters() {
             .unwrap_or_else(|| panic!("no row for {name}: {rows:?}"))
             .clone()
     };
-    assert!(row("Cold water").contains("6.408"), "{rows:?}");
-    assert!(row("Hot water").contains("466.472"), "{rows:?}");
-    assert!(row("Heat flat 1").contains("34510"), "{rows:?}");
+    b.screenshots("overview");
+    // The demo's meters count up from their drivers' test telegrams.
+    assert!(row("Cold water").contains("6.4"), "{rows:?}");
+    assert!(row("Hot water").contains("466.4"), "{rows:?}");
+    assert!(row("Heat flat 1").contains("3451"), "{rows:?}");
     let links = b.js(
         "return document.querySelector('#links tbody').innerText",
         json!([]),
@@ -92,17 +116,127 @@ fn demo_overview_lists_its_meters() {
         ),
         "live"
     );
+
+    // Heard nearby: the neighbour's meter, encrypted, with the driver detection suggests.
+    b.js("location.hash = '#heard'", json!([]));
+    let find_row = format!(
+        "Array.from(document.querySelectorAll('#heard-list tbody tr')).find(r => r.innerText.includes('{NEIGHBOUR}'))"
+    );
+    let heard = b.until(
+        "the neighbour's meter on the heard page",
+        &format!("const r = {find_row}; return r && !document.getElementById('heard').hidden ? r.innerText : null"),
+        json!([]),
+    );
+    b.screenshots("heard");
+    let heard = heard.as_str().unwrap();
+    assert!(
+        heard.contains("needs a key") && heard.contains("iperl"),
+        "{heard}"
+    );
+    b.js(
+        &format!("{find_row}.querySelector('button').click()"),
+        json!([]),
+    );
+    assert_eq!(
+        b.js(
+            "return document.getElementById('add-form').elements.driver.value",
+            json!([])
+        ),
+        "iperl"
+    );
+    let fill = "const f = document.getElementById('add-form'); f.elements.name.value = arguments[0]; f.elements.key.value = arguments[1]; document.getElementById('add-result').textContent = '';";
+    let submit = "document.querySelector('#add-form button[type=submit]').click()";
+    let result = "const p = document.getElementById('add-result'); return p.textContent ? p.textContent : null";
+    b.js(&format!("{fill} {submit}"), json!(["Neighbour", WRONG_KEY]));
+    let said = b.until("Add with a wrong key refused", result, json!([]));
+    assert!(said.as_str().unwrap().starts_with("wrong key"), "{said}");
+    b.screenshots("add-wrong-key");
+    b.js(
+        &format!("{fill} {submit}"),
+        json!(["Neighbour", NEIGHBOUR_KEY]),
+    );
+    let said = b.until("Add with the printed key", result, json!([]));
+    let said = said.as_str().unwrap();
+    assert!(
+        said.starts_with("added Neighbour; key works: total_m3 48.2"),
+        "{said}"
+    );
+
+    // On the overview with its reading, without a restart.
+    b.js("location.hash = '#overview'", json!([]));
+    let on_overview = "const r = Array.from(document.querySelectorAll('#meters tbody tr')).find(r => r.innerText.startsWith('Neighbour'));
+               return r && /iperl/.test(r.innerText) && /48\\.2\\d\\d/.test(r.innerText) && !document.getElementById('overview').hidden ? r.innerText : null";
+    b.until("the added meter on the overview", on_overview, json!([]));
+    let saved = std::fs::read_to_string(state.join("web-meters.yaml")).unwrap();
+    assert!(saved.contains(NEIGHBOUR), "{saved}");
+
+    // Its page: added here, so it can be changed here; renamed, it is saved under the new name.
+    b.js("location.hash = '#meter/neighbour'", json!([]));
+    b.until(
+        "the edit form on the added meter's page",
+        "return !document.getElementById('meter').hidden && document.getElementById('edit-form') && document.querySelector('#meter-telegrams table.records') ? true : null",
+        json!([]),
+    );
+    b.screenshots("meter");
+    b.js(
+        "const f = document.getElementById('edit-form'); f.elements.name.value = 'Neighbour tap'; f.querySelector('button[type=submit]').click()",
+        json!([]),
+    );
+    b.until(
+        "the renamed meter's page",
+        "const h = document.querySelector('#meter-page h2'); return location.hash === '#meter/neighbour_tap' && h && h.firstChild.textContent === 'Neighbour tap' ? true : null",
+        json!([]),
+    );
+    let saved = std::fs::read_to_string(state.join("web-meters.yaml")).unwrap();
+    assert!(saved.contains("Neighbour tap"), "{saved}");
+    // A meter from the configuration has no form: read-only.
+    b.js("location.hash = '#meter/cold_water'", json!([]));
+    let note = b.until(
+        "the configured meter's page",
+        "const p = document.querySelector('#meter-page p.hint'); return !document.getElementById('meter').hidden && document.querySelector('#meter-page h2') && document.querySelector('#meter-page h2').firstChild.textContent === 'Cold water' && p ? p.textContent : null",
+        json!([]),
+    );
+    assert!(note.as_str().unwrap().contains("read-only"), "{note}");
+    assert_eq!(
+        b.js("return document.getElementById('edit-form')", json!([])),
+        serde_json::Value::Null
+    );
+    b.js("location.hash = '#overview'", json!([]));
+
+    // The demo started again with the same state folder: the meter is still configured, read
+    // with its saved key, and no longer among the unconfigured ones.
+    drop(demo);
+    let (_demo, url) = start_meterbridge(&demo_args);
+    b.go(&url);
+    b.until("the added meter after a restart", on_overview, json!([]));
+    let rows = b.js(
+        "return document.querySelectorAll('#meters tbody tr').length",
+        json!([]),
+    );
+    assert_eq!(rows, 7);
+    b.js("location.hash = '#heard'", json!([]));
+    b.until(
+        "the heard page without the added meter",
+        &format!("return !document.getElementById('heard').hidden && !{find_row} ? true : null"),
+        json!([]),
+    );
+    drop(b);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 fn write_config(dir: &Path) -> PathBuf {
     std::fs::create_dir_all(dir).unwrap();
     let telegrams = dir.join("telegrams.hex");
-    std::fs::write(&telegrams, format!("{KAMWATER}\n{ENCRYPTED}\n")).unwrap();
+    std::fs::write(
+        &telegrams,
+        format!("{KAMWATER}\n{ENCRYPTED}\n{TEXT_RECORD}\n"),
+    )
+    .unwrap();
     let config = dir.join("config.yaml");
     std::fs::write(
         &config,
         format!(
-            "state_dir: \"{state}\"\nreceivers:\n  - name: stick\n    type: simulated\n    stick: im871a\n    telegrams: \"{t}\"\n    interval: 300ms\nmeters:\n  - name: {name}\n    address: \"76348799\"\n    driver: auto\nweb:\n  bind: \"127.0.0.1:0\"\n",
+            "state_dir: \"{state}\"\nreceivers:\n  - name: stick\n    type: simulated\n    stick: im871a\n    telegrams: \"{t}\"\n    interval: 300ms\nmeters:\n  - name: {name}\n    address: \"76348799\"\n    driver: auto\n  - name: Text meter\n    address: \"12345678\"\n    driver: auto\nweb:\n  bind: \"127.0.0.1:0\"\n",
             state = dir.join("state").display(),
             t = telegrams.display(),
             name = serde_json::to_string(EVIL_NAME).unwrap(),
@@ -145,6 +279,62 @@ fn heard_meter_is_added_in_the_browser_and_survives_a_restart() {
         0
     );
 
+    // A meter's page, opened from its name on the overview: its fields and its telegrams
+    // explained; the text record that is markup is shown as text, and nothing in it ran.
+    b.js(
+        "Array.from(document.querySelectorAll('#meters td.name a')).find(a => a.textContent === 'Text meter').click()",
+        json!([]),
+    );
+    let page = b.until(
+        "the text meter's page with its explained telegram",
+        "const p = document.getElementById('meter');
+         return !p.hidden && location.hash === '#meter/text_meter' && p.querySelector('#meter-telegrams table.records') ? p.innerText : null",
+        json!([]),
+    );
+    let page = page.as_str().unwrap();
+    assert!(page.contains(EVIL_TEXT), "{page}");
+    assert!(
+        page.contains("total_m3") && page.contains("7.704"),
+        "{page}"
+    );
+    assert!(
+        page.contains("From the configuration file: read-only here"),
+        "{page}"
+    );
+    let report = b.js(
+        "return document.querySelector('#meter-telegrams textarea.report').value",
+        json!([]),
+    );
+    let report = report.as_str().unwrap();
+    assert!(
+        report.contains(&format!("telegram: {TEXT_RECORD}")),
+        "{report}"
+    );
+    assert!(report.contains("driver: iperl"), "{report}");
+    assert_eq!(b.js("return document.title", json!([])), "meterbridge");
+    assert_eq!(
+        b.js(
+            "return document.querySelectorAll('#meter img, #meter script').length",
+            json!([])
+        ),
+        0
+    );
+    b.screenshots("markup-meter");
+    // The markup name's page: its name is text too.
+    b.js("location.hash = '#overview'", json!([]));
+    b.js(
+        "document.querySelector('#meters td.name a').click()",
+        json!([]),
+    );
+    let title = b.until(
+        "the markup-named meter's page",
+        "const h = document.querySelector('#meter-page h2'); return !document.getElementById('meter').hidden && h ? h.firstChild.textContent : null",
+        json!([]),
+    );
+    assert_eq!(title, EVIL_NAME);
+    assert_eq!(b.js("return document.title", json!([])), "meterbridge");
+    b.js("location.hash = '#overview'", json!([]));
+
     // Heard nearby: the encrypted meter, with the driver detection suggests.
     b.js("location.hash = '#heard'", json!([]));
     let row = b.until(
@@ -153,7 +343,6 @@ fn heard_meter_is_added_in_the_browser_and_survives_a_restart() {
          return r && !document.getElementById('heard').hidden ? r.innerText : null",
         json!([]),
     );
-    b.screenshots("heard");
     let row = row.as_str().unwrap();
     assert!(
         row.contains("needs a key") && row.contains("aventieswm"),
@@ -178,7 +367,6 @@ fn heard_meter_is_added_in_the_browser_and_survives_a_restart() {
     );
     let said = b.until("the wrong key refused", result, json!([]));
     assert!(said.as_str().unwrap().starts_with("wrong key"), "{said}");
-    b.screenshots("add-wrong-key");
     b.js(&format!("{fill} document.getElementById('add-result').textContent = ''; document.querySelector('#add-form button[type=submit]').click()"), json!(["Hot water", WRONG_KEY]));
     let said = b.until("Add with the wrong key refused", result, json!([]));
     assert!(said.as_str().unwrap().starts_with("wrong key"), "{said}");
@@ -191,7 +379,7 @@ fn heard_meter_is_added_in_the_browser_and_survives_a_restart() {
     let hot = "const r = Array.from(document.querySelectorAll('#meters tbody tr')).find(r => r.innerText.startsWith('Hot water'));
                return r && r.innerText.includes('466.472') && !document.getElementById('overview').hidden ? r.innerText : null";
     b.until("the added meter on the overview", hot, json!([]));
-    b.screenshots("overview");
+    b.screenshots("markup-overview");
     // The key was typed in, and the page never shows it back.
     let page = b.js("return document.documentElement.outerHTML", json!([]));
     assert!(!page.as_str().unwrap().to_ascii_uppercase().contains(KEY));

@@ -30,6 +30,10 @@ pub struct AddonConfigArgs {
     /// The daemon's state directory written into the configuration.
     #[arg(long, value_name = "DIR", default_value = "/data")]
     pub state_dir: String,
+    /// The add-on's slug as the Supervisor knows it (`local_meterbridge`, `<repository>_…`):
+    /// the gateway device in Home Assistant then links to the page through ingress.
+    #[arg(long, value_name = "SLUG")]
+    pub ingress_slug: Option<String>,
 }
 
 #[derive(Debug, Error)]
@@ -545,10 +549,33 @@ pub fn write_private(path: &Path, text: &str) -> Result<(), AddonError> {
     result.map_err(write_err)
 }
 
+/// The page's address inside Home Assistant, for the gateway device's "Visit" link.
+pub fn ingress_url(slug: &str) -> Result<String, AddonError> {
+    let ok = !slug.is_empty()
+        && slug
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if !ok {
+        return Err(option_error(
+            "--ingress-slug",
+            format!("`{slug}` is not an add-on slug (lower-case letters, digits and _)"),
+        ));
+    }
+    Ok(format!("homeassistant://hassio/ingress/{slug}"))
+}
+
 fn convert_files(args: &AddonConfigArgs) -> Result<Converted, AddonError> {
     let options = read_json(&args.options)?;
     let service = args.mqtt_service.as_deref().map(read_json).transpose()?;
-    let converted = convert(&options, service.as_ref(), &args.state_dir)?;
+    let mut converted = convert(&options, service.as_ref(), &args.state_dir)?;
+    if let Some(slug) = &args.ingress_slug {
+        // The web section is the last one `convert` writes.
+        let _ = writeln!(
+            converted.yaml,
+            "  public_url: {}",
+            yaml_quote(&ingress_url(slug)?)
+        );
+    }
     write_private(&args.output, &converted.yaml)?;
     Ok(converted)
 }

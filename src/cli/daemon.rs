@@ -92,6 +92,11 @@ pub struct DemoArgs {
     /// Where the web page listens (IP:PORT); a free port is taken when this one is busy.
     #[arg(long, value_name = "ADDRESS", default_value = "127.0.0.1:8099")]
     pub web: String,
+    /// Keep the demo's state here (readings, and the meters added on its page) so the next
+    /// `demo --state-dir DIR` starts with them; by default a temporary folder, removed at the
+    /// end.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
 }
 
 fn print_format(name: &str) -> PrintFormat {
@@ -259,32 +264,7 @@ pub fn run(args: &RunArgs) -> i32 {
     }
 }
 
-/// The demo's wired meters: heat meters whose frames come from these drivers' own test cases.
-const DEMO_WIRED: [&str; 3] = ["kamheat", "ultraheat", "sensostar"];
-
-/// The first wired frame among a driver's test telegrams.
-fn wired_test_frame(driver: &str) -> Option<Vec<u8>> {
-    let d = crate::drivers::Registry::built_in_static().get(driver)?;
-    d.file
-        .tests
-        .iter()
-        .flat_map(|t| t.telegrams.iter())
-        .filter_map(|t| crate::wire::hex::decode(t).ok())
-        .find(|f| f.first() == Some(&0x68))
-}
-
-/// The demo's wireless meters: three water meters heard by a simulated iM871A, one of them
-/// encrypted.
-const DEMO_WIRELESS: &str = "\
-# Kamstrup Multical 21 (ELL, stored decrypted)
-2A442D2C998734761B168D2091D37CAC21576C7802FF207100041308190000441308190000615B7F616713
-# Sensus iPERL
-1E44AE4C9956341268077A360010002F2F0413181E0000023B00002F2F2F2F
-# A mode 5 encrypted water meter; its key is in the demo configuration
-76442104710007612507727100076121042507B5006005E2E95A3C2A1279A5415E6732679B43369FD5FDDDD783EEEBB48236D34E7C94AF0A18A5FDA5F7D64111EB42D4D891622139F2952F9D12A20088DFA4CF8123871123EE1F6C1DCEA414879DDB4E05E508F1826D7EFBA6964DF804C9261EA23BBF03
-";
-
-fn demo_config(bus_address: &str, telegrams: &Path, state_dir: &Path) -> String {
+fn demo_config(bus_address: &str, stick: &str, state_dir: &Path) -> String {
     format!(
         r#"# The demo: the whole daemon on simulated hardware.
 state_dir: "{state}"
@@ -295,10 +275,8 @@ buses:
     emit: every
 receivers:
   - name: demo-stick
-    type: simulated
-    stick: im871a
-    telegrams: "{telegrams}"
-    interval: 1s
+    type: im871a
+    device: "{stick}"
 meters:
   - name: Heat flat 1
     bus: demo-bus
@@ -311,7 +289,7 @@ meters:
   - name: Heat flat 3
     bus: demo-bus
     address: 3
-    driver: sensostar
+    driver: elf2
   - name: Cold water
     address: "76348799"
     driver: auto
@@ -321,10 +299,10 @@ meters:
   - name: Hot water
     address: "61070071"
     driver: aventieswm
-    key: A004EB23329A477F1DD2D7820B56EB3D
+    key: {hot_key}
 "#,
+        hot_key = crate::sim::demo::HOT_WATER_KEY,
         state = state_dir.display(),
-        telegrams = telegrams.display(),
     )
 }
 
@@ -364,19 +342,21 @@ async fn run_demo(args: &DemoArgs) -> Result<(), String> {
     };
     let dir = std::env::temp_dir().join(format!("meterbridge-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let telegrams = dir.join("telegrams.hex");
-    std::fs::write(&telegrams, DEMO_WIRELESS).map_err(|e| e.to_string())?;
+    let state_dir = match &args.state_dir {
+        Some(d) => d.clone(),
+        None => dir.join("state"),
+    };
+
+    // The meters count up from the moment the demo starts (see sim::demo).
+    let world = crate::sim::demo::DemoWorld::new().map_err(|e| e.to_string())?;
+    let started = std::time::Instant::now();
 
     // The simulated wired bus behind an M-Bus/TCP "gateway" on a free local port.
     let mut meters = Vec::new();
-    for (primary, driver) in (1u8..).zip(DEMO_WIRED) {
-        let frame = wired_test_frame(driver).ok_or("a demo driver lost its wired test frame")?;
-        let secondary =
-            crate::sim::bus::secondary_of(&frame).ok_or("a demo frame has no secondary address")?;
+    for m in &world.wired {
         meters.push(
-            SimMeter::new(primary, secondary)
-                .with_telegrams(vec![frame])
-                .map_err(|e| e.to_string())?,
+            SimMeter::new(m.primary, m.secondary)
+                .with_live_telegram(Arc::clone(&m.meter).live_on_bus(started)),
         );
     }
     let sim = Arc::new(std::sync::Mutex::new(BusSim::new(meters)));
@@ -396,23 +376,67 @@ async fn run_demo(args: &DemoArgs) -> Result<(), String> {
         },
     ));
 
-    let mut text = demo_config(&bus_address, &telegrams, &dir.join("state"));
+    // The simulated iM871A on a pseudo-terminal, one telegram a second, each made when sent.
+    let stick_cfg = crate::sim::stick::StickSimConfig {
+        telegrams: world.stick_telegrams().map_err(|e| e.to_string())?,
+        interval: Duration::from_secs(1),
+        rssi_dbm: -67,
+        repeat: true,
+        live: Some(crate::sim::demo::live_on_stick(
+            world.wireless.clone(),
+            started,
+        )),
+        ..crate::sim::stick::StickSimConfig::default()
+    };
+    let (path_tx, path_rx) = tokio::sync::oneshot::channel();
+    let stick_task = tokio::spawn(async move {
+        let mut path_tx = Some(path_tx);
+        let result = crate::sim::stick::serve_on_pty(
+            crate::receivers::StickKind::Im871a,
+            crate::sim::amber::AmberSimOptions::default(),
+            stick_cfg,
+            Arc::new(std::sync::Mutex::new(
+                crate::sim::stick::StickSimLog::default(),
+            )),
+            None,
+            |p| {
+                if let Some(tx) = path_tx.take() {
+                    let _ = tx.send(p.to_string());
+                }
+            },
+        )
+        .await;
+        if let Err(e) = result {
+            eprintln!("simulated iM871A: {e}");
+        }
+    });
+    let stick = path_rx
+        .await
+        .map_err(|_| "the simulated stick did not start".to_string())?;
+
+    let mut text = demo_config(&bus_address, &stick, &state_dir);
     // The page on the asked-for port, or any free one if that is taken (a second demo).
     let web = match std::net::TcpListener::bind(&args.web) {
         Ok(_) => args.web.clone(),
         Err(_) => "127.0.0.1:0".to_string(),
     };
     text.push_str(&format!("web:\n  bind: \"{web}\"\n"));
-    let (config, _) = config::parse_with(
-        &text,
-        "demo.yaml",
-        &ValidateOptions::with_built_in_drivers(),
-    )
-    .map_err(|e| format!("the demo configuration is invalid (a bug):\n{e}"))?;
+    let options = ValidateOptions::with_built_in_drivers();
+    let (mut config, _) = config::parse_with(&text, "demo.yaml", &options)
+        .map_err(|e| format!("the demo configuration is invalid (a bug):\n{e}"))?;
+    // Meters added on the page in an earlier run with the same --state-dir.
+    let added = crate::web::added::merge(&mut config, &options)?;
     eprintln!(
         "meterbridge demo: a simulated wired bus at {bus_address} with 3 heat meters, and a \
-         simulated iM871A stick with 3 water meters (one encrypted, its key configured)."
+         simulated iM871A stick with 3 water meters (one encrypted, its key configured) and a \
+         neighbour's encrypted water meter that is not configured; their readings count up."
     );
+    if added > 0 {
+        eprintln!(
+            "{added} meter(s) added on the page before, from {}",
+            state_dir.join(crate::web::added::FILE).display()
+        );
+    }
     match &args.mqtt {
         Some(url) => eprintln!(
             "publishing to {url} under {DEMO_BASE_TOPIC}/ with Home Assistant discovery; the \
@@ -438,16 +462,31 @@ async fn run_demo(args: &DemoArgs) -> Result<(), String> {
     } else {
         std::mem::forget(stop_tx);
     }
+    // Told right after the page's address: what to try on it.
+    let (bound_tx, bound_rx) = tokio::sync::oneshot::channel::<std::net::SocketAddr>();
+    tokio::spawn(async move {
+        if bound_rx.await.is_ok() {
+            eprintln!(
+                "try the page's Add flow: under \"Heard nearby\", the neighbour's water meter \
+                 {:08} (encrypted, driver {}) opens with the key {}",
+                crate::sim::demo::NEIGHBOUR_ID,
+                crate::sim::demo::NEIGHBOUR_DRIVER,
+                crate::sim::demo::NEIGHBOUR_KEY
+            );
+        }
+    });
     let options = RunOptions {
         print: print_format(&args.format),
         mqtt,
         stop: Some(stop_rx),
         instance: "demo".into(),
         withdraw_at_exit: true,
+        web_bound: Some(bound_tx),
         ..RunOptions::default()
     };
     let stats = gateway::run(config, options).await?;
     bus_task.abort();
+    stick_task.abort();
     eprintln!(
         "\n{} telegrams decoded, {} readings published, {} decode errors, {} key errors, {} bus errors",
         stats.telegrams, stats.readings_emitted, stats.decode_errors, stats.key_errors, stats.bus_errors

@@ -4,10 +4,8 @@ use std::io::{self, BufRead, Write};
 
 use clap::{Args, ValueEnum};
 
-use std::fmt::Write as _;
-
 use crate::drivers::run::DriverRun;
-use crate::drivers::{ReadingValue, Registry};
+use crate::drivers::Registry;
 use crate::output::{json, libmbus_xml};
 use crate::security::KeyStore;
 use crate::telegram::wireless::{parse_key_argument, LengthRepair};
@@ -451,42 +449,12 @@ impl Decoder {
             }
             (Format::Wmbusmeters, Err(e)) => Err(Failure::input(e)),
             (Format::Json, result) => {
-                json::render(telegram, &mut self.text);
-                // Reopen the object to add the driver's view next to the records.
-                self.text.pop();
-                match result {
-                    Ok(o) => {
-                        self.text.push_str(",\"driver\":");
-                        json::push_str(&mut self.text, &o.driver);
-                        self.text.push_str(",\"fields\":{");
-                        for (i, r) in o.readings.iter().enumerate() {
-                            if i > 0 {
-                                self.text.push(',');
-                            }
-                            json::push_str(&mut self.text, &r.key);
-                            self.text.push(':');
-                            match &r.value {
-                                ReadingValue::Number(v) if v.is_finite() => {
-                                    let _ = write!(self.text, "{v}");
-                                }
-                                ReadingValue::Number(_) | ReadingValue::Null => {
-                                    self.text.push_str("null")
-                                }
-                                ReadingValue::Text(t) => json::push_str(&mut self.text, t),
-                            }
-                        }
-                        self.text.push('}');
-                        if let Some(hint) = &o.hint {
-                            self.text.push_str(",\"hint\":");
-                            json::push_str(&mut self.text, hint);
-                        }
-                    }
-                    Err(hint) => {
-                        self.text.push_str(",\"driver\":null,\"hint\":");
-                        json::push_str(&mut self.text, &hint);
-                    }
-                }
-                self.text.push_str("}\n");
+                json::render_with_driver(
+                    telegram,
+                    result.as_ref().map_err(String::as_str),
+                    &mut self.text,
+                );
+                self.text.push('\n');
                 Ok(())
             }
             (format, _) => render(format, telegram, &mut self.text).map_err(Failure::input),

@@ -54,6 +54,9 @@ pub struct Config {
     pub mqtt: Option<MqttConfig>,
     /// The web page (`web:`); `None` when the section is absent: no port is opened unasked.
     pub web: Option<WebConfig>,
+    /// Names of the meters merged from the page's saved file (`web::added`), not from the
+    /// configuration file: the ones the page may edit.
+    pub page_meters: Vec<String>,
 }
 
 /// The web page's listener and who may use it.
@@ -68,6 +71,22 @@ pub struct WebConfig {
     /// When not empty, only these client addresses are served (the Home Assistant ingress
     /// proxy); everyone else gets 403.
     pub allow_from: Vec<std::net::IpAddr>,
+    /// Where people reach the page, when it is not `bind` (behind a proxy, a wildcard bind,
+    /// Home Assistant ingress): the gateway device's `configuration_url` in discovery.
+    pub public_url: Option<String>,
+}
+
+impl WebConfig {
+    /// The link Home Assistant shows on the gateway device ("Visit"): `public_url`, else the
+    /// address the page listens on (`listening`, the actual port when `bind` asked for any)
+    /// unless that is a wildcard, which names no host a browser could open.
+    pub fn configuration_url(&self, listening: Option<std::net::SocketAddr>) -> Option<String> {
+        if let Some(url) = &self.public_url {
+            return Some(url.clone());
+        }
+        let addr = listening.or_else(|| self.bind.parse().ok())?;
+        (!addr.ip().is_unspecified() && addr.port() != 0).then(|| format!("http://{addr}/"))
+    }
 }
 
 pub const DEFAULT_WEB_BIND: &str = "127.0.0.1:8099";

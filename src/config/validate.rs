@@ -397,7 +397,14 @@ const TOP_KEYS: &[&str] = &[
     "mqtt",
     "web",
 ];
-const WEB_KEYS: &[&str] = &["bind", "password", "password_file", "token", "allow_from"];
+const WEB_KEYS: &[&str] = &[
+    "bind",
+    "password",
+    "password_file",
+    "token",
+    "allow_from",
+    "public_url",
+];
 const BUS_KEYS: &[&str] = &[
     "name",
     "device",
@@ -901,6 +908,7 @@ impl Checker<'_> {
             meters: Vec::new(),
             mqtt: None,
             web: None,
+            page_meters: Vec::new(),
         };
         let Some(top) = self.section(root, root.pos, "", "the configuration", TOP_KEYS) else {
             return config;
@@ -2041,6 +2049,7 @@ impl Checker<'_> {
             password: None,
             token: None,
             allow_from: Vec::new(),
+            public_url: None,
         };
         match &node.value {
             Value::Bool(false) => return None,
@@ -2131,6 +2140,25 @@ impl Checker<'_> {
                     },
                     _ => self.wrong_type(item, &path, "an IP address"),
                 }
+            }
+        }
+        if let Some((n, _)) = s.get("public_url") {
+            match &n.value {
+                Value::Str(u)
+                    if ["http://", "https://", "homeassistant://"]
+                        .iter()
+                        .any(|p| u.starts_with(p) && u.len() > p.len())
+                        && !u.chars().any(|c| c.is_whitespace() || c.is_control()) =>
+                {
+                    web.public_url = Some(u.clone());
+                }
+                Value::Str(u) => self.error(
+                    n.pos,
+                    "web.public_url",
+                    format!("`{u}` is not an http://, https:// or homeassistant:// address"),
+                    Some("e.g. `http://gateway.local:8099/`; Home Assistant shows it as the gateway device's link".into()),
+                ),
+                _ => self.wrong_type(n, "web.public_url", "an address"),
             }
         }
         let loopback = web

@@ -506,8 +506,17 @@ impl Gateway {
                         );
                     }
                     None => {
-                        if let Some(id) = id {
-                            self.unknown_meter(&id, None);
+                        if let (Some(id), Some(link)) = (id, e.link.as_ref()) {
+                            // Encrypted, but its header still says which driver would read it.
+                            let driver = self
+                                .registry
+                                .detect(
+                                    &link.manufacturer_letters(),
+                                    link.dll.version,
+                                    link.dll.device_type.code(),
+                                )
+                                .map(|d| d.name().to_string());
+                            self.unknown_meter(&id, driver.as_deref());
                         } else {
                             self.stats.decode_errors += 1;
                         }
@@ -732,6 +741,12 @@ impl Gateway {
                     self.stats.decode_errors += 1;
                     self.note(&format!("meter {name}: {e}"));
                 }
+            }
+        }
+        if let Some(bus) = self.meters[index].cfg.bus.clone() {
+            let via: Arc<str> = Arc::from(bus.as_str());
+            for frame in &frames {
+                self.web_recent(index, frame, None, via.clone());
             }
         }
         match last {
@@ -1060,6 +1075,7 @@ impl Gateway {
                 "meterbridge_gw_{}",
                 discovery::slug(&self.instance)
             )),
+            configuration_url: None,
             state_topic: format!("{}/{}/state", self.base_topic, meter.slug),
             components,
         };
@@ -1422,6 +1438,15 @@ pub async fn run(config: Config, options: RunOptions) -> Result<GatewayStats, St
         .as_ref()
         .map(|m| m.base_topic.clone())
         .unwrap_or_else(|| "meterbridge".into());
+    // The page's port is taken first, so discovery can link to the address it really has.
+    let web_listener = match &config.web {
+        Some(web) => Some(
+            tokio::net::TcpListener::bind(&web.bind)
+                .await
+                .map_err(|e| format!("web page: cannot listen on {}: {e}", web.bind))?,
+        ),
+        None => None,
+    };
     let (sink, mut mqtt_incoming) = match mqtt {
         Some(settings) => {
             let discovery = settings.discovery;
@@ -1489,6 +1514,10 @@ pub async fn run(config: Config, options: RunOptions) -> Result<GatewayStats, St
                     &r.name,
                 ));
         }
+        // The "Visit" link on the gateway device leads to the page.
+        descriptor.configuration_url = config.web.as_ref().and_then(|w| {
+            w.configuration_url(web_listener.as_ref().and_then(|l| l.local_addr().ok()))
+        });
         publisher.announce(descriptor);
     }
     if !removed.is_empty() {
@@ -1547,7 +1576,9 @@ pub async fn run(config: Config, options: RunOptions) -> Result<GatewayStats, St
         gateway.bridge = Some(bridge_topics::BridgeDevices::new());
     }
     let mut web_commands = match &config.web {
-        Some(web) => Some(start_web(&mut gateway, &config, web, options.web_bound).await?),
+        Some(web) => {
+            Some(start_web(&mut gateway, &config, web, web_listener, options.web_bound).await?)
+        }
         None => None,
     };
 
@@ -1855,6 +1886,7 @@ async fn start_web(
     gateway: &mut Gateway,
     config: &Config,
     web: &crate::config::schema::WebConfig,
+    listener: Option<tokio::net::TcpListener>,
     bound: Option<tokio::sync::oneshot::Sender<std::net::SocketAddr>>,
 ) -> Result<mpsc::Receiver<crate::web::Command>, String> {
     let password = match &web.password {
@@ -1873,9 +1905,7 @@ async fn start_web(
         token: web.token.as_ref().map(|t| t.expose().to_string()),
         allow_from: web.allow_from.clone(),
     };
-    let listener = tokio::net::TcpListener::bind(&web.bind)
-        .await
-        .map_err(|e| format!("web page: cannot listen on {}: {e}", web.bind))?;
+    let listener = listener.ok_or("web page: no listener")?;
     let address = listener
         .local_addr()
         .map_err(|e| format!("web page: {e}"))?;
@@ -1891,6 +1921,9 @@ async fn start_web(
             .collect(),
         config.state_dir.clone(),
     ));
+    if let Some(web) = gateway.web.as_mut() {
+        web.page_meters = config.page_meters.iter().cloned().collect();
+    }
     gateway.web_publish();
     let (wired_tx, wired_rx) = watch::channel(crate::web::wired::WiredView::default());
     gateway.wired_web = Some(web_wired::WiredWeb::new(

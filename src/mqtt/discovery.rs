@@ -77,6 +77,8 @@ pub struct DeviceDescriptor {
     pub hw_version: Option<String>,
     /// Object id of the device this one is reached through (the gateway).
     pub via_device: Option<String>,
+    /// The device's "Visit" link in Home Assistant (the gateway's web page).
+    pub configuration_url: Option<String>,
     pub state_topic: String,
     pub components: Vec<Component>,
 }
@@ -177,6 +179,7 @@ pub fn discovery_payload(d: &DeviceDescriptor, base_topic: &str, origin_version:
         ("sn", &d.serial),
         ("hw", &d.hw_version),
         ("via_device", &d.via_device),
+        ("cu", &d.configuration_url),
     ] {
         if let Some(v) = value {
             dev.insert(key.into(), json!(v));
@@ -235,6 +238,7 @@ pub fn gateway_descriptor(instance: &str, base_topic: &str, version: &str) -> De
         serial: None,
         hw_version: None,
         via_device: None,
+        configuration_url: None,
         state_topic: format!("{base_topic}/gateway/state"),
         components: vec![
             rate,

@@ -188,6 +188,50 @@ pub fn render(t: &Telegram<'_>, out: &mut String) {
     out.push('}');
 }
 
+/// [`render`] with a driver's view next to the records, as `decode --format json --driver`
+/// prints it: `driver` and `fields`, or `driver: null` and the reason as `hint`.
+pub fn render_with_driver(
+    t: &Telegram<'_>,
+    driver: Result<&crate::drivers::run::MeterOutput, &str>,
+    out: &mut String,
+) {
+    use crate::drivers::ReadingValue;
+    render(t, out);
+    // Reopen the object to add the driver's view next to the records.
+    out.pop();
+    match driver {
+        Ok(o) => {
+            out.push_str(",\"driver\":");
+            push_str(out, &o.driver);
+            out.push_str(",\"fields\":{");
+            for (i, r) in o.readings.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                push_str(out, &r.key);
+                out.push(':');
+                match &r.value {
+                    ReadingValue::Number(v) if v.is_finite() => {
+                        let _ = write!(out, "{v}");
+                    }
+                    ReadingValue::Number(_) | ReadingValue::Null => out.push_str("null"),
+                    ReadingValue::Text(t) => push_str(out, t),
+                }
+            }
+            out.push('}');
+            if let Some(hint) = &o.hint {
+                out.push_str(",\"hint\":");
+                push_str(out, hint);
+            }
+        }
+        Err(hint) => {
+            out.push_str(",\"driver\":null,\"hint\":");
+            push_str(out, hint);
+        }
+    }
+    out.push('}');
+}
+
 /// The wireless layers: data link, ELL, AFL, TPL and how the payload was made readable.
 pub fn render_wireless_link(l: &WirelessLink, out: &mut String) {
     let d = &l.dll;

@@ -246,6 +246,13 @@ impl KeyStore {
             .or(self.default.as_ref())
     }
 
+    /// Forgets the key of one meter (a meter removed on the web page); the default stays.
+    pub fn remove(&mut self, id: &str) {
+        if let Ok(id) = meter_id(id) {
+            self.meters.remove(&id);
+        }
+    }
+
     pub fn has_default(&self) -> bool {
         self.default.is_some()
     }

@@ -21,7 +21,7 @@ pub use bmeters::{bmeters_scramble, bmeters_unscramble, BMETERS_SCRAMBLED_LEN};
 pub use des_cbc::{decrypt_des, des_iv, DES_BLOCK_LEN};
 pub use ell_ctr::{decrypt_ell, ell_iv, payload_crc_ok};
 pub use key::{diehl_oms_default_key, Key, KeyError, KeyStore, PriosKey, PRIOS_DEFAULT_KEY_BYTES};
-pub use mode5::{decrypt_mode5, mode5_iv};
+pub use mode5::{decrypt_mode5, encrypt_mode5, mode5_iv};
 pub use mode7::{decrypt_mode7, derive_keys, verify_mac};
 pub use prios::{prios_apply, prios_descramble, prios_try_default_keys};
 
@@ -94,6 +94,11 @@ pub enum SecurityError {
         "a BMeters scrambled payload needs at least 6 bytes, got {len}; the telegram was cut off"
     )]
     BmetersTooShort { len: usize },
+    #[error(
+        "the plaintext to encrypt does not start with 2F 2F, so a receiver could not tell a \
+         right key from a wrong one; start the record area with two fillers"
+    )]
+    PlaintextUnmarked,
 }
 
 fn missing(needed: usize, available: usize) -> usize {

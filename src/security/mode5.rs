@@ -1,7 +1,7 @@
 //! OMS security mode 5: AES-128-CBC with a static key and an IV built from the sender's
 //! address and the access number.
 
-use aes::cipher::{block_padding::NoPadding, BlockModeDecrypt, KeyIvInit};
+use aes::cipher::{block_padding::NoPadding, BlockModeDecrypt, BlockModeEncrypt, KeyIvInit};
 use aes::Aes128;
 use zeroize::Zeroize;
 
@@ -39,6 +39,33 @@ pub fn decrypt_mode5(
     blocks: usize,
 ) -> Result<usize, SecurityError> {
     decrypt_cbc_checked(key, iv, data, blocks)
+}
+
+/// Encrypts the first `blocks * 16` bytes of `data` in place, as a meter does: the inverse of
+/// [`decrypt_mode5`], for simulated meters (the demo) that must send telegrams a real
+/// receiver can only read with the key. The plaintext must start with `2F 2F`, or no receiver
+/// could tell a right key from a wrong one; bytes after the blocks stay plain.
+pub fn encrypt_mode5(
+    key: &Key,
+    iv: &[u8; 16],
+    data: &mut [u8],
+    blocks: usize,
+) -> Result<usize, SecurityError> {
+    if blocks == 0 {
+        return Err(SecurityError::NoEncryptedBlocks);
+    }
+    let needed = blocks.saturating_mul(BLOCK_LEN);
+    let available = data.len();
+    let Some(plain) = data.get_mut(..needed) else {
+        return Err(SecurityError::Truncated { needed, available });
+    };
+    if !plain.starts_with(&PLAINTEXT_MARKER) {
+        return Err(SecurityError::PlaintextUnmarked);
+    }
+    let encryptor = cbc::Encryptor::<Aes128>::new(key.as_bytes().into(), iv.into());
+    // Whole blocks by construction, so NoPadding cannot fail.
+    let _ = encryptor.encrypt_padded::<NoPadding>(plain, needed);
+    Ok(needed)
 }
 
 /// CBC decryption followed by the `2F 2F` check, shared by modes 5 and 7 (which differ only
@@ -192,6 +219,34 @@ mod tests {
             decode("2F2F0413281E0700431404B60083011440B300C30114A5AF00830214CBAC00C3021463A8008303149EA500C3031433A200830414C79F00C304148F9C00830514989900C30514CF9700830614269400C30614069100830714C88B0002FD170000").unwrap()
         );
         assert_eq!(u32::from_le_bytes(data[4..8].try_into().unwrap()), 466_472);
+    }
+
+    #[test]
+    fn encryption_gives_back_the_meters_own_ciphertext() {
+        // The Aventies telegram of v5c_long_header_iv_from_tpl, decrypted and encrypted again
+        // with the same key and IV, must be the bytes the meter sent.
+        let telegram = decode("76442104710007612507727100076121042507B5006005E2E95A3C2A1279A5415E6732679B43369FD5FDDDD783EEEBB48236D34E7C94AF0A18A5FDA5F7D64111EB42D4D891622139F2952F9D12A20088DFA4CF8123871123EE1F6C1DCEA414879DDB4E05E508F1826D7EFBA6964DF804C9261EA23BBF03").unwrap();
+        let iv = decode("2104710007612507B5B5B5B5B5B5B5B5").unwrap();
+        let iv: [u8; 16] = iv.try_into().unwrap();
+        let key = Key::from_hex("A004EB23329A477F1DD2D7820B56EB3D").unwrap();
+        let mut data = telegram[23..].to_vec();
+        assert_eq!(decrypt_mode5(&key, &iv, &mut data, 6), Ok(96));
+        assert_eq!(encrypt_mode5(&key, &iv, &mut data, 6), Ok(96));
+        assert_eq!(data, telegram[23..]);
+        // A plaintext without the 2F 2F marker is refused and left alone.
+        let mut unmarked = vec![0u8; 32];
+        assert_eq!(
+            encrypt_mode5(&key, &iv, &mut unmarked, 2),
+            Err(SecurityError::PlaintextUnmarked)
+        );
+        assert_eq!(unmarked, vec![0u8; 32]);
+        assert_eq!(
+            encrypt_mode5(&key, &iv, &mut [0x2F; 20], 2),
+            Err(SecurityError::Truncated {
+                needed: 32,
+                available: 20
+            })
+        );
     }
 
     #[test]

@@ -151,7 +151,7 @@ impl SimStick {
         let index = self.next_telegram % count;
         self.next_telegram += 1;
         self.next_emit += self.cfg.interval;
-        let telegram = self.cfg.telegrams.get(index).cloned().unwrap_or_default();
+        let telegram = self.cfg.telegram_at(index).unwrap_or_default();
         self.emit(stream, &telegram).await
     }
 

@@ -132,6 +132,8 @@ pub struct SimMeter {
     pub garbled_replies: u32,
     /// Whole RSP_UD frames; empty means one generated telegram.
     telegrams: Vec<Vec<u8>>,
+    /// Makes each reading when it is asked for, instead of `telegrams`.
+    live: Option<super::LiveTelegram>,
     state: LinkState,
 }
 
@@ -146,6 +148,7 @@ impl SimMeter {
             reply_delay: Duration::ZERO,
             garbled_replies: 0,
             telegrams: Vec::new(),
+            live: None,
             state: LinkState::default(),
         }
     }
@@ -173,6 +176,14 @@ impl SimMeter {
         self.telegrams = telegrams;
         self.state = LinkState::default();
         Ok(self)
+    }
+
+    /// Answers every REQ_UD2 with a frame `live` makes from the reading's access number, so
+    /// the values can change from one reading to the next; its A field is rewritten as for
+    /// [`SimMeter::with_telegrams`]. A frame that is not a long frame is sent as it is.
+    pub fn with_live_telegram(mut self, live: super::LiveTelegram) -> SimMeter {
+        self.live = Some(live);
+        self
     }
 
     pub fn with_baud(mut self, baud: u32) -> SimMeter {
@@ -211,6 +222,9 @@ impl SimMeter {
     }
 
     fn render(&self, sent: Sent) -> Vec<u8> {
+        if let Some(live) = &self.live {
+            return readdress(&(live.0)(usize::from(sent.access_number)), self.primary);
+        }
         match self.telegrams.get(sent.index) {
             Some(t) => readdress(t, self.primary),
             None => self.generated(sent.access_number),

@@ -235,7 +235,8 @@ impl Sim {
             self.next = 0;
         }
         let index = self.next;
-        let data = cfg.telegrams.get(index)?;
+        let data = cfg.telegram_at(index)?;
+        let data = data.as_slice();
         self.next += 1;
         let receiver = self.receiver?;
         // In C mode every other telegram comes as a format B frame, the rest as format A.

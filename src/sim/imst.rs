@@ -168,12 +168,7 @@ impl Stick {
         if self.next_telegram >= self.cfg.telegrams.len() {
             self.next_telegram = 0;
         }
-        let telegram = self
-            .cfg
-            .telegrams
-            .get(self.next_telegram)
-            .cloned()
-            .unwrap_or_default();
+        let telegram = self.cfg.telegram_at(self.next_telegram).unwrap_or_default();
         self.next_telegram += 1;
         self.next_emit = next_on_schedule(self.next_emit, self.cfg.interval);
         self.emit(stream, &telegram).await

@@ -7,6 +7,7 @@
 pub mod amber;
 pub mod bus;
 pub mod cul;
+pub mod demo;
 pub mod imst;
 pub mod stick;
 
@@ -25,6 +26,19 @@ use tokio::time::{sleep, sleep_until, timeout, Instant};
 use crate::transport::timing;
 use crate::wire::hex;
 use crate::wire::wired::{Frame, FrameReader, ADDRESS_MAX_PRIMARY};
+
+/// Makes a telegram at the moment it is sent, so a simulated meter's readings can move with
+/// time (the demo's meters count up). A bus meter calls it with the access number of the
+/// reading (a repeat after a lost answer asks for the same one again); a stick with the index
+/// of the configured telegram it would have sent, which it sends instead of that one.
+#[derive(Clone)]
+pub struct LiveTelegram(pub Arc<dyn Fn(usize) -> Vec<u8> + Send + Sync>);
+
+impl std::fmt::Debug for LiveTelegram {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LiveTelegram")
+    }
+}
 
 /// How a server puts the segment on a stream.
 #[derive(Debug, Clone, Copy)]

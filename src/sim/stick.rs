@@ -26,6 +26,8 @@ pub struct StickSimConfig {
     pub reply_delay: Duration,
     /// Print each command and telegram on standard error.
     pub log: bool,
+    /// Makes each telegram when it is sent, from its index in `telegrams`.
+    pub live: Option<super::LiveTelegram>,
 }
 
 impl Default for StickSimConfig {
@@ -37,7 +39,20 @@ impl Default for StickSimConfig {
             repeat: false,
             reply_delay: Duration::from_millis(15),
             log: false,
+            live: None,
         }
+    }
+}
+
+impl StickSimConfig {
+    /// The telegram to send at `index` of `telegrams`: the configured one, or what `live`
+    /// makes in its place.
+    pub fn telegram_at(&self, index: usize) -> Option<Vec<u8>> {
+        let configured = self.telegrams.get(index)?;
+        Some(match &self.live {
+            Some(live) => (live.0)(index),
+            None => configured.clone(),
+        })
     }
 }
 

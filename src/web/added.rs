@@ -98,6 +98,54 @@ pub fn append(dir: &Path, entry: &str) -> Result<PathBuf, String> {
     Ok(path)
 }
 
+/// The meters saved in the file (none when there is no file yet).
+pub fn load(dir: &Path) -> Result<Vec<MeterConfig>, String> {
+    let path = dir.join(FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
+    let name = path.display().to_string();
+    let (saved, _) = crate::config::parse_with(&text, &name, &ValidateOptions::default())
+        .map_err(|e| e.to_string())?;
+    Ok(saved.meters)
+}
+
+/// Writes `meters` as the whole file (a meter edited or removed on the page): to a temporary
+/// file created owner-only, then renamed over the old one, so no half-written file and no
+/// readable copy of the keys ever exists.
+pub fn save(dir: &Path, meters: &[MeterConfig]) -> Result<PathBuf, String> {
+    let mut text = String::from(
+        "# Meters added on meterbridge's web page; merged with the configuration file.\nmeters:\n",
+    );
+    for m in meters {
+        text.push_str(&entry(m)?);
+    }
+    if meters.is_empty() {
+        text = text.replace("meters:\n", "meters: []\n");
+    }
+    let path = dir.join(FILE);
+    let tmp = dir.join(format!("{FILE}.new"));
+    let _ = std::fs::remove_file(&tmp);
+    let mut options = std::fs::OpenOptions::new();
+    options.create_new(true).write(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
+    }
+    let written = options
+        .open(&tmp)
+        .and_then(|mut f| f.write_all(text.as_bytes()).and_then(|()| f.sync_all()))
+        .and_then(|()| std::fs::rename(&tmp, &path));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(format!("{}: {e}", path.display()));
+    }
+    Ok(path)
+}
+
 /// Adds the meters saved by the page to `config` (those whose name or id the configuration
 /// file now uses itself are left out: the file wins). Returns how many were added.
 pub fn merge(config: &mut Config, options: &ValidateOptions) -> Result<usize, String> {
@@ -122,6 +170,7 @@ pub fn merge(config: &mut Config, options: &ValidateOptions) -> Result<usize, St
             .iter()
             .any(|c| c.name == m.name || (c.address == m.address && c.bus == m.bus));
         if !taken {
+            config.page_meters.push(m.name.clone());
             config.meters.push(m);
             added += 1;
         }

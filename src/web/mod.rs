@@ -26,7 +26,10 @@ use axum::Router;
 use tokio::sync::{mpsc, oneshot, watch};
 
 pub mod added;
+mod meter_page;
 pub mod wired;
+
+pub use meter_page::MeterRef;
 
 /// Largest request body accepted (a form with a name, a driver and a key is far below it).
 pub const MAX_BODY: usize = 16 * 1024;
@@ -34,6 +37,7 @@ pub const MAX_BODY: usize = 16 * 1024;
 const INDEX_HTML: &str = include_str!("assets/index.html");
 const APP_JS: &str = include_str!("assets/app.js");
 const STYLE_CSS: &str = include_str!("assets/style.css");
+const METER_JS: &str = include_str!("assets/meter.js");
 
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; \
                    img-src 'self' data:; base-uri 'self'; form-action 'self'; frame-ancestors 'self'";
@@ -63,6 +67,25 @@ pub enum Command {
     },
     /// Scans, reads and additions on the wired buses (`wired.rs`).
     Wired(wired::WiredCommand),
+    /// A meter's page: its fields and last telegrams explained, as JSON.
+    MeterDetail {
+        which: MeterRef,
+        reply: oneshot::Sender<Result<String, String>>,
+    },
+    /// Change a meter added on the page; `key: None` keeps its key. Answers with a message
+    /// and the meter's slug (new when renamed).
+    EditMeter {
+        slug: String,
+        name: String,
+        driver: String,
+        key: Option<String>,
+        reply: oneshot::Sender<Result<(String, String), String>>,
+    },
+    /// Remove a meter added on the page.
+    RemoveMeter {
+        slug: String,
+        reply: oneshot::Sender<Result<String, String>>,
+    },
 }
 
 /// Who may use the page.
@@ -118,6 +141,13 @@ fn router(shared: Arc<Shared>) -> Router {
             "/style.css",
             get(|| async { asset(STYLE_CSS, "text/css; charset=utf-8") }),
         )
+        .route(
+            "/meter.js",
+            get(|| async { asset(METER_JS, "text/javascript; charset=utf-8") }),
+        )
+        .route("/api/meter", get(meter_page::meter))
+        .route("/api/meter/edit", post(meter_page::edit))
+        .route("/api/meter/remove", post(meter_page::remove))
         .route("/api/overview", get(overview))
         .route("/events", get(events))
         .route("/api/check-key", post(check_key))

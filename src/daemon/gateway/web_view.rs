@@ -3,7 +3,7 @@
 //! commands (try a key, add a meter) carried out there. Nothing here is reached when the
 //! configuration has no `web` section.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -18,11 +18,25 @@ use crate::security::KeyStore;
 use crate::telegram::wireless::{parse_key_argument, WirelessError, WirelessFrame};
 use crate::web::{Command, View};
 
+mod edit;
+mod meter_detail;
+
 /// Meters heard but not configured that are remembered (oldest forgotten first): a gateway in
 /// a block of flats hears hundreds, and a memory bound matters more than completeness.
 const HEARD_LIMIT: usize = 2000;
 /// Readings shown per meter on the overview.
 const MAIN_READINGS: usize = 4;
+/// Telegrams kept per meter for its page.
+const RECENT: usize = 10;
+
+/// A telegram as it arrived (wireless: without data-link CRCs), for the meter's page.
+#[derive(Clone)]
+struct Recent {
+    at: SystemTime,
+    bytes: Vec<u8>,
+    rssi: Option<i16>,
+    via: Arc<str>,
+}
 
 #[derive(Default)]
 struct MeterSeen {
@@ -32,6 +46,9 @@ struct MeterSeen {
     usual: Option<Duration>,
     errors: u64,
     last_error: Option<String>,
+    /// Its last telegram failed the key check: the configured key is not this meter's.
+    key_wrong: bool,
+    recent: VecDeque<Recent>,
 }
 
 struct HeardMeter {
@@ -46,6 +63,9 @@ struct HeardMeter {
     /// The last telegram (CRCs stripped), on which a key is tried before the meter is added.
     frame: Vec<u8>,
     readings: Vec<(String, String)>,
+    /// A key tried on the page failed on its telegram, so "key wrong" rather than "needs a
+    /// key" until a telegram decodes.
+    key_tried_wrong: bool,
 }
 
 #[derive(Default)]
@@ -81,6 +101,9 @@ pub(super) struct WebState {
     buses: Vec<(String, LinkSeen)>,
     gateway: LinkSeen,
     state_dir: std::path::PathBuf,
+    /// Names of the meters added on the page (saved in the state directory), which the page
+    /// may change; the others come from the configuration file.
+    pub(super) page_meters: HashSet<String>,
 }
 
 impl WebState {
@@ -106,6 +129,7 @@ impl WebState {
                 .collect(),
             gateway: LinkSeen::default(),
             state_dir,
+            page_meters: HashSet::new(),
         }
     }
 
@@ -149,6 +173,14 @@ fn main_readings(fields: &[(String, ReadingValue)]) -> Vec<(String, String)> {
             (k.clone(), text)
         })
         .collect()
+}
+
+fn address_text(address: &MeterAddress) -> String {
+    match address {
+        MeterAddress::Wireless(id) => id.clone(),
+        MeterAddress::Primary(a) => a.to_string(),
+        MeterAddress::Secondary(s) => s.clone(),
+    }
 }
 
 fn unix(t: SystemTime) -> u64 {
@@ -196,12 +228,14 @@ impl Gateway {
         };
         let id = head.meter_id().to_ascii_lowercase();
         if let Some(&index) = self.wireless.get(&id) {
+            let m = web.meter(index);
+            m.key_wrong = matches!(decoded, Err(e) if e.is_key_error());
             if let Err(e) = decoded {
-                let m = web.meter(index);
                 m.errors += 1;
                 m.last_error = Some(e.to_string());
             }
             web.seen(index, input.clone());
+            self.web_recent(index, stripped, rssi, input.clone());
             return;
         }
         let driver = self
@@ -212,7 +246,13 @@ impl Gateway {
                 head.dll.device_type.code(),
             )
             .map(|d| d.name().to_string());
+        // A key failed when one was there to try: the gateway's (a default key, or one for
+        // this id) or one tried on the page.
+        let tried_wrong = web.heard.get(&id).is_some_and(|h| h.key_tried_wrong);
+        let key_known = self.run.decoder().keys.get(&id).is_some();
+        let key_error = matches!(decoded, Err(e) if e.is_key_error());
         let encryption = match decoded {
+            Err(e) if e.is_key_error() && (key_known || tried_wrong) => "key wrong",
             Err(e) if e.is_key_error() => "needs a key",
             Err(_) => "cannot be decoded",
             Ok(f) => crate::cli::listen::encryption_name(&f.link),
@@ -262,6 +302,7 @@ impl Gateway {
                 last_seen: SystemTime::now(),
                 frame: stripped.to_vec(),
                 readings,
+                key_tried_wrong: key_error && tried_wrong,
             },
         );
     }
@@ -344,11 +385,7 @@ impl Gateway {
                 .identity
                 .as_ref()
                 .map_or(m.cfg.driver.clone(), |(d, _, _)| d.clone());
-            let id = match &m.cfg.address {
-                MeterAddress::Wireless(id) => id.clone(),
-                MeterAddress::Primary(a) => a.to_string(),
-                MeterAddress::Secondary(s) => s.clone(),
-            };
+            let id = address_text(&m.cfg.address);
             meters.push(serde_json::json!({
                 "name": m.cfg.name,
                 "slug": m.slug,
@@ -361,6 +398,7 @@ impl Gateway {
                 "telegrams": entry.map_or(0, |e| e.telegrams),
                 "readings": entry.map(|e| main_readings(&e.fields)).unwrap_or_default(),
                 "errors": seen.map_or(0, |s| s.errors),
+                "key_wrong": seen.is_some_and(|s| s.key_wrong),
                 "last_error": seen.and_then(|s| s.last_error.as_deref()),
             }));
         }
@@ -450,7 +488,9 @@ impl Gateway {
                     .and_then(|w| w.heard.get(&id))
                     .and_then(|h| h.driver.clone())
                     .unwrap_or_else(|| "auto".into());
-                let _ = reply.send(self.web_try(&id, Some(&key), &driver));
+                let answer = self.web_try(&id, Some(&key), &driver);
+                self.web_note_wrong_key(&id, &answer);
+                let _ = reply.send(answer);
             }
             Command::AddMeter {
                 id,
@@ -459,9 +499,46 @@ impl Gateway {
                 key,
                 reply,
             } => {
-                let _ = reply.send(self.web_add(id.to_ascii_lowercase(), name, driver, key));
+                let id = id.to_ascii_lowercase();
+                let answer = self.web_add(id.clone(), name, driver, key);
+                self.web_note_wrong_key(&id, &answer);
+                let _ = reply.send(answer);
+            }
+            Command::MeterDetail { which, reply } => {
+                let _ = reply.send(self.web_meter_detail(&which));
+            }
+            Command::EditMeter {
+                slug,
+                name,
+                driver,
+                key,
+                reply,
+            } => {
+                let _ = reply.send(self.web_edit(&slug, name, driver, key));
+            }
+            Command::RemoveMeter { slug, reply } => {
+                let _ = reply.send(self.web_remove(&slug));
             }
             Command::Wired(command) => self.web_wired_command(command),
+        }
+    }
+
+    /// Marks a heard encrypted meter "key wrong" when a key tried on the page did not open
+    /// it, and "needs a key" again once one did.
+    fn web_note_wrong_key(&mut self, id: &str, answer: &Result<String, String>) {
+        let wrong = match answer {
+            Err(e) if e.starts_with("wrong key") => true,
+            Ok(_) => false,
+            Err(_) => return,
+        };
+        if let Some(web) = self.web.as_mut() {
+            if let Some(h) = web.heard.get_mut(id) {
+                if h.encryption == "key wrong" || h.encryption == "needs a key" {
+                    h.key_tried_wrong = wrong;
+                    h.encryption = if wrong { "key wrong" } else { "needs a key" };
+                    web.dirty = true;
+                }
+            }
         }
     }
 
@@ -536,8 +613,12 @@ impl Gateway {
                 }
             }
             if let Some(web) = self.web.as_mut() {
-                web.seen(index, h.via);
+                web.seen(index, h.via.clone());
             }
+            self.web_recent(index, &h.frame, h.rssi, h.via);
+        }
+        if let Some(web) = self.web.as_mut() {
+            web.page_meters.insert(name.clone());
         }
         self.note(&format!("meter {name} ({id}) added on the web page"));
         Ok(format!("added {name}; {checked}"))

@@ -66,7 +66,12 @@ function renderOverview() {
     const seen = el("td", ago(v.now, m.last_seen), m.late ? "late" : "");
     if (m.late) seen.textContent += " (late)";
     const errors = el("td", m.errors ? m.errors + (m.last_error ? ": " + m.last_error : "") : "", m.errors ? "bad" : "");
-    tr.append(el("td", m.name, "name"), el("td", m.driver), readings(m.readings), seen,
+    if (m.key_wrong) errors.prepend(el("b", "key wrong "));
+    const name = el("td", null, "name");
+    const link = el("a", m.name);
+    link.href = "#meter/" + encodeURIComponent(m.slug);
+    name.append(link);
+    tr.append(name, el("td", m.driver), readings(m.readings), seen,
       el("td", m.rssi === null ? "" : m.rssi + " dBm"), el("td", m.via), errors);
     return tr;
   }));
@@ -81,7 +86,11 @@ function renderHeard() {
     add.addEventListener("click", () => openAdd(h));
     const cell = el("td");
     cell.append(add);
-    tr.append(el("td", h.id), el("td", h.manufacturer), el("td", h.medium),
+    const id = el("td");
+    const link = el("a", h.id);
+    link.href = "#nearby/" + encodeURIComponent(h.id);
+    id.append(link);
+    tr.append(id, el("td", h.manufacturer), el("td", h.medium),
       el("td", h.rssi === null ? "" : h.rssi + " dBm"), el("td", h.times + "×, " + ago(v.now, h.last_seen)),
       el("td", h.encryption, h.encryption === "none" ? "" : "late"), el("td", h.driver || "unknown"),
       readings(h.readings), cell);
@@ -89,17 +98,27 @@ function renderHeard() {
   }));
 }
 
+let painted = false;
+
 function render() {
   if (!view) return;
   renderOverview();
+  if (!painted && view.meters.length) {
+    painted = true;
+    // For the benchmark: once the frame with the first rows has been laid out and painted.
+    requestAnimationFrame(() => setTimeout(() => performance.mark("meters-painted"), 0));
+  }
   renderHeard();
+  meterPage.viewChanged(view);
 }
 
 function showTab() {
-  const tab = location.hash === "#heard" ? "heard" : "overview";
-  for (const t of ["overview", "heard"]) {
+  const onMeter = meterPage.open(location.hash);
+  const tab = onMeter ? "meter" : (location.hash === "#heard" ? "heard" : "overview");
+  for (const t of ["overview", "heard", "meter"]) {
     document.getElementById(t).hidden = t !== tab;
-    document.getElementById("tab-" + t).classList.toggle("active", t === tab);
+    const nav = document.getElementById("tab-" + t);
+    if (nav) nav.classList.toggle("active", t === tab);
   }
 }
 
