@@ -17,6 +17,7 @@ use meterbridge::sim::{BusSim, ServeOptions, SimMeter};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
+use tracing::instrument::WithSubscriber as _;
 
 const PASS: u8 = 0;
 /// Forward half of each answer from the bus, then close both connections.
@@ -196,7 +197,7 @@ fn is_whole_answer(f: &[u8]) -> bool {
 /// `total_volume_m3`, with the time it arrived).
 fn start_gateway(
     yaml: &str,
-    log: Arc<dyn Fn(&str) + Send + Sync>,
+    log: &support::LogCapture,
 ) -> (
     tokio::task::JoinHandle<Result<gateway::GatewayStats, String>>,
     watch::Sender<bool>,
@@ -210,11 +211,10 @@ fn start_gateway(
         print: PrintFormat::None,
         stop: Some(stop_rx),
         instance: "bus-faults".into(),
-        log,
         emitted: Some(emitted_tx),
         ..RunOptions::default()
     };
-    let task = tokio::spawn(gateway::run(config, options));
+    let task = tokio::spawn(gateway::run(config, options).with_subscriber(log.dispatch()));
     let observed = Observed {
         readings: Arc::new(Mutex::new(Vec::new())),
     };
@@ -281,8 +281,7 @@ meters:
         state_dir.display(),
         proxy.address
     );
-    let (task, stop, observed) =
-        start_gateway(&yaml, Arc::new(|m: &str| eprintln!("gateway: {m}")));
+    let (task, stop, observed) = start_gateway(&yaml, &support::LogCapture::default());
 
     let phase = Duration::from_millis(1500);
     let limit = Duration::from_secs(15);
@@ -517,12 +516,8 @@ meters:
         dir.join("state").display(),
         link.display()
     );
-    let messages = Arc::new(Mutex::new(Vec::<String>::new()));
-    let log_sink = messages.clone();
-    let (task, stop, observed) = start_gateway(
-        &yaml,
-        Arc::new(move |m: &str| log_sink.lock().unwrap().push(m.to_string())),
-    );
+    let messages = support::LogCapture::default();
+    let (task, stop, observed) = start_gateway(&yaml, &messages);
     let limit = Duration::from_secs(15);
     observed.next_after(Instant::now(), limit).await;
     tokio::time::sleep(Duration::from_millis(800)).await;
@@ -565,7 +560,7 @@ meters:
             pair[1]
         );
     }
-    let log = messages.lock().unwrap().clone();
+    let log: Vec<String> = messages.events().into_iter().map(|e| e.message).collect();
     let count = |needle: &str| log.iter().filter(|m| m.contains(needle)).count();
     eprintln!(
         "serial converter: first reading {} ms after it was plugged back; {} readings; log: {log:#?}",

@@ -532,7 +532,7 @@ impl Gateway {
                 web.seen(index, h.via);
             }
         }
-        self.note(&format!("meter {name} ({id}) added on the web page"));
+        tracing::info!(meter = %name, "meter {name} ({id}) added on the web page");
         Ok(format!("added {name}; {checked}"))
     }
 }
