@@ -29,6 +29,7 @@ const MULTICAL21: &str =
 
 #[path = "support/broker.rs"]
 mod broker;
+mod support;
 
 use broker::{brokers, free_port, wait_until_listening, Mosquitto};
 
@@ -513,7 +514,11 @@ async fn outage_loses_no_reading_and_fires_the_last_will() {
         let status_topic = format!("{base}/status");
         let state_topic = format!("{base}/m/state");
         let mut watch = Subscriber::connect(broker.port, &[&status_topic, &state_topic]).await;
-        let (publisher, _incoming) = start(settings(proxy.port, &base)).unwrap();
+        // The client's task logs to the subscriber current when it starts.
+        let log = support::LogCapture::default();
+        let (publisher, _incoming) = tracing::dispatcher::with_default(&log.dispatch(), || {
+            start(settings(proxy.port, &base)).unwrap()
+        });
         assert_eq!(watch.expect(&status_topic).await.payload, b"online");
 
         let mut seen = BTreeSet::new();
@@ -574,6 +579,38 @@ async fn outage_loses_no_reading_and_fires_the_last_will() {
         }
         assert!(reconnected, "{}", broker.name);
         assert_eq!(seen, (0..200).collect::<BTreeSet<u64>>(), "{}", broker.name);
+        // The log tells the story: connected, lost, and delivery resumed with what was queued.
+        let address = format!("127.0.0.1:{}", proxy.port);
+        let events = log.events();
+        let said = |start: &str| {
+            events
+                .iter()
+                .find(|e| e.message.starts_with(start))
+                .unwrap_or_else(|| panic!("{}: no {start:?} in {events:#?}", broker.name))
+                .clone()
+        };
+        let connected = said(&format!("mqtt: connected to broker {address}"));
+        assert_eq!(connected.level, tracing::Level::INFO);
+        let lost = said(&format!("mqtt: connection to broker {address} lost: "));
+        assert_eq!(lost.level, tracing::Level::WARN);
+        assert!(lost.message.contains("retrying in"), "{lost:?}");
+        let back = said(&format!("mqtt: reconnected to broker {address} after "));
+        assert_eq!(back.level, tracing::Level::INFO);
+        assert!(
+            back.fields
+                .iter()
+                .any(|(k, v)| k == "broker" && *v == address),
+            "{back:?}"
+        );
+        // At least the 100 readings published during the outage were waiting.
+        let queued: usize = back
+            .message
+            .split(", ")
+            .nth(1)
+            .and_then(|rest| rest.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{back:?}"));
+        assert!(queued >= 100, "{back:?}");
         eprintln!(
             "{}: 200 readings, {received} state messages received ({} sent again after the cut \
              because their acknowledgement was lost)",
