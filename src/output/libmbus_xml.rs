@@ -13,7 +13,19 @@
 //! (libmbus copies such bytes raw; we read them as ISO-8859-1, which the XML header declares).
 
 use std::borrow::Cow;
-use std::fmt::Write as _;
+
+/// `        <tag>…</tag>` with the content (libmbus's own text) through `mbus_str_xml_encode`.
+macro_rules! element {
+    ($doc:expr, $tag:literal, $content:expr, $limit:expr $(,)?) => {
+        $doc.element_of(
+            concat!("        <", $tag, ">"),
+            concat!("</", $tag, ">\n"),
+            $content,
+            $limit,
+            Source::Libmbus,
+        )
+    };
+}
 
 /// `write!` into a byte buffer; writing to a `Vec` cannot fail.
 macro_rules! wr {
@@ -176,31 +188,50 @@ impl Doc {
         self.bytes.extend_from_slice(s.as_bytes());
     }
 
+    fn uint(&mut self, n: u64) {
+        push_u64(&mut self.bytes, n);
+    }
+
+    /// `{indent}<{tag}>{n}</{tag}>\n`.
+    fn uint_element(&mut self, tag: &str, n: u64) {
+        self.raw("        <");
+        self.raw(tag);
+        self.raw(">");
+        self.uint(n);
+        self.raw("</");
+        self.raw(tag);
+        self.raw(">\n");
+    }
+
+    fn record_start(&mut self, index: usize) {
+        self.raw("    <DataRecord id=\"");
+        self.uint(index as u64);
+        self.raw("\">\n");
+    }
+
     fn fmt(&mut self, args: std::fmt::Arguments<'_>) {
         // Straight into the buffer: no temporary string per line (writing to a Vec cannot fail).
         let _ = std::io::Write::write_fmt(&mut self.bytes, args);
     }
 
-    /// `<tag>…</tag>` with the content through `mbus_str_xml_encode`.
-    fn element(&mut self, indent: &str, tag: &str, content: &[u8], limit: usize) {
-        self.element_of(indent, tag, content, limit, Source::Libmbus);
-    }
-
     /// A value element: its content is the meter's bytes, one character each (see
     /// [`Source::Meter`]).
     fn value_element(&mut self, content: &[u8], limit: usize) {
-        self.element_of("        ", "Value", content, limit, Source::Meter);
+        self.element_of(
+            "        <Value>",
+            "</Value>\n",
+            content,
+            limit,
+            Source::Meter,
+        );
     }
 
-    fn element_of(&mut self, indent: &str, tag: &str, content: &[u8], limit: usize, src: Source) {
-        self.raw(indent);
-        self.raw("<");
-        self.raw(tag);
-        self.raw(">");
+    /// `open`, the content through `mbus_str_xml_encode`, `close` (the tags are whole strings,
+    /// see [`element!`], so an element is three copies, not seven).
+    fn element_of(&mut self, open: &str, close: &str, content: &[u8], limit: usize, src: Source) {
+        self.raw(open);
         xml_encode(&mut self.bytes, content, limit, src);
-        self.raw("</");
-        self.raw(tag);
-        self.raw(">\n");
+        self.raw(close);
     }
 
     fn finish_into(self, out: &mut String) {
@@ -243,6 +274,17 @@ enum Source {
 /// characters become spaces, `& < > "` become entities, and output stops once fewer than seven
 /// bytes of the destination buffer are left (counted in libmbus's bytes: one per meter byte).
 fn xml_encode(out: &mut Vec<u8>, src: &[u8], limit: usize, source: Source) {
+    // Nearly every text (libmbus's own words, digits, dates) is printable ASCII with nothing to
+    // escape and fits: copied whole. Byte `i` is kept while `i + 6 < limit`, so all of them are
+    // when `len + 6 <= limit`.
+    if src.len() + 6 <= limit
+        && src
+            .iter()
+            .all(|&b| matches!(b, 0x20..=0x7E) && !matches!(b, b'&' | b'<' | b'>' | b'"'))
+    {
+        out.extend_from_slice(src);
+        return;
+    }
     let mut len = 0usize;
     for &b in src {
         if b == 0 || len + 6 >= limit {
@@ -261,6 +303,34 @@ fn xml_encode(out: &mut Vec<u8>, src: &[u8], limit: usize, source: Source) {
         out.extend_from_slice(piece);
         len += if b >= 0x80 { 1 } else { piece.len() };
     }
+}
+
+/// A number in decimal, without the formatting machinery (several per record).
+fn push_u64(out: &mut Vec<u8>, mut n: u64) {
+    // Record numbers, storage numbers, tariffs: mostly one digit.
+    if n < 10 {
+        out.push(b'0' + n as u8);
+        return;
+    }
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
+}
+
+/// `printf("%lld")`.
+fn push_i64(out: &mut Vec<u8>, n: i64) {
+    if n < 0 {
+        out.push(b'-');
+    }
+    push_u64(out, n.unsigned_abs());
 }
 
 /// `snprintf` into a buffer of `size` bytes keeps at most `size - 1` of them.
@@ -293,7 +363,7 @@ fn error_report(doc: &mut Doc, code: u8) {
     doc.raw("<MBusData>\n\n");
     doc.raw("    <SlaveInformation>\n");
     let text = application_error_text(code);
-    doc.element("        ", "Error", text.as_bytes(), FIXED_ENCODE_LIMIT);
+    element!(doc, "Error", text.as_bytes(), FIXED_ENCODE_LIMIT);
     doc.raw("    </SlaveInformation>\n\n");
     doc.raw("</MBusData>\n");
 }
@@ -303,8 +373,8 @@ fn fixed_data(doc: &mut Doc, f: &FixedData<'_>) {
     doc.raw("<MBusData>\n\n");
     doc.raw("    <SlaveInformation>\n");
     doc.fmt(format_args!("        <Id>{:X}</Id>\n", f.id.0));
-    doc.element(
-        "        ",
+    element!(
+        doc,
         "Medium",
         fixed_medium(f.medium_code).as_bytes(),
         FIXED_ENCODE_LIMIT,
@@ -322,18 +392,8 @@ fn fixed_data(doc: &mut Doc, f: &FixedData<'_>) {
     };
     for (id, unit, counter) in [(0, f.unit1, f.counter1), (1, f.unit2, f.counter2)] {
         doc.fmt(format_args!("    <DataRecord id=\"{id}\">\n"));
-        doc.element(
-            "        ",
-            "Function",
-            function.as_bytes(),
-            FIXED_ENCODE_LIMIT,
-        );
-        doc.element(
-            "        ",
-            "Unit",
-            fixed_unit(unit).as_bytes(),
-            FIXED_ENCODE_LIMIT,
-        );
+        element!(doc, "Function", function.as_bytes(), FIXED_ENCODE_LIMIT,);
+        element!(doc, "Unit", fixed_unit(unit).as_bytes(), FIXED_ENCODE_LIMIT,);
         let mut raw = [0u8; 4];
         for (dst, src) in raw.iter_mut().zip(counter) {
             *dst = *src;
@@ -376,9 +436,9 @@ fn slave_information(doc: &mut Doc, h: &LongHeader) {
     ));
     doc.fmt(format_args!("        <Version>{}</Version>\n", h.version));
     let product = product_name(m, h.version, h.medium.code(), (h.id.0 >> 24) as u8);
-    doc.element("        ", "ProductName", product.as_bytes(), ENCODE_LIMIT);
+    element!(doc, "ProductName", product.as_bytes(), ENCODE_LIMIT);
     let medium = variable_medium(h.medium.code());
-    doc.element("        ", "Medium", medium.as_bytes(), ENCODE_LIMIT);
+    element!(doc, "Medium", medium.as_bytes(), ENCODE_LIMIT);
     doc.fmt(format_args!(
         "        <AccessNumber>{}</AccessNumber>\n",
         h.access_number
@@ -397,18 +457,15 @@ fn slave_information(doc: &mut Doc, h: &LongHeader) {
 /// The storage number, tariff and device lines shared by both record styles. libmbus prints
 /// tariff and device only when the record has DIFEs.
 fn storage_lines(doc: &mut Doc, r: &Record<'_>) {
-    doc.fmt(format_args!(
-        "        <StorageNumber>{}</StorageNumber>\n",
-        r.storage
-    ));
+    doc.uint_element("StorageNumber", r.storage);
     if !r.difes().is_empty() {
-        doc.fmt(format_args!("        <Tariff>{}</Tariff>\n", r.tariff));
-        doc.fmt(format_args!("        <Device>{}</Device>\n", r.subunit));
+        doc.uint_element("Tariff", u64::from(r.tariff));
+        doc.uint_element("Device", u64::from(r.subunit));
     }
 }
 
 fn plain_record(doc: &mut Doc, index: usize, r: &Record<'_>) {
-    doc.fmt(format_args!("    <DataRecord id=\"{index}\">\n"));
+    doc.record_start(index);
     match r.kind {
         RecordKind::ManufacturerData => {
             doc.raw("        <Function>Manufacturer specific</Function>\n");
@@ -417,8 +474,8 @@ fn plain_record(doc: &mut Doc, index: usize, r: &Record<'_>) {
             doc.raw("        <Function>More records follow</Function>\n");
         }
         _ => {
-            doc.element(
-                "        ",
+            element!(
+                doc,
                 "Function",
                 function_text(r.dif()).as_bytes(),
                 ENCODE_LIMIT,
@@ -427,12 +484,7 @@ fn plain_record(doc: &mut Doc, index: usize, r: &Record<'_>) {
             let mut unit = std::mem::take(&mut doc.scratch);
             unit.clear();
             plain_unit(r, &mut unit);
-            doc.element(
-                "        ",
-                "Unit",
-                truncated(&unit, UNIT_BUFFER),
-                ENCODE_LIMIT,
-            );
+            element!(doc, "Unit", truncated(&unit, UNIT_BUFFER), ENCODE_LIMIT,);
             doc.scratch = unit;
         }
     }
@@ -445,18 +497,18 @@ fn plain_record(doc: &mut Doc, index: usize, r: &Record<'_>) {
 }
 
 fn normalized_record(doc: &mut Doc, index: usize, r: &Record<'_>) {
-    doc.fmt(format_args!("    <DataRecord id=\"{index}\">\n"));
+    doc.record_start(index);
     // A record libmbus cannot normalize still gets its (empty) element.
     if let Some(n) = normalize(r) {
-        doc.element("        ", "Function", n.function.as_bytes(), ENCODE_LIMIT);
+        element!(doc, "Function", n.function.as_bytes(), ENCODE_LIMIT);
         if n.special {
             // DIF 0x0F/0x1F records have storage number 0 and no DIFEs.
             doc.raw("        <StorageNumber>0</StorageNumber>\n");
         } else {
             storage_lines(doc, r);
         }
-        doc.element("        ", "Unit", &n.unit, ENCODE_LIMIT);
-        doc.element("        ", "Quantity", &n.quantity, ENCODE_LIMIT);
+        element!(doc, "Unit", &n.unit, ENCODE_LIMIT);
+        element!(doc, "Quantity", &n.quantity, ENCODE_LIMIT);
         match n.value {
             NormValue::Number(v) => {
                 doc.raw("        <Value>");
@@ -607,14 +659,16 @@ fn is_date_time(r: &Record<'_>) -> bool {
 
 /// Data bytes as a hex dump, last byte first (libmbus since commit 9b4b824).
 fn hex_dump(data: &[u8]) -> Vec<u8> {
-    let mut s = String::with_capacity(data.len() * 3);
+    const DIGITS: &[u8; 16] = b"0123456789ABCDEF";
+    let mut s = Vec::with_capacity(data.len() * 3);
     for (i, b) in data.iter().rev().enumerate() {
         if i > 0 {
-            s.push(' ');
+            s.push(b' ');
         }
-        let _ = write!(s, "{b:02X}");
+        s.push(DIGITS[usize::from(b >> 4)]);
+        s.push(DIGITS[usize::from(b & 0x0F)]);
     }
-    s.into_bytes()
+    s
 }
 
 /// Text as libmbus stores it: reversed into reading order.
@@ -663,14 +717,14 @@ fn decode(r: &Record<'_>) -> Decoded {
 /// The `<Value>` text of plain XML, appended to `out`.
 fn plain_value(r: &Record<'_>, out: &mut Vec<u8>) {
     match decode(r) {
-        Decoded::Int(v) => wr!(out, "{v}"),
+        Decoded::Int(v) => push_i64(out, v),
         Decoded::Real(v) => push_c_fixed6(out, f64::from(v)),
         // In error state the digits often hold A-F codes, which only the hex form keeps.
         Decoded::Bcd { decimal, hex } => {
             if r.dif() & 0x30 == 0x30 {
                 wr!(out, "{hex:X}");
             } else {
-                wr!(out, "{decimal}");
+                push_i64(out, decimal);
             }
         }
         Decoded::Date(t) => out.extend_from_slice(t.date().as_bytes()),
