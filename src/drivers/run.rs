@@ -162,7 +162,7 @@ impl<'r> DriverRun<'r> {
         let mut decoder = WirelessDecoder::new(keys);
         // Manufacturer-specific modes are read only for the meters of the drivers that
         // declare them.
-        for d in registry.iter() {
+        for d in registry.with_plain_security_modes() {
             for &mode in &d.file.plain_security_modes {
                 for m in &d.detect {
                     decoder.plain_modes.push(PlainModeRule {

@@ -188,6 +188,19 @@ impl Doc {
         self.bytes.extend_from_slice(s.as_bytes());
     }
 
+    /// `printf("%0*X")`: upper-case hex, at least `width` digits.
+    fn hex(&mut self, mut n: u64, width: usize) {
+        const DIGITS: &[u8; 16] = b"0123456789ABCDEF";
+        let mut digits = [0u8; 16];
+        let mut at = digits.len();
+        while n != 0 || digits.len() - at < width.max(1) {
+            at -= 1;
+            digits[at] = DIGITS[(n & 0xF) as usize];
+            n >>= 4;
+        }
+        self.bytes.extend_from_slice(&digits[at..]);
+    }
+
     fn uint(&mut self, n: u64) {
         push_u64(&mut self.bytes, n);
     }
@@ -425,32 +438,25 @@ fn variable_data(doc: &mut Doc, h: &LongHeader, records: &[Record<'_>], style: X
 
 fn slave_information(doc: &mut Doc, h: &LongHeader) {
     let m = h.manufacturer.0;
-    let letters: String = [10u32, 5, 0]
-        .iter()
-        .map(|&shift| char::from(((u32::from(m) >> shift) & 0x1F) as u8 + 64))
-        .collect();
+    // Codes 0-31 plus 64: always ASCII ('@' to '_'), printed as they are.
+    let letters = [10u32, 5, 0].map(|shift| ((u32::from(m) >> shift) & 0x1F) as u8 + 64);
     doc.raw("    <SlaveInformation>\n");
-    doc.fmt(format_args!("        <Id>{:X}</Id>\n", h.id.0));
-    doc.fmt(format_args!(
-        "        <Manufacturer>{letters}</Manufacturer>\n"
-    ));
-    doc.fmt(format_args!("        <Version>{}</Version>\n", h.version));
+    doc.raw("        <Id>");
+    doc.hex(u64::from(h.id.0), 1);
+    doc.raw("</Id>\n        <Manufacturer>");
+    doc.bytes.extend_from_slice(&letters);
+    doc.raw("</Manufacturer>\n");
+    doc.uint_element("Version", u64::from(h.version));
     let product = product_name(m, h.version, h.medium.code(), (h.id.0 >> 24) as u8);
     element!(doc, "ProductName", product.as_bytes(), ENCODE_LIMIT);
     let medium = variable_medium(h.medium.code());
     element!(doc, "Medium", medium.as_bytes(), ENCODE_LIMIT);
-    doc.fmt(format_args!(
-        "        <AccessNumber>{}</AccessNumber>\n",
-        h.access_number
-    ));
-    doc.fmt(format_args!(
-        "        <Status>{:02X}</Status>\n",
-        h.status.0
-    ));
-    doc.fmt(format_args!(
-        "        <Signature>{:04X}</Signature>\n",
-        h.signature
-    ));
+    doc.uint_element("AccessNumber", u64::from(h.access_number));
+    doc.raw("        <Status>");
+    doc.hex(u64::from(h.status.0), 2);
+    doc.raw("</Status>\n        <Signature>");
+    doc.hex(u64::from(h.signature), 4);
+    doc.raw("</Signature>\n");
     doc.raw("    </SlaveInformation>\n\n");
 }
 
@@ -960,7 +966,7 @@ fn fixed_unit(code: u8) -> &'static str {
     UNITS[usize::from(code & 0x3F)]
 }
 
-fn variable_medium(code: u8) -> String {
+fn variable_medium(code: u8) -> Cow<'static, str> {
     let s = match code {
         0x00 => "Other",
         0x01 => "Oil",
@@ -1000,9 +1006,9 @@ fn variable_medium(code: u8) -> String {
         0x36 => "Radio Converter: System",
         0x37 => "Radio Converter: Meter",
         0x22..=0x24 | 0x26 | 0x27 | 0x2A..=0x2F | 0x31..=0x34 | 0x38..=0x3F => "Reserved",
-        other => return format!("Unknown medium (0x{other:02x})"),
+        other => return Cow::Owned(format!("Unknown medium (0x{other:02x})")),
     };
-    s.to_string()
+    Cow::Borrowed(s)
 }
 
 /// Manufacturer code of three letters, as the header carries it.
