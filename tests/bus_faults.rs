@@ -17,7 +17,6 @@ use meterbridge::sim::{BusSim, ServeOptions, SimMeter};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
-use tracing::instrument::WithSubscriber as _;
 
 const PASS: u8 = 0;
 /// Forward half of each answer from the bus, then close both connections.
@@ -193,11 +192,24 @@ fn is_whole_answer(f: &[u8]) -> bool {
         && f[4..n - 2].iter().fold(0u8, |a, b| a.wrapping_add(*b)) == f[n - 2]
 }
 
+/// The log of every gateway this test process runs, installed before the first one starts
+/// (`tracing` decides once per call site whether anyone listens, so a subscriber set up while
+/// another test's gateway already logs can miss call sites). Tests tell their lines apart by
+/// the bus name in them.
+fn global_log() -> &'static support::LogCapture {
+    static LOG: std::sync::OnceLock<support::LogCapture> = std::sync::OnceLock::new();
+    LOG.get_or_init(|| {
+        let log = support::LogCapture::default();
+        tracing::dispatcher::set_global_default(log.dispatch())
+            .expect("no other global subscriber in this test process");
+        log
+    })
+}
+
 /// Runs the gateway on `yaml` in this process and collects every reading it emits (the meter's
 /// `total_volume_m3`, with the time it arrived).
 fn start_gateway(
     yaml: &str,
-    log: &support::LogCapture,
 ) -> (
     tokio::task::JoinHandle<Result<gateway::GatewayStats, String>>,
     watch::Sender<bool>,
@@ -214,7 +226,8 @@ fn start_gateway(
         emitted: Some(emitted_tx),
         ..RunOptions::default()
     };
-    let task = tokio::spawn(gateway::run(config, options).with_subscriber(log.dispatch()));
+    global_log();
+    let task = tokio::spawn(gateway::run(config, options));
     let observed = Observed {
         readings: Arc::new(Mutex::new(Vec::new())),
     };
@@ -281,7 +294,7 @@ meters:
         state_dir.display(),
         proxy.address
     );
-    let (task, stop, observed) = start_gateway(&yaml, &support::LogCapture::default());
+    let (task, stop, observed) = start_gateway(&yaml);
 
     let phase = Duration::from_millis(1500);
     let limit = Duration::from_secs(15);
@@ -516,8 +529,8 @@ meters:
         dir.join("state").display(),
         link.display()
     );
-    let messages = support::LogCapture::default();
-    let (task, stop, observed) = start_gateway(&yaml, &messages);
+    let messages = global_log();
+    let (task, stop, observed) = start_gateway(&yaml);
     let limit = Duration::from_secs(15);
     observed.next_after(Instant::now(), limit).await;
     tokio::time::sleep(Duration::from_millis(800)).await;

@@ -12,7 +12,7 @@ use meterbridge::drivers::run::DriverRun;
 use meterbridge::drivers::Registry;
 use meterbridge::mqtt::discovery::{discovery_topic, gateway_descriptor, object_id, slug};
 use meterbridge::mqtt::entities::{components_for_driver, meter_components_extra};
-use meterbridge::mqtt::{start, DeviceDescriptor, Incoming, MqttSettings, Publisher};
+use meterbridge::mqtt::{DeviceDescriptor, Incoming, MqttSettings, Publisher};
 use meterbridge::security::KeyStore;
 use meterbridge::wire::hex;
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Outgoing, Packet, QoS, SubscribeFilter};
@@ -41,6 +41,16 @@ fn unique(prefix: &str) -> String {
         std::process::id(),
         N.fetch_add(1, Ordering::Relaxed)
     )
+}
+
+/// Starts a client with the test process's log subscriber already in place: `tracing` decides
+/// once per call site whether anyone listens, and a subscriber installed while other tests'
+/// clients already log can miss call sites registered at that moment.
+fn start(
+    s: MqttSettings,
+) -> Result<(Publisher, tokio::sync::mpsc::Receiver<Incoming>), meterbridge::mqtt::MqttError> {
+    global_log();
+    meterbridge::mqtt::start(s)
 }
 
 fn settings(port: u16, base: &str) -> MqttSettings {
@@ -216,14 +226,16 @@ async fn discovery_states_status_and_withdraw() {
         let device = multical21_device(&base);
         let config_topic = discovery_topic(&prefix, &device.object_id);
         publisher.announce(device.clone());
+
+        // `online` proves the watcher's subscription is routed (rumqttd acknowledges a
+        // subscription before its router applies it, so messages published at once can miss it).
+        let status = watch.expect(&format!("{base}/status")).await;
+        assert_eq!(status.payload, b"online", "{}", broker.name);
         let state = decoded_multical21();
         publisher.state("kitchen_water", state.clone());
         for seq in 0..50 {
             publisher.state("kitchen_water", format!("{{\"seq\":{seq}}}"));
         }
-
-        let status = watch.expect(&format!("{base}/status")).await;
-        assert_eq!(status.payload, b"online", "{}", broker.name);
 
         let config = watch.expect(&config_topic).await;
         let doc: Value = serde_json::from_slice(&config.payload).unwrap();
@@ -485,6 +497,19 @@ async fn swallow(mut client: TcpStream, mut server: TcpStream, mut cut: watch::R
     }
 }
 
+/// Every test's MQTT log, in one process-wide subscriber installed before the first client
+/// starts (see [`start`]): the lines a test looks for name its own broker address (a port of
+/// its own), so parallel tests do not mix.
+fn global_log() -> &'static support::LogCapture {
+    static LOG: std::sync::OnceLock<support::LogCapture> = std::sync::OnceLock::new();
+    LOG.get_or_init(|| {
+        let log = support::LogCapture::default();
+        tracing::dispatcher::set_global_default(log.dispatch())
+            .expect("no other global subscriber in this test process");
+        log
+    })
+}
+
 fn seqs_of(p: &Publish) -> u64 {
     let v: Value = serde_json::from_slice(&p.payload).unwrap();
     v["seq"].as_u64().unwrap()
@@ -514,11 +539,8 @@ async fn outage_loses_no_reading_and_fires_the_last_will() {
         let status_topic = format!("{base}/status");
         let state_topic = format!("{base}/m/state");
         let mut watch = Subscriber::connect(broker.port, &[&status_topic, &state_topic]).await;
-        // The client's task logs to the subscriber current when it starts.
-        let log = support::LogCapture::default();
-        let (publisher, _incoming) = tracing::dispatcher::with_default(&log.dispatch(), || {
-            start(settings(proxy.port, &base)).unwrap()
-        });
+        let log = global_log();
+        let (publisher, _incoming) = start(settings(proxy.port, &base)).unwrap();
         assert_eq!(watch.expect(&status_topic).await.payload, b"online");
 
         let mut seen = BTreeSet::new();
