@@ -6,7 +6,6 @@
 
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[path = "../tests/support/webdriver.rs"]
@@ -94,7 +93,6 @@ fn main() {
     let options = RunOptions {
         print: PrintFormat::None,
         stop: Some(stop_rx),
-        log: Arc::new(|_: &str| {}),
         web_bound: Some(bound_tx),
         ..RunOptions::default()
     };

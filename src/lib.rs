@@ -12,6 +12,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod drivers;
+pub mod logging;
 pub mod master;
 pub mod mqtt;
 pub mod output;

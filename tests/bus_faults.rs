@@ -192,11 +192,24 @@ fn is_whole_answer(f: &[u8]) -> bool {
         && f[4..n - 2].iter().fold(0u8, |a, b| a.wrapping_add(*b)) == f[n - 2]
 }
 
+/// The log of every gateway this test process runs, installed before the first one starts
+/// (`tracing` decides once per call site whether anyone listens, so a subscriber set up while
+/// another test's gateway already logs can miss call sites). Tests tell their lines apart by
+/// the bus name in them.
+fn global_log() -> &'static support::LogCapture {
+    static LOG: std::sync::OnceLock<support::LogCapture> = std::sync::OnceLock::new();
+    LOG.get_or_init(|| {
+        let log = support::LogCapture::default();
+        tracing::dispatcher::set_global_default(log.dispatch())
+            .expect("no other global subscriber in this test process");
+        log
+    })
+}
+
 /// Runs the gateway on `yaml` in this process and collects every reading it emits (the meter's
 /// `total_volume_m3`, with the time it arrived).
 fn start_gateway(
     yaml: &str,
-    log: Arc<dyn Fn(&str) + Send + Sync>,
 ) -> (
     tokio::task::JoinHandle<Result<gateway::GatewayStats, String>>,
     watch::Sender<bool>,
@@ -210,10 +223,10 @@ fn start_gateway(
         print: PrintFormat::None,
         stop: Some(stop_rx),
         instance: "bus-faults".into(),
-        log,
         emitted: Some(emitted_tx),
         ..RunOptions::default()
     };
+    global_log();
     let task = tokio::spawn(gateway::run(config, options));
     let observed = Observed {
         readings: Arc::new(Mutex::new(Vec::new())),
@@ -281,8 +294,7 @@ meters:
         state_dir.display(),
         proxy.address
     );
-    let (task, stop, observed) =
-        start_gateway(&yaml, Arc::new(|m: &str| eprintln!("gateway: {m}")));
+    let (task, stop, observed) = start_gateway(&yaml);
 
     let phase = Duration::from_millis(1500);
     let limit = Duration::from_secs(15);
@@ -517,12 +529,8 @@ meters:
         dir.join("state").display(),
         link.display()
     );
-    let messages = Arc::new(Mutex::new(Vec::<String>::new()));
-    let log_sink = messages.clone();
-    let (task, stop, observed) = start_gateway(
-        &yaml,
-        Arc::new(move |m: &str| log_sink.lock().unwrap().push(m.to_string())),
-    );
+    let messages = global_log();
+    let (task, stop, observed) = start_gateway(&yaml);
     let limit = Duration::from_secs(15);
     observed.next_after(Instant::now(), limit).await;
     tokio::time::sleep(Duration::from_millis(800)).await;
@@ -565,7 +573,7 @@ meters:
             pair[1]
         );
     }
-    let log = messages.lock().unwrap().clone();
+    let log: Vec<String> = messages.events().into_iter().map(|e| e.message).collect();
     let count = |needle: &str| log.iter().filter(|m| m.contains(needle)).count();
     eprintln!(
         "serial converter: first reading {} ms after it was plugged back; {} readings; log: {log:#?}",

@@ -1205,3 +1205,36 @@ fn settle_time_and_silent_receivers() {
         errors[1].message
     );
 }
+
+/// `log_level` takes a level or `RUST_LOG`-style directives; `log_format` text or json.
+#[test]
+fn log_level_takes_directives_and_log_format_a_format() {
+    let (c, _) = parse_ok("log_level: debug\n");
+    assert_eq!(
+        (c.log_level, c.log_filter.as_str()),
+        (LogLevel::Debug, "debug")
+    );
+    assert_eq!(c.log_format, meterbridge::logging::LogFormat::Text);
+
+    let (c, _) = parse_ok("log_level: \"meterbridge::mqtt=trace,warn\"\nlog_format: json\n");
+    assert_eq!(
+        c.log_level,
+        LogLevel::Warn,
+        "the bare level is everyone else's"
+    );
+    assert_eq!(c.log_filter, "meterbridge::mqtt=trace,warn");
+    assert_eq!(c.log_format, meterbridge::logging::LogFormat::Json);
+
+    let errors = parse_err("log_level: \"meterbridge::mqtt=loud,info\"\nlog_format: xml\n");
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert_eq!((errors[0].pos.line, errors[0].pos.column), (1, 12));
+    assert!(
+        errors[0].message.contains("`loud` is not a level"),
+        "{errors:?}"
+    );
+    assert_eq!(errors[1].pos.line, 2);
+    assert!(
+        errors[1].message.contains("unknown log format `xml`"),
+        "{errors:?}"
+    );
+}

@@ -18,6 +18,7 @@ use meterbridge::sim::{BusSim, ServeOptions, SimMeter};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::Value;
 use tokio::sync::watch;
+use tracing::instrument::WithSubscriber as _;
 
 const KAMSTRUP: &str =
     "2A442D2C998734761B168D2091D37CAC21576C7802FF207100041308190000441308190000615B7F616713";
@@ -173,7 +174,6 @@ fn start_gateway_with(
         print: PrintFormat::None,
         stop: Some(stop_rx),
         instance: "test".into(),
-        log: Arc::new(|m: &str| eprintln!("gateway: {m}")),
         emitted,
         ..RunOptions::default()
     };
@@ -629,7 +629,6 @@ meters:
             mqtt: Some(mqtt),
             stop: Some(stop_rx),
             instance: "summary".into(),
-            log: Arc::new(|m: &str| eprintln!("gateway: {m}")),
             emitted: Some(emitted_tx),
             withdraw_at_exit: false,
             web_bound: None,
@@ -1115,19 +1114,20 @@ async fn garbage_on_an_input_is_reported_briefly() {
         &ValidateOptions::with_built_in_drivers(),
     )
     .unwrap_or_else(|e| panic!("{e}"));
-    let lines = Arc::new(Mutex::new(Vec::<String>::new()));
-    let sink = lines.clone();
+    let log = support::LogCapture::default();
     let (stop, stop_rx) = watch::channel(false);
-    let task = tokio::spawn(gateway::run(
-        config,
-        RunOptions {
-            print: PrintFormat::None,
-            stop: Some(stop_rx),
-            instance: "garbage".into(),
-            log: Arc::new(move |m: &str| sink.lock().unwrap().push(m.to_string())),
-            ..RunOptions::default()
-        },
-    ));
+    let task = tokio::spawn(
+        gateway::run(
+            config,
+            RunOptions {
+                print: PrintFormat::None,
+                stop: Some(stop_rx),
+                instance: "garbage".into(),
+                ..RunOptions::default()
+            },
+        )
+        .with_subscriber(log.dispatch()),
+    );
     let mut rng = support::Rng::new(15);
     // A whole telegram, then 400 random bytes read as its RSSI field after the `;`.
     let mut datagram = b"2E44A5119870659930037A060020052F2F0C933E842784060A3B00000A5A5901C4016D3B37DF2CCC01933E24032606;".to_vec();
@@ -1145,15 +1145,14 @@ async fn garbage_on_an_input_is_reported_briefly() {
     let warning = loop {
         socket.send_to(&datagram, ("127.0.0.1", udp)).unwrap();
         tokio::time::sleep(Duration::from_millis(100)).await;
-        if let Some(w) = lines
-            .lock()
-            .unwrap()
-            .iter()
-            .find(|l| l.starts_with("warning: esp:"))
-        {
-            break w.clone();
+        if let Some(w) = log.events().into_iter().find(|e| {
+            e.level == tracing::Level::WARN
+                && e.message.starts_with("esp:")
+                && e.fields.iter().any(|(k, v)| k == "receiver" && v == "esp")
+        }) {
+            break w.message;
         }
-        assert!(Instant::now() < until, "{:?}", lines.lock().unwrap());
+        assert!(Instant::now() < until, "{:?}", log.events());
     };
     eprintln!("{warning}");
     assert!(

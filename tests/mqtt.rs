@@ -12,7 +12,7 @@ use meterbridge::drivers::run::DriverRun;
 use meterbridge::drivers::Registry;
 use meterbridge::mqtt::discovery::{discovery_topic, gateway_descriptor, object_id, slug};
 use meterbridge::mqtt::entities::{components_for_driver, meter_components_extra};
-use meterbridge::mqtt::{start, DeviceDescriptor, Incoming, MqttSettings, Publisher};
+use meterbridge::mqtt::{DeviceDescriptor, Incoming, MqttSettings, Publisher};
 use meterbridge::security::KeyStore;
 use meterbridge::wire::hex;
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Outgoing, Packet, QoS, SubscribeFilter};
@@ -29,6 +29,7 @@ const MULTICAL21: &str =
 
 #[path = "support/broker.rs"]
 mod broker;
+mod support;
 
 use broker::{brokers, free_port, wait_until_listening, Mosquitto};
 
@@ -40,6 +41,16 @@ fn unique(prefix: &str) -> String {
         std::process::id(),
         N.fetch_add(1, Ordering::Relaxed)
     )
+}
+
+/// Starts a client with the test process's log subscriber already in place: `tracing` decides
+/// once per call site whether anyone listens, and a subscriber installed while other tests'
+/// clients already log can miss call sites registered at that moment.
+fn start(
+    s: MqttSettings,
+) -> Result<(Publisher, tokio::sync::mpsc::Receiver<Incoming>), meterbridge::mqtt::MqttError> {
+    global_log();
+    meterbridge::mqtt::start(s)
 }
 
 fn settings(port: u16, base: &str) -> MqttSettings {
@@ -216,14 +227,16 @@ async fn discovery_states_status_and_withdraw() {
         let device = multical21_device(&base);
         let config_topic = discovery_topic(&prefix, &device.object_id);
         publisher.announce(device.clone());
+
+        // `online` proves the watcher's subscription is routed (rumqttd acknowledges a
+        // subscription before its router applies it, so messages published at once can miss it).
+        let status = watch.expect(&format!("{base}/status")).await;
+        assert_eq!(status.payload, b"online", "{}", broker.name);
         let state = decoded_multical21();
         publisher.state("kitchen_water", state.clone());
         for seq in 0..50 {
             publisher.state("kitchen_water", format!("{{\"seq\":{seq}}}"));
         }
-
-        let status = watch.expect(&format!("{base}/status")).await;
-        assert_eq!(status.payload, b"online", "{}", broker.name);
 
         let config = watch.expect(&config_topic).await;
         let doc: Value = serde_json::from_slice(&config.payload).unwrap();
@@ -485,6 +498,19 @@ async fn swallow(mut client: TcpStream, mut server: TcpStream, mut cut: watch::R
     }
 }
 
+/// Every test's MQTT log, in one process-wide subscriber installed before the first client
+/// starts (see [`start`]): the lines a test looks for name its own broker address (a port of
+/// its own), so parallel tests do not mix.
+fn global_log() -> &'static support::LogCapture {
+    static LOG: std::sync::OnceLock<support::LogCapture> = std::sync::OnceLock::new();
+    LOG.get_or_init(|| {
+        let log = support::LogCapture::default();
+        tracing::dispatcher::set_global_default(log.dispatch())
+            .expect("no other global subscriber in this test process");
+        log
+    })
+}
+
 fn seqs_of(p: &Publish) -> u64 {
     let v: Value = serde_json::from_slice(&p.payload).unwrap();
     v["seq"].as_u64().unwrap()
@@ -514,6 +540,7 @@ async fn outage_loses_no_reading_and_fires_the_last_will() {
         let status_topic = format!("{base}/status");
         let state_topic = format!("{base}/m/state");
         let mut watch = Subscriber::connect(broker.port, &[&status_topic, &state_topic]).await;
+        let log = global_log();
         let (publisher, _incoming) = start(settings(proxy.port, &base)).unwrap();
         assert_eq!(watch.expect(&status_topic).await.payload, b"online");
 
@@ -575,6 +602,38 @@ async fn outage_loses_no_reading_and_fires_the_last_will() {
         }
         assert!(reconnected, "{}", broker.name);
         assert_eq!(seen, (0..200).collect::<BTreeSet<u64>>(), "{}", broker.name);
+        // The log tells the story: connected, lost, and delivery resumed with what was queued.
+        let address = format!("127.0.0.1:{}", proxy.port);
+        let events = log.events();
+        let said = |start: &str| {
+            events
+                .iter()
+                .find(|e| e.message.starts_with(start))
+                .unwrap_or_else(|| panic!("{}: no {start:?} in {events:#?}", broker.name))
+                .clone()
+        };
+        let connected = said(&format!("mqtt: connected to broker {address}"));
+        assert_eq!(connected.level, tracing::Level::INFO);
+        let lost = said(&format!("mqtt: connection to broker {address} lost: "));
+        assert_eq!(lost.level, tracing::Level::WARN);
+        assert!(lost.message.contains("retrying in"), "{lost:?}");
+        let back = said(&format!("mqtt: reconnected to broker {address} after "));
+        assert_eq!(back.level, tracing::Level::INFO);
+        assert!(
+            back.fields
+                .iter()
+                .any(|(k, v)| k == "broker" && *v == address),
+            "{back:?}"
+        );
+        // At least the 100 readings published during the outage were waiting.
+        let queued: usize = back
+            .message
+            .split(", ")
+            .nth(1)
+            .and_then(|rest| rest.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{back:?}"));
+        assert!(queued >= 100, "{back:?}");
         eprintln!(
             "{}: 200 readings, {received} state messages received ({} sent again after the cut \
              because their acknowledgement was lost)",

@@ -230,7 +230,6 @@ web:
         print: PrintFormat::None,
         stop: Some(stop_rx),
         instance: "test".into(),
-        log: Arc::new(|m: &str| eprintln!("gateway: {m}")),
         web_bound: Some(bound_tx),
         ..RunOptions::default()
     };

@@ -6,6 +6,7 @@
 
 #[path = "support/broker.rs"]
 mod broker;
+mod support;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -58,16 +59,16 @@ async fn esp32(port: u16, status_topic: &str) -> (AsyncClient, watch::Receiver<b
 }
 
 /// Waits until a log line satisfies `wanted`.
-async fn wait_for_log(log: &Arc<Mutex<Vec<String>>>, wanted: impl Fn(&str) -> bool) {
+async fn wait_for_log(log: &support::LogCapture, wanted: impl Fn(&str) -> bool) {
     let until = Instant::now() + WAIT;
     loop {
-        if log.lock().unwrap().iter().any(|l| wanted(l)) {
+        if lines(log).iter().any(|l| wanted(l)) {
             return;
         }
         assert!(
             Instant::now() < until,
             "log line not seen; log: {:?}",
-            log.lock().unwrap()
+            lines(log)
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -159,8 +160,7 @@ web:
     )
     .unwrap_or_else(|e| panic!("{e}"));
     let (esp, mut online) = esp32(port, &format!("{base}/status")).await;
-    let log = Arc::new(Mutex::new(Vec::<String>::new()));
-    let sink = log.clone();
+    let log = global_log();
     let (stop, stop_rx) = watch::channel(false);
     let (emitted_tx, mut emitted) = mpsc::unbounded_channel();
     let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
@@ -170,10 +170,6 @@ web:
             print: PrintFormat::None,
             stop: Some(stop_rx),
             instance: format!("multi{tag}"),
-            log: Arc::new(move |m: &str| {
-                eprintln!("gateway: {m}");
-                sink.lock().unwrap().push(m.to_string());
-            }),
             emitted: Some(emitted_tx),
             web_bound: Some(bound_tx),
             ..RunOptions::default()
@@ -189,11 +185,11 @@ web:
         .await
         .expect("the gateway comes online")
         .unwrap();
-    wait_for_log(&log, |l| {
+    wait_for_log(log, |l| {
         l.starts_with("receiver stick:") && l.ends_with("ready")
     })
     .await;
-    wait_for_log(&log, |l| l == "receiver garden: ready").await;
+    wait_for_log(log, |l| l == "receiver garden: ready").await;
 
     // The stick's copies (-67 dBm) come a second or more after it was ready; these come first,
     // in another order per telegram. The settle time (5 s) gathers them all.
@@ -446,8 +442,7 @@ mqtt:
         }
     };
 
-    let log = Arc::new(Mutex::new(Vec::<String>::new()));
-    let sink = log.clone();
+    let log = global_log();
     let (stop, stop_rx) = watch::channel(false);
     let instance = format!("silent{tag}");
     let task = tokio::spawn(gateway::run(
@@ -456,10 +451,6 @@ mqtt:
             print: PrintFormat::None,
             stop: Some(stop_rx),
             instance: instance.clone(),
-            log: Arc::new(move |m: &str| {
-                eprintln!("gateway: {m}");
-                sink.lock().unwrap().push(m.to_string());
-            }),
             ..RunOptions::default()
         },
     ));
@@ -490,14 +481,13 @@ mqtt:
     assert_eq!(silent["receiver_loud_silent"], false);
     // Reported once, however many checks found it silent since.
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    let silences = |log: &Arc<Mutex<Vec<String>>>| {
-        log.lock()
-            .unwrap()
+    let silences = |log: &support::LogCapture| {
+        lines(log)
             .iter()
             .filter(|l| l.starts_with("warning: receiver Quiet one: silent, no telegram for 1s"))
             .count()
     };
-    assert_eq!(silences(&log), 1, "{:?}", log.lock().unwrap());
+    assert_eq!(silences(log), 1, "{:?}", lines(log));
 
     // Both receivers hear a telegram: the quiet one is back, each counts it.
     send_udp(quiet, &format!("{KAMSTRUP};rssi=-75"));
@@ -510,9 +500,7 @@ mqtt:
     )
     .await;
     assert_eq!(back["parts_down"], "", "{back}");
-    assert!(log
-        .lock()
-        .unwrap()
+    assert!(lines(log)
         .iter()
         .any(|l| l == "receiver Quiet one: hears telegrams again"));
     let reading = wait_for(format!("{base}/cold_water/state"), Box::new(|_| true)).await;
@@ -541,11 +529,7 @@ mqtt:
     // again is one.
     let counted = counted.await;
     assert_eq!(counted["receiver_loud_silent"], false);
-    assert!(
-        silences(&log) >= 2,
-        "reported again: {:?}",
-        log.lock().unwrap()
-    );
+    assert!(silences(log) >= 2, "reported again: {:?}", lines(log));
 
     stop.send(true).unwrap();
     tokio::time::timeout(WAIT, task)
@@ -602,8 +586,7 @@ mqtt:
     )
     .unwrap_or_else(|e| panic!("{e}"));
     let (sdr, mut online) = esp32(port, &format!("{base}/status")).await;
-    let log = Arc::new(Mutex::new(Vec::<String>::new()));
-    let sink = log.clone();
+    let log = global_log();
     let (stop, stop_rx) = watch::channel(false);
     let (emitted_tx, mut emitted) = mpsc::unbounded_channel();
     let task = tokio::spawn(gateway::run(
@@ -612,10 +595,6 @@ mqtt:
             print: PrintFormat::None,
             stop: Some(stop_rx),
             instance: format!("formats{tag}"),
-            log: Arc::new(move |m: &str| {
-                eprintln!("gateway: {m}");
-                sink.lock().unwrap().push(m.to_string());
-            }),
             emitted: Some(emitted_tx),
             ..RunOptions::default()
         },
@@ -624,8 +603,8 @@ mqtt:
         .await
         .expect("the gateway comes online")
         .unwrap();
-    wait_for_log(&log, |l| l == "receiver esp-udp: ready").await;
-    wait_for_log(&log, |l| l == "receiver esp-tcp: ready").await;
+    wait_for_log(log, |l| l == "receiver esp-udp: ready").await;
+    wait_for_log(log, |l| l == "receiver esp-tcp: ready").await;
 
     let lower = KAMSTRUP.to_lowercase();
     send_udp(
@@ -669,8 +648,7 @@ mqtt:
     );
     // Once both garbage messages of each input were handled: one warning per input.
     let warned = |input: &str| {
-        log.lock()
-            .unwrap()
+        lines(log)
             .iter()
             .filter(|l| {
                 l.starts_with(&format!("warning: {input}:")) && l.contains("unknown format")
@@ -679,7 +657,7 @@ mqtt:
     };
     let until = Instant::now() + WAIT;
     while warned("sdr") == 0 || warned("esp-udp") == 0 {
-        assert!(Instant::now() < until, "{:?}", log.lock().unwrap());
+        assert!(Instant::now() < until, "{:?}", lines(log));
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     stop.send(true).unwrap();
@@ -688,9 +666,33 @@ mqtt:
         .expect("the gateway stops")
         .unwrap()
         .unwrap();
-    assert_eq!(warned("sdr"), 1, "{:?}", log.lock().unwrap());
-    assert_eq!(warned("esp-udp"), 1, "{:?}", log.lock().unwrap());
+    assert_eq!(warned("sdr"), 1, "{:?}", lines(log));
+    assert_eq!(warned("esp-udp"), 1, "{:?}", lines(log));
     assert_eq!(stats.decode_errors, 4, "{stats:?}");
     assert_eq!(stats.readings_emitted, 1, "{stats:?}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Every test's gateway log, in one process-wide subscriber installed before the first gateway
+/// starts: the lines a test looks for name its own receivers (each test names them
+/// differently), so parallel tests do not mix.
+fn global_log() -> &'static support::LogCapture {
+    static LOG: std::sync::OnceLock<support::LogCapture> = std::sync::OnceLock::new();
+    LOG.get_or_init(|| {
+        let log = support::LogCapture::default();
+        tracing::dispatcher::set_global_default(log.dispatch())
+            .expect("no other global subscriber in this test process");
+        log
+    })
+}
+
+/// The log as an operator reads it: warnings marked as such.
+fn lines(log: &support::LogCapture) -> Vec<String> {
+    log.events()
+        .into_iter()
+        .map(|e| match e.level {
+            tracing::Level::WARN => format!("warning: {}", e.message),
+            _ => e.message,
+        })
+        .collect()
 }

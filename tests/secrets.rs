@@ -1,6 +1,7 @@
 //! Keys and the MQTT password never leave the configuration: the daemon runs with an encrypted
 //! meter's key and a broker password, and neither appears in its output, its command line, the
-//! MQTT messages it sends or the files it writes.
+//! MQTT messages it sends or the files it writes — at every log level (`log_level: trace` in
+//! the file, or `RUST_LOG=trace`) and in both log formats (text and JSON).
 
 #[path = "support/broker.rs"]
 mod broker;
@@ -30,10 +31,20 @@ fn contains_secret(text: &str) -> Option<&'static str> {
     None
 }
 
-#[test]
-fn secrets_stay_secret() {
+/// What one run of the gateway left behind, everywhere a secret could leak to.
+struct Run {
+    stderr: String,
+    /// (place, text) for every output, message and file.
+    places: Vec<(&'static str, String)>,
+}
+
+/// Runs the gateway with the key and password configured, `log_level` as given, extra
+/// arguments and environment; feeds it the encrypted telegram and one for a meter with a wrong
+/// key; stops it and collects everything it wrote.
+fn run_gateway(case: &str, log_level: &str, args: &[&str], env: &[(&str, &str)]) -> Run {
     let port = broker::start_rumqttd(Some(("gateway", PASSWORD)));
-    let dir = std::env::temp_dir().join(format!("meterbridge-secrets-{}", std::process::id()));
+    let dir =
+        std::env::temp_dir().join(format!("meterbridge-secrets-{case}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let password_file = dir.join("mqtt-password");
@@ -44,7 +55,7 @@ fn secrets_stay_secret() {
         &config,
         format!(
             r#"state_dir: "{state}"
-log_level: trace
+log_level: {log_level}
 receivers:
   - name: esp32
     type: udp
@@ -76,7 +87,8 @@ mqtt:
     // Everything the gateway publishes, seen by a second client.
     let seen = Arc::new(Mutex::new(Vec::<(String, Vec<u8>)>::new()));
     let sink = seen.clone();
-    let mut options = rumqttc::MqttOptions::new("secrets-watcher", "127.0.0.1", port);
+    let mut options =
+        rumqttc::MqttOptions::new(format!("secrets-watcher-{case}"), "127.0.0.1", port);
     options.set_credentials("gateway", PASSWORD);
     options.set_max_packet_size(1 << 20, 1 << 20);
     let (client, mut connection) = rumqttc::Client::new(options, 64);
@@ -94,6 +106,10 @@ mqtt:
     let mut child = Command::new(env!("CARGO_BIN_EXE_meterbridge"))
         .args(["run", "--print", "json", "--config"])
         .arg(&config)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .env_remove("JOURNAL_STREAM")
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -160,7 +176,7 @@ mqtt:
     );
     let mut places = vec![
         ("standard output", stdout),
-        ("standard error", stderr),
+        ("standard error", stderr.clone()),
         (
             "command line",
             String::from_utf8_lossy(&cmdline).into_owned(),
@@ -177,13 +193,81 @@ mqtt:
         let text = String::from_utf8_lossy(&std::fs::read(&entry).unwrap()).into_owned();
         places.push(("a state file", text));
     }
-    assert!(places.len() > 5);
-    for (place, text) in &places {
+    let _ = std::fs::remove_dir_all(&dir);
+    Run { stderr, places }
+}
+
+fn assert_no_secret(run: &Run) {
+    assert!(run.places.len() > 5);
+    for (place, text) in &run.places {
         if let Some(what) = contains_secret(text) {
             panic!("{what} appears in {place}: {text}");
         }
     }
-    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn secrets_stay_secret() {
+    let run = run_gateway("file", "trace", &[], &[]);
+    // Trace level was on: each telegram's size is logged.
+    assert!(run.stderr.contains("esp32: telegram of"), "{}", run.stderr);
+    assert_no_secret(&run);
+}
+
+/// `RUST_LOG=trace` wins over the file's `warn`, and still shows no key or password.
+#[test]
+fn secrets_stay_secret_with_rust_log_trace() {
+    let run = run_gateway("rust-log", "warn", &[], &[("RUST_LOG", "trace")]);
+    assert!(
+        run.stderr.contains("esp32: telegram of")
+            && run.stderr.contains("TRACE")
+            && run.stderr.contains("DEBUG"),
+        "trace and debug lines shown: {}",
+        run.stderr
+    );
+    // Not a terminal: no colour codes.
+    assert!(!run.stderr.contains('\x1b'), "{:?}", run.stderr);
+    assert_no_secret(&run);
+}
+
+/// `--log-format json`: every line on standard error is one JSON object with level, target and
+/// message, the meter a structured field, and no secret anywhere.
+#[test]
+fn json_log_lines_parse_and_keep_secrets() {
+    let run = run_gateway(
+        "json",
+        "info",
+        &["--log-format", "json"],
+        &[("RUST_LOG", "meterbridge=trace")],
+    );
+    let mut levels = std::collections::BTreeSet::new();
+    let mut wrong_key = None;
+    for line in run.stderr.lines().filter(|l| !l.trim().is_empty()) {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: not JSON: {line}"));
+        for key in ["level", "target", "message", "timestamp"] {
+            assert!(v[key].is_string(), "no {key} in {line}");
+        }
+        assert!(
+            v["target"].as_str().unwrap().starts_with("meterbridge"),
+            "{line}"
+        );
+        levels.insert(v["level"].as_str().unwrap().to_string());
+        if v["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("meter Wrong key")
+        {
+            wrong_key = Some(v.clone());
+        }
+    }
+    let wrong_key = wrong_key.unwrap_or_else(|| panic!("no wrong-key line: {}", run.stderr));
+    assert_eq!(wrong_key["level"], "WARN");
+    assert_eq!(wrong_key["meter"], "Wrong key");
+    for level in ["TRACE", "DEBUG", "INFO", "WARN"] {
+        assert!(levels.contains(level), "{level} missing: {levels:?}");
+    }
+    assert_no_secret(&run);
 }
 
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {

@@ -224,7 +224,10 @@ fn run_scenario(gateway: Gateway, faults: &dyn Faults) -> (Duration, Duration) {
     });
     // Two more failing save intervals: reported once, and the old file is intact.
     std::thread::sleep(Duration::from_millis(2500));
-    assert_eq!(gateway.stderr_count("warning: state directory"), 1);
+    assert_eq!(
+        gateway.stderr_count("WARN meterbridge::daemon::gateway: state directory"),
+        1
+    );
     assert_eq!(saved_telegrams(&state), Some(before_fault));
 
     faults.free_space();
@@ -240,10 +243,13 @@ fn run_scenario(gateway: Gateway, faults: &dyn Faults) -> (Duration, Duration) {
     let before_fault = n;
     let n = send_batch(&gateway);
     gateway.wait_for("the read-only directory to be reported", limit, || {
-        gateway.stderr_count("warning: state directory") == 2
+        gateway.stderr_count("WARN meterbridge::daemon::gateway: state directory") == 2
     });
     std::thread::sleep(Duration::from_millis(2500));
-    assert_eq!(gateway.stderr_count("warning: state directory"), 2);
+    assert_eq!(
+        gateway.stderr_count("WARN meterbridge::daemon::gateway: state directory"),
+        2
+    );
     assert_eq!(saved_telegrams(&state), Some(before_fault));
 
     faults.make_writable();
@@ -487,10 +493,10 @@ fn garbage_on_an_input_is_reported_once_and_readings_go_on() {
     gateway.wait_for(
         "the garbage to be reported",
         Duration::from_secs(20),
-        || gateway.stderr_has("warning: udp: "),
+        || gateway.stderr_has("WARN meterbridge::daemon::gateway: udp: "),
     );
     std::thread::sleep(Duration::from_millis(300));
-    let reported = gateway.stderr_count("warning: udp: ");
+    let reported = gateway.stderr_count("WARN meterbridge::daemon::gateway: udp: ");
     assert!(
         (1..=2).contains(&reported),
         "reported {reported} times: {:#?}",

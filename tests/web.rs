@@ -6,7 +6,6 @@
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use meterbridge::config::{parse_with, ValidateOptions};
@@ -71,7 +70,6 @@ async fn start(tag: &str, telegrams: &[&str], meters: &str, web: &str) -> Runnin
         print: PrintFormat::None,
         stop: Some(stop_rx),
         instance: "test".into(),
-        log: Arc::new(|m: &str| eprintln!("gateway: {m}")),
         web_bound: Some(bound_tx),
         ..RunOptions::default()
     };

@@ -43,7 +43,8 @@ fn start_meterbridge(args: &[&str]) -> (Proc, String) {
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             eprintln!("meterbridge: {line}");
-            if let Some(url) = line.strip_prefix("web page: ") {
+            // A log line: timestamp, level and module come first.
+            if let Some((_, url)) = line.split_once("web page: ") {
                 let _ = tx.send(url.trim().to_string());
             }
         }

@@ -128,7 +128,6 @@ async fn start(yaml: &str) -> Running {
         print: PrintFormat::None,
         stop: Some(stop_rx),
         instance: "test".into(),
-        log: Arc::new(|m: &str| eprintln!("gateway: {m}")),
         web_bound: Some(bound_tx),
         ..RunOptions::default()
     };

@@ -109,12 +109,20 @@ fn print_format(name: &str) -> PrintFormat {
 
 /// Loads and validates a configuration, printing every problem; `None` if it cannot be used.
 pub fn load(path: &Path) -> Option<Config> {
+    let (config, warnings) = load_keeping_warnings(path)?;
+    for w in &warnings {
+        eprintln!("{w}");
+    }
+    Some(config)
+}
+
+/// [`load`], but the warnings are returned instead of printed (`run` logs them, in the log
+/// format the configuration asks for); errors are printed, since nothing starts.
+fn load_keeping_warnings(path: &Path) -> Option<(Config, Vec<String>)> {
     let options = ValidateOptions::with_built_in_drivers();
     match config::load_with(path, &options) {
         Ok((mut config, warnings)) => {
-            for w in &warnings {
-                eprintln!("{w}");
-            }
+            let warnings = warnings.iter().map(ToString::to_string).collect();
             // Meters added on the web page live in the state directory, not in this file.
             if let Err(e) = crate::web::added::merge(&mut config, &options) {
                 eprintln!("{e}");
@@ -123,7 +131,7 @@ pub fn load(path: &Path) -> Option<Config> {
                 );
                 return None;
             }
-            Some(config)
+            Some((config, warnings))
         }
         Err(errors) => {
             eprintln!("{errors}");
@@ -222,7 +230,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, String> {
         .map_err(|e| format!("cannot start the runtime: {e}"))
 }
 
-pub fn run(args: &RunArgs) -> i32 {
+pub fn run(args: &RunArgs, log_format: Option<crate::logging::LogFormat>) -> i32 {
     if !args.config.exists() {
         eprintln!(
             "error: there is no configuration file {}; give one with --config FILE.\n\
@@ -233,18 +241,27 @@ pub fn run(args: &RunArgs) -> i32 {
         );
         return 1;
     }
-    let Some(config) = load(&args.config) else {
+    let Some((config, warnings)) = load_keeping_warnings(&args.config) else {
         return 1;
     };
+    crate::logging::init(
+        Some(&config.log_filter),
+        log_format.unwrap_or(config.log_format),
+    );
+    for w in &warnings {
+        tracing::warn!("{w}");
+    }
     let print = match (&args.print, config.mqtt.is_some()) {
         (Some(p), _) => print_format(p),
         (None, true) => PrintFormat::None,
         (None, false) => PrintFormat::Json,
     };
+    // From here on the log is the one place messages go, so that a log shipper reading
+    // `--log-format json` gets every line as JSON, the shutdown summary included.
     let rt = match runtime() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: {e}");
+            tracing::error!("{e}");
             return 1;
         }
     };
@@ -254,11 +271,18 @@ pub fn run(args: &RunArgs) -> i32 {
     };
     match rt.block_on(gateway::run(config, options)) {
         Ok(stats) => {
-            eprintln!("{}", shutdown_summary(&stats));
+            for line in shutdown_summary(&stats).lines() {
+                // Readings that did not reach the broker are worth a warning at any level.
+                if line.contains("NOT delivered") {
+                    tracing::warn!("{line}");
+                } else {
+                    tracing::info!("{line}");
+                }
+            }
             0
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            tracing::error!("{e}");
             1
         }
     }

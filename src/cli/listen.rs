@@ -157,7 +157,6 @@ async fn config_inputs(
     config: &crate::config::Config,
     sims: &mut tokio::task::JoinSet<()>,
 ) -> Result<Vec<(Arc<str>, InputSpec)>, String> {
-    let log: Arc<dyn Fn(&str) + Send + Sync> = Arc::new(|m: &str| eprintln!("{m}"));
     let mut inputs = Vec::new();
     for r in &config.receivers {
         let name: Arc<str> = Arc::from(r.name.as_str());
@@ -182,7 +181,7 @@ async fn config_inputs(
             ));
             continue;
         }
-        if let Some(spec) = crate::daemon::gateway::receiver_spec(&r.kind, sims, &log).await? {
+        if let Some(spec) = crate::daemon::gateway::receiver_spec(&r.kind, sims).await? {
             inputs.push((name, spec));
         }
     }

@@ -59,6 +59,11 @@ pub fn exit_on_stdout_error(e: &std::io::Error) -> ! {
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// How the long-running commands (run, demo, listen, simulate) write their
+    /// log on standard error: `text`, or `json` (one object per line, for log shippers).
+    /// Overrides the configuration's `log_format`; `RUST_LOG` sets levels and modules.
+    #[arg(long, global = true, value_name = "FORMAT", value_parser = ["text", "json"])]
+    pub log_format: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -98,9 +103,19 @@ pub enum Command {
 /// Runs the command line and returns the process exit status.
 pub fn run() -> i32 {
     let cli = Cli::parse();
+    let log_format = cli
+        .log_format
+        .as_deref()
+        .and_then(crate::logging::LogFormat::parse);
+    // Logging is set up only by the commands that log (never by decode, drivers or --version,
+    // which must start in a few milliseconds).
+    let start_logging = || crate::logging::init(None, log_format.unwrap_or_default());
     match cli.command {
-        Command::Run(args) => daemon::run(&args),
-        Command::Demo(args) => daemon::demo(&args),
+        Command::Run(args) => daemon::run(&args, log_format),
+        Command::Demo(args) => {
+            start_logging();
+            daemon::demo(&args)
+        }
         Command::CheckConfig(args) => daemon::check_config(&args),
         Command::Health(args) => daemon::health(&args),
         Command::Decode(args) => decode::run(&args),
@@ -109,9 +124,15 @@ pub fn run() -> i32 {
         Command::SetAddress(a) => bus::run(&bus::BusCommand::SetAddress(a)),
         Command::SetBaud(a) => bus::run(&bus::BusCommand::SetBaud(a)),
         Command::Reset(a) => bus::run(&bus::BusCommand::Reset(a)),
-        Command::Listen(args) => listen::run(&args),
+        Command::Listen(args) => {
+            start_logging();
+            listen::run(&args)
+        }
         Command::Drivers(args) => drivers::run(&args),
-        Command::Simulate(args) => simulate::run(&args),
+        Command::Simulate(args) => {
+            start_logging();
+            simulate::run(&args)
+        }
         Command::AddonConfig(args) => addon::run(&args),
     }
 }

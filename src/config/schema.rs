@@ -37,7 +37,13 @@ pub struct Config {
     pub state_dir: PathBuf,
     /// How often the state cache is written when it changed (and at shutdown).
     pub state_save_interval: Duration,
+    /// The level of everything no directive names (the bare level of `log_level`).
     pub log_level: LogLevel,
+    /// `log_level` as written, level or `RUST_LOG`-style directives (`meterbridge::mqtt=debug,info`);
+    /// the logging set-up parses it (`RUST_LOG` wins over it).
+    pub log_filter: String,
+    /// `log_format`: `text` (default) or `json`; `--log-format` wins over it.
+    pub log_format: crate::logging::LogFormat,
     pub drivers_dir: Option<PathBuf>,
     /// Wireless telegrams repeated within this window are dropped; zero turns that off.
     pub dedup_window: Duration,

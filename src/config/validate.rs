@@ -12,6 +12,7 @@ use thiserror::Error;
 use super::duration::{format_duration, parse_duration};
 use super::node::{self, Node, Pos, Value};
 use super::schema::*;
+use crate::logging::LogFormat;
 use crate::receivers::{LinkMode, StickKind};
 
 /// One problem in a configuration file.
@@ -386,6 +387,7 @@ const TOP_KEYS: &[&str] = &[
     "state_dir",
     "state_save_interval",
     "log_level",
+    "log_format",
     "drivers_dir",
     "dedup_window",
     "settle_time",
@@ -795,6 +797,49 @@ impl Checker<'_> {
     }
 
     /// One of `choices`; the message lists them and suggests the closest.
+    /// `log_level`: a level, as always, or `RUST_LOG`-style directives when it names modules.
+    fn log_level(&mut self, top: &Section, config: &mut Config) {
+        let Some((node, _)) = top.get("log_level") else {
+            return;
+        };
+        let directives = matches!(&node.value, Value::Str(t) if t.contains(['=', ',', ':']));
+        if !directives {
+            if let Some(level) = self.choice(top, "log_level", "log level", LOG_LEVELS) {
+                config.log_level = LogLevel::ALL
+                    .into_iter()
+                    .find(|l| l.name() == level)
+                    .unwrap_or_default();
+                config.log_filter = level.to_string();
+            }
+            return;
+        }
+        let Value::Str(t) = &node.value else {
+            return;
+        };
+        match crate::logging::parse_filter(t) {
+            Ok(targets) => {
+                // The bare level among the directives is what every other module logs at.
+                config.log_level = match targets.default_level() {
+                    Some(l) if l == tracing::level_filters::LevelFilter::OFF => LogLevel::Error,
+                    Some(l) => LogLevel::ALL
+                        .into_iter()
+                        .find(|x| x.name() == l.to_string().to_ascii_lowercase())
+                        .unwrap_or_default(),
+                    None => LogLevel::Error,
+                };
+                config.log_filter = t.clone();
+            }
+            Err(e) => self.error(
+                node.pos,
+                &top.child("log_level"),
+                format!("invalid log directives {e}"),
+                Some(
+                    "a level (`debug`) or directives such as `meterbridge::mqtt=debug,info`".into(),
+                ),
+            ),
+        }
+    }
+
     fn choice(
         &mut self,
         s: &Section,
@@ -898,6 +943,8 @@ impl Checker<'_> {
             state_dir: PathBuf::from(DEFAULT_STATE_DIR),
             state_save_interval: DEFAULT_STATE_SAVE_INTERVAL,
             log_level: LogLevel::Info,
+            log_filter: "info".into(),
+            log_format: crate::logging::LogFormat::Text,
             drivers_dir: None,
             dedup_window: DEFAULT_DEDUP_WINDOW,
             settle_time: DEFAULT_SETTLE_TIME,
@@ -919,11 +966,9 @@ impl Checker<'_> {
         if let Some(d) = self.duration(&top, "state_save_interval", Bare::ZeroOnly, false) {
             config.state_save_interval = d;
         }
-        if let Some(level) = self.choice(&top, "log_level", "log level", LOG_LEVELS) {
-            config.log_level = LogLevel::ALL
-                .into_iter()
-                .find(|l| l.name() == level)
-                .unwrap_or_default();
+        self.log_level(&top, &mut config);
+        if let Some(f) = self.choice(&top, "log_format", "log format", LogFormat::NAMES) {
+            config.log_format = LogFormat::parse(f).unwrap_or_default();
         }
         config.drivers_dir = self.path_buf(&top, "drivers_dir");
         if let (Some(d), Some((n, _))) = (&config.drivers_dir, top.get("drivers_dir")) {

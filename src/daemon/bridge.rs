@@ -3,12 +3,12 @@
 //! is connected the gateway's polling of that bus pauses — M-Bus has room for one master — and
 //! it resumes when the client leaves or stays idle too long.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+use tracing::{info, warn};
 
 use crate::config::schema::{BusEndpoint, TcpBridgeConfig};
 use crate::receivers::input::Backoff;
@@ -25,7 +25,6 @@ pub async fn run_bridge(
     config: TcpBridgeConfig,
     pause: watch::Sender<bool>,
     mut released: watch::Receiver<bool>,
-    log: Arc<dyn Fn(&str) + Send + Sync>,
 ) {
     let address = format!("{}:{}", config.bind, config.port);
     // A port that is taken (another program, a previous instance still shutting down) may free
@@ -38,46 +37,51 @@ pub async fn run_bridge(
             Ok(l) => break l,
             Err(e) => {
                 if !std::mem::replace(&mut failed, true) {
-                    log(&format!(
+                    warn!(
+                        bus = %bus_name,
                         "bus {bus_name}: cannot open the TCP bridge on {address}: {e}; \
                          polling goes on, the bridge is retried until the port is free"
-                    ));
+                    );
                 }
                 backoff.wait().await;
             }
         }
     };
     if failed {
-        log(&format!(
+        info!(
+            bus = %bus_name,
             "bus {bus_name}: TCP bridge on {address} (the port is free again)"
-        ));
+        );
     } else {
-        log(&format!("bus {bus_name}: TCP bridge on {address}"));
+        info!(bus = %bus_name, "bus {bus_name}: TCP bridge on {address}");
     }
     loop {
         let Ok((client, peer)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
-        log(&format!(
+        info!(
+            bus = %bus_name,
             "bus {bus_name}: bridge client {peer} connected; polling paused"
-        ));
+        );
         pause.send_replace(true);
         let ready = tokio::time::timeout(RELEASE_WAIT, released.wait_for(|r| *r))
             .await
             .is_ok_and(|r| r.is_ok());
         if !ready {
-            log(&format!(
+            warn!(
+                bus = %bus_name,
                 "bus {bus_name}: the bus was not released in time; bridge client {peer} refused"
-            ));
+            );
             drop(client);
             pause.send_replace(false);
             continue;
         }
         let reason = serve_client(client, &endpoint, &config, &listener).await;
-        log(&format!(
+        info!(
+            bus = %bus_name,
             "bus {bus_name}: bridge client {peer} left ({reason}); polling resumes"
-        ));
+        );
         pause.send_replace(false);
     }
 }

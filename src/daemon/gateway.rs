@@ -10,6 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{mpsc, watch};
+use tracing::instrument::WithSubscriber as _;
+use tracing::{debug, info, trace, warn};
 
 mod bridge_topics;
 mod web_view;
@@ -18,8 +20,7 @@ mod web_wired;
 use super::bus::{run_bus, target_of, BusCommand, BusEvent, PolledMeter};
 use super::state::{StateCache, StateError};
 use crate::config::schema::{
-    Config, Emit, KeySource, LogLevel, MeterAddress, MeterConfig, PasswordSource, Polling,
-    ReceiverKind,
+    Config, Emit, KeySource, MeterAddress, MeterConfig, PasswordSource, Polling, ReceiverKind,
 };
 use crate::drivers::run::{DriverRun, MeterOutput};
 use crate::drivers::Registry;
@@ -56,9 +57,6 @@ pub struct RunOptions {
     pub mqtt: Option<MqttSettings>,
     /// Set to `true` to stop the gateway (tests, demo duration); Ctrl-C and SIGTERM also stop it.
     pub stop: Option<watch::Receiver<bool>>,
-    /// Told about things an operator should see (inputs coming and going, meters heard that are
-    /// not configured, wrong keys); standard error by default.
-    pub log: Arc<dyn Fn(&str) + Send + Sync>,
     /// Name of this gateway instance in discovery (the gateway device's id).
     pub instance: String,
     /// State documents that were emitted, for tests: (meter slug, JSON).
@@ -76,7 +74,6 @@ impl Default for RunOptions {
             print: PrintFormat::Json,
             mqtt: None,
             stop: None,
-            log: Arc::new(|m: &str| eprintln!("{m}")),
             instance: "main".into(),
             emitted: None,
             withdraw_at_exit: false,
@@ -228,7 +225,6 @@ struct Gateway {
     no_dedup: HashSet<Arc<str>>,
     sink: Sink,
     print: PrintFormat,
-    log: Arc<dyn Fn(&str) + Send + Sync>,
     emitted: Option<mpsc::UnboundedSender<(String, String)>>,
     stats: GatewayStats,
     minute: Vec<Instant>,
@@ -239,9 +235,6 @@ struct Gateway {
     base_topic: String,
     instance: String,
     allow_bus_writes: bool,
-    /// `log_level` of the configuration: what `note` (info), `note_once` (warnings) and
-    /// `detail` (debug) let through.
-    level: LogLevel,
     /// Command channels of the bus tasks, by bus name.
     bus_commands: Vec<(String, mpsc::Sender<BusCommand>)>,
     /// A wireless scan requested over MQTT: until when, and what was heard.
@@ -378,28 +371,14 @@ fn topic_matches(filter: &str, topic: &str) -> bool {
 }
 
 impl Gateway {
-    fn note(&self, message: &str) {
-        if self.level >= LogLevel::Info {
-            (self.log)(message);
-        }
-    }
-
-    /// Debug-level detail: one line per reading or read (never telegram contents or keys).
-    fn detail(&self, level: LogLevel, message: impl FnOnce() -> String) {
-        if self.level >= level {
-            (self.log)(&message());
-        }
-    }
-
-    /// Says `message` once per `topic` (a meter with a wrong key sends every few seconds).
-    fn note_once(&mut self, topic: String, message: &str) {
+    /// Whether a warning about `topic` is the first one: things that repeat (a meter with a
+    /// wrong key sends every few seconds) are said once per kind and then only counted.
+    fn first_time(&mut self, topic: String) -> bool {
         // Bounded: a gateway runs for years among meters that come and go.
         if self.warned.len() >= 10_000 {
             self.warned.clear();
         }
-        if self.warned.insert(topic) && self.level >= LogLevel::Warn {
-            (self.log)(message);
-        }
+        self.warned.insert(topic)
     }
 
     fn wireless_telegram(&mut self, input: &Arc<str>, heard: crate::receivers::Heard) {
@@ -407,10 +386,9 @@ impl Gateway {
             Ok(s) => s.bytes,
             Err(e) => {
                 self.stats.decode_errors += 1;
-                self.note_once(
-                    format!("crc/{input}"),
-                    &format!("{input}: telegram refused at the data link layer: {e} (further ones are counted, not shown)"),
-                );
+                if self.first_time(format!("crc/{input}")) {
+                    warn!(receiver = %input, "{input}: telegram refused at the data link layer: {e} (further ones are counted, not shown)");
+                }
                 return;
             }
         };
@@ -444,16 +422,15 @@ impl Gateway {
         self.stats.duplicates += copies.len().saturating_sub(1) as u64;
         self.stats.telegrams += 1;
         self.minute.push(heard.received);
-        self.detail(LogLevel::Trace, || {
-            format!(
-                "{input}: telegram of {} bytes{}",
-                stripped.len(),
-                heard
-                    .rssi_dbm
-                    .map(|r| format!(", {r} dBm"))
-                    .unwrap_or_default()
-            )
-        });
+        trace!(
+            receiver = %input,
+            "{input}: telegram of {} bytes{}",
+            stripped.len(),
+            heard
+                .rssi_dbm
+                .map(|r| format!(", {r} dBm"))
+                .unwrap_or_default()
+        );
         let decoded = self.run.decoder().decode(&stripped);
         self.web_heard(input, heard.rssi_dbm, &decoded, &stripped);
         self.bridge_heard(input, heard.rssi_dbm, &decoded);
@@ -500,10 +477,9 @@ impl Gateway {
                             self.stats.decode_errors += 1;
                         }
                         let name = self.meters[i].cfg.name.clone();
-                        self.note_once(
-                            format!("decode/{name}"),
-                            &format!("meter {name}: {e} (repeats of this are counted, not shown)"),
-                        );
+                        if self.first_time(format!("decode/{name}")) {
+                            warn!(meter = %name, "meter {name}: {e} (repeats of this are counted, not shown)");
+                        }
                     }
                     None => {
                         if let (Some(id), Some(link)) = (id, e.link.as_ref()) {
@@ -543,7 +519,9 @@ impl Gateway {
             Err(e) => {
                 self.stats.decode_errors += 1;
                 let name = self.meters[index].cfg.name.clone();
-                self.note_once(format!("decode/{name}"), &format!("meter {name}: {e}"));
+                if self.first_time(format!("decode/{name}")) {
+                    warn!(meter = %name, "meter {name}: {e}");
+                }
                 return;
             }
         };
@@ -554,7 +532,9 @@ impl Gateway {
             Err(e) => {
                 self.web_error(index, &e);
                 let name = self.meters[index].cfg.name.clone();
-                self.note_once(format!("driver/{name}"), &format!("meter {name}: {e}"));
+                if self.first_time(format!("driver/{name}")) {
+                    warn!(meter = %name, "meter {name}: {e}");
+                }
             }
         }
     }
@@ -567,7 +547,7 @@ impl Gateway {
         r.heard(at);
         if r.silent {
             r.silent = false;
-            self.note(&format!("receiver {input}: hears telegrams again"));
+            info!(receiver = %input, "receiver {input}: hears telegrams again");
             self.publish_gateway_state();
         }
     }
@@ -586,12 +566,11 @@ impl Gateway {
         }
         // A warning: shown at `log_level: warn` too, like the other problems an operator must see.
         for (name, after) in newly {
-            if self.level >= LogLevel::Warn {
-                (self.log)(&format!(
-                    "warning: receiver {name}: silent, no telegram for {} (it is reported again when it hears one)",
-                    crate::config::duration::format_duration(after)
-                ));
-            }
+            warn!(
+                receiver = %name,
+                "receiver {name}: silent, no telegram for {} (it is reported again when it hears one)",
+                crate::config::duration::format_duration(after)
+            );
         }
         if changed {
             self.publish_gateway_state();
@@ -686,10 +665,9 @@ impl Gateway {
             Some(d) => format!("driver {d} would read it"),
             None => "no driver knows it; `meterbridge listen` shows its records".into(),
         };
-        self.note_once(
-            format!("unknown/{id}"),
-            &format!("heard meter {id}, which is not in the configuration ({hint}); add it under `meters:` to publish it"),
-        );
+        if self.first_time(format!("unknown/{id}")) {
+            warn!(meter = %id, "heard meter {id}, which is not in the configuration ({hint}); add it under `meters:` to publish it");
+        }
     }
 
     fn wired_read(&mut self, index: usize, result: Result<Vec<Vec<u8>>, String>, forced: bool) {
@@ -715,7 +693,7 @@ impl Gateway {
             Err(e) => {
                 self.stats.bus_errors += 1;
                 self.web_error(index, &e);
-                self.note(&format!("meter {name}: {e}"));
+                warn!(meter = %name, "meter {name}: {e}");
                 if answer_mqtt {
                     self.respond(
                         "read",
@@ -734,12 +712,14 @@ impl Gateway {
                 Ok(t) => match self.run.apply(&t, &driver) {
                     Ok(out) => last = Some(out),
                     Err(e) => {
-                        self.note_once(format!("driver/{name}"), &format!("meter {name}: {e}"))
+                        if self.first_time(format!("driver/{name}")) {
+                            warn!(meter = %name, "meter {name}: {e}");
+                        }
                     }
                 },
                 Err(e) => {
                     self.stats.decode_errors += 1;
-                    self.note(&format!("meter {name}: {e}"));
+                    warn!(meter = %name, "meter {name}: {e}");
                 }
             }
         }
@@ -786,7 +766,7 @@ impl Gateway {
                 text.into_bytes(),
                 false,
             ),
-            Sink::Stdout => self.note(&format!("response {name}: {text}")),
+            Sink::Stdout => info!("response {name}: {text}"),
         }
     }
 
@@ -881,7 +861,7 @@ impl Gateway {
                         Err(_) => serde_json::json!({"ok": false, "bus": bus, "error": "the bus task stopped"}),
                     };
                     respond("scan", body);
-                });
+                }.with_current_subscriber());
             }
             "set_address" => {
                 if !self.allow_bus_writes {
@@ -914,7 +894,7 @@ impl Gateway {
                         Err(_) => serde_json::json!({"ok": false, "bus": bus, "error": "the bus task stopped"}),
                     };
                     respond("set_address", body);
-                });
+                }.with_current_subscriber());
             }
             other => self.respond(other, serde_json::json!({"ok": false, "error": format!("unknown request {other:?}; known: read, scan, set_address")})),
         }
@@ -927,14 +907,13 @@ impl Gateway {
             Sink::Stdout => None,
         };
         let base = self.base_topic.clone();
-        let log = self.log.clone();
         move |name: &str, body: serde_json::Value| match &publisher {
             Some(p) => p.publish(
                 format!("{base}/response/{name}"),
                 body.to_string().into_bytes(),
                 false,
             ),
-            None => log(&format!("response {name}: {body}")),
+            None => info!("response {name}: {body}"),
         }
     }
 
@@ -978,7 +957,9 @@ impl Gateway {
         }
         if let Some(hint) = &output.hint {
             let name = self.meters[index].cfg.name.clone();
-            self.note_once(format!("hint/{name}"), &format!("meter {name}: {hint}"));
+            if self.first_time(format!("hint/{name}")) {
+                warn!(meter = %name, "meter {name}: {hint}");
+            }
         }
         self.bridge_reading(index, &output);
         self.meters[index].identity = Some((
@@ -1153,12 +1134,8 @@ impl Gateway {
         }
         self.state.mark_emitted(&self.meters[index].state_key, now);
         self.stats.readings_emitted += 1;
-        self.detail(LogLevel::Debug, || {
-            format!(
-                "meter {}: state published ({} fields)",
-                self.meters[index].cfg.name, entry_len
-            )
-        });
+        let name = &self.meters[index].cfg.name;
+        debug!(meter = %name, "meter {name}: state published ({entry_len} fields)");
     }
 
     /// Meters whose state should go out again without a new telegram: periodic re-emit, or
@@ -1323,7 +1300,6 @@ fn fields_json(fields: &[(String, crate::drivers::ReadingValue)]) -> serde_json:
 pub(crate) async fn receiver_spec(
     kind: &ReceiverKind,
     sims: &mut tokio::task::JoinSet<()>,
-    log: &Arc<dyn Fn(&str) + Send + Sync>,
 ) -> Result<Option<InputSpec>, String> {
     Ok(Some(match kind {
         ReceiverKind::Stick {
@@ -1363,27 +1339,29 @@ pub(crate) async fn receiver_spec(
                 ..StickSimConfig::default()
             };
             let (path_tx, path_rx) = tokio::sync::oneshot::channel();
-            let log = log.clone();
-            sims.spawn(async move {
-                let sim_log = Arc::new(Mutex::new(StickSimLog::default()));
-                let mut path_tx = Some(path_tx);
-                let result = crate::sim::stick::serve_on_pty(
-                    stick,
-                    crate::sim::amber::AmberSimOptions::default(),
-                    cfg,
-                    sim_log,
-                    None,
-                    |p| {
-                        if let Some(tx) = path_tx.take() {
-                            let _ = tx.send(p.to_string());
-                        }
-                    },
-                )
-                .await;
-                if let Err(e) = result {
-                    log(&format!("simulated {stick}: {e}"));
+            sims.spawn(
+                async move {
+                    let sim_log = Arc::new(Mutex::new(StickSimLog::default()));
+                    let mut path_tx = Some(path_tx);
+                    let result = crate::sim::stick::serve_on_pty(
+                        stick,
+                        crate::sim::amber::AmberSimOptions::default(),
+                        cfg,
+                        sim_log,
+                        None,
+                        |p| {
+                            if let Some(tx) = path_tx.take() {
+                                let _ = tx.send(p.to_string());
+                            }
+                        },
+                    )
+                    .await;
+                    if let Err(e) = result {
+                        warn!("simulated {stick}: {e}");
+                    }
                 }
-            });
+                .with_current_subscriber(),
+            );
             let device = path_rx
                 .await
                 .map_err(|_| "the simulated stick did not start".to_string())?;
@@ -1410,14 +1388,6 @@ fn expire_after(m: &MeterConfig, bus_polling: Option<&Polling>) -> Option<u64> {
 
 /// Runs the gateway until Ctrl-C, SIGTERM or `options.stop`. Returns the final counters.
 pub async fn run(config: Config, options: RunOptions) -> Result<GatewayStats, String> {
-    // Start-up and connection messages are info; the gateway filters its own by level.
-    let level = config.log_level;
-    let raw_log = options.log.clone();
-    let log: Arc<dyn Fn(&str) + Send + Sync> = Arc::new(move |m: &str| {
-        if level >= LogLevel::Info || (level >= LogLevel::Warn && m.starts_with("warning")) {
-            raw_log(m);
-        }
-    });
     let registry: &'static Registry = match &config.drivers_dir {
         Some(dir) => crate::cli::drivers::registry(Some(dir))?,
         None => Registry::built_in_static(),
@@ -1427,7 +1397,7 @@ pub async fn run(config: Config, options: RunOptions) -> Result<GatewayStats, St
     let (mut state, warning) =
         StateCache::load(&config.state_dir, &mut run_state.decoder().compact);
     if let Some(w) = warning {
-        log(&format!("warning: {w}"));
+        warn!("{w}");
     }
 
     let mqtt = match options.mqtt.clone() {
@@ -1521,10 +1491,10 @@ pub async fn run(config: Config, options: RunOptions) -> Result<GatewayStats, St
         publisher.announce(descriptor);
     }
     if !removed.is_empty() {
-        log(&format!(
+        info!(
             "{} meter(s) no longer configured were removed from the state",
             removed.len()
-        ));
+        );
     }
 
     let no_dedup: HashSet<Arc<str>> = config
@@ -1555,7 +1525,6 @@ pub async fn run(config: Config, options: RunOptions) -> Result<GatewayStats, St
         no_dedup,
         sink,
         print: options.print,
-        log: options.log.clone(),
         emitted: options.emitted.clone(),
         stats: GatewayStats::default(),
         minute: Vec::new(),
@@ -1565,7 +1534,6 @@ pub async fn run(config: Config, options: RunOptions) -> Result<GatewayStats, St
         base_topic: base_topic.clone(),
         instance: options.instance.clone(),
         allow_bus_writes: config.allow_bus_writes,
-        level: config.log_level,
         bus_commands: Vec::new(),
         listening: None,
         web: None,
@@ -1593,10 +1561,10 @@ pub async fn run(config: Config, options: RunOptions) -> Result<GatewayStats, St
             mqtt_inputs.push((topic.clone(), name));
             continue;
         }
-        if let Some(spec) = receiver_spec(&r.kind, &mut sims, &log).await? {
+        if let Some(spec) = receiver_spec(&r.kind, &mut sims).await? {
             gateway.receivers_up.insert(name.clone(), false);
-            log(&format!("receiver {}: {}", r.name, spec.describe()));
-            tasks.spawn(input::run(name, spec, input_tx.clone()));
+            info!(receiver = %r.name, "receiver {}: {}", r.name, spec.describe());
+            tasks.spawn(input::run(name, spec, input_tx.clone()).with_current_subscriber());
         }
     }
     // Buses.
@@ -1626,26 +1594,31 @@ pub async fn run(config: Config, options: RunOptions) -> Result<GatewayStats, St
         let (released_tx, released_rx) = watch::channel(false);
         let (command_tx, command_rx) = mpsc::channel(8);
         gateway.bus_commands.push((bus.name.clone(), command_tx));
-        log(&format!("bus {}: {} meter(s)", bus.name, polled.len()));
-        tasks.spawn(run_bus(
-            b,
-            bus.clone(),
-            polled,
-            bus_tx.clone(),
-            pause_rx,
-            released_tx,
-            command_rx,
-        ));
+        info!(bus = %bus.name, "bus {}: {} meter(s)", bus.name, polled.len());
+        tasks.spawn(
+            run_bus(
+                b,
+                bus.clone(),
+                polled,
+                bus_tx.clone(),
+                pause_rx,
+                released_tx,
+                command_rx,
+            )
+            .with_current_subscriber(),
+        );
         match &bus.tcp_server {
             Some(bridge) => {
-                tasks.spawn(super::bridge::run_bridge(
-                    bus.name.clone(),
-                    bus.endpoint.clone(),
-                    bridge.clone(),
-                    pause_tx,
-                    released_rx,
-                    log.clone(),
-                ));
+                tasks.spawn(
+                    super::bridge::run_bridge(
+                        bus.name.clone(),
+                        bus.endpoint.clone(),
+                        bridge.clone(),
+                        pause_tx,
+                        released_rx,
+                    )
+                    .with_current_subscriber(),
+                );
             }
             None => pauses.push(pause_tx),
         }
@@ -1679,8 +1652,8 @@ pub async fn run(config: Config, options: RunOptions) -> Result<GatewayStats, St
                 InputEvent::Up { input, info } => {
                     let was = gateway.receivers_up.insert(input.clone(), true);
                     match info {
-                        Some(i) => log(&format!("receiver {input}: {} firmware {} ready", i.model, i.firmware)),
-                        None => log(&format!("receiver {input}: ready")),
+                        Some(i) => info!(receiver = %input, "receiver {input}: {} firmware {} ready", i.model, i.firmware),
+                        None => info!(receiver = %input, "receiver {input}: ready"),
                     }
                     if was != Some(true) {
                         gateway.publish_gateway_state();
@@ -1688,7 +1661,7 @@ pub async fn run(config: Config, options: RunOptions) -> Result<GatewayStats, St
                 }
                 InputEvent::Down { input, reason } | InputEvent::Failed { input, reason } => {
                     let was = gateway.receivers_up.insert(input.clone(), false);
-                    log(&format!("receiver {input}: {reason}"));
+                    warn!(receiver = %input, "receiver {input}: {reason}");
                     if was != Some(false) {
                         gateway.publish_gateway_state();
                     }
@@ -1700,13 +1673,13 @@ pub async fn run(config: Config, options: RunOptions) -> Result<GatewayStats, St
                         .chars()
                         .take_while(|c| *c != ':' && !c.is_ascii_digit())
                         .collect();
-                    gateway.note_once(
-                        format!("malformed/{input}/{kind}"),
-                        &format!(
-                            "warning: {input}: {} (more like this are counted, not shown)",
+                    if gateway.first_time(format!("malformed/{input}/{kind}")) {
+                        warn!(
+                            receiver = %input,
+                            "{input}: {} (more like this are counted, not shown)",
                             loggable(&reason)
-                        ),
-                    );
+                        );
+                    }
                 }
                 InputEvent::Stats { .. } => {}
             },
@@ -1719,7 +1692,12 @@ pub async fn run(config: Config, options: RunOptions) -> Result<GatewayStats, St
                     if !up {
                         gateway.stats.bus_errors += 1;
                     }
-                    log(&message);
+                    let name = config.buses.get(bus).map(|b| b.name.as_str()).unwrap_or_default();
+                    if up {
+                        info!(bus = %name, "{message}");
+                    } else {
+                        warn!(bus = %name, "{message}");
+                    }
                     if let Some(b) = config.buses.get(bus) {
                         if gateway.buses_up.insert(b.name.clone(), up) != Some(up) {
                             gateway.publish_gateway_state();
@@ -1748,13 +1726,13 @@ pub async fn run(config: Config, options: RunOptions) -> Result<GatewayStats, St
                                 Err(e) => {
                                     gateway.stats.decode_errors += 1;
                                     // Once per input: a misconfigured publisher sends thousands.
-                                    gateway.note_once(
-                                        format!("malformed/{name}"),
-                                        &format!(
-                                            "warning: {name}: message on {topic} not understood: {} (more like this are counted, not shown)",
+                                    if gateway.first_time(format!("malformed/{name}")) {
+                                        warn!(
+                                            receiver = %name,
+                                            "{name}: message on {topic} not understood: {} (more like this are counted, not shown)",
                                             loggable(&e.to_string())
-                                        ),
-                                    );
+                                        );
+                                    }
                                 }
                             }
                         }
@@ -1810,13 +1788,15 @@ pub async fn run(config: Config, options: RunOptions) -> Result<GatewayStats, St
                     Err(e) => {
                         gateway.state.write_failed();
                         failed_saves += 1;
-                        gateway.note_once("state-save".into(), &format!("warning: {e}"));
+                        if gateway.first_time("state-save".into()) {
+                            warn!("{e}");
+                        }
                     }
                     Ok(()) if failed_saves > 0 => {
-                        log(&format!(
+                        info!(
                             "state saved to {} again after {failed_saves} failed attempt(s)",
                             config.state_dir.display()
-                        ));
+                        );
                         failed_saves = 0;
                         gateway.warned.remove("state-save");
                     }
@@ -1857,7 +1837,7 @@ pub async fn run(config: Config, options: RunOptions) -> Result<GatewayStats, St
         }
     }
     if let Err(e) = gateway.state.save(&gateway.run.decoder().compact) {
-        log(&format!("warning: {e}"));
+        warn!("{e}");
     }
     if let Sink::Mqtt { publisher, .. } = gateway.sink {
         if options.withdraw_at_exit {
@@ -1932,13 +1912,16 @@ async fn start_web(
         config.state_dir.clone(),
     ));
     gateway.web_wired_publish();
-    let log = gateway.log.clone();
-    tokio::spawn(async move {
-        if let Err(e) = crate::web::serve(listener, view_rx, wired_rx, command_tx, access).await {
-            log(&format!("web page: {e}"));
+    tokio::spawn(
+        async move {
+            if let Err(e) = crate::web::serve(listener, view_rx, wired_rx, command_tx, access).await
+            {
+                warn!("web page: {e}");
+            }
         }
-    });
-    (gateway.log)(&format!("web page: http://{address}/"));
+        .with_current_subscriber(),
+    );
+    info!("web page: http://{address}/");
     if let Some(tx) = bound {
         let _ = tx.send(address);
     }

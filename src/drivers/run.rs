@@ -162,7 +162,7 @@ impl<'r> DriverRun<'r> {
         let mut decoder = WirelessDecoder::new(keys);
         // Manufacturer-specific modes are read only for the meters of the drivers that
         // declare them.
-        for d in registry.iter() {
+        for d in registry.with_manufacturer_security_modes() {
             let scrambled = d.file.scrambling.as_deref().and_then(Scrambling::from_name);
             let plain = d
                 .file

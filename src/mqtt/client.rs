@@ -28,6 +28,8 @@ use thiserror::Error;
 use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 use tokio::time::{sleep_until, timeout, Instant};
+use tracing::instrument::WithSubscriber as _;
+use tracing::{info, warn};
 
 use super::discovery::{discovery_payload, discovery_topic, DeviceDescriptor};
 use super::outbox::{self, Outbox};
@@ -385,7 +387,8 @@ pub fn start(settings: MqttSettings) -> Result<(Publisher, mpsc::Receiver<Incomi
         outbox: Mutex::new(outbox),
     });
     let (tx, rx) = mpsc::channel(INCOMING_CAPACITY);
-    let task = runtime.spawn(run(shared.clone(), options, tx));
+    // The caller's log subscriber goes with the task (tests capture one gateway's log).
+    let task = runtime.spawn(run(shared.clone(), options, tx).with_current_subscriber());
     *lock(&shared.task) = Some(task);
     let owner = Arc::new(Owner(shared.clone()));
     Ok((
@@ -408,16 +411,16 @@ fn open_outbox(
     let mut loaded = match outbox::load(dir) {
         Ok(l) => l,
         Err(e) => {
-            eprintln!(
-                "warning: mqtt: cannot read the outage queue in {}: {e}; starting with an empty one",
+            warn!(
+                "mqtt: cannot read the outage queue in {}: {e}; starting with an empty one",
                 dir.display()
             );
             outbox::Loaded::default()
         }
     };
     if loaded.unreadable_lines > 0 {
-        eprintln!(
-            "warning: mqtt: {} unreadable line(s) in the outage queue skipped (a write cut short by a crash)",
+        warn!(
+            "mqtt: {} unreadable line(s) in the outage queue skipped (a write cut short by a crash)",
             loaded.unreadable_lines
         );
     }
@@ -429,7 +432,7 @@ fn open_outbox(
         state.dropped += excess as u64;
     }
     if !loaded.queued.is_empty() {
-        eprintln!(
+        info!(
             "mqtt: {} reading(s) queued before the restart are delivered first",
             loaded.queued.len()
         );
@@ -438,8 +441,8 @@ fn open_outbox(
     let writer = match Outbox::start(dir.to_path_buf(), &loaded.queued) {
         Ok(w) => Some(w),
         Err(e) => {
-            eprintln!(
-                "warning: mqtt: cannot write the outage queue in {}: {e}; it is kept in memory only",
+            warn!(
+                "mqtt: cannot write the outage queue in {}: {e}; it is kept in memory only",
                 dir.display()
             );
             None
@@ -490,8 +493,8 @@ impl Publisher {
                 let dropped = st.dropped;
                 // One line per power of ten: an hour-long outage must not flood the log.
                 if dropped.is_power_of_two() || dropped.is_multiple_of(1000) {
-                    eprintln!(
-                        "warning: mqtt: queue full ({limit} messages), dropped the oldest; \
+                    warn!(
+                        "mqtt: queue full ({limit} messages), dropped the oldest; \
                          {dropped} dropped so far"
                     );
                 }
@@ -681,6 +684,10 @@ async fn run(shared: Arc<Shared>, options: MqttOptions, incoming: mpsc::Sender<I
     let mut close_deadline: Option<Instant> = None;
     let mut last_error = String::new();
     let mut repeats = 0u64;
+    // For the connect and reconnect messages: whether a connection ever succeeded, and since
+    // when the current outage lasts (a reconnect says how long delivery was interrupted).
+    let mut ever_connected = false;
+    let mut lost_at: Option<Instant> = None;
     loop {
         if lock(&shared.state).closing {
             let deadline = *close_deadline.get_or_insert_with(|| Instant::now() + SHUTDOWN_FLUSH);
@@ -693,6 +700,7 @@ async fn run(shared: Arc<Shared>, options: MqttOptions, incoming: mpsc::Sender<I
         let (client, mut eventloop) = AsyncClient::new(options.clone(), REQUEST_CAPACITY);
         eventloop.set_network_options(network_options());
         let mut link = Link::new(&shared, client, &incoming);
+        link.reconnect = ever_connected.then_some(lost_at).flatten();
         let result = link
             .run(&mut eventloop, &mut backoff, &mut close_deadline)
             .await;
@@ -702,10 +710,25 @@ async fn run(shared: Arc<Shared>, options: MqttOptions, incoming: mpsc::Sender<I
             link.handle(event);
         }
         drop(eventloop);
+        let was_connected = link.connected;
         link.requeue();
         match result {
             // Shut down as asked.
             Ok(()) => break,
+            Err(lost) if was_connected => {
+                ever_connected = true;
+                lost_at = Some(Instant::now());
+                let text = lost.to_string();
+                warn!(
+                    broker = %format_args!("{}:{}", s.host, s.port),
+                    "mqtt: connection to broker {}:{} lost: {text}; retrying in {:.1} s",
+                    s.host,
+                    s.port,
+                    backoff.as_secs_f32()
+                );
+                last_error = text;
+                repeats = 1;
+            }
             Err(lost) => {
                 // A broker that stays away (or a certificate that stays wrong) must not write
                 // a line every 5 s for hours: repeats of the same error are thinned out.
@@ -717,8 +740,9 @@ async fn run(shared: Arc<Shared>, options: MqttOptions, incoming: mpsc::Sender<I
                     } else {
                         String::new()
                     };
-                    eprintln!(
-                        "warning: mqtt: {}:{}: {text}{again}; retrying in {:.1} s",
+                    warn!(
+                        broker = %format_args!("{}:{}", s.host, s.port),
+                        "mqtt: {}:{}: {text}{again}; retrying in {:.1} s",
                         s.host,
                         s.port,
                         backoff.as_secs_f32()
@@ -747,7 +771,7 @@ async fn run(shared: Arc<Shared>, options: MqttOptions, incoming: mpsc::Sender<I
     let st = lock(&shared.state);
     let left = st.readings.len() + st.control.len();
     if left > 0 {
-        eprintln!("warning: mqtt: stopped with {left} messages not delivered");
+        warn!("mqtt: stopped with {left} messages not delivered");
     }
 }
 
@@ -771,6 +795,8 @@ struct Link<'a> {
     offline_queued: bool,
     disconnect_requested: bool,
     disconnect_written: bool,
+    /// Set when an earlier connection was lost: since when (for the reconnect message).
+    reconnect: Option<Instant>,
 }
 
 impl<'a> Link<'a> {
@@ -787,6 +813,7 @@ impl<'a> Link<'a> {
             offline_queued: false,
             disconnect_requested: false,
             disconnect_written: false,
+            reconnect: None,
         }
     }
 
@@ -892,10 +919,7 @@ impl<'a> Link<'a> {
                 return;
             };
             if let Some(reason) = undeliverable(&message, self.qos) {
-                eprintln!(
-                    "warning: mqtt: dropping message for {:?}: {reason}",
-                    message.topic
-                );
+                warn!("mqtt: dropping message for {:?}: {reason}", message.topic);
                 self.shared.done(&message);
                 let mut st = lock(&self.shared.state);
                 st.dropped += 1;
@@ -944,8 +968,8 @@ impl<'a> Link<'a> {
             Event::Incoming(Packet::SubAck(ack))
                 if ack.return_codes.contains(&SubscribeReasonCode::Failure) =>
             {
-                eprintln!(
-                    "warning: mqtt: the broker refused a subscription: {:?}",
+                warn!(
+                    "mqtt: the broker refused a subscription: {:?}",
                     ack.return_codes
                 );
             }
@@ -988,10 +1012,25 @@ impl<'a> Link<'a> {
         }
         // The channel of a fresh client is empty, so this cannot find it full.
         if let Err(e) = self.client.try_subscribe_many(filters) {
-            eprintln!("warning: mqtt: could not subscribe: {e}");
+            warn!("mqtt: could not subscribe: {e}");
         }
         let mut st = lock(&self.shared.state);
         st.connected = true;
+        // Said before the control messages below join the queue: the count is of readings.
+        let queued = st.readings.len();
+        let broker = format_args!("{}:{}", s.host, s.port);
+        match self.reconnect {
+            Some(since) => info!(
+                broker = %broker,
+                "mqtt: reconnected to broker {broker} after {} s, {queued} reading(s) queued are being sent",
+                since.elapsed().as_secs()
+            ),
+            None if queued > 0 => info!(
+                broker = %broker,
+                "mqtt: connected to broker {broker}, {queued} reading(s) queued are being sent"
+            ),
+            None => info!(broker = %broker, "mqtt: connected to broker {broker}"),
+        }
         let docs: Vec<Message> = st.discovery.values().cloned().collect();
         for doc in docs.into_iter().rev() {
             st.control.push_front(doc);
@@ -1059,7 +1098,7 @@ impl<'a> Link<'a> {
         };
         if let Err(mpsc::error::TrySendError::Full(e)) = self.incoming.try_send(event) {
             // The connection must keep running; a caller that does not read loses events.
-            eprintln!("warning: mqtt: incoming queue full, dropped {e:?}");
+            warn!("mqtt: incoming queue full, dropped {e:?}");
         }
     }
 }

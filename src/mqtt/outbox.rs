@@ -180,9 +180,11 @@ impl Outbox {
         };
         writer.compact()?;
         let (tx, rx) = mpsc::channel();
+        // The thread logs to whoever the caller logs to (tests capture one gateway's log).
+        let dispatch = tracing::dispatcher::get_default(Clone::clone);
         let thread = std::thread::Builder::new()
             .name("mqtt-outbox".into())
-            .spawn(move || writer.run(rx))?;
+            .spawn(move || tracing::dispatcher::with_default(&dispatch, || writer.run(rx)))?;
         Ok(Outbox {
             tx: Some(tx),
             thread: Some(thread),
@@ -248,8 +250,8 @@ impl Writer {
                 (Err(e), false) => {
                     self.failing = true;
                     self.file = None;
-                    eprintln!(
-                        "warning: mqtt: cannot write the outage queue to {}: {e}; queued readings \
+                    tracing::warn!(
+                        "mqtt: cannot write the outage queue to {}: {e}; queued readings \
                          are kept in memory only until it works again",
                         self.path.display()
                     );
@@ -257,7 +259,7 @@ impl Writer {
                 (Err(_), true) => self.file = None,
                 (Ok(()), true) => {
                     self.failing = false;
-                    eprintln!(
+                    tracing::info!(
                         "mqtt: the outage queue is written to {} again",
                         self.path.display()
                     );

@@ -62,6 +62,11 @@ fn push_int(out: &mut String, v: i128) {
         push_decimal(out, Decimal::new(v, 0));
         return;
     };
+    // Most are one digit (storage, tariff, subunit): no buffer, no UTF-8 check.
+    if n < 10 {
+        out.push(char::from(b'0' + n as u8));
+        return;
+    }
     let mut buf = [0u8; 20];
     let mut at = buf.len();
     loop {
@@ -72,8 +77,8 @@ fn push_int(out: &mut String, v: i128) {
             break;
         }
     }
-    // ASCII digits only, so this never falls back.
-    out.push_str(std::str::from_utf8(&buf[at..]).unwrap_or("0"));
+    // ASCII digits, pushed as characters: cheaper than validating them as a string.
+    out.extend(buf[at..].iter().map(|&d| char::from(d)));
 }
 
 fn push_float(out: &mut String, f: f64) {

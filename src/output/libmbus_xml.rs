@@ -12,7 +12,27 @@
 //! so a meter that sends bytes above 0x7F in a text field cannot make us emit invalid UTF-8
 //! (libmbus copies such bytes raw; we read them as ISO-8859-1, which the XML header declares).
 
-use std::fmt::Write as _;
+use std::borrow::Cow;
+
+/// `        <tag>…</tag>` with the content (libmbus's own text) through `mbus_str_xml_encode`.
+macro_rules! element {
+    ($doc:expr, $tag:literal, $content:expr, $limit:expr $(,)?) => {
+        $doc.element_of(
+            concat!("        <", $tag, ">"),
+            concat!("</", $tag, ">\n"),
+            $content,
+            $limit,
+            Source::Libmbus,
+        )
+    };
+}
+
+/// `write!` into a byte buffer; writing to a `Vec` cannot fail.
+macro_rules! wr {
+    ($out:expr, $($arg:tt)*) => {{
+        let _ = std::io::Write::write_fmt($out, format_args!($($arg)*));
+    }};
+}
 
 use thiserror::Error;
 
@@ -72,7 +92,11 @@ pub fn render(t: &Telegram<'_>, style: XmlStyle, out: &mut String) -> Result<(),
     if link.control & !0x30 != 0x08 {
         return Err(XmlError::ControlField(link.control));
     }
-    let mut doc = Doc::default();
+    // A 12-record document is about 3 KB: one allocation instead of a series of doublings.
+    let mut doc = Doc {
+        bytes: Vec::with_capacity(1024 + 256 * t.records.len()),
+        scratch: Vec::with_capacity(128),
+    };
     match (&t.application, link.ci) {
         (Application::Error(e), 0x70) => match style {
             XmlStyle::Plain => error_report(&mut doc, e.code.unwrap_or(0)),
@@ -155,6 +179,8 @@ const VALUE_BUFFER: usize = 768;
 #[derive(Default)]
 struct Doc {
     bytes: Vec<u8>,
+    /// Room for one record's unit or value before it is encoded, reused from record to record.
+    scratch: Vec<u8>,
 }
 
 impl Doc {
@@ -162,39 +188,67 @@ impl Doc {
         self.bytes.extend_from_slice(s.as_bytes());
     }
 
-    fn fmt(&mut self, args: std::fmt::Arguments<'_>) {
-        let mut s = String::new();
-        let _ = s.write_fmt(args);
-        self.raw(&s);
+    /// `printf("%0*X")`: upper-case hex, at least `width` digits.
+    fn hex(&mut self, mut n: u64, width: usize) {
+        const DIGITS: &[u8; 16] = b"0123456789ABCDEF";
+        let mut digits = [0u8; 16];
+        let mut at = digits.len();
+        while n != 0 || digits.len() - at < width.max(1) {
+            at -= 1;
+            digits[at] = DIGITS[(n & 0xF) as usize];
+            n >>= 4;
+        }
+        self.bytes.extend_from_slice(&digits[at..]);
     }
 
-    /// `<tag>…</tag>` with the content through `mbus_str_xml_encode`.
-    fn element(&mut self, indent: &str, tag: &str, content: &[u8], limit: usize) {
-        self.element_of(indent, tag, content, limit, Source::Libmbus);
+    fn uint(&mut self, n: u64) {
+        push_u64(&mut self.bytes, n);
     }
 
-    /// A value element: its content is the meter's bytes, one character each (see
-    /// [`Source::Meter`]).
-    fn value_element(&mut self, content: &[u8], limit: usize) {
-        self.element_of("        ", "Value", content, limit, Source::Meter);
-    }
-
-    fn element_of(&mut self, indent: &str, tag: &str, content: &[u8], limit: usize, src: Source) {
-        self.raw(indent);
-        self.raw("<");
+    /// `{indent}<{tag}>{n}</{tag}>\n`.
+    fn uint_element(&mut self, tag: &str, n: u64) {
+        self.raw("        <");
         self.raw(tag);
         self.raw(">");
-        xml_encode(&mut self.bytes, content, limit, src);
+        self.uint(n);
         self.raw("</");
         self.raw(tag);
         self.raw(">\n");
     }
 
+    fn record_start(&mut self, index: usize) {
+        self.raw("    <DataRecord id=\"");
+        self.uint(index as u64);
+        self.raw("\">\n");
+    }
+
+    fn fmt(&mut self, args: std::fmt::Arguments<'_>) {
+        // Straight into the buffer: no temporary string per line (writing to a Vec cannot fail).
+        let _ = std::io::Write::write_fmt(&mut self.bytes, args);
+    }
+
+    /// A value element: its content is the meter's bytes, one character each (see
+    /// [`Source::Meter`]).
+    fn value_element(&mut self, content: &[u8], limit: usize) {
+        self.element_of(
+            "        <Value>",
+            "</Value>\n",
+            content,
+            limit,
+            Source::Meter,
+        );
+    }
+
+    /// `open`, the content through `mbus_str_xml_encode`, `close` (the tags are whole strings,
+    /// see [`element!`], so an element is three copies, not seven).
+    fn element_of(&mut self, open: &str, close: &str, content: &[u8], limit: usize, src: Source) {
+        self.raw(open);
+        xml_encode(&mut self.bytes, content, limit, src);
+        self.raw(close);
+    }
+
     fn finish_into(self, out: &mut String) {
-        match String::from_utf8(self.bytes) {
-            Ok(s) => out.push_str(&s),
-            Err(e) => push_utf8_or_latin1(out, e.as_bytes()),
-        }
+        push_utf8_or_latin1(out, &self.bytes);
     }
 }
 
@@ -233,6 +287,17 @@ enum Source {
 /// characters become spaces, `& < > "` become entities, and output stops once fewer than seven
 /// bytes of the destination buffer are left (counted in libmbus's bytes: one per meter byte).
 fn xml_encode(out: &mut Vec<u8>, src: &[u8], limit: usize, source: Source) {
+    // Nearly every text (libmbus's own words, digits, dates) is printable ASCII with nothing to
+    // escape and fits: copied whole. Byte `i` is kept while `i + 6 < limit`, so all of them are
+    // when `len + 6 <= limit`.
+    if src.len() + 6 <= limit
+        && src
+            .iter()
+            .all(|&b| matches!(b, 0x20..=0x7E) && !matches!(b, b'&' | b'<' | b'>' | b'"'))
+    {
+        out.extend_from_slice(src);
+        return;
+    }
     let mut len = 0usize;
     for &b in src {
         if b == 0 || len + 6 >= limit {
@@ -253,19 +318,51 @@ fn xml_encode(out: &mut Vec<u8>, src: &[u8], limit: usize, source: Source) {
     }
 }
 
+/// A number in decimal, without the formatting machinery (several per record).
+fn push_u64(out: &mut Vec<u8>, mut n: u64) {
+    // Record numbers, storage numbers, tariffs: mostly one digit.
+    if n < 10 {
+        out.push(b'0' + n as u8);
+        return;
+    }
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
+}
+
+/// `printf("%lld")`.
+fn push_i64(out: &mut Vec<u8>, n: i64) {
+    if n < 0 {
+        out.push(b'-');
+    }
+    push_u64(out, n.unsigned_abs());
+}
+
 /// `snprintf` into a buffer of `size` bytes keeps at most `size - 1` of them.
 fn truncated(s: &[u8], size: usize) -> &[u8] {
     &s[..s.len().min(size - 1)]
 }
 
 /// `printf("%f")` of a double.
-fn push_c_fixed6(s: &mut String, v: f64) {
+fn push_c_fixed6(s: &mut Vec<u8>, v: f64) {
     if v.is_nan() {
-        s.push_str(if v.is_sign_negative() { "-nan" } else { "nan" });
+        s.extend_from_slice(if v.is_sign_negative() {
+            b"-nan"
+        } else {
+            b"nan"
+        });
     } else if v.is_infinite() {
-        s.push_str(if v < 0.0 { "-inf" } else { "inf" });
+        s.extend_from_slice(if v < 0.0 { b"-inf" } else { b"inf" });
     } else {
-        let _ = write!(s, "{v:.6}");
+        wr!(s, "{v:.6}");
     }
 }
 
@@ -279,7 +376,7 @@ fn error_report(doc: &mut Doc, code: u8) {
     doc.raw("<MBusData>\n\n");
     doc.raw("    <SlaveInformation>\n");
     let text = application_error_text(code);
-    doc.element("        ", "Error", text.as_bytes(), FIXED_ENCODE_LIMIT);
+    element!(doc, "Error", text.as_bytes(), FIXED_ENCODE_LIMIT);
     doc.raw("    </SlaveInformation>\n\n");
     doc.raw("</MBusData>\n");
 }
@@ -289,8 +386,8 @@ fn fixed_data(doc: &mut Doc, f: &FixedData<'_>) {
     doc.raw("<MBusData>\n\n");
     doc.raw("    <SlaveInformation>\n");
     doc.fmt(format_args!("        <Id>{:X}</Id>\n", f.id.0));
-    doc.element(
-        "        ",
+    element!(
+        doc,
         "Medium",
         fixed_medium(f.medium_code).as_bytes(),
         FIXED_ENCODE_LIMIT,
@@ -308,18 +405,8 @@ fn fixed_data(doc: &mut Doc, f: &FixedData<'_>) {
     };
     for (id, unit, counter) in [(0, f.unit1, f.counter1), (1, f.unit2, f.counter2)] {
         doc.fmt(format_args!("    <DataRecord id=\"{id}\">\n"));
-        doc.element(
-            "        ",
-            "Function",
-            function.as_bytes(),
-            FIXED_ENCODE_LIMIT,
-        );
-        doc.element(
-            "        ",
-            "Unit",
-            fixed_unit(unit).as_bytes(),
-            FIXED_ENCODE_LIMIT,
-        );
+        element!(doc, "Function", function.as_bytes(), FIXED_ENCODE_LIMIT,);
+        element!(doc, "Unit", fixed_unit(unit).as_bytes(), FIXED_ENCODE_LIMIT,);
         let mut raw = [0u8; 4];
         for (dst, src) in raw.iter_mut().zip(counter) {
             *dst = *src;
@@ -351,50 +438,40 @@ fn variable_data(doc: &mut Doc, h: &LongHeader, records: &[Record<'_>], style: X
 
 fn slave_information(doc: &mut Doc, h: &LongHeader) {
     let m = h.manufacturer.0;
-    let letters: String = [10u32, 5, 0]
-        .iter()
-        .map(|&shift| char::from(((u32::from(m) >> shift) & 0x1F) as u8 + 64))
-        .collect();
+    // Codes 0-31 plus 64: always ASCII ('@' to '_'), printed as they are.
+    let letters = [10u32, 5, 0].map(|shift| ((u32::from(m) >> shift) & 0x1F) as u8 + 64);
     doc.raw("    <SlaveInformation>\n");
-    doc.fmt(format_args!("        <Id>{:X}</Id>\n", h.id.0));
-    doc.fmt(format_args!(
-        "        <Manufacturer>{letters}</Manufacturer>\n"
-    ));
-    doc.fmt(format_args!("        <Version>{}</Version>\n", h.version));
+    doc.raw("        <Id>");
+    doc.hex(u64::from(h.id.0), 1);
+    doc.raw("</Id>\n        <Manufacturer>");
+    doc.bytes.extend_from_slice(&letters);
+    doc.raw("</Manufacturer>\n");
+    doc.uint_element("Version", u64::from(h.version));
     let product = product_name(m, h.version, h.medium.code(), (h.id.0 >> 24) as u8);
-    doc.element("        ", "ProductName", product.as_bytes(), ENCODE_LIMIT);
+    element!(doc, "ProductName", product.as_bytes(), ENCODE_LIMIT);
     let medium = variable_medium(h.medium.code());
-    doc.element("        ", "Medium", medium.as_bytes(), ENCODE_LIMIT);
-    doc.fmt(format_args!(
-        "        <AccessNumber>{}</AccessNumber>\n",
-        h.access_number
-    ));
-    doc.fmt(format_args!(
-        "        <Status>{:02X}</Status>\n",
-        h.status.0
-    ));
-    doc.fmt(format_args!(
-        "        <Signature>{:04X}</Signature>\n",
-        h.signature
-    ));
+    element!(doc, "Medium", medium.as_bytes(), ENCODE_LIMIT);
+    doc.uint_element("AccessNumber", u64::from(h.access_number));
+    doc.raw("        <Status>");
+    doc.hex(u64::from(h.status.0), 2);
+    doc.raw("</Status>\n        <Signature>");
+    doc.hex(u64::from(h.signature), 4);
+    doc.raw("</Signature>\n");
     doc.raw("    </SlaveInformation>\n\n");
 }
 
 /// The storage number, tariff and device lines shared by both record styles. libmbus prints
 /// tariff and device only when the record has DIFEs.
 fn storage_lines(doc: &mut Doc, r: &Record<'_>) {
-    doc.fmt(format_args!(
-        "        <StorageNumber>{}</StorageNumber>\n",
-        r.storage
-    ));
+    doc.uint_element("StorageNumber", r.storage);
     if !r.difes().is_empty() {
-        doc.fmt(format_args!("        <Tariff>{}</Tariff>\n", r.tariff));
-        doc.fmt(format_args!("        <Device>{}</Device>\n", r.subunit));
+        doc.uint_element("Tariff", u64::from(r.tariff));
+        doc.uint_element("Device", u64::from(r.subunit));
     }
 }
 
 fn plain_record(doc: &mut Doc, index: usize, r: &Record<'_>) {
-    doc.fmt(format_args!("    <DataRecord id=\"{index}\">\n"));
+    doc.record_start(index);
     match r.kind {
         RecordKind::ManufacturerData => {
             doc.raw("        <Function>Manufacturer specific</Function>\n");
@@ -403,46 +480,46 @@ fn plain_record(doc: &mut Doc, index: usize, r: &Record<'_>) {
             doc.raw("        <Function>More records follow</Function>\n");
         }
         _ => {
-            doc.element(
-                "        ",
+            element!(
+                doc,
                 "Function",
                 function_text(r.dif()).as_bytes(),
                 ENCODE_LIMIT,
             );
             storage_lines(doc, r);
-            let unit = plain_unit(r);
-            doc.element(
-                "        ",
-                "Unit",
-                truncated(&unit, UNIT_BUFFER),
-                ENCODE_LIMIT,
-            );
+            let mut unit = std::mem::take(&mut doc.scratch);
+            unit.clear();
+            plain_unit(r, &mut unit);
+            element!(doc, "Unit", truncated(&unit, UNIT_BUFFER), ENCODE_LIMIT,);
+            doc.scratch = unit;
         }
     }
-    let value = plain_value(r);
+    let mut value = std::mem::take(&mut doc.scratch);
+    value.clear();
+    plain_value(r, &mut value);
     doc.value_element(truncated(&value, VALUE_BUFFER), ENCODE_LIMIT);
+    doc.scratch = value;
     doc.raw("    </DataRecord>\n\n");
 }
 
 fn normalized_record(doc: &mut Doc, index: usize, r: &Record<'_>) {
-    doc.fmt(format_args!("    <DataRecord id=\"{index}\">\n"));
+    doc.record_start(index);
     // A record libmbus cannot normalize still gets its (empty) element.
     if let Some(n) = normalize(r) {
-        doc.element("        ", "Function", n.function.as_bytes(), ENCODE_LIMIT);
+        element!(doc, "Function", n.function.as_bytes(), ENCODE_LIMIT);
         if n.special {
             // DIF 0x0F/0x1F records have storage number 0 and no DIFEs.
             doc.raw("        <StorageNumber>0</StorageNumber>\n");
         } else {
             storage_lines(doc, r);
         }
-        doc.element("        ", "Unit", &n.unit, ENCODE_LIMIT);
-        doc.element("        ", "Quantity", &n.quantity, ENCODE_LIMIT);
+        element!(doc, "Unit", &n.unit, ENCODE_LIMIT);
+        element!(doc, "Quantity", &n.quantity, ENCODE_LIMIT);
         match n.value {
             NormValue::Number(v) => {
-                let mut s = String::from("        <Value>");
-                push_c_fixed6(&mut s, v);
-                s.push_str("</Value>\n");
-                doc.raw(&s);
+                doc.raw("        <Value>");
+                push_c_fixed6(&mut doc.bytes, v);
+                doc.raw("</Value>\n");
             }
             NormValue::Text(t) => doc.value_element(&t, ENCODE_LIMIT),
         }
@@ -588,14 +665,16 @@ fn is_date_time(r: &Record<'_>) -> bool {
 
 /// Data bytes as a hex dump, last byte first (libmbus since commit 9b4b824).
 fn hex_dump(data: &[u8]) -> Vec<u8> {
-    let mut s = String::with_capacity(data.len() * 3);
+    const DIGITS: &[u8; 16] = b"0123456789ABCDEF";
+    let mut s = Vec::with_capacity(data.len() * 3);
     for (i, b) in data.iter().rev().enumerate() {
         if i > 0 {
-            s.push(' ');
+            s.push(b' ');
         }
-        let _ = write!(s, "{b:02X}");
+        s.push(DIGITS[usize::from(b >> 4)]);
+        s.push(DIGITS[usize::from(b & 0x0F)]);
     }
-    s.into_bytes()
+    s
 }
 
 /// Text as libmbus stores it: reversed into reading order.
@@ -641,29 +720,25 @@ fn decode(r: &Record<'_>) -> Decoded {
     }
 }
 
-fn plain_value(r: &Record<'_>) -> Vec<u8> {
-    let s = match decode(r) {
-        Decoded::Int(v) => v.to_string(),
-        Decoded::Real(v) => {
-            let mut s = String::new();
-            push_c_fixed6(&mut s, f64::from(v));
-            s
-        }
+/// The `<Value>` text of plain XML, appended to `out`.
+fn plain_value(r: &Record<'_>, out: &mut Vec<u8>) {
+    match decode(r) {
+        Decoded::Int(v) => push_i64(out, v),
+        Decoded::Real(v) => push_c_fixed6(out, f64::from(v)),
         // In error state the digits often hold A-F codes, which only the hex form keeps.
         Decoded::Bcd { decimal, hex } => {
             if r.dif() & 0x30 == 0x30 {
-                format!("{hex:X}")
+                wr!(out, "{hex:X}");
             } else {
-                decimal.to_string()
+                push_i64(out, decimal);
             }
         }
-        Decoded::Date(t) => t.date(),
-        Decoded::DateTime(t) => t.date_time(),
-        Decoded::Text(t) | Decoded::Hex(t) => return t,
-        Decoded::Empty => String::new(),
-        Decoded::Unknown => format!("Unknown DIF (0x{:02x})", r.dif()),
-    };
-    s.into_bytes()
+        Decoded::Date(t) => out.extend_from_slice(t.date().as_bytes()),
+        Decoded::DateTime(t) => out.extend_from_slice(t.date_time().as_bytes()),
+        Decoded::Text(t) | Decoded::Hex(t) => out.extend_from_slice(&t),
+        Decoded::Empty => {}
+        Decoded::Unknown => wr!(out, "Unknown DIF (0x{:02x})", r.dif()),
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -678,8 +753,9 @@ struct Normalized {
     function: &'static str,
     /// A DIF 0x0F/0x1F record.
     special: bool,
-    unit: Vec<u8>,
-    quantity: Vec<u8>,
+    /// libmbus's table text, borrowed; only a plain-text unit is copied.
+    unit: Cow<'static, [u8]>,
+    quantity: Cow<'static, [u8]>,
     value: NormValue,
 }
 
@@ -705,8 +781,8 @@ fn normalize(r: &Record<'_>) -> Option<Normalized> {
         return Some(Normalized {
             function,
             special,
-            unit: Vec::new(),
-            quantity: Vec::new(),
+            unit: Cow::Borrowed(b""),
+            quantity: Cow::Borrowed(b""),
             value: NormValue::Text(text.unwrap_or_default()),
         });
     }
@@ -723,8 +799,10 @@ fn normalize(r: &Record<'_>) -> Option<Normalized> {
     })
 }
 
+type UnitQuantityValue = (Cow<'static, [u8]>, Cow<'static, [u8]>, f64);
+
 /// `mbus_vib_unit_normalize`: unit, quantity and the scaled value.
-fn normalize_vib(r: &Record<'_>, value: f64) -> Option<(Vec<u8>, Vec<u8>, f64)> {
+fn normalize_vib(r: &Record<'_>, value: f64) -> Option<UnitQuantityValue> {
     let vif = r.vif?;
     let first = r.vifes.first().copied();
     let (unit, quantity, mut value) = match vif {
@@ -736,17 +814,21 @@ fn normalize_vib(r: &Record<'_>, value: f64) -> Option<(Vec<u8>, Vec<u8>, f64)> 
             };
             let e = scale_entry(table, first?)?;
             (
-                e.unit.as_bytes().to_vec(),
-                e.quantity.as_bytes().to_vec(),
+                Cow::Borrowed(e.unit.as_bytes()),
+                Cow::Borrowed(e.quantity.as_bytes()),
                 value * e.factor,
             )
         }
-        0x7C | 0xFC => (b"-".to_vec(), reversed(r.plain_text), value),
+        0x7C | 0xFC => (
+            Cow::Borrowed(b"-".as_slice()),
+            Cow::Owned(reversed(r.plain_text)),
+            value,
+        ),
         _ => {
             let e = scale_entry(VifTable::Primary, vif)?;
             (
-                e.unit.as_bytes().to_vec(),
-                e.quantity.as_bytes().to_vec(),
+                Cow::Borrowed(e.unit.as_bytes()),
+                Cow::Borrowed(e.quantity.as_bytes()),
                 value * e.factor,
             )
         }
@@ -884,7 +966,7 @@ fn fixed_unit(code: u8) -> &'static str {
     UNITS[usize::from(code & 0x3F)]
 }
 
-fn variable_medium(code: u8) -> String {
+fn variable_medium(code: u8) -> Cow<'static, str> {
     let s = match code {
         0x00 => "Other",
         0x01 => "Oil",
@@ -924,9 +1006,9 @@ fn variable_medium(code: u8) -> String {
         0x36 => "Radio Converter: System",
         0x37 => "Radio Converter: Meter",
         0x22..=0x24 | 0x26 | 0x27 | 0x2A..=0x2F | 0x31..=0x34 | 0x38..=0x3F => "Reserved",
-        other => return format!("Unknown medium (0x{other:02x})"),
+        other => return Cow::Owned(format!("Unknown medium (0x{other:02x})")),
     };
-    s.to_string()
+    Cow::Borrowed(s)
 }
 
 /// Manufacturer code of three letters, as the header carries it.
@@ -1103,54 +1185,60 @@ fn product_name(m: u16, version: u8, medium: u8, id_top: u8) -> &'static str {
     }
 }
 
-/// `mbus_unit_prefix`: the decimal exponent as libmbus spells it.
-fn prefix(exp: i32) -> String {
-    match exp {
-        0 => String::new(),
-        -3 => "m".into(),
-        -6 => "my".into(),
-        1 => "10 ".into(),
-        2 => "100 ".into(),
-        3 => "k".into(),
-        4 => "10 k".into(),
-        5 => "100 k".into(),
-        6 => "M".into(),
-        9 => "G".into(),
-        _ => format!("1e{exp} "),
+/// `mbus_unit_prefix`: the decimal exponent as libmbus spells it (formatted in place, so a
+/// unit costs no allocation).
+fn prefix(exp: i32) -> Prefix {
+    Prefix(exp)
+}
+
+struct Prefix(i32);
+
+impl std::fmt::Display for Prefix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self.0 {
+            0 => "",
+            -3 => "m",
+            -6 => "my",
+            1 => "10 ",
+            2 => "100 ",
+            3 => "k",
+            4 => "10 k",
+            5 => "100 k",
+            6 => "M",
+            9 => "G",
+            exp => return write!(f, "1e{exp} "),
+        })
     }
 }
 
-/// `mbus_vib_unit_lookup`: the `<Unit>` text of plain XML.
-fn plain_unit(r: &Record<'_>) -> Vec<u8> {
+/// `mbus_vib_unit_lookup`: the `<Unit>` text of plain XML, appended to `out`.
+fn plain_unit(r: &Record<'_>, out: &mut Vec<u8>) {
     let Some(vif) = r.vif else {
-        return Vec::new();
+        return;
     };
     let vife = r.vifes.first().copied();
-    let s = match (vif, vife) {
-        (0xFB, Some(e)) => unit_fb(e),
-        (0xFD, Some(e)) => unit_fd(e),
-        (0xFB | 0xFD, None) => "Missing VIF extension".into(),
-        (0x7C, _) => return reversed(r.plain_text),
+    match (vif, vife) {
+        (0xFB, Some(e)) => unit_fb(e, out),
+        (0xFD, Some(e)) => unit_fd(e, out),
+        (0xFB | 0xFD, None) => out.extend_from_slice(b"Missing VIF extension"),
+        (0x7C, _) => out.extend(r.plain_text.iter().rev()),
         (0xFC, Some(e)) if e & 0x78 == 0x70 => {
-            let mut s = prefix(i32::from(e & 0x07) - 6).into_bytes();
-            s.push(b' ');
-            s.extend(r.plain_text.iter().rev());
-            return s;
+            wr!(out, "{} ", prefix(i32::from(e & 0x07) - 6));
+            out.extend(r.plain_text.iter().rev());
         }
-        _ => unit_primary(vif),
-    };
-    s.into_bytes()
+        _ => unit_primary(vif, out),
+    }
 }
 
-fn unit_primary(vif: u8) -> String {
+fn unit_primary(vif: u8, w: &mut Vec<u8>) {
     let v = vif & 0x7F;
     let n = i32::from(v & 0x07);
     let nn = i32::from(v & 0x03);
     match v {
-        0x00..=0x07 => format!("Energy ({}Wh)", prefix(n - 3)),
-        0x08..=0x0F => format!("Energy ({}J)", prefix(n)),
-        0x10..=0x17 => format!("Volume ({} m^3)", prefix(n - 6)),
-        0x18..=0x1F => format!("Mass ({}kg)", prefix(n - 3)),
+        0x00..=0x07 => wr!(w, "Energy ({}Wh)", prefix(n - 3)),
+        0x08..=0x0F => wr!(w, "Energy ({}J)", prefix(n)),
+        0x10..=0x17 => wr!(w, "Volume ({} m^3)", prefix(n - 6)),
+        0x18..=0x1F => wr!(w, "Mass ({}kg)", prefix(n - 3)),
         0x20..=0x27 | 0x70..=0x77 => {
             let what = match v & 0x7C {
                 0x20 => "On time",
@@ -1159,84 +1247,89 @@ fn unit_primary(vif: u8) -> String {
                 _ => "Actuality Duration",
             };
             let unit = ["seconds", "minutes", "hours", "days"][(v & 0x03) as usize];
-            format!("{what} ({unit})")
+            wr!(w, "{what} ({unit})")
         }
-        0x28..=0x2F => format!("Power ({}W)", prefix(n - 3)),
-        0x30..=0x37 => format!("Power ({}J/h)", prefix(n)),
-        0x38..=0x3F => format!("Volume flow ({} m^3/h)", prefix(n - 6)),
-        0x40..=0x47 => format!("Volume flow ({} m^3/min)", prefix(n - 7)),
-        0x48..=0x4F => format!("Volume flow ({} m^3/s)", prefix(n - 9)),
-        0x50..=0x57 => format!("Mass flow ({} kg/h)", prefix(n - 3)),
-        0x58..=0x5B => format!("Flow temperature ({}deg C)", prefix(nn - 3)),
-        0x5C..=0x5F => format!("Return temperature ({}deg C)", prefix(nn - 3)),
-        0x60..=0x63 => format!("Temperature Difference ({} deg C)", prefix(nn - 3)),
-        0x64..=0x67 => format!("External temperature ({} deg C)", prefix(nn - 3)),
-        0x68..=0x6B => format!("Pressure ({} bar)", prefix(nn - 3)),
-        0x6C => "Time Point (date)".into(),
-        0x6D => "Time Point (time & date)".into(),
-        0x6E => "Units for H.C.A.".into(),
-        0x6F => "Reserved".into(),
-        0x78 => "Fabrication number".into(),
-        0x7A => "Bus Address".into(),
-        0x7C => "Custom VIF".into(),
-        0x7F => "Manufacturer specific".into(),
+        0x28..=0x2F => wr!(w, "Power ({}W)", prefix(n - 3)),
+        0x30..=0x37 => wr!(w, "Power ({}J/h)", prefix(n)),
+        0x38..=0x3F => wr!(w, "Volume flow ({} m^3/h)", prefix(n - 6)),
+        0x40..=0x47 => wr!(w, "Volume flow ({} m^3/min)", prefix(n - 7)),
+        0x48..=0x4F => wr!(w, "Volume flow ({} m^3/s)", prefix(n - 9)),
+        0x50..=0x57 => wr!(w, "Mass flow ({} kg/h)", prefix(n - 3)),
+        0x58..=0x5B => wr!(w, "Flow temperature ({}deg C)", prefix(nn - 3)),
+        0x5C..=0x5F => wr!(w, "Return temperature ({}deg C)", prefix(nn - 3)),
+        0x60..=0x63 => wr!(w, "Temperature Difference ({} deg C)", prefix(nn - 3)),
+        0x64..=0x67 => wr!(w, "External temperature ({} deg C)", prefix(nn - 3)),
+        0x68..=0x6B => wr!(w, "Pressure ({} bar)", prefix(nn - 3)),
+        0x6C => w.extend_from_slice("Time Point (date)".as_bytes()),
+        0x6D => w.extend_from_slice("Time Point (time & date)".as_bytes()),
+        0x6E => w.extend_from_slice("Units for H.C.A.".as_bytes()),
+        0x6F => w.extend_from_slice("Reserved".as_bytes()),
+        0x78 => w.extend_from_slice("Fabrication number".as_bytes()),
+        0x7A => w.extend_from_slice("Bus Address".as_bytes()),
+        0x7C => w.extend_from_slice("Custom VIF".as_bytes()),
+        0x7F => w.extend_from_slice("Manufacturer specific".as_bytes()),
         // libmbus prints the VIF with its extension bit here.
-        _ => format!("Unknown (VIF=0x{vif:02X})"),
+        _ => wr!(w, "Unknown (VIF=0x{vif:02X})"),
     }
 }
 
-fn unit_fb(vife: u8) -> String {
+fn unit_fb(vife: u8, w: &mut Vec<u8>) {
     let c = vife & 0x7F;
     let tenth = |c: u8| if c & 1 == 0 { "0.1 " } else { "" };
     let nn = i32::from(c & 0x03);
     match c {
-        0x00 | 0x01 => format!("Energy ({}MWh)", tenth(c)),
-        0x08 | 0x09 => format!("Energy ({}GJ)", tenth(c)),
-        0x10 | 0x11 => format!("Volume ({}m3)", prefix(i32::from(c & 1) + 2)),
-        0x18 | 0x19 => format!("Mass ({}t)", prefix(i32::from(c & 1) + 2)),
-        0x21 => "Volume (0.1 feet^3)".into(),
-        0x22 | 0x23 => format!("Volume ({}american gallon)", tenth(c)),
-        0x24 => "Volume flow (0.001 american gallon/min)".into(),
-        0x25 => "Volume flow (american gallon/min)".into(),
-        0x26 => "Volume flow (american gallon/h)".into(),
-        0x28 | 0x29 => format!("Power ({}MW)", tenth(c)),
-        0x30 | 0x31 => format!("Power ({}GJ/h)", tenth(c)),
-        0x58..=0x5B => format!("Flow Temperature ({} degree F)", prefix(nn - 3)),
-        0x5C..=0x5F => format!("Return Temperature ({} degree F)", prefix(nn - 3)),
-        0x60..=0x63 => format!("Temperature Difference ({} degree F)", prefix(nn - 3)),
-        0x64..=0x67 => format!("External Temperature ({} degree F)", prefix(nn - 3)),
-        0x70..=0x73 => format!(
+        0x00 | 0x01 => wr!(w, "Energy ({}MWh)", tenth(c)),
+        0x08 | 0x09 => wr!(w, "Energy ({}GJ)", tenth(c)),
+        0x10 | 0x11 => wr!(w, "Volume ({}m3)", prefix(i32::from(c & 1) + 2)),
+        0x18 | 0x19 => wr!(w, "Mass ({}t)", prefix(i32::from(c & 1) + 2)),
+        0x21 => w.extend_from_slice("Volume (0.1 feet^3)".as_bytes()),
+        0x22 | 0x23 => wr!(w, "Volume ({}american gallon)", tenth(c)),
+        0x24 => w.extend_from_slice("Volume flow (0.001 american gallon/min)".as_bytes()),
+        0x25 => w.extend_from_slice("Volume flow (american gallon/min)".as_bytes()),
+        0x26 => w.extend_from_slice("Volume flow (american gallon/h)".as_bytes()),
+        0x28 | 0x29 => wr!(w, "Power ({}MW)", tenth(c)),
+        0x30 | 0x31 => wr!(w, "Power ({}GJ/h)", tenth(c)),
+        0x58..=0x5B => wr!(w, "Flow Temperature ({} degree F)", prefix(nn - 3)),
+        0x5C..=0x5F => wr!(w, "Return Temperature ({} degree F)", prefix(nn - 3)),
+        0x60..=0x63 => wr!(w, "Temperature Difference ({} degree F)", prefix(nn - 3)),
+        0x64..=0x67 => wr!(w, "External Temperature ({} degree F)", prefix(nn - 3)),
+        0x70..=0x73 => wr!(
+            w,
             "Cold / Warm Temperature Limit ({} degree F)",
             prefix(nn - 3)
         ),
-        0x74..=0x77 => format!(
+        0x74..=0x77 => wr!(
+            w,
             "Cold / Warm Temperature Limit ({} degree C)",
             prefix(nn - 3)
         ),
-        0x78..=0x7F => format!(
+        0x78..=0x7F => wr!(
+            w,
             "cumul. count max power ({} W)",
             prefix(i32::from(c & 0x07) - 3)
         ),
         // libmbus's switch forgot these two codes.
-        0x50 | 0x51 => format!("Unrecognized VIF 0xFB extension: 0x{vife:02x}"),
-        _ => format!("Reserved (0x{vife:02x})"),
+        0x50 | 0x51 => wr!(w, "Unrecognized VIF 0xFB extension: 0x{vife:02x}"),
+        _ => wr!(w, "Reserved (0x{vife:02x})"),
     }
 }
 
-fn unit_fd(vife: u8) -> String {
+fn unit_fd(vife: u8, w: &mut Vec<u8>) {
     let c = vife & 0x7F;
     let nn = usize::from(c & 0x03);
     const NN: [&str; 4] = ["second(s)", "minute(s)", "hour(s)", "day(s)"];
     const PP: [&str; 4] = ["hour(s)", "day(s)", "month(s)", "year(s)"];
     let fixed = match c {
         0x00..=0x03 => {
-            return format!(
+            return wr!(
+                w,
                 "Credit of {} of the nominal local legal currency units",
                 prefix(nn as i32 - 3)
             )
         }
         0x04..=0x07 => {
-            return format!(
+            return wr!(
+                w,
                 "Debit of {} of the nominal local legal currency units",
                 prefix(nn as i32 - 3)
             )
@@ -1266,18 +1359,18 @@ fn unit_fd(vife: u8) -> String {
         0x20 => "First storage # for cyclic storage",
         0x21 => "Last storage # for cyclic storage",
         0x22 => "Size of storage block",
-        0x24..=0x27 => return format!("Storage interval {}", NN[nn]),
+        0x24..=0x27 => return wr!(w, "Storage interval {}", NN[nn]),
         0x28 => "Storage interval month(s)",
         0x29 => "Storage interval year(s)",
-        0x2C..=0x2F => return format!("Duration since last readout {}", NN[nn]),
+        0x2C..=0x2F => return wr!(w, "Duration since last readout {}", NN[nn]),
         0x30 => "Start (date/time) of tariff",
-        0x31..=0x33 => return format!("Duration of tariff {}", NN[nn]),
-        0x34..=0x37 => return format!("Period of tariff {}", NN[nn]),
+        0x31..=0x33 => return wr!(w, "Duration of tariff {}", NN[nn]),
+        0x34..=0x37 => return wr!(w, "Period of tariff {}", NN[nn]),
         0x38 => "Period of tariff months(s)",
         0x39 => "Period of tariff year(s)",
         0x3A => "dimensionless / no VIF",
-        0x40..=0x4F => return format!("{} V", prefix(i32::from(c & 0x0F) - 9)),
-        0x50..=0x5F => return format!("{} A", prefix(i32::from(c & 0x0F) - 12)),
+        0x40..=0x4F => return wr!(w, "{} V", prefix(i32::from(c & 0x0F) - 9)),
+        0x50..=0x5F => return wr!(w, "{} A", prefix(i32::from(c & 0x0F) - 12)),
         0x60 => "Reset counter",
         0x61 => "Cumulation counter",
         0x62 => "Control signal",
@@ -1286,14 +1379,14 @@ fn unit_fd(vife: u8) -> String {
         0x65 => "Time point of day change",
         0x66 => "State of parameter activation",
         0x67 => "Special supplier information",
-        0x68..=0x6B => return format!("Duration since last cumulation {}", PP[nn]),
-        0x6C..=0x6F => return format!("Operating time battery {}", PP[nn]),
+        0x68..=0x6B => return wr!(w, "Duration since last cumulation {}", PP[nn]),
+        0x6C..=0x6F => return wr!(w, "Operating time battery {}", PP[nn]),
         0x70 => "Date and time of battery change",
         0x71..=0x7F => "Reserved VIF extension",
         // 0x19, 0x1F, 0x23, 0x2A, 0x2B, 0x3B-0x3F
         _ => "Reserved",
     };
-    fixed.to_string()
+    w.extend_from_slice(fixed.as_bytes());
 }
 
 /// One row of libmbus's `vif_table` (normalized units).
@@ -1480,12 +1573,17 @@ mod tests {
 
     #[test]
     fn prefixes() {
-        assert_eq!(prefix(-2), "1e-2 ");
-        assert_eq!(unit_primary(0x13), "Volume (m m^3)");
-        assert_eq!(unit_primary(0x14), "Volume (1e-2  m^3)");
-        assert_eq!(unit_primary(0xF9), "Unknown (VIF=0xF9)");
-        assert_eq!(unit_fd(0x48), "1e-1  V");
-        assert_eq!(unit_fd(0x49), " V");
+        let text = |f: fn(u8, &mut Vec<u8>), code| {
+            let mut w = Vec::new();
+            f(code, &mut w);
+            String::from_utf8(w).unwrap()
+        };
+        assert_eq!(prefix(-2).to_string(), "1e-2 ");
+        assert_eq!(text(unit_primary, 0x13), "Volume (m m^3)");
+        assert_eq!(text(unit_primary, 0x14), "Volume (1e-2  m^3)");
+        assert_eq!(text(unit_primary, 0xF9), "Unknown (VIF=0xF9)");
+        assert_eq!(text(unit_fd, 0x48), "1e-1  V");
+        assert_eq!(text(unit_fd, 0x49), " V");
     }
 
     #[test]
@@ -1510,10 +1608,10 @@ mod tests {
 
     #[test]
     fn c_float_format() {
-        let mut s = String::new();
+        let mut s = Vec::new();
         push_c_fixed6(&mut s, 561.08);
         push_c_fixed6(&mut s, f64::NAN);
-        assert_eq!(s, "561.080000nan");
+        assert_eq!(s, b"561.080000nan");
     }
 
     #[test]

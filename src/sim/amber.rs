@@ -130,12 +130,12 @@ impl SimStick {
     ) -> std::io::Result<()> {
         let Some(bytes) = self.indication(telegram) else {
             if self.cfg.log {
-                eprintln!("amber sim: telegram too long for one frame, skipped");
+                tracing::warn!("amber sim: telegram too long for one frame, skipped");
             }
             return Ok(());
         };
         if self.cfg.log {
-            eprintln!("amber sim -> {}", hex::encode_upper(&bytes));
+            tracing::info!("amber sim -> {}", hex::encode_upper(&bytes));
         }
         stream.write_all(&bytes).await?;
         stream.flush().await?;
@@ -259,7 +259,7 @@ impl SimStick {
     ) -> std::io::Result<()> {
         lock_log(&self.log).requests.push(frame.to_vec());
         if self.cfg.log {
-            eprintln!("amber sim <- {}", hex::encode_upper(frame));
+            tracing::info!("amber sim <- {}", hex::encode_upper(frame));
         }
         let Some((&sent, body)) = frame.split_last() else {
             return Ok(());
@@ -275,7 +275,7 @@ impl SimStick {
         };
         sleep(self.cfg.reply_delay).await;
         if self.cfg.log {
-            eprintln!("amber sim -> {}", hex::encode_upper(&reply));
+            tracing::info!("amber sim -> {}", hex::encode_upper(&reply));
         }
         stream.write_all(&reply).await?;
         stream.flush().await

@@ -108,14 +108,14 @@ pub async fn serve_firmware<S: AsyncRead + AsyncWrite + Unpin + Send>(
                     lock_log(&log).requests.push(std::mem::take(&mut command));
                     if cfg.log {
                         let cut = if overlong { " (cut)" } else { "" };
-                        eprintln!("cul <- {text}{cut}");
+                        tracing::info!("cul <- {text}{cut}");
                     }
                     overlong = false;
                     let answer = state.handle(&text, &cfg, &log);
                     if let Some(answer) = answer {
                         sleep(cfg.reply_delay).await;
                         if cfg.log {
-                            eprintln!("cul -> {answer}");
+                            tracing::info!("cul -> {answer}");
                         }
                         write_line(&mut stream, &answer).await?;
                     }
@@ -129,7 +129,7 @@ pub async fn serve_firmware<S: AsyncRead + AsyncWrite + Unpin + Send>(
                 });
                 if let Some(line) = line {
                     if cfg.log {
-                        eprintln!("cul -> {line}");
+                        tracing::info!("cul -> {line}");
                     }
                     write_line(&mut stream, &line).await?;
                     note_emitted(&log);

@@ -471,7 +471,7 @@ impl DemoMeter {
                 // Nothing is sent rather than a telegram that is not what the meter would send
                 // (a plaintext where it encrypts).
                 Err(e) => {
-                    eprintln!("{e}");
+                    tracing::warn!("{e}");
                     Vec::new()
                 }
             }
@@ -504,7 +504,7 @@ pub fn live_on_stick(
         match meter.telegram(started.elapsed(), acc) {
             Ok(t) => t,
             Err(e) => {
-                eprintln!("{e}");
+                tracing::warn!("{e}");
                 Vec::new()
             }
         }

@@ -129,14 +129,14 @@ impl Stick {
                 match item {
                     Ok((frame, raw)) => {
                         if self.cfg.log {
-                            eprintln!("{} <- {}", self.kind, hex::encode_upper(&raw));
+                            tracing::info!("{} <- {}", self.kind, hex::encode_upper(&raw));
                         }
                         lock_log(&self.log).requests.push(raw);
                         self.answer(stream, &frame).await?;
                     }
                     Err(e) => {
                         if self.cfg.log {
-                            eprintln!("{} <- dropped: {e}", self.kind);
+                            tracing::info!("{} <- dropped: {e}", self.kind);
                         }
                     }
                 }
@@ -196,7 +196,7 @@ impl Stick {
         };
         let Ok(bytes) = frame.encode(true) else {
             if self.cfg.log {
-                eprintln!(
+                tracing::info!(
                     "{}: telegram of {} bytes is too long to send",
                     self.kind,
                     telegram.len()
@@ -252,7 +252,7 @@ impl Stick {
             _ => frame,
         };
         if self.cfg.log {
-            eprintln!("{} -> {}", self.kind, hex::encode_upper(&bytes));
+            tracing::info!("{} -> {}", self.kind, hex::encode_upper(&bytes));
         }
         stream.write_all(&bytes).await?;
         stream.flush().await

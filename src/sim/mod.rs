@@ -135,7 +135,7 @@ fn log_exchange(frame: &[u8], reply: &SimReply) {
         1 => format!("1 meter: {}", spaced_hex(reply.answer())),
         n => format!("{n} meters (collision): {}", spaced_hex(reply.answer())),
     };
-    eprintln!("<- {} [{what}] -> {answer}", spaced_hex(frame));
+    tracing::info!("<- {} [{what}] -> {answer}", spaced_hex(frame));
 }
 
 /// Bytes per write when pacing: about 2 ms of line time, so fast rates do not need a timer
@@ -218,7 +218,7 @@ pub async fn serve_stream_at<S: AsyncRead + AsyncWrite + Unpin>(
                 Ok(read) => read?,
                 Err(_) => {
                     if opts.log {
-                        eprintln!(
+                        tracing::info!(
                             "<- dropped {} byte(s) of an incomplete frame",
                             reader.pending()
                         );
@@ -239,7 +239,7 @@ pub async fn serve_stream_at<S: AsyncRead + AsyncWrite + Unpin>(
                 Ok(frame) => frame,
                 Err(e) => {
                     if opts.log {
-                        eprintln!("<- dropped line noise: {e}");
+                        tracing::info!("<- dropped line noise: {e}");
                     }
                     continue;
                 }
@@ -269,22 +269,22 @@ pub async fn serve_tcp(
                 // Paced writes are small; Nagle plus delayed ACKs would bunch them up.
                 let _ = stream.set_nodelay(true);
                 if opts.log {
-                    eprintln!("connection from {peer}");
+                    tracing::info!("connection from {peer}");
                 }
                 let sim = Arc::clone(&sim);
                 tokio::spawn(async move {
                     let result = serve_stream(stream, &sim, opts).await;
                     if opts.log {
                         match result {
-                            Ok(()) => eprintln!("connection from {peer} closed"),
-                            Err(e) => eprintln!("connection from {peer} failed: {e}"),
+                            Ok(()) => tracing::info!("connection from {peer} closed"),
+                            Err(e) => tracing::warn!("connection from {peer} failed: {e}"),
                         }
                     }
                 });
             }
             Err(e) => {
                 // Usually out of file descriptors: wait for connections to close.
-                eprintln!("accept failed: {e}");
+                tracing::warn!("accept failed: {e}");
                 sleep(Duration::from_millis(100)).await;
             }
         }

@@ -285,3 +285,66 @@ pub fn meterbridge(args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+// ---------------------------------------------------------------------------------------------
+// Log capture
+
+/// One log event as the gateway emitted it: level, message and the structured fields.
+#[derive(Debug, Clone)]
+pub struct Logged {
+    pub level: tracing::Level,
+    pub message: String,
+    pub fields: Vec<(String, String)>,
+}
+
+/// Collects the log events of whatever runs under [`LogCapture::dispatch`] (a gateway started
+/// with `.with_subscriber(capture.dispatch())`): tests read what an operator would see without
+/// a process-wide subscriber, so parallel tests do not mix their logs.
+#[derive(Clone, Default)]
+pub struct LogCapture(Arc<Mutex<Vec<Logged>>>);
+
+impl LogCapture {
+    pub fn dispatch(&self) -> tracing::Dispatch {
+        use tracing_subscriber::layer::SubscriberExt as _;
+        tracing::Dispatch::new(tracing_subscriber::registry().with(CaptureLayer(self.clone())))
+    }
+
+    pub fn events(&self) -> Vec<Logged> {
+        self.0.lock().unwrap().clone()
+    }
+
+    /// How many messages contain `needle`.
+    pub fn count(&self, needle: &str) -> usize {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| e.message.contains(needle))
+            .count()
+    }
+}
+
+struct CaptureLayer(LogCapture);
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for CaptureLayer {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        struct Fields(String, Vec<(String, String)>);
+        impl tracing::field::Visit for Fields {
+            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+                if field.name() == "message" {
+                    self.0 = format!("{value:?}");
+                } else {
+                    self.1
+                        .push((field.name().to_string(), format!("{value:?}")));
+                }
+            }
+        }
+        let mut fields = Fields(String::new(), Vec::new());
+        event.record(&mut fields);
+        (self.0).0.lock().unwrap().push(Logged {
+            level: *event.metadata().level(),
+            message: fields.0,
+            fields: fields.1,
+        });
+    }
+}

@@ -620,7 +620,7 @@ impl Gateway {
         if let Some(web) = self.web.as_mut() {
             web.page_meters.insert(name.clone());
         }
-        self.note(&format!("meter {name} ({id}) added on the web page"));
+        tracing::info!(meter = %name, "meter {name} ({id}) added on the web page");
         Ok(format!("added {name}; {checked}"))
     }
 }

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
+use tracing::{info, warn};
 
 use tokio::sync::watch;
 
@@ -185,7 +186,7 @@ impl Gateway {
         };
         scan.outcome = Some(message.clone());
         web.dirty = true;
-        self.note(&format!("bus {name}: {message} (asked on the web page)"));
+        info!(bus = %name, "bus {name}: {message} (asked on the web page)");
     }
 
     /// A wired meter was read: the page's replies waiting for it, if any (and its "last
@@ -293,7 +294,7 @@ impl Gateway {
             } => {
                 if let Err(e) = self.web_set_address(&bus, address, new_address, reply) {
                     // The reply went with the command only when it was sent.
-                    self.note(&format!("web page: set address refused: {e}"));
+                    warn!("web page: set address refused: {e}");
                 }
             }
             WiredCommand::Add {
@@ -331,7 +332,7 @@ impl Gateway {
             };
             web.dirty = true;
         }
-        self.note(&format!("bus {bus}: {kind} scan started on the web page"));
+        info!(bus = %bus, "bus {bus}: {kind} scan started on the web page");
         Ok(serde_json::json!({"message": format!("{kind} scan started")}))
     }
 
@@ -396,9 +397,10 @@ impl Gateway {
             MeterAddress::Primary(a) => format!("primary address {a}"),
             MeterAddress::Secondary(s) | MeterAddress::Wireless(s) => s,
         };
-        self.note(&format!(
+        info!(
+            bus = %bus,
             "bus {bus}: setting the meter at {old} to primary address {new} (asked on the web page)"
-        ));
+        );
         tokio::spawn(async move {
             let answer = match answer.await {
                 Ok(Ok(())) => Ok(serde_json::json!({
@@ -484,7 +486,7 @@ impl Gateway {
         if let Some(dir) = self.wired_web.as_ref().map(|w| w.state_dir.clone()) {
             if let Err(e) = crate::web::added::append(&dir, &entry) {
                 // Polled for this run all the same; the page says it will not survive a restart.
-                self.note(&format!("warning: meter {name} not saved: {e}"));
+                warn!(meter = %name, "meter {name} not saved: {e}");
             }
         }
         self.meters.push(Meter {
@@ -503,7 +505,7 @@ impl Gateway {
         if let Some(w) = self.wired_web.as_mut() {
             w.dirty = true;
         }
-        self.note(&format!("meter {name} (bus {bus}) added on the web page"));
+        info!(meter = %name, bus = %bus, "meter {name} (bus {bus}) added on the web page");
         Ok(
             serde_json::json!({"message": format!("added {name}; it is read now and then every poll")}),
         )

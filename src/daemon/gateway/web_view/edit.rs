@@ -9,6 +9,7 @@ use crate::daemon::gateway::{Gateway, Sink};
 use crate::drivers::run::DriverRun;
 use crate::telegram::wireless::parse_key_argument;
 use crate::web::added;
+use tracing::info;
 
 impl Gateway {
     /// The index of a meter the page may change, by slug.
@@ -150,7 +151,7 @@ impl Gateway {
             web.page_meters.insert(name.clone());
             web.dirty = true;
         }
-        self.note(&format!("meter {name} ({id}) changed on the web page"));
+        info!(meter = %id, "meter {name} ({id}) changed on the web page");
         Ok((format!("saved {name}"), new_slug))
     }
 
@@ -197,7 +198,7 @@ impl Gateway {
             web.page_meters.remove(&name);
             web.dirty = true;
         }
-        self.note(&format!("meter {name} ({id}) removed on the web page"));
+        info!(meter = %id, "meter {name} ({id}) removed on the web page");
         Ok(format!("removed {name}"))
     }
 }
