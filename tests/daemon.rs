@@ -1045,7 +1045,8 @@ mqtt:
         let readings = kept
             .queued
             .iter()
-            .filter(|m| !m.topic.ends_with("gateway/state"))
+            // Meter states only: the bridge's device list and events share the queue.
+            .filter(|m| m.topic.ends_with("/state") && !m.topic.ends_with("gateway/state"))
             .count();
         if readings >= 10 {
             break;
