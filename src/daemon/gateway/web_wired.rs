@@ -76,7 +76,7 @@ fn address_text(a: &MeterAddress) -> serde_json::Value {
 
 /// Whether a configured address names the meter a scan found. `F` digits of a configured
 /// secondary address are wildcards, as in a select.
-fn names_found(address: &MeterAddress, found: &Found) -> bool {
+pub(super) fn names_found(address: &MeterAddress, found: &Found) -> bool {
     match address {
         MeterAddress::Primary(a) => found.primary == Some(*a),
         MeterAddress::Secondary(s) => {
@@ -136,7 +136,15 @@ impl Gateway {
             _ => scan.share,
         };
         if let ScanEvent::Found(f) = p.event {
-            scan.found.push(f);
+            scan.found.push(f.clone());
+            let bus_name = self
+                .wired_web
+                .as_ref()
+                .and_then(|w| w.buses.get(bus))
+                .map(|b| b.name.clone());
+            if let Some(name) = bus_name {
+                self.bridge_found(&name, &f);
+            }
         }
         if let Some(w) = self.wired_web.as_mut() {
             w.dirty = true;
@@ -185,7 +193,12 @@ impl Gateway {
         };
         scan.outcome = Some(message.clone());
         web.dirty = true;
+        // Every meter of the result, also those no progress report named.
+        let found = scan.found.clone();
         self.note(&format!("bus {name}: {message} (asked on the web page)"));
+        for f in &found {
+            self.bridge_found(&name, f);
+        }
     }
 
     /// A wired meter was read: the page's replies waiting for it, if any (and its "last
