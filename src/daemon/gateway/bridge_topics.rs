@@ -80,6 +80,11 @@ impl BridgeDevices {
         }
     }
 
+    /// A configured meter's configuration changed (its address): the list goes out again.
+    pub(super) fn meter_changed(&mut self) {
+        self.changed = true;
+    }
+
     fn configured(&mut self, index: usize) -> &mut (Static, Dynamic) {
         if self.configured.len() <= index {
             self.configured.resize_with(index + 1, Default::default);
