@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::Duration;
 
 use meterbridge::config::node::{self, Node, Value as Yaml};
 use serde_json::{json, Value as Json};
@@ -142,6 +143,8 @@ fn every_option() -> Json {
     json!({
         "log_level": "debug",
         "dedup_window": "20s",
+        "settle_time": "2s",
+        "silent_after": "1h",
         "allow_bus_writes": true,
         "buses": [
             {"name": "cellar", "device": "/dev/ttyUSB0", "baud": 9600,
@@ -154,7 +157,8 @@ fn every_option() -> Json {
         "receivers": [
             {"name": "stick", "type": "im871a", "device": "/dev/ttyACM0", "mode": "c1",
              "baud": 57600, "dedup": false},
-            {"name": "remote", "type": "tcp_client", "address": "192.168.1.60:7000"},
+            {"name": "remote", "type": "tcp_client", "address": "192.168.1.60:7000",
+             "silent_after": "6h"},
             {"name": "esp32", "type": "udp", "bind": "0.0.0.0:7001"},
             {"name": "from-broker", "type": "mqtt", "topic": "wmbus/raw"},
             {"name": "sdr", "type": "rtlwmbus", "command": "nc 192.168.1.70 7373"}
@@ -546,6 +550,61 @@ fn invalid_options_stop_the_start_with_the_option_named() {
     assert_eq!(
         String::from_utf8_lossy(&out.stderr).trim(),
         "error: buses[0].baud: expected a whole number"
+    );
+}
+
+/// The receivers' timing options of the configuration file are add-on options too, and
+/// leaving them out gives the configuration file's defaults.
+#[test]
+fn the_receiver_timing_options_reach_the_configuration() {
+    let dir = Scratch::new("timing");
+    let receivers = json!([
+        {"name": "stick", "type": "im871a", "device": "/dev/ttyACM0"},
+        {"name": "esp32", "type": "udp", "bind": "0.0.0.0:7001", "silent_after": "0"},
+        {"name": "attic", "type": "tcp_client", "address": "192.168.1.60:7000",
+         "silent_after": "4h"}
+    ]);
+    let load = |options: &Json| {
+        let (out, _) = convert(&dir, options, None);
+        assert!(out.status.success(), "{}", text(&out));
+        meterbridge::config::load(&dir.path("meterbridge.yaml"))
+            .unwrap_or_else(|e| panic!("{e}"))
+            .0
+    };
+
+    let config = load(&json!({"receivers": receivers}));
+    assert_eq!(config.settle_time, Duration::from_millis(500));
+    assert_eq!(config.silent_after, Duration::from_secs(30 * 60));
+    assert_eq!(config.receivers[0].silent_after, None);
+
+    let config = load(&json!({
+        "dedup_window": "0",
+        "settle_time": "0",
+        "silent_after": "45m",
+        "receivers": receivers
+    }));
+    // A bare 0 (what the UI hands over for "off") reads as zero, not as a duration without unit.
+    assert_eq!(config.dedup_window, Duration::ZERO);
+    assert_eq!(config.settle_time, Duration::ZERO);
+    assert_eq!(config.silent_after, Duration::from_secs(45 * 60));
+    assert_eq!(config.receivers[0].silent_after, None);
+    assert_eq!(config.receivers[1].silent_after, Some(Duration::ZERO));
+    assert_eq!(
+        config.receivers[2].silent_after,
+        Some(Duration::from_secs(4 * 3600))
+    );
+
+    // Out of range: named as the add-on option, and the gateway is not started.
+    let (out, _) = convert(
+        &dir,
+        &json!({"settle_time": "10s", "receivers": receivers}),
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("settle_time"),
+        "{}",
+        text(&out)
     );
 }
 

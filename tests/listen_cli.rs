@@ -57,6 +57,36 @@ fn listen_shows_meters_and_suppresses_repeats() {
     assert!(enc["error"].as_str().unwrap().contains("key"), "{enc}");
 }
 
+/// A repeater's copy differs in bytes the meter did not write: it is the same telegram, as
+/// for the daemon (src/receivers/merge.rs), while the meter's next telegram is not.
+#[test]
+fn listen_takes_a_repeater_s_copy_for_a_repeat() {
+    use meterbridge::wire::hex;
+    let t = hex::decode(KAMSTRUP).unwrap();
+    // Another C field (0x46) and the ELL's hop-counter bit H (CC at offset 11) set.
+    let mut repeated = t.clone();
+    repeated[1] = 0x46;
+    repeated[11] |= 0x10;
+    // The next telegram: another access number (offset 12).
+    let mut next = t.clone();
+    next[12] ^= 0x01;
+    let input = format!(
+        "{KAMSTRUP}\n{}\n{}\n",
+        hex::encode_upper(&repeated),
+        hex::encode_upper(&next)
+    );
+    let (lines, _) = listen_stdin(&["--hex-stdin", "--format", "json"], &input);
+    assert_eq!(
+        lines.len(),
+        2,
+        "the repeater's copy is suppressed: {lines:?}"
+    );
+    assert_eq!(lines[0]["id"], "76348799");
+    assert_eq!(lines[0]["fields"]["total_m3"], 6.408);
+    assert_eq!(lines[1]["id"], "76348799");
+    assert_eq!(lines[1]["telegram"], hex::encode_upper(&next));
+}
+
 #[test]
 fn listen_decodes_with_a_key_and_can_print_every_copy() {
     let input = format!("{AVENTIES}\n{AVENTIES}\n");

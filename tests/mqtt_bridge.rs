@@ -362,3 +362,218 @@ web:
         .unwrap();
     let _ = std::fs::remove_dir_all(&state_dir);
 }
+
+/// The first wired frame among a driver's test telegrams.
+fn wired_frame(driver: &str) -> Vec<u8> {
+    let d = meterbridge::drivers::Registry::built_in_static()
+        .get(driver)
+        .unwrap();
+    d.file
+        .tests
+        .iter()
+        .flat_map(|t| t.telegrams.iter())
+        .filter_map(|t| meterbridge::wire::hex::decode(t).ok())
+        .find(|f| f[0] == 0x68)
+        .unwrap()
+}
+
+/// A secondary address as scans print it: the id digits, then manufacturer, version and
+/// medium, from the select bytes (id little-endian BCD first).
+fn secondary_text(select: &[u8; 8]) -> String {
+    let id: String = select[..4]
+        .iter()
+        .rev()
+        .map(|b| format!("{b:02X}"))
+        .collect();
+    let rest: String = select[4..].iter().map(|b| format!("{b:02X}")).collect();
+    id + &rest
+}
+
+/// Meters a scan on the web page finds on a wired bus join the list when they are not
+/// configured (bus, addresses, manufacturer, medium, version), with one `meter_found` event per
+/// meter however often it is found, none for the configured one; added from the scan, the
+/// meter is listed once, as configured.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn meters_found_by_a_wired_scan_join_the_list() {
+    let port = broker::rumqttd_port();
+    let base = format!("found{}", broker::free_port());
+    let state_dir = std::env::temp_dir().join(format!(
+        "meterbridge-bridge-found-{}-{}",
+        std::process::id(),
+        broker::free_port()
+    ));
+    let _ = std::fs::remove_dir_all(&state_dir);
+    // A Kamstrup 403 at primary address 1 (configured) and a Landis+Gyr Ultraheat at 5 (not).
+    let heat = support::kamheat_frame();
+    let ultra = wired_frame("ultraheat");
+    let ultra_secondary = meterbridge::sim::bus::secondary_of(&ultra).unwrap();
+    let ultra_text = secondary_text(&ultra_secondary.to_select_bytes());
+    let sim = BusSim::new(vec![
+        SimMeter::new(1, meterbridge::sim::bus::secondary_of(&heat).unwrap())
+            .with_telegrams(vec![heat])
+            .unwrap(),
+        SimMeter::new(5, ultra_secondary)
+            .with_telegrams(vec![ultra])
+            .unwrap(),
+    ]);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let bus = listener.local_addr().unwrap().to_string();
+    tokio::spawn(meterbridge::sim::serve_tcp(
+        listener,
+        Arc::new(Mutex::new(sim)),
+        ServeOptions {
+            baud: 2400,
+            log: false,
+        },
+    ));
+    let yaml = format!(
+        r#"state_dir: "{state}"
+buses:
+  - name: cellar
+    tcp: "{bus}"
+    polling: 1h
+meters:
+  - name: Heat
+    bus: cellar
+    address: 1
+    driver: kamheat
+mqtt:
+  url: "mqtt://127.0.0.1:{port}"
+  base_topic: "{base}"
+  client_id: "{base}"
+  discovery: false
+web:
+  bind: "127.0.0.1:0"
+"#,
+        state = state_dir.display()
+    );
+    let messages = watch_topics(port, &format!("{base}/bridge/#")).await;
+    let devices_topic = format!("{base}/bridge/devices");
+    let event_topic = format!("{base}/bridge/event");
+    let (config, _) = parse_with(
+        &yaml,
+        "test.yaml",
+        &ValidateOptions::with_built_in_drivers(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let (stop, stop_rx) = watch::channel(false);
+    let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
+    let options = RunOptions {
+        print: PrintFormat::None,
+        stop: Some(stop_rx),
+        instance: "test".into(),
+        web_bound: Some(bound_tx),
+        ..RunOptions::default()
+    };
+    let task = tokio::spawn(gateway::run(config, options));
+    let web = tokio::time::timeout(WAIT, bound_rx).await.unwrap().unwrap();
+    let page = http(web, "GET", "/", "", "").await.1;
+    let token = page
+        .split("name=\"csrf-token\" content=\"")
+        .nth(1)
+        .and_then(|a| a.split('"').next())
+        .unwrap()
+        .to_string();
+    let is_ultra = |d: &Value| d["secondary_address"] == ultra_text.as_str();
+    let scan_done = |wanted: usize| async move {
+        let start = Instant::now();
+        loop {
+            let (_, text) = http(web, "GET", "/api/wired", "", "").await;
+            let view: Value = serde_json::from_str(&text).unwrap();
+            let outcome = view["buses"][0]["scan"]["outcome"]
+                .as_str()
+                .map(String::from);
+            if view["buses"][0]["scan"]["running"] == false
+                && outcome.as_deref()
+                    == Some(&*format!("secondary scan done: {wanted} meter(s) found"))
+            {
+                return;
+            }
+            assert!(start.elapsed() < WAIT * 3, "scan not done: {view}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    let scan = || async {
+        let body = serde_json::json!({"bus": "cellar", "type": "secondary"}).to_string();
+        let (status, answer) = http(web, "POST", "/api/wired/scan", &token, &body).await;
+        assert_eq!(status, 200, "{answer}");
+    };
+
+    // Before a scan: the configured meter alone.
+    let list = until(&messages, &devices_topic, |v| {
+        v.as_array().is_some_and(|l| l.len() == 1)
+    })
+    .await;
+    assert_eq!(list[0]["name"], "Heat");
+
+    scan().await;
+    scan_done(2).await;
+    let list = until(&messages, &devices_topic, |v| {
+        v.as_array().is_some_and(|l| l.iter().any(is_ultra))
+    })
+    .await;
+    assert_eq!(list.as_array().unwrap().len(), 2, "{list}");
+    let found = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| is_ultra(d))
+        .unwrap();
+    assert_eq!(found["configured"], false);
+    assert_eq!(found["bus"], "cellar");
+    assert_eq!(found["source"], "cellar");
+    assert_eq!(found["address"], 5);
+    assert_eq!(found["id"], &ultra_text[..8]);
+    assert_eq!(found["manufacturer"], "LUG");
+    assert_eq!(found["medium"], "heat");
+    assert_eq!(
+        found["version"],
+        u64::from_str_radix(&ultra_text[12..14], 16).unwrap()
+    );
+    assert!(found["last_seen"]
+        .as_str()
+        .is_some_and(|t| t.ends_with('Z')));
+    assert!(found.get("name").is_none());
+    // The configured Kamstrup, found too, is not listed twice.
+    assert_eq!(
+        list.as_array()
+            .unwrap()
+            .iter()
+            .filter(|d| d["address"] == 1)
+            .count(),
+        1,
+        "{list}"
+    );
+
+    // Found again: no second event.
+    scan().await;
+    scan_done(2).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let events: Vec<Value> = on(&messages, &event_topic).iter().map(json).collect();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["type"], "meter_found");
+    assert_eq!(events[0]["data"]["secondary_address"], ultra_text.as_str());
+    assert_eq!(events[0]["data"]["address"], 5);
+    assert_eq!(events[0]["data"]["manufacturer"], "LUG");
+
+    // Added from the scan: listed once, configured.
+    let body =
+        serde_json::json!({"bus": "cellar", "address": 5, "name": "Flat 2", "driver": "auto"});
+    let (status, answer) = http(web, "POST", "/api/wired/meters", &token, &body.to_string()).await;
+    assert_eq!(status, 200, "{answer}");
+    let list = until(&messages, &devices_topic, |v| {
+        v.as_array()
+            .is_some_and(|l| l.iter().any(|d| d["name"] == "Flat 2"))
+    })
+    .await;
+    assert_eq!(list.as_array().unwrap().len(), 2, "{list}");
+    assert!(!list.as_array().unwrap().iter().any(is_ultra), "{list}");
+
+    stop.send(true).unwrap();
+    tokio::time::timeout(WAIT, task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&state_dir);
+}

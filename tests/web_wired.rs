@@ -546,3 +546,120 @@ async fn set_address_with_bus_writes_allowed() {
     gw.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Setting the primary address of a meter configured by that address: one added on the page
+/// follows (polled at the new address at once, and saved so), one from the configuration file
+/// does not, and the answer says that file must be changed; a new address another configured
+/// meter uses is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_address_of_a_configured_meter() {
+    let segment = start_segment().await;
+    let dir = temp_dir("follow");
+    let state = dir.join("state");
+    let gw = start(&config_yaml(&state, &segment.address, true)).await;
+    let token = csrf(gw.web).await;
+
+    // The Ultraheat added on the page by its primary address 5, and read there.
+    let (status, added) = post(
+        gw.web,
+        "/api/wired/meters",
+        &token,
+        json!({"bus": "cellar", "address": 5, "name": "Flat 2", "driver": "auto"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{added}");
+    bus_until(gw.web, "Flat 2 read", |b| last_read(b, "Flat 2").is_some()).await;
+
+    // Not onto the address of the configured Kamstrup.
+    let (status, taken) = post(
+        gw.web,
+        "/api/wired/address",
+        &token,
+        json!({"bus": "cellar", "address": 5, "new_address": 1}),
+    )
+    .await;
+    assert_eq!(status, 422, "{taken}");
+    assert!(
+        taken["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("Heat is configured at primary address 1 on bus cellar"),
+        "{taken}"
+    );
+
+    let (status, answer) = post(
+        gw.web,
+        "/api/wired/address",
+        &token,
+        json!({"bus": "cellar", "address": 5, "new_address": 9}),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        answer["message"],
+        "the meter at primary address 5 now answers at primary address 9; Flat 2 is read there \
+         from now on, also after a restart"
+    );
+    let changed_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    // Saved at the new address, and read there (the meter no longer answers at 5).
+    let saved = meterbridge::web::added::load(&state, &["cellar".to_string()]).unwrap();
+    assert_eq!(saved.len(), 1);
+    assert_eq!(saved[0].name, "Flat 2");
+    assert_eq!(
+        saved[0].address,
+        meterbridge::config::schema::MeterAddress::Primary(9)
+    );
+    let bus = bus_until(gw.web, "Flat 2 read at 9", |b| {
+        last_read(b, "Flat 2").is_some_and(|t| t > changed_at)
+    })
+    .await;
+    let flat = bus["meters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "Flat 2")
+        .unwrap();
+    assert_eq!(flat["address"], 9);
+
+    // The Kamstrup comes from the configuration file: set all the same, and the answer says
+    // the file must follow; nothing is saved for it, and it stays configured at 1.
+    let (status, answer) = post(
+        gw.web,
+        "/api/wired/address",
+        &token,
+        json!({"bus": "cellar", "address": 1, "new_address": 7}),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        answer["message"],
+        "the meter at primary address 1 now answers at primary address 7. Heat is configured at \
+         primary address 1 in the configuration file: change its address to 7 there and \
+         restart; until then it is not read (the page never rewrites that file)"
+    );
+    let primaries: Vec<u8> = segment
+        .sim
+        .lock()
+        .unwrap()
+        .meters()
+        .iter()
+        .map(|m| m.primary)
+        .collect();
+    assert_eq!(primaries, [7, 9]);
+    let saved = meterbridge::web::added::load(&state, &["cellar".to_string()]).unwrap();
+    assert_eq!(saved.len(), 1, "{saved:?}");
+    let bus = wired(gw.web).await["buses"][0].clone();
+    let heat = bus["meters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "Heat")
+        .unwrap();
+    assert_eq!(heat["address"], 1);
+
+    gw.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

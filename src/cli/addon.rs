@@ -76,6 +76,10 @@ enum Kind {
     /// Timing options where our configuration reads a plain number as milliseconds but the
     /// add-on UI can only hand over text: digits are written as a number, anything else as text.
     MillisOrText,
+    /// A duration our configuration reads with a unit (`500ms`, `30m`) or as a bare `0` (off).
+    /// Digits are written as a number as for `MillisOrText`, so `0` is accepted and any other
+    /// bare number gets the configuration's own "has no unit" message; text stays text.
+    Duration,
     /// A meter address: on a bus, up to three digits are a primary address (a number).
     Address,
     /// A secret: written quoted like text, but never echoed in messages.
@@ -88,7 +92,9 @@ enum Kind {
 /// add-on's `schema` must appear here; tests/addon.rs checks that against addon/config.yaml.
 const TOP_OPTIONS: &[(&str, Kind)] = &[
     ("log_level", Kind::Text),
-    ("dedup_window", Kind::Text),
+    ("dedup_window", Kind::Duration),
+    ("settle_time", Kind::Duration),
+    ("silent_after", Kind::Duration),
     ("allow_bus_writes", Kind::Bool),
 ];
 
@@ -120,6 +126,7 @@ const RECEIVER_OPTIONS: &[(&str, Kind)] = &[
     ("topic", Kind::Text),
     ("command", Kind::Text),
     ("dedup", Kind::Bool),
+    ("silent_after", Kind::Duration),
 ];
 
 const METER_OPTIONS: &[(&str, Kind)] = &[
@@ -217,7 +224,7 @@ fn scalar(
             }
             _ => return Err(option_error(option, "expected true or false")),
         },
-        Kind::MillisOrText => match value {
+        Kind::MillisOrText | Kind::Duration => match value {
             Value::Number(n) if n.is_u64() => {
                 let _ = write!(out, "{n}");
             }

@@ -14,6 +14,7 @@ use crate::drivers::Registry;
 use crate::output::json::push_str;
 use crate::output::wmbusmeters::{media_name, push_value};
 use crate::receivers::input::{self, InputEvent, InputSpec};
+use crate::receivers::merge::identity;
 use crate::receivers::{Dedup, Heard, LinkMode, StickKind};
 use crate::security::KeyStore;
 use crate::telegram::wireless::WirelessLink;
@@ -74,8 +75,9 @@ pub struct ListenArgs {
     /// `text` for people, `json` (one object per line) for programs.
     #[arg(long, default_value = "text", value_parser = ["text", "json"])]
     pub format: String,
-    /// Seconds within which an identical telegram counts as a repeat and is not printed again
-    /// (0 prints every copy).
+    /// Seconds within which the same telegram counts as a repeat and is not printed again
+    /// (0 prints every copy). A repeater's copy (another C field or hop count) is the same
+    /// telegram, as in the daemon.
     #[arg(long, value_name = "SECONDS", default_value_t = 10)]
     pub dedup_window: u64,
     /// Stop after this many telegrams.
@@ -422,7 +424,9 @@ impl Printer {
                 return false;
             }
         };
-        if self.dedup.is_repeat(&stripped, heard.received) {
+        // The daemon's notion of "the same telegram": a repeater's copy (other C field, hop
+        // counts) is a repeat too, while another access number or payload is not.
+        if self.dedup.is_repeat(&identity(&stripped), heard.received) {
             return false;
         }
         self.printed += 1;

@@ -207,10 +207,13 @@ pub enum BusCommand {
     },
     /// Poll one more meter from now on (added on the web page).
     AddMeter(PolledMeter),
-    /// Give a meter a new primary address (only sent when bus writes are allowed).
+    /// Give a meter a new primary address (only sent when bus writes are allowed). With
+    /// `follow` (a meter index), that polled meter is read at the new address from then on,
+    /// once the meter has taken it.
     SetAddress {
         target: Target,
         new: u8,
+        follow: Option<usize>,
         reply: oneshot::Sender<Result<(), String>>,
     },
 }
@@ -368,7 +371,7 @@ pub async fn run_bus(
                         schedules.push(Schedule::new(&m.polling, Instant::now(), Local::now()));
                         meters.push(m);
                     }
-                    Some(c) => run_command(&mut link, &meters, c, &tx).await,
+                    Some(c) => run_command(&mut link, &mut meters, c, &tx).await,
                     None => commands_open = false,
                 }
                 continue;
@@ -406,7 +409,7 @@ pub async fn run_bus(
 
 async fn run_command(
     link: &mut Link<'_>,
-    meters: &[PolledMeter],
+    meters: &mut [PolledMeter],
     command: BusCommand,
     tx: &mpsc::Sender<BusEvent>,
 ) {
@@ -487,7 +490,12 @@ async fn run_command(
         }
         // Handled by the bus loop itself, which owns the list of meters.
         BusCommand::AddMeter(_) => {}
-        BusCommand::SetAddress { target, new, reply } => {
+        BusCommand::SetAddress {
+            target,
+            new,
+            follow,
+            reply,
+        } => {
             let result = match link.master(tx).await {
                 Some(master) => {
                     let r = master.set_primary_address(target, new).await;
@@ -498,6 +506,11 @@ async fn run_command(
                 }
                 None => Err(format!("bus {} is not reachable", link.bus.name)),
             };
+            if result.is_ok() {
+                if let Some(m) = meters.iter_mut().find(|m| Some(m.index) == follow) {
+                    m.target = Target::Primary(new);
+                }
+            }
             let _ = reply.send(result);
         }
     }

@@ -882,7 +882,7 @@ impl Gateway {
                     return;
                 };
                 let (reply, answer) = tokio::sync::oneshot::channel();
-                if tx.try_send(BusCommand::SetAddress { target, new, reply }).is_err() {
+                if tx.try_send(BusCommand::SetAddress { target, new, follow: None, reply }).is_err() {
                     self.respond(name, serde_json::json!({"ok": false, "bus": bus, "error": "the bus is busy; try again"}));
                     return;
                 }
@@ -1910,6 +1910,7 @@ async fn start_web(
         wired_tx,
         config.buses.clone(),
         config.state_dir.clone(),
+        command_tx.downgrade(),
     ));
     gateway.web_wired_publish();
     tokio::spawn(

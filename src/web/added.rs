@@ -98,8 +98,9 @@ pub fn append(dir: &Path, entry: &str) -> Result<PathBuf, String> {
     Ok(path)
 }
 
-/// The meters saved in the file (none when there is no file yet).
-pub fn load(dir: &Path) -> Result<Vec<MeterConfig>, String> {
+/// The meters saved in the file (none when there is no file yet). `buses` are the names of the
+/// configuration file's buses, which the file's wired meters refer to.
+pub fn load(dir: &Path, buses: &[String]) -> Result<Vec<MeterConfig>, String> {
     let path = dir.join(FILE);
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
@@ -107,6 +108,8 @@ pub fn load(dir: &Path) -> Result<Vec<MeterConfig>, String> {
         Err(e) => return Err(format!("{}: {e}", path.display())),
     };
     let name = path.display().to_string();
+    // As in `merge`: after the file's own lines, so that positions in errors stay true.
+    let text = format!("{text}\n{}", buses_named(buses.iter()));
     let (saved, _) = crate::config::parse_with(&text, &name, &ValidateOptions::default())
         .map_err(|e| e.to_string())?;
     Ok(saved.meters)
@@ -176,4 +179,54 @@ pub fn merge(config: &mut Config, options: &ValidateOptions) -> Result<usize, St
         }
     }
     Ok(added)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meter(name: &str, address: MeterAddress, bus: Option<&str>) -> MeterConfig {
+        MeterConfig {
+            name: name.into(),
+            address,
+            bus: bus.map(String::from),
+            driver: "auto".into(),
+            key: None,
+            fields: Vec::new(),
+            polling: None,
+            max_frames: None,
+            max_records: None,
+            expire_after: None,
+        }
+    }
+
+    /// A file holding a wired meter (added from a scan) next to a wireless one loads with the
+    /// configuration's bus names, so the wireless one can still be changed on the page.
+    #[test]
+    fn a_file_with_wired_and_wireless_meters_loads() {
+        let dir = std::env::temp_dir().join(format!("mb-added-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let wired = meter("Flat 2", MeterAddress::Primary(5), Some("cellar"));
+        let wireless = meter("Garden", MeterAddress::Wireless("61070071".into()), None);
+        for m in [&wired, &wireless] {
+            append(&dir, &entry(m).unwrap()).unwrap();
+        }
+        let loaded = load(&dir, &["cellar".to_string()]).unwrap();
+        assert_eq!(loaded.len(), 2);
+        assert_eq!(loaded[0].name, "Flat 2");
+        assert_eq!(loaded[0].address, MeterAddress::Primary(5));
+        assert_eq!(loaded[0].bus.as_deref(), Some("cellar"));
+        assert_eq!(loaded[1].address, MeterAddress::Wireless("61070071".into()));
+        // Saved and loaded again: the same meters.
+        save(&dir, &loaded).unwrap();
+        let again = load(&dir, &["cellar".to_string()]).unwrap();
+        let summary = |ms: &[MeterConfig]| -> Vec<(String, MeterAddress, Option<String>)> {
+            ms.iter()
+                .map(|m| (m.name.clone(), m.address.clone(), m.bus.clone()))
+                .collect()
+        };
+        assert_eq!(summary(&again), summary(&loaded));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -64,6 +64,16 @@ pub enum WiredCommand {
         new_address: u8,
         reply: Reply,
     },
+    /// Never sent by the page: the gateway tells itself that the meter `meter` (added on the
+    /// page, configured at primary address `old`) took primary address `new`, so that its
+    /// saved entry follows; `message` is the answer to give once that is done.
+    AddressTaken {
+        meter: usize,
+        old: u8,
+        new: u8,
+        message: String,
+        reply: Reply,
+    },
     /// Add a meter found on a bus: polled from now on, saved for restarts.
     Add {
         bus: String,

@@ -1,7 +1,8 @@
 //! The meters over MQTT the way zigbee2mqtt tells about its devices: a retained
-//! `<base>/bridge/devices` with every configured meter and every wireless meter heard that is
-//! not configured, and `<base>/bridge/event` when a meter is heard for the first time or added
-//! on the web page (docs/mqtt.md). Nothing here is reached without MQTT.
+//! `<base>/bridge/devices` with every configured meter, every wireless meter heard and every
+//! wired meter found by a scan on the web page that is not configured, and `<base>/bridge/event`
+//! when a meter is heard or found for the first time or added on the web page (docs/mqtt.md).
+//! Nothing here is reached without MQTT.
 //!
 //! The device list changes only with what a meter *is* (its driver, manufacturer, medium,
 //! encryption) or with the set of meters, never with a reading, so a gateway hearing hundreds
@@ -12,8 +13,10 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use super::web_wired::names_found;
 use super::{timestamp, Gateway, Sink};
 use crate::config::schema::MeterAddress;
+use crate::master::Found;
 use crate::output::wmbusmeters::media_name;
 use crate::telegram::wireless::{WirelessError, WirelessFrame};
 
@@ -25,6 +28,9 @@ const HEARD_LIMIT: usize = 2000;
 /// Meters already announced by a `meter_heard` event in this run; beyond it the set starts
 /// over (a gateway running for years among passing meters must not grow without bound).
 const EVENTED_LIMIT: usize = 10_000;
+/// Wired meters found by scans and not configured, in the list; a bus holds at most 250 at
+/// primary addresses, but secondary addressing allows more, and a run may scan many times.
+const FOUND_LIMIT: usize = 2000;
 
 /// What the list says about a meter that a reading does not change.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -42,6 +48,13 @@ struct Dynamic {
     last_seen: Option<SystemTime>,
 }
 
+/// A wired meter a scan found that no configured meter names.
+#[derive(Debug)]
+struct FoundWired {
+    found: Found,
+    last_seen: SystemTime,
+}
+
 #[derive(Default)]
 pub(super) struct BridgeDevices {
     /// By configured meter index: what its telegrams showed.
@@ -49,6 +62,11 @@ pub(super) struct BridgeDevices {
     /// Wireless meters heard that are not configured, by id.
     heard: BTreeMap<String, (Static, Dynamic)>,
     evented: HashSet<String>,
+    /// Wired meters found by a scan on the web page that are not configured, by bus name and
+    /// secondary address (unique on a bus, unlike a primary address before it is set).
+    found: BTreeMap<(String, String), FoundWired>,
+    /// Found meters already announced by a `meter_found` event in this run.
+    found_evented: HashSet<(String, String)>,
     /// The list must be published again (the set or a meter's static data changed).
     changed: bool,
     last_publish: Option<Instant>,
@@ -60,6 +78,11 @@ impl BridgeDevices {
             changed: true,
             ..BridgeDevices::default()
         }
+    }
+
+    /// A configured meter's configuration changed (its address): the list goes out again.
+    pub(super) fn meter_changed(&mut self) {
+        self.changed = true;
     }
 
     fn configured(&mut self, index: usize) -> &mut (Static, Dynamic) {
@@ -90,6 +113,32 @@ fn entry_json(id: &str, s: &Static, d: &Dynamic) -> serde_json::Map<String, serd
     m.insert("last_seen".into(), d.last_seen.map(timestamp).into());
     m.insert("rssi_dbm".into(), d.rssi.into());
     m.insert("source".into(), d.source.as_deref().into());
+    m
+}
+
+/// A found wired meter as the list and the `meter_found` event show it: the fields of a
+/// configured wired meter that a scan can tell, and its secondary address and version.
+fn found_json(bus: &str, f: &FoundWired) -> serde_json::Map<String, serde_json::Value> {
+    let found = &f.found;
+    let fixed = Static {
+        manufacturer: Some(found.manufacturer.to_string()),
+        medium: Some(media_name(found.medium.code()).to_string()),
+        driver: None,
+        encryption: None,
+    };
+    let seen = Dynamic {
+        rssi: None,
+        source: Some(Arc::from(bus)),
+        last_seen: Some(f.last_seen),
+    };
+    // The identification number: the secondary address's first 8 digits.
+    let id = found.secondary.get(..8).unwrap_or(&found.secondary);
+    let mut m = entry_json(id, &fixed, &seen);
+    m.insert("configured".into(), false.into());
+    m.insert("bus".into(), bus.into());
+    m.insert("address".into(), found.primary.into());
+    m.insert("secondary_address".into(), found.secondary.clone().into());
+    m.insert("version".into(), found.version.into());
     m
 }
 
@@ -220,13 +269,22 @@ impl Gateway {
     /// A meter was added while the gateway runs (on the web page): it joins the list at once
     /// and a `meter_added` event says so.
     pub(super) fn bridge_added(&mut self, index: usize) {
-        let id = match &self.meters[index].cfg.address {
+        let cfg = &self.meters[index].cfg;
+        let id = match &cfg.address {
             MeterAddress::Wireless(id) => Some(id.to_ascii_lowercase()),
             _ => None,
         };
         let Some(bridge) = self.bridge.as_mut() else {
             return;
         };
+        // A wired meter added from a scan is configured now, no longer only found.
+        if let Some(bus) = &cfg.bus {
+            let before = bridge.found.len();
+            bridge
+                .found
+                .retain(|(b, _), f| !(b == bus && names_found(&cfg.address, &f.found)));
+            bridge.changed |= bridge.found.len() != before;
+        }
         // It was heard before: what that showed stays true of the configured meter.
         if let Some(heard) = id.as_ref().and_then(|id| bridge.heard.remove(id)) {
             *bridge.configured(index) = heard;
@@ -234,6 +292,59 @@ impl Gateway {
         bridge.changed = true;
         let data = self.bridge_configured_json(index);
         self.bridge_event("meter_added", data);
+    }
+
+    /// A scan on the web page found a wired meter: unless a configured meter names it, it
+    /// joins the list, and the first time in this run a `meter_found` event says so.
+    pub(super) fn bridge_found(&mut self, bus: &str, found: &Found) {
+        if self.bridge.is_none() {
+            return;
+        }
+        let configured = self
+            .meters
+            .iter()
+            .any(|m| m.cfg.bus.as_deref() == Some(bus) && names_found(&m.cfg.address, found));
+        if configured {
+            return;
+        }
+        let Some(bridge) = self.bridge.as_mut() else {
+            return;
+        };
+        let key = (bus.to_string(), found.secondary.clone());
+        let now = SystemTime::now();
+        if let Some(known) = bridge.found.get_mut(&key) {
+            // Found again: only what the meter is (its primary address may have been set
+            // since) republishes the list, not the time.
+            if known.found != *found {
+                known.found = found.clone();
+                bridge.changed = true;
+            }
+            known.last_seen = now;
+            return;
+        }
+        if bridge.found.len() >= FOUND_LIMIT {
+            let oldest = bridge
+                .found
+                .iter()
+                .min_by_key(|(_, f)| f.last_seen)
+                .map(|(k, _)| k.clone());
+            if let Some(k) = oldest {
+                bridge.found.remove(&k);
+            }
+        }
+        let entry = FoundWired {
+            found: found.clone(),
+            last_seen: now,
+        };
+        let data = found_json(&key.0, &entry);
+        bridge.found.insert(key.clone(), entry);
+        bridge.changed = true;
+        if bridge.found_evented.len() >= EVENTED_LIMIT {
+            bridge.found_evented.clear();
+        }
+        if bridge.found_evented.insert(key) {
+            self.bridge_event("meter_found", data.into());
+        }
     }
 
     fn bridge_event(&mut self, kind: &str, data: serde_json::Value) {
@@ -320,6 +431,9 @@ impl Gateway {
             let mut m = entry_json(id, s, d);
             m.insert("configured".into(), false.into());
             list.push(m.into());
+        }
+        for ((bus, _), f) in &bridge.found {
+            list.push(found_json(bus, f).into());
         }
         if let Sink::Mqtt { publisher, .. } = &self.sink {
             publisher.publish(

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use tracing::{info, warn};
 
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use super::super::bus::{target_of, BusCommand, PolledMeter};
 use super::{expire_after, state_key, Gateway, Meter};
@@ -48,6 +48,9 @@ pub(super) struct WiredWeb {
     last_publish: Option<Instant>,
     /// Where `web-meters.yaml` is kept.
     state_dir: std::path::PathBuf,
+    /// The page's command channel, for the gateway to hear back from a task it started (a
+    /// primary address set). Weak: the gateway must not keep the channel open by itself.
+    loopback: mpsc::WeakSender<crate::web::Command>,
 }
 
 impl WiredWeb {
@@ -55,9 +58,11 @@ impl WiredWeb {
         tx: watch::Sender<WiredView>,
         buses: Vec<BusConfig>,
         state_dir: std::path::PathBuf,
+        loopback: mpsc::WeakSender<crate::web::Command>,
     ) -> WiredWeb {
         WiredWeb {
             state_dir,
+            loopback,
             tx,
             scans: buses.iter().map(|_| ScanState::default()).collect(),
             buses,
@@ -77,7 +82,7 @@ fn address_text(a: &MeterAddress) -> serde_json::Value {
 
 /// Whether a configured address names the meter a scan found. `F` digits of a configured
 /// secondary address are wildcards, as in a select.
-fn names_found(address: &MeterAddress, found: &Found) -> bool {
+pub(super) fn names_found(address: &MeterAddress, found: &Found) -> bool {
     match address {
         MeterAddress::Primary(a) => found.primary == Some(*a),
         MeterAddress::Secondary(s) => {
@@ -95,6 +100,14 @@ fn seconds(d: Duration) -> u64 {
 }
 
 impl Gateway {
+    /// The configuration file's buses, which wired meters saved by the page refer to.
+    pub(super) fn bus_names(&self) -> Vec<String> {
+        self.wired_web
+            .as_ref()
+            .map(|w| w.buses.iter().map(|b| b.name.clone()).collect())
+            .unwrap_or_default()
+    }
+
     fn wired_bus(&self, name: &str) -> Result<usize, String> {
         let web = self.wired_web.as_ref().ok_or("the web page is off")?;
         web.buses
@@ -137,7 +150,15 @@ impl Gateway {
             _ => scan.share,
         };
         if let ScanEvent::Found(f) = p.event {
-            scan.found.push(f);
+            scan.found.push(f.clone());
+            let bus_name = self
+                .wired_web
+                .as_ref()
+                .and_then(|w| w.buses.get(bus))
+                .map(|b| b.name.clone());
+            if let Some(name) = bus_name {
+                self.bridge_found(&name, &f);
+            }
         }
         if let Some(w) = self.wired_web.as_mut() {
             w.dirty = true;
@@ -186,7 +207,12 @@ impl Gateway {
         };
         scan.outcome = Some(message.clone());
         web.dirty = true;
+        // Every meter of the result, also those no progress report named.
+        let found = scan.found.clone();
         info!(bus = %name, "bus {name}: {message} (asked on the web page)");
+        for f in &found {
+            self.bridge_found(&name, f);
+        }
     }
 
     /// A wired meter was read: the page's replies waiting for it, if any (and its "last
@@ -286,6 +312,15 @@ impl Gateway {
                     }
                 }
             }
+            WiredCommand::AddressTaken {
+                meter,
+                old,
+                new,
+                message,
+                reply,
+            } => {
+                let _ = reply.send(self.web_address_taken(meter, old, new, message));
+            }
             WiredCommand::SetAddress {
                 bus,
                 address,
@@ -371,20 +406,45 @@ impl Gateway {
             };
             let target = target_of(&configured).ok_or("not a usable address")?;
             let tx = self.bus_sender(bus).ok_or("the bus is not running")?;
-            Ok((target, tx, configured))
+            // A meter configured by this primary address loses it: one added on the page
+            // follows (polled and saved at the new one); one from the configuration file
+            // cannot, since that file is never rewritten.
+            let configured_here = self.meters.iter().position(|m| {
+                m.cfg.bus.as_deref() == Some(bus)
+                    && matches!(configured, MeterAddress::Primary(_))
+                    && m.cfg.address == configured
+            });
+            if let Some(other) = self.meters.iter().find(|m| {
+                m.cfg.bus.as_deref() == Some(bus) && m.cfg.address == MeterAddress::Primary(new)
+            }) {
+                if configured != MeterAddress::Primary(new) {
+                    return Err(format!(
+                        "{} is configured at primary address {new} on bus {bus}: two meters \
+                         answering at one address cannot be read",
+                        other.cfg.name
+                    ));
+                }
+            }
+            Ok((target, tx, configured, configured_here))
         })();
-        let (target, tx, configured) = match checked {
+        let (target, tx, configured, configured_here) = match checked {
             Ok(c) => c,
             Err(e) => {
                 let _ = reply.send(Err(e.clone()));
                 return Err(e);
             }
         };
+        let from_page = configured_here.filter(|&i| {
+            self.web
+                .as_ref()
+                .is_some_and(|w| w.page_meters.contains(&self.meters[i].cfg.name))
+        });
         let (bus_reply, answer) = tokio::sync::oneshot::channel();
         if tx
             .try_send(BusCommand::SetAddress {
                 target,
                 new,
+                follow: from_page,
                 reply: bus_reply,
             })
             .is_err()
@@ -393,6 +453,10 @@ impl Gateway {
             let _ = reply.send(Err(e.clone()));
             return Err(e);
         }
+        let old_primary = match configured {
+            MeterAddress::Primary(a) => Some(a),
+            _ => None,
+        };
         let old = match configured {
             MeterAddress::Primary(a) => format!("primary address {a}"),
             MeterAddress::Secondary(s) | MeterAddress::Wireless(s) => s,
@@ -401,17 +465,108 @@ impl Gateway {
             bus = %bus,
             "bus {bus}: setting the meter at {old} to primary address {new} (asked on the web page)"
         );
+        let done = format!("the meter at {old} now answers at primary address {new}");
+        // What becomes of the configured meter, told with the answer.
+        let after = match (configured_here, from_page) {
+            (Some(i), None) => Some(format!(
+                "{name} is configured at {old} in the configuration file: change its address \
+                 to {new} there and restart; until then it is not read (the page never \
+                 rewrites that file)",
+                name = self.meters[i].cfg.name
+            )),
+            _ => None,
+        };
+        let loopback = self.wired_web.as_ref().map(|w| w.loopback.clone());
         tokio::spawn(async move {
             let answer = match answer.await {
-                Ok(Ok(())) => Ok(serde_json::json!({
-                    "message": format!("the meter at {old} now answers at primary address {new}")
-                })),
+                Ok(Ok(())) => match (from_page, old_primary, loopback) {
+                    // The saved entry follows in the gateway task, which answers then.
+                    (Some(meter), Some(old), Some(loopback)) => {
+                        let command = WiredCommand::AddressTaken {
+                            meter,
+                            old,
+                            new,
+                            message: done,
+                            reply,
+                        };
+                        if let Some(tx) = loopback.upgrade() {
+                            let _ = tx.send(crate::web::Command::Wired(command)).await;
+                        }
+                        return;
+                    }
+                    _ => Ok(serde_json::json!({
+                        "message": match after {
+                            Some(a) => format!("{done}. {a}"),
+                            None => done,
+                        }
+                    })),
+                },
                 Ok(Err(e)) => Err(e),
                 Err(_) => Err("the bus task stopped".to_string()),
             };
             let _ = reply.send(answer);
         });
         Ok(())
+    }
+
+    /// A meter added on the page took a new primary address (the bus task polls it there
+    /// already): its configuration and saved entry follow.
+    fn web_address_taken(
+        &mut self,
+        index: usize,
+        old: u8,
+        new: u8,
+        done: String,
+    ) -> Result<serde_json::Value, String> {
+        let Some(meter) = self.meters.get_mut(index) else {
+            return Ok(serde_json::json!({ "message": done }));
+        };
+        if meter.cfg.address != MeterAddress::Primary(old) {
+            return Ok(serde_json::json!({ "message": done }));
+        }
+        meter.cfg.address = MeterAddress::Primary(new);
+        let name = meter.cfg.name.clone();
+        let cfg = meter.cfg.clone();
+        if let Some(bridge) = self.bridge.as_mut() {
+            bridge.meter_changed();
+        }
+        if let Some(w) = self.wired_web.as_mut() {
+            w.dirty = true;
+        }
+        let saved = (|| {
+            let dir = self
+                .wired_web
+                .as_ref()
+                .map(|w| w.state_dir.clone())
+                .ok_or("the web page is off")?;
+            let mut saved = crate::web::added::load(&dir, &self.bus_names())?;
+            let slot = saved
+                .iter_mut()
+                .find(|m| m.name == name)
+                .ok_or_else(|| format!("{name} is not in {}", crate::web::added::FILE))?;
+            slot.address = cfg.address.clone();
+            crate::web::added::save(&dir, &saved)
+        })();
+        match saved {
+            Ok(_) => {
+                info!(
+                    meter = %name,
+                    "meter {name}: now polled and saved at primary address {new} (set on the web page)"
+                );
+                Ok(serde_json::json!({
+                    "message": format!("{done}; {name} is read there from now on, also after a restart")
+                }))
+            }
+            Err(e) => {
+                warn!(meter = %name, "meter {name}: primary address {new} not saved: {e}");
+                Ok(serde_json::json!({
+                    "message": format!(
+                        "{done}; {name} is read there until the next start, but it was not \
+                         saved ({e}): add it again after a restart"
+                    )
+                }))
+            }
+        }
     }
 
     /// Adds a meter a scan found: polled from now on, saved for restarts.
@@ -504,6 +659,10 @@ impl Gateway {
         self.bridge_added(index);
         if let Some(w) = self.wired_web.as_mut() {
             w.dirty = true;
+        }
+        // The page may change what it added (its primary address, set on the page).
+        if let Some(web) = self.web.as_mut() {
+            web.page_meters.insert(name.clone());
         }
         info!(meter = %name, bus = %bus, "meter {name} (bus {bus}) added on the web page");
         Ok(

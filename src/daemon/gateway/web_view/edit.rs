@@ -104,7 +104,7 @@ impl Gateway {
             .as_ref()
             .map(|w| w.state_dir.clone())
             .ok_or("the web page is off")?;
-        let mut saved = added::load(&dir)?;
+        let mut saved = added::load(&dir, &self.bus_names())?;
         let slot = saved
             .iter_mut()
             .find(|m| m.name == old.name)
@@ -164,7 +164,7 @@ impl Gateway {
             .as_ref()
             .map(|w| w.state_dir.clone())
             .ok_or("the web page is off")?;
-        let mut saved = added::load(&dir)?;
+        let mut saved = added::load(&dir, &self.bus_names())?;
         saved.retain(|m| m.name != name);
         added::save(&dir, &saved).map_err(|e| format!("not removed: {e}"))?;
         if self.meters[index + 1..].iter().any(|m| m.cfg.bus.is_some()) {
