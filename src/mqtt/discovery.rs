@@ -107,21 +107,38 @@ fn entity_slug(s: &str) -> String {
 /// every message, and an empty text would show as a blank state. Binary sensors render nothing
 /// when their key is missing (ignored: the last state stays).
 fn value_template(c: &Component) -> String {
-    let k = &c.value_key;
+    let v = json_access(&c.value_key);
     match c.platform {
         // `default(None, true)` also takes an empty text for no value; a number 0 must stay 0.
-        Platform::Sensor if c.text => format!("{{{{ value_json.{k} | default(None, true) }}}}"),
-        Platform::Sensor => format!("{{{{ value_json.{k} | default(None) }}}}"),
-        Platform::BinarySensor if c.on_words.is_empty() => format!(
-            "{{% if value_json.{k} is defined %}}{{{{ 'ON' if value_json.{k} else 'OFF' }}}}{{% endif %}}"
-        ),
+        Platform::Sensor if c.text => format!("{{{{ {v} | default(None, true) }}}}"),
+        Platform::Sensor => format!("{{{{ {v} | default(None) }}}}"),
+        Platform::BinarySensor if c.on_words.is_empty() => {
+            format!("{{% if {v} is defined %}}{{{{ 'ON' if {v} else 'OFF' }}}}{{% endif %}}")
+        }
         Platform::BinarySensor => {
             let words: Vec<String> = c.on_words.iter().map(|w| format!("'{w}'")).collect();
             format!(
-                "{{% if value_json.{k} is defined and value_json.{k} is string %}}{{{{ 'ON' if value_json.{k}.replace(',', ' ').split(' ') | select('in', [{}]) | list else 'OFF' }}}}{{% endif %}}",
+                "{{% if {v} is defined and {v} is string %}}{{{{ 'ON' if {v}.replace(',', ' ').split(' ') | select('in', [{}]) | list else 'OFF' }}}}{{% endif %}}",
                 words.join(", ")
             )
         }
+    }
+}
+
+/// `value_json.key`, or `value_json['key']` when the key is not a plain name: Jinja reads
+/// `value_json.rssi_demo-stick_dbm` as a subtraction, and the entity never gets a value (a
+/// receiver or bus name with a hyphen did exactly that, seen in a real Home Assistant).
+fn json_access(key: &str) -> String {
+    let plain = key
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if plain {
+        format!("value_json.{key}")
+    } else {
+        let quoted = key.replace('\\', "\\\\").replace('\'', "\\'");
+        format!("value_json['{quoted}']")
     }
 }
 
@@ -329,6 +346,25 @@ mod tests {
             "{t}"
         );
         assert!(t.contains("select('in', ['LEAK', 'BURST'])"), "{t}");
+    }
+
+    /// Keys that are not plain names (a receiver called `demo-stick`) are read with brackets.
+    #[test]
+    fn keys_with_hyphens_are_read_with_brackets() {
+        let rate = Component::sensor("receiver_demo-stick_per_minute", "x");
+        assert_eq!(
+            value_template(&rate),
+            "{{ value_json['receiver_demo-stick_per_minute'] | default(None) }}"
+        );
+        let mut silent = Component::sensor("receiver_demo-stick_silent", "x");
+        silent.platform = Platform::BinarySensor;
+        assert_eq!(
+            value_template(&silent),
+            "{% if value_json['receiver_demo-stick_silent'] is defined %}{{ 'ON' if value_json['receiver_demo-stick_silent'] else 'OFF' }}{% endif %}"
+        );
+        assert_eq!(json_access("9lives"), "value_json['9lives']");
+        assert_eq!(json_access("it's"), "value_json['it\\'s']");
+        assert_eq!(json_access("total_m3"), "value_json.total_m3");
     }
 
     #[test]
