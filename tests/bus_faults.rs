@@ -192,20 +192,6 @@ fn is_whole_answer(f: &[u8]) -> bool {
         && f[4..n - 2].iter().fold(0u8, |a, b| a.wrapping_add(*b)) == f[n - 2]
 }
 
-/// The log of every gateway this test process runs, installed before the first one starts
-/// (`tracing` decides once per call site whether anyone listens, so a subscriber set up while
-/// another test's gateway already logs can miss call sites). Tests tell their lines apart by
-/// the bus name in them.
-fn global_log() -> &'static support::LogCapture {
-    static LOG: std::sync::OnceLock<support::LogCapture> = std::sync::OnceLock::new();
-    LOG.get_or_init(|| {
-        let log = support::LogCapture::default();
-        tracing::dispatcher::set_global_default(log.dispatch())
-            .expect("no other global subscriber in this test process");
-        log
-    })
-}
-
 /// Runs the gateway on `yaml` in this process and collects every reading it emits (the meter's
 /// `total_volume_m3`, with the time it arrived).
 fn start_gateway(
@@ -226,7 +212,7 @@ fn start_gateway(
         emitted: Some(emitted_tx),
         ..RunOptions::default()
     };
-    global_log();
+    support::global_log();
     let task = tokio::spawn(gateway::run(config, options));
     let observed = Observed {
         readings: Arc::new(Mutex::new(Vec::new())),
@@ -529,7 +515,7 @@ meters:
         dir.join("state").display(),
         link.display()
     );
-    let messages = global_log();
+    let messages = support::global_log();
     let (task, stop, observed) = start_gateway(&yaml);
     let limit = Duration::from_secs(15);
     observed.next_after(Instant::now(), limit).await;

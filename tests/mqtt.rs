@@ -49,7 +49,7 @@ fn unique(prefix: &str) -> String {
 fn start(
     s: MqttSettings,
 ) -> Result<(Publisher, tokio::sync::mpsc::Receiver<Incoming>), meterbridge::mqtt::MqttError> {
-    global_log();
+    support::global_log();
     meterbridge::mqtt::start(s)
 }
 
@@ -498,19 +498,6 @@ async fn swallow(mut client: TcpStream, mut server: TcpStream, mut cut: watch::R
     }
 }
 
-/// Every test's MQTT log, in one process-wide subscriber installed before the first client
-/// starts (see [`start`]): the lines a test looks for name its own broker address (a port of
-/// its own), so parallel tests do not mix.
-fn global_log() -> &'static support::LogCapture {
-    static LOG: std::sync::OnceLock<support::LogCapture> = std::sync::OnceLock::new();
-    LOG.get_or_init(|| {
-        let log = support::LogCapture::default();
-        tracing::dispatcher::set_global_default(log.dispatch())
-            .expect("no other global subscriber in this test process");
-        log
-    })
-}
-
 fn seqs_of(p: &Publish) -> u64 {
     let v: Value = serde_json::from_slice(&p.payload).unwrap();
     v["seq"].as_u64().unwrap()
@@ -540,7 +527,7 @@ async fn outage_loses_no_reading_and_fires_the_last_will() {
         let status_topic = format!("{base}/status");
         let state_topic = format!("{base}/m/state");
         let mut watch = Subscriber::connect(broker.port, &[&status_topic, &state_topic]).await;
-        let log = global_log();
+        let log = support::global_log();
         let (publisher, _incoming) = start(settings(proxy.port, &base)).unwrap();
         assert_eq!(watch.expect(&status_topic).await.payload, b"online");
 

@@ -160,7 +160,7 @@ web:
     )
     .unwrap_or_else(|e| panic!("{e}"));
     let (esp, mut online) = esp32(port, &format!("{base}/status")).await;
-    let log = global_log();
+    let log = support::global_log();
     let (stop, stop_rx) = watch::channel(false);
     let (emitted_tx, mut emitted) = mpsc::unbounded_channel();
     let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
@@ -442,7 +442,7 @@ mqtt:
         }
     };
 
-    let log = global_log();
+    let log = support::global_log();
     let (stop, stop_rx) = watch::channel(false);
     let instance = format!("silent{tag}");
     let task = tokio::spawn(gateway::run(
@@ -586,7 +586,7 @@ mqtt:
     )
     .unwrap_or_else(|e| panic!("{e}"));
     let (sdr, mut online) = esp32(port, &format!("{base}/status")).await;
-    let log = global_log();
+    let log = support::global_log();
     let (stop, stop_rx) = watch::channel(false);
     let (emitted_tx, mut emitted) = mpsc::unbounded_channel();
     let task = tokio::spawn(gateway::run(
@@ -671,19 +671,6 @@ mqtt:
     assert_eq!(stats.decode_errors, 4, "{stats:?}");
     assert_eq!(stats.readings_emitted, 1, "{stats:?}");
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-/// Every test's gateway log, in one process-wide subscriber installed before the first gateway
-/// starts: the lines a test looks for name its own receivers (each test names them
-/// differently), so parallel tests do not mix.
-fn global_log() -> &'static support::LogCapture {
-    static LOG: std::sync::OnceLock<support::LogCapture> = std::sync::OnceLock::new();
-    LOG.get_or_init(|| {
-        let log = support::LogCapture::default();
-        tracing::dispatcher::set_global_default(log.dispatch())
-            .expect("no other global subscriber in this test process");
-        log
-    })
 }
 
 /// The log as an operator reads it: warnings marked as such.

@@ -324,6 +324,20 @@ impl LogCapture {
     }
 }
 
+/// One capture for the whole test process, installed as the global subscriber on first use
+/// (before the first client or gateway starts). `tracing` decides once per call site whether
+/// anyone listens, so a capture scoped to one test can miss events while parallel tests log;
+/// tests that read the log look for lines naming their own broker port, bus or receivers.
+pub fn global_log() -> &'static LogCapture {
+    static LOG: std::sync::OnceLock<LogCapture> = std::sync::OnceLock::new();
+    LOG.get_or_init(|| {
+        let log = LogCapture::default();
+        tracing::dispatcher::set_global_default(log.dispatch())
+            .expect("no other global subscriber in this test process");
+        log
+    })
+}
+
 struct CaptureLayer(LogCapture);
 
 impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for CaptureLayer {
