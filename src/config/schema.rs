@@ -301,6 +301,23 @@ pub struct MeterConfig {
 }
 
 impl MeterConfig {
+    /// A meter with nothing but its name, address and driver set (what the web page adds):
+    /// no key, no field adjustments, the bus's polling and limits.
+    pub fn new(name: String, address: MeterAddress, driver: String) -> MeterConfig {
+        MeterConfig {
+            name,
+            address,
+            bus: None,
+            driver,
+            key: None,
+            fields: Vec::new(),
+            polling: None,
+            max_frames: None,
+            max_records: None,
+            expire_after: None,
+        }
+    }
+
     /// The name as it appears in MQTT topics and entity ids.
     pub fn slug(&self) -> String {
         topic_slug(&self.name)

@@ -187,16 +187,8 @@ mod tests {
 
     fn meter(name: &str, address: MeterAddress, bus: Option<&str>) -> MeterConfig {
         MeterConfig {
-            name: name.into(),
-            address,
             bus: bus.map(String::from),
-            driver: "auto".into(),
-            key: None,
-            fields: Vec::new(),
-            polling: None,
-            max_frames: None,
-            max_records: None,
-            expire_after: None,
+            ..MeterConfig::new(name.into(), address, "auto".into())
         }
     }
 

@@ -564,18 +564,14 @@ impl Gateway {
         }
         let checked = self.web_try(&id, key.as_deref(), &driver)?;
         let cfg = MeterConfig {
-            name: name.clone(),
-            address: MeterAddress::Wireless(id.clone()),
-            bus: None,
-            driver: driver.clone(),
             key: key
                 .as_ref()
                 .map(|k| KeySource::Inline(Secret::new(k.clone()))),
-            fields: Vec::new(),
-            polling: None,
-            max_frames: None,
-            max_records: None,
-            expire_after: None,
+            ..MeterConfig::new(
+                name.clone(),
+                MeterAddress::Wireless(id.clone()),
+                driver.clone(),
+            )
         };
         let entry = crate::web::added::entry(&cfg)?;
         let state_dir = self.web.as_ref().map(|w| w.state_dir.clone());

@@ -612,16 +612,8 @@ impl Gateway {
             return Err(format!("there is no bus named {bus:?}"));
         };
         let cfg = MeterConfig {
-            name: name.clone(),
-            address,
             bus: Some(bus.to_string()),
-            driver,
-            key: None,
-            fields: Vec::new(),
-            polling: None,
-            max_frames: None,
-            max_records: None,
-            expire_after: None,
+            ..MeterConfig::new(name.clone(), address, driver)
         };
         let entry = crate::web::added::entry(&cfg)?;
         let index = self.meters.len();
