@@ -38,16 +38,10 @@ pub fn decrypt_des(
     data: &mut [u8],
     len: usize,
 ) -> Result<usize, SecurityError> {
-    if len == 0 || !len.is_multiple_of(DES_BLOCK_LEN) {
+    if !len.is_multiple_of(DES_BLOCK_LEN) {
         return Err(SecurityError::NoEncryptedBlocks);
     }
-    let available = data.len();
-    let Some(encrypted) = data.get_mut(..len) else {
-        return Err(SecurityError::Truncated {
-            needed: len,
-            available,
-        });
-    };
+    let encrypted = super::cipher_part(data, len)?;
     let mut first = [0u8; DES_BLOCK_LEN];
     if let Some(block) = encrypted.first_chunk::<DES_BLOCK_LEN>() {
         first = *block;

@@ -101,6 +101,19 @@ pub enum SecurityError {
     PlaintextUnmarked,
 }
 
+/// The first `len` bytes of `data`, the part a cipher works on: `NoEncryptedBlocks` when the
+/// header announces none, `Truncated` when the telegram ends before the part does.
+fn cipher_part(data: &mut [u8], len: usize) -> Result<&mut [u8], SecurityError> {
+    if len == 0 {
+        return Err(SecurityError::NoEncryptedBlocks);
+    }
+    let available = data.len();
+    data.get_mut(..len).ok_or(SecurityError::Truncated {
+        needed: len,
+        available,
+    })
+}
+
 fn missing(needed: usize, available: usize) -> usize {
     needed.saturating_sub(available)
 }

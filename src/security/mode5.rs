@@ -51,14 +51,8 @@ pub fn encrypt_mode5(
     data: &mut [u8],
     blocks: usize,
 ) -> Result<usize, SecurityError> {
-    if blocks == 0 {
-        return Err(SecurityError::NoEncryptedBlocks);
-    }
     let needed = blocks.saturating_mul(BLOCK_LEN);
-    let available = data.len();
-    let Some(plain) = data.get_mut(..needed) else {
-        return Err(SecurityError::Truncated { needed, available });
-    };
+    let plain = super::cipher_part(data, needed)?;
     if !plain.starts_with(&PLAINTEXT_MARKER) {
         return Err(SecurityError::PlaintextUnmarked);
     }
@@ -76,14 +70,8 @@ pub(super) fn decrypt_cbc_checked(
     data: &mut [u8],
     blocks: usize,
 ) -> Result<usize, SecurityError> {
-    if blocks == 0 {
-        return Err(SecurityError::NoEncryptedBlocks);
-    }
     let needed = blocks.saturating_mul(BLOCK_LEN);
-    let available = data.len();
-    let Some(encrypted) = data.get_mut(..needed) else {
-        return Err(SecurityError::Truncated { needed, available });
-    };
+    let encrypted = super::cipher_part(data, needed)?;
 
     // CBC's first plaintext block depends only on the IV and the first ciphertext block, so a
     // wrong key is detected without destroying the caller's ciphertext.
