@@ -533,20 +533,17 @@ impl Gateway {
         if let Some(w) = self.wired_web.as_mut() {
             w.dirty = true;
         }
-        let saved = (|| {
-            let dir = self
-                .wired_web
-                .as_ref()
-                .map(|w| w.state_dir.clone())
-                .ok_or("the web page is off")?;
-            let mut saved = crate::web::added::load(&dir, &self.bus_names())?;
-            let slot = saved
-                .iter_mut()
-                .find(|m| m.name == name)
-                .ok_or_else(|| format!("{name} is not in {}", crate::web::added::FILE))?;
-            slot.address = cfg.address.clone();
-            crate::web::added::save(&dir, &saved)
-        })();
+        let saved = self.rewrite_page_meters(
+            |saved| {
+                let slot = saved
+                    .iter_mut()
+                    .find(|m| m.name == name)
+                    .ok_or_else(|| format!("{name} is not in {}", crate::web::added::FILE))?;
+                slot.address = cfg.address.clone();
+                Ok(())
+            },
+            None,
+        );
         match saved {
             Ok(_) => {
                 info!(

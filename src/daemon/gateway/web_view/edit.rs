@@ -99,18 +99,17 @@ impl Gateway {
         }
         // Checked as the next start will check it, then saved, then applied.
         added::entry(&cfg)?;
-        let dir = self
-            .web
-            .as_ref()
-            .map(|w| w.state_dir.clone())
-            .ok_or("the web page is off")?;
-        let mut saved = added::load(&dir, &self.bus_names())?;
-        let slot = saved
-            .iter_mut()
-            .find(|m| m.name == old.name)
-            .ok_or_else(|| format!("{} is not in {}", old.name, added::FILE))?;
-        *slot = cfg.clone();
-        added::save(&dir, &saved).map_err(|e| format!("not saved: {e}"))?;
+        self.rewrite_page_meters(
+            |saved| {
+                let slot = saved
+                    .iter_mut()
+                    .find(|m| m.name == old.name)
+                    .ok_or_else(|| format!("{} is not in {}", old.name, added::FILE))?;
+                *slot = cfg.clone();
+                Ok(())
+            },
+            Some("not saved"),
+        )?;
 
         if let Some(KeySource::Inline(k)) = &cfg.key {
             if key.is_some() {
@@ -159,14 +158,13 @@ impl Gateway {
         let index = self.web_page_meter(slug)?;
         let id = self.wireless_id(index)?;
         let name = self.meters[index].cfg.name.clone();
-        let dir = self
-            .web
-            .as_ref()
-            .map(|w| w.state_dir.clone())
-            .ok_or("the web page is off")?;
-        let mut saved = added::load(&dir, &self.bus_names())?;
-        saved.retain(|m| m.name != name);
-        added::save(&dir, &saved).map_err(|e| format!("not removed: {e}"))?;
+        self.rewrite_page_meters(
+            |saved| {
+                saved.retain(|m| m.name != name);
+                Ok(())
+            },
+            Some("not removed"),
+        )?;
         if self.meters[index + 1..].iter().any(|m| m.cfg.bus.is_some()) {
             // Bus tasks know their meters by position; removing this one now would shift
             // theirs. Rare (meters added on the page come after the file's), so: at restart.
@@ -200,5 +198,28 @@ impl Gateway {
         }
         info!(meter = %id, "meter {name} ({id}) removed on the web page");
         Ok(format!("removed {name}"))
+    }
+
+    /// Rewrites the page's meter file (`web-meters.yaml`, owner-only): loads it, lets `change`
+    /// edit the list, saves it. The one place that reads and writes the file after start. A
+    /// failed save is reported as `{not_saved}: {error}`, or as the error alone.
+    pub(in crate::daemon::gateway) fn rewrite_page_meters(
+        &self,
+        change: impl FnOnce(&mut Vec<crate::config::MeterConfig>) -> Result<(), String>,
+        not_saved: Option<&str>,
+    ) -> Result<(), String> {
+        let dir = self
+            .web
+            .as_ref()
+            .map(|w| w.state_dir.clone())
+            .ok_or("the web page is off")?;
+        let mut saved = added::load(&dir, &self.bus_names())?;
+        change(&mut saved)?;
+        added::save(&dir, &saved)
+            .map(|_| ())
+            .map_err(|e| match not_saved {
+                Some(what) => format!("{what}: {e}"),
+                None => e,
+            })
     }
 }
