@@ -414,7 +414,6 @@ async fn run_demo(args: &DemoArgs) -> Result<(), String> {
     };
     let (path_tx, path_rx) = tokio::sync::oneshot::channel();
     let stick_task = tokio::spawn(async move {
-        let mut path_tx = Some(path_tx);
         let result = crate::sim::stick::serve_on_pty(
             crate::receivers::StickKind::Im871a,
             crate::sim::amber::AmberSimOptions::default(),
@@ -424,9 +423,7 @@ async fn run_demo(args: &DemoArgs) -> Result<(), String> {
             )),
             None,
             |p| {
-                if let Some(tx) = path_tx.take() {
-                    let _ = tx.send(p.to_string());
-                }
+                let _ = path_tx.send(p.to_string());
             },
         )
         .await;

@@ -1342,7 +1342,6 @@ pub(crate) async fn receiver_spec(
             sims.spawn(
                 async move {
                     let sim_log = Arc::new(Mutex::new(StickSimLog::default()));
-                    let mut path_tx = Some(path_tx);
                     let result = crate::sim::stick::serve_on_pty(
                         stick,
                         crate::sim::amber::AmberSimOptions::default(),
@@ -1350,9 +1349,7 @@ pub(crate) async fn receiver_spec(
                         sim_log,
                         None,
                         |p| {
-                            if let Some(tx) = path_tx.take() {
-                                let _ = tx.send(p.to_string());
-                            }
+                            let _ = path_tx.send(p.to_string());
                         },
                     )
                     .await;
