@@ -11,7 +11,8 @@
 //! - telegram-to-publish latency: from the UDP datagram leaving this process to the meter's
 //!   state message arriving at an MQTT subscriber in this process, so the broker hop is in it.
 //!
-//! `cargo bench --bench daemon` (MB_BENCH_QUICK=1 for a short run).
+//! `cargo bench --bench daemon` (MB_BENCH_QUICK=1 for a short run; MB_BENCH_BIN=PATH runs another
+//! build of the binary, e.g. to compare release profiles, with the same bench).
 
 #[path = "../tests/support/broker.rs"]
 mod broker;
@@ -79,7 +80,7 @@ fn wired_templates() -> Vec<Vec<u8>> {
     let mut seen = HashSet::new();
     let mut out = Vec::new();
     for driver in registry.iter() {
-        for case in &driver.file.tests {
+        for case in driver.tests().iter() {
             for text in &case.telegrams {
                 let Ok(bytes) = hex::decode(text) else {
                     continue;
@@ -517,8 +518,12 @@ async fn bench(plan: Plan, broker_port: u16, broker_name: &str) {
     let mut messages = subscribe(broker_port).await;
     let stderr_path = work.join("daemon.log");
     let started = Instant::now();
+    let binary = std::env::var_os("MB_BENCH_BIN")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_meterbridge").into());
+    println!("binary: {}", binary.display());
     let daemon = Daemon(
-        Command::new(env!("CARGO_BIN_EXE_meterbridge"))
+        Command::new(&binary)
             .args(["run", "--config"])
             .arg(&config)
             .stdin(Stdio::null())

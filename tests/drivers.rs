@@ -49,7 +49,7 @@ fn every_driver_passes_its_own_tests() {
         {
             continue;
         }
-        for case in &driver.file.tests {
+        for case in driver.tests().iter() {
             cases += 1;
             let mut keys = KeyStore::new();
             if let Some(k) = &case.key {

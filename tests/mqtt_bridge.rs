@@ -368,8 +368,7 @@ fn wired_frame(driver: &str) -> Vec<u8> {
     let d = meterbridge::drivers::Registry::built_in_static()
         .get(driver)
         .unwrap();
-    d.file
-        .tests
+    d.tests()
         .iter()
         .flat_map(|t| t.telegrams.iter())
         .filter_map(|t| meterbridge::wire::hex::decode(t).ok())

@@ -52,7 +52,7 @@ fn keys_for(telegram_hex: &str) -> KeyStore {
     let mut keys = KeyStore::new();
     let case = Registry::built_in_static()
         .iter()
-        .flat_map(|d| d.file.tests.iter())
+        .flat_map(|d| d.tests().into_owned())
         .find(|case| {
             case.telegrams
                 .iter()

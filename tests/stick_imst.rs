@@ -165,7 +165,7 @@ fn kamstrup_total_m3(frame: &[u8]) -> f64 {
     let mut keys = KeyStore::new();
     let case = registry
         .iter()
-        .flat_map(|d| d.file.tests.iter())
+        .flat_map(|d| d.tests().into_owned())
         .find(|c| c.telegrams.iter().any(|t| t.eq_ignore_ascii_case(KAMSTRUP)))
         .expect("the driver test case with the Kamstrup telegram");
     if let Some(k) = &case.key {

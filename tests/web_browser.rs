@@ -406,8 +406,7 @@ fn wired_frame_hex(driver: &str) -> String {
         .get(driver)
         .unwrap();
     let frame = d
-        .file
-        .tests
+        .tests()
         .iter()
         .flat_map(|t| t.telegrams.iter())
         .filter_map(|t| meterbridge::wire::hex::decode(t).ok())

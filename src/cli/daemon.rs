@@ -222,9 +222,12 @@ pub fn shutdown_summary(stats: &gateway::GatewayStats) -> String {
     out
 }
 
+/// One thread runs every task: the gateway's work is waiting on sockets and serial lines
+/// (0.3 ms of CPU per telegram, docs/benchmarks.md), and each worker thread of a multi-thread
+/// runtime costs its stack and a malloc arena of its own for as long as the daemon runs.
+/// Blocking file work (state snapshots, closing the outage queue) goes to `spawn_blocking`.
 fn runtime() -> Result<tokio::runtime::Runtime, String> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))

@@ -86,7 +86,7 @@ pub fn run(args: &DriversArgs) -> i32 {
                 outln!("info:       {info}");
             }
             outln!("detection:  {}", d.file.detect.join(" "));
-            outln!("tests:      {}", d.file.tests.len());
+            outln!("tests:      {}", d.tests().len());
             outln!("fields:");
             for (f, key) in d.file.fields.iter().zip(d.field_keys()) {
                 if f.has("hide") {

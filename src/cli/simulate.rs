@@ -124,7 +124,8 @@ fn run_bus(args: &BusArgs) -> i32 {
             return 2;
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    // One thread serves every connection: the simulator waits on sockets and timers only.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {

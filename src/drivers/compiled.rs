@@ -151,8 +151,37 @@ pub enum Value {
     Text(S),
 }
 
+/// Only its name: the driver behind it is printed in full by the model it builds.
+impl std::fmt::Debug for DriverFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("compiled::DriverFile")
+            .field("name", &super::built_in::TABLES.text(self.name))
+            .finish_non_exhaustive()
+    }
+}
+
 impl DriverFile {
+    /// The driver as its file reads, test cases included (what the registry builds leaves
+    /// them out: see [`DriverFile::to_model_without_tests`]).
     pub fn to_model(&self, t: &Tables) -> model::DriverFile {
+        model::DriverFile {
+            tests: self.tests_to_model(t),
+            ..self.to_model_without_tests(t)
+        }
+    }
+
+    /// The test cases (telegrams, keys, expected readings): read by the simulators and
+    /// `drivers NAME`, never by decoding, so a driver in use does not keep them in memory.
+    pub fn tests_to_model(&self, t: &Tables) -> Vec<model::TestCase> {
+        self.tests
+            .of(t.tests)
+            .iter()
+            .map(|c| c.to_model(t))
+            .collect()
+    }
+
+    /// The driver without its test cases (`tests` is empty; [`DriverFile::tests_to_model`]).
+    pub fn to_model_without_tests(&self, t: &Tables) -> model::DriverFile {
         let DriverFile {
             name,
             aliases,
@@ -169,7 +198,7 @@ impl DriverFile {
             scrambled_security_modes,
             scrambling,
             fields,
-            tests,
+            tests: _,
         } = self;
         model::DriverFile {
             name: t.text(*name),
@@ -187,7 +216,7 @@ impl DriverFile {
             scrambled_security_modes: modes(*scrambled_security_modes),
             scrambling: t.opt(*scrambling),
             fields: fields.of(t.fields).iter().map(|f| f.to_model(t)).collect(),
-            tests: tests.of(t.tests).iter().map(|c| c.to_model(t)).collect(),
+            tests: Vec::new(),
         }
     }
 }

@@ -17,10 +17,14 @@ use crate::wire::vif::{Combinable, Unit};
 /// A loaded, checked driver.
 #[derive(Debug, Clone)]
 pub struct Driver {
+    /// The driver file. For a built-in driver its `tests` are empty: [`Driver::tests`] reads
+    /// them from the binary when asked.
     pub file: DriverFile,
     pub detect: Vec<Mvt>,
     fields: Vec<CompiledField>,
     hook: Option<&'static super::hooks::Hook>,
+    /// A built-in driver's compiled form, where its test cases stay until asked for.
+    built_in_tests: Option<&'static super::compiled::DriverFile>,
 }
 
 #[derive(Debug, Clone)]
@@ -499,7 +503,28 @@ impl Driver {
             detect,
             fields,
             hook,
+            built_in_tests: None,
         })
+    }
+
+    /// A built-in driver built without its test cases, which stay in the binary.
+    pub(crate) fn with_built_in_tests(
+        self,
+        compiled: &'static super::compiled::DriverFile,
+    ) -> Driver {
+        Driver {
+            built_in_tests: Some(compiled),
+            ..self
+        }
+    }
+
+    /// The driver's test cases: telegrams with their keys and expected readings (the
+    /// simulators send them; `drivers NAME` counts them).
+    pub fn tests(&self) -> std::borrow::Cow<'_, [super::model::TestCase]> {
+        match self.built_in_tests {
+            Some(compiled) => compiled.tests_to_model(&super::built_in::TABLES).into(),
+            None => self.file.tests.as_slice().into(),
+        }
     }
 
     pub fn name(&self) -> &str {

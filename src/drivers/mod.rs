@@ -176,7 +176,10 @@ impl Registry {
                     // build.rs parsed this file with the same format; what it cannot check
                     // (units, formulas, decoders) `tests/drivers.rs` does for every file, so
                     // this fails only in a build whose tests fail.
-                    Driver::compile(entry.file, entry.compiled.to_model(&built_in::TABLES)).ok()
+                    let model = entry.compiled.to_model_without_tests(&built_in::TABLES);
+                    Driver::compile(entry.file, model)
+                        .ok()
+                        .map(|d| d.with_built_in_tests(entry.compiled))
                 })
                 .as_ref(),
         }
@@ -388,6 +391,25 @@ mod tests {
             .map(Driver::name)
             .collect();
         assert_eq!(found, all);
+    }
+
+    /// A built driver leaves its test cases in the binary until they are asked for, and then
+    /// they are the file's.
+    #[test]
+    fn built_drivers_read_their_test_cases_on_demand() {
+        let registry = Registry::built_in();
+        let driver = registry.get("kamwater").expect("built-in");
+        assert!(driver.file.tests.is_empty());
+        let b = built_in::BUILT_IN_DRIVERS
+            .iter()
+            .find(|b| b.file == "kamwater.yaml")
+            .expect("kamwater.yaml");
+        let parsed = Driver::from_yaml(b.file, b.text).expect("parses");
+        assert!(parsed.tests().len() >= 2);
+        assert_eq!(
+            format!("{:?}", driver.tests()),
+            format!("{:?}", parsed.file.tests)
+        );
     }
 
     /// The compiled form is what parsing the YAML gives, field by field (Debug shows every

@@ -520,9 +520,13 @@ impl Publisher {
         if !s.discovery {
             return;
         }
+        let mut payload = discovery_payload(&device, &s.base_topic, ORIGIN_VERSION).into_bytes();
+        // Kept for as long as the device exists (sent again on every reconnect and Home
+        // Assistant restart): without the slack the text grew with, which is up to half.
+        payload.shrink_to_fit();
         let message = Message {
             topic: discovery_topic(&s.discovery_prefix, &device.object_id),
-            payload: discovery_payload(&device, &s.base_topic, ORIGIN_VERSION).into_bytes(),
+            payload,
             retain: true,
             seq: None,
         };

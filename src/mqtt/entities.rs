@@ -704,7 +704,7 @@ mod every_driver {
         let registry = Registry::built_in_static();
         let mut out = Vec::new();
         for d in registry.iter() {
-            for case in &d.file.tests {
+            for case in d.tests().iter() {
                 let mut keys = KeyStore::new();
                 if let Some(k) = case.key.as_deref().and_then(|k| Key::from_hex(k).ok()) {
                     keys.set_default(k);

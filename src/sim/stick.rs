@@ -108,7 +108,7 @@ pub fn builtin_corpus() -> Vec<Vec<u8>> {
     let mut seen = std::collections::HashSet::new();
     let mut out = Vec::new();
     for driver in Registry::built_in_static().iter() {
-        for case in &driver.file.tests {
+        for case in driver.tests().iter() {
             for text in &case.telegrams {
                 let Ok(bytes) = hex::decode(text) else {
                     continue;

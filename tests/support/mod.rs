@@ -264,8 +264,7 @@ pub fn kamheat_frame() -> Vec<u8> {
     let d = meterbridge::drivers::Registry::built_in_static()
         .get("kamheat")
         .unwrap();
-    d.file
-        .tests
+    d.tests()
         .iter()
         .flat_map(|t| t.telegrams.iter())
         .filter_map(|t| meterbridge::wire::hex::decode(t).ok())
