@@ -301,6 +301,7 @@ fn table(out: &mut String, name: &str, ty: &str, items: &[String]) {
 }
 
 fn main() {
+    link_in_symbol_order();
     let dir = Path::new("drivers");
     println!("cargo:rerun-if-changed=drivers");
     println!("cargo:rerun-if-changed=src/drivers/model.rs");
@@ -390,4 +391,81 @@ fn main() {
     let out_dir = std::env::var("OUT_DIR").unwrap_or_else(|_| ".".into());
     let target = Path::new(&out_dir).join("built_in_drivers.rs");
     std::fs::write(&target, out).unwrap_or_else(|e| panic!("{}: {e}", target.display()));
+}
+
+/// Release builds on x86-64 Linux link the functions that common commands run together, in
+/// the order of `link/symbol-order.txt` (written by bench/symbol_order.sh): a process maps its
+/// code a fault-around window or page-cache folio at a time, so scattered functions map most
+/// of the binary (docs/benchmarks.md, "One process per telegram"). Only where the linker is
+/// known to be lld, which reads the file: rust-lld is the default linker for this target from
+/// Rust 1.90; with a linker of the user's choice, or on other targets, nothing changes.
+fn link_in_symbol_order() {
+    const ORDER: &str = "link/symbol-order.txt";
+    println!("cargo:rerun-if-changed={ORDER}");
+    println!("cargo:rerun-if-changed=Cargo.lock");
+    println!("cargo:rerun-if-changed=Cargo.toml");
+    println!("cargo:rerun-if-env-changed=METERBRIDGE_NO_SYMBOL_ORDER");
+    let env = |name: &str| std::env::var(name).unwrap_or_default();
+    let flags = env("CARGO_ENCODED_RUSTFLAGS");
+    if env("PROFILE") != "release"
+        || env("TARGET") != "x86_64-unknown-linux-gnu"
+        || std::env::var_os("RUSTC_LINKER").is_some()
+        || flags.contains("linker")
+        || flags.contains("fuse-ld")
+        || std::env::var_os("METERBRIDGE_NO_SYMBOL_ORDER").is_some()
+    {
+        return;
+    }
+    let rustc = std::process::Command::new(std::env::var("RUSTC").unwrap_or("rustc".into()))
+        .arg("-V")
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    // "rustc 1.95.0 (…)": rust-lld links by default from 1.90 on.
+    let minor = rustc
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.split('.').nth(1))
+        .and_then(|m| m.parse::<u32>().ok());
+    if minor.is_none_or(|m| m < 90) {
+        return;
+    }
+    let Ok(text) = std::fs::read_to_string(ORDER) else {
+        return;
+    };
+    // The names carry their crates' hashes: a file made for another compiler or other
+    // dependency versions still links, but orders nothing.
+    let header = |key: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .map(str::trim)
+            .unwrap_or_default()
+            .to_string()
+    };
+    // Cargo.toml holds the features and the profile, which are in the hashes too.
+    let mut cargo_files = std::fs::read("Cargo.toml").unwrap_or_default();
+    cargo_files.extend(std::fs::read("Cargo.lock").unwrap_or_default());
+    if header("# made-for-rustc:") != rustc
+        || header("# made-for-cargo-files:") != format!("{:016x}", fnv1a64(&cargo_files))
+    {
+        println!(
+            "cargo:warning={ORDER} was made for another compiler, Cargo.toml or Cargo.lock; \
+             run bench/symbol_order.sh to regenerate it (the binary works, but maps more \
+             of itself at start)"
+        );
+    }
+    let path = Path::new(&env("CARGO_MANIFEST_DIR")).join(ORDER);
+    println!(
+        "cargo:rustc-link-arg-bins=-Wl,--symbol-ordering-file={}",
+        path.display()
+    );
+    println!("cargo:rustc-link-arg-bins=-Wl,--no-warn-symbol-ordering");
+}
+
+/// FNV-1a, 64 bits, as bench/symbol_order.py computes it.
+fn fnv1a64(data: &[u8]) -> u64 {
+    data.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
