@@ -25,18 +25,65 @@ pub fn decode(text: &str) -> Result<Vec<u8>, HexError> {
     Ok(out)
 }
 
+/// What an ASCII byte is in hex text: a nibble (0-15), [`SEPARATOR`] or [`OTHER`].
+const SEPARATOR: u8 = 0x10;
+const OTHER: u8 = 0xFF;
+const ASCII_CLASS: [u8; 256] = {
+    let mut t = [OTHER; 256];
+    let mut i = 0;
+    while i < 10 {
+        t[b'0' as usize + i] = i as u8;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 6 {
+        t[b'a' as usize + i] = 10 + i as u8;
+        t[b'A' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    // The ASCII characters `is_separator` accepts (its whitespace is U+0009-U+000D, U+0020).
+    let separators = b"\t\n\x0B\x0C\r |_:-";
+    let mut i = 0;
+    while i < separators.len() {
+        t[separators[i] as usize] = SEPARATOR;
+        i += 1;
+    }
+    t
+};
+
 /// Like [`decode`] but appends into a caller-owned buffer (reused across lines).
 pub fn decode_into(text: &str, out: &mut Vec<u8>) -> Result<(), HexError> {
+    // Byte by byte through a table: `decode --format wmbusmeters` over piped telegrams spent
+    // an eighth of its time here when it went character by character.
+    out.reserve(text.len() / 2);
+    let bytes = text.as_bytes();
     let mut high: Option<u8> = None;
     let mut digits = 0usize;
-    for (offset, c) in text.char_indices() {
-        if is_separator(c) {
-            continue;
-        }
-        let nibble = match c.to_digit(16) {
-            Some(v) => v as u8,
-            None => return Err(HexError::InvalidCharacter { offset, found: c }),
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        let nibble = match ASCII_CLASS[usize::from(b)] {
+            SEPARATOR => {
+                i += 1;
+                continue;
+            }
+            OTHER => {
+                // Anything else starts a character (`i` stays on character boundaries): a
+                // separator outside ASCII, such as a no-break space, or not a hex digit.
+                let Some(c) = text.get(i..).and_then(|rest| rest.chars().next()) else {
+                    break;
+                };
+                if is_separator(c) {
+                    i += c.len_utf8();
+                    continue;
+                }
+                return Err(HexError::InvalidCharacter {
+                    offset: i,
+                    found: c,
+                });
+            }
+            nibble => nibble,
         };
+        i += 1;
         digits += 1;
         match high.take() {
             Some(h) => out.push(h << 4 | nibble),
@@ -92,6 +139,49 @@ pub fn push_upper(s: &mut String, bytes: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The table reads every text as the character-by-character definition does: digits,
+    /// separators (ASCII and not), and the first character that is neither, at its offset.
+    #[test]
+    fn the_byte_table_agrees_with_the_character_rules() {
+        fn by_characters(text: &str) -> Result<Vec<u8>, HexError> {
+            let mut out = Vec::new();
+            let mut high: Option<u8> = None;
+            let mut digits = 0usize;
+            for (offset, c) in text.char_indices() {
+                if is_separator(c) {
+                    continue;
+                }
+                let Some(v) = c.to_digit(16) else {
+                    return Err(HexError::InvalidCharacter { offset, found: c });
+                };
+                digits += 1;
+                match high.take() {
+                    Some(h) => out.push(h << 4 | v as u8),
+                    None => high = Some(v as u8),
+                }
+            }
+            match (high, digits) {
+                (Some(_), _) => Err(HexError::OddLength { digits }),
+                (None, 0) => Err(HexError::Empty),
+                _ => Ok(out),
+            }
+        }
+        // Every ASCII character and some others, alone and between digits.
+        let mut pieces: Vec<String> = (0u8..128).map(|b| char::from(b).to_string()).collect();
+        pieces.extend(["\u{a0}", "\u{3000}", "\u{2028}", "é", "€", "𝟘", "ｆ"].map(String::from));
+        for p in &pieces {
+            for text in [
+                p.clone(),
+                format!("6{p}8"),
+                format!("68{p}1F"),
+                format!("{p}{p}a0"),
+            ] {
+                assert_eq!(decode(&text), by_characters(&text), "{text:?}");
+            }
+        }
+        assert_eq!(decode("68\u{a0}1f | 2A"), Ok(vec![0x68, 0x1F, 0x2A]));
+    }
 
     #[test]
     fn a_trailing_half_byte_is_dropped_only_when_tolerated() {
