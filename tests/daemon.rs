@@ -920,6 +920,79 @@ mqtt:
     let _ = std::fs::remove_dir_all(&state_dir);
 }
 
+/// `set_address` over MQTT goes the web page's way: never onto a configured meter's address,
+/// and the answer says that a meter from the configuration file must be moved there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_address_over_mqtt_checks_like_the_page() {
+    let port = broker::rumqttd_port();
+    let bus = start_bus().await;
+    let base = format!("addr{}", broker::free_port());
+    let state_dir = temp_dir("set-address-mqtt");
+    let yaml = format!(
+        r#"state_dir: "{state}"
+allow_bus_writes: true
+buses:
+  - name: b
+    tcp: "{bus}"
+    polling: 1h
+meters:
+  - name: Heat
+    bus: b
+    address: 1
+    driver: kamheat
+  - name: Cold
+    bus: b
+    address: 2
+    driver: kamheat
+mqtt:
+  url: "mqtt://127.0.0.1:{port}"
+  base_topic: "{base}"
+  client_id: "{base}"
+  discovery: false
+"#,
+        state = state_dir.display()
+    );
+    let watcher = Watcher::start(port, &[format!("{base}/response/#")]).await;
+    let running = start_gateway(&yaml);
+    let ask = |body: &str| {
+        let client = watcher.client.clone();
+        let topic = format!("{base}/request/set_address");
+        let body = body.to_string();
+        async move {
+            client
+                .publish(topic, QoS::AtLeastOnce, false, body)
+                .await
+                .unwrap()
+        }
+    };
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let topic = format!("{base}/response/set_address");
+
+    ask(r#"{"bus": "b", "address": 1, "new_address": 2}"#).await;
+    let taken = json(&watcher.wait_for(&topic, 1).await[0]);
+    assert_eq!(taken["ok"], false, "{taken}");
+    assert!(
+        taken["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("Cold is configured at primary address 2 on bus b"),
+        "{taken}"
+    );
+
+    ask(r#"{"bus": "b", "address": 1, "new_address": 7}"#).await;
+    let moved = json(&watcher.wait_for(&topic, 2).await[1]);
+    assert_eq!(moved["ok"], true, "{moved}");
+    assert_eq!(moved["new_address"], 7);
+    let message = moved["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("the meter at primary address 1 now answers at primary address 7. Heat is configured at primary address 1 in the configuration file"),
+        "{message}"
+    );
+
+    running.finish().await;
+    let _ = std::fs::remove_dir_all(&state_dir);
+}
+
 /// `only_values`: the state document carries the readings and the time, no header fields.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_values_leaves_out_the_header_fields() {

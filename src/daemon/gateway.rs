@@ -864,32 +864,26 @@ impl Gateway {
                 }.with_current_subscriber());
             }
             "set_address" => {
-                if !self.allow_bus_writes {
-                    self.respond(name, serde_json::json!({"ok": false, "error": "writes to meters are off; set allow_bus_writes: true in the configuration to allow them"}));
-                    return;
-                }
                 let new = body.get("new_address").and_then(|v| v.as_u64()).and_then(|v| u8::try_from(v).ok());
                 let address = match body.get("address") {
-                    Some(serde_json::Value::Number(n)) => n.as_u64().and_then(|v| u8::try_from(v).ok()).map(MeterAddress::Primary),
-                    Some(serde_json::Value::String(s)) => Some(MeterAddress::Secondary(s.to_ascii_uppercase())),
+                    Some(serde_json::Value::Number(n)) => n.as_u64().and_then(|v| u8::try_from(v).ok()).map(crate::web::wired::WiredAddress::Primary),
+                    Some(serde_json::Value::String(s)) => Some(crate::web::wired::WiredAddress::Secondary(s.to_ascii_uppercase())),
                     _ => None,
                 };
-                let target = address.as_ref().and_then(target_of);
                 let bus = text("bus").or_else(|| self.bus_commands.first().map(|(n, _)| n.clone()));
-                let found = bus.and_then(|b| self.bus_commands.iter().find(|(n, _)| *n == b).cloned());
-                let (Some(new), Some(target), Some((bus, tx))) = (new, target, found) else {
+                let (Some(new), Some(address), Some(bus)) = (new, address, bus) else {
                     self.respond(name, serde_json::json!({"ok": false, "error": "give bus, address (primary number or secondary text) and new_address (0-250)"}));
                     return;
                 };
+                // The page's path: the same checks, and a meter added on the page follows.
                 let (reply, answer) = tokio::sync::oneshot::channel();
-                if tx.try_send(BusCommand::SetAddress { target, new, follow: None, reply }).is_err() {
-                    self.respond(name, serde_json::json!({"ok": false, "bus": bus, "error": "the bus is busy; try again"}));
-                    return;
+                if let Err(e) = self.set_primary_address(&bus, address, new, reply, "over MQTT") {
+                    warn!("mqtt: set address refused: {e}");
                 }
                 let respond = self.responder();
                 tokio::spawn(async move {
                     let body = match answer.await {
-                        Ok(Ok(())) => serde_json::json!({"ok": true, "bus": bus, "new_address": new}),
+                        Ok(Ok(done)) => serde_json::json!({"ok": true, "bus": bus, "new_address": new, "message": done["message"]}),
                         Ok(Err(e)) => serde_json::json!({"ok": false, "bus": bus, "error": e}),
                         Err(_) => serde_json::json!({"ok": false, "bus": bus, "error": "the bus task stopped"}),
                     };

@@ -327,7 +327,9 @@ impl Gateway {
                 new_address,
                 reply,
             } => {
-                if let Err(e) = self.web_set_address(&bus, address, new_address, reply) {
+                if let Err(e) =
+                    self.set_primary_address(&bus, address, new_address, reply, "on the web page")
+                {
                     // The reply went with the command only when it was sent.
                     warn!("web page: set address refused: {e}");
                 }
@@ -388,18 +390,26 @@ impl Gateway {
             .map_err(|_| format!("bus {bus} is busy; try again"))
     }
 
-    fn web_set_address(
+    /// Gives the meter at `address` on `bus` a new primary address, asked on the web page or
+    /// over MQTT (`asked` says which, for the log): only with `allow_bus_writes`, never onto
+    /// another configured meter's address, and a meter configured by the old address follows
+    /// when it was added on the page (the answer says what became of it otherwise).
+    pub(super) fn set_primary_address(
         &mut self,
         bus: &str,
         address: WiredAddress,
         new: u8,
         reply: Reply,
+        asked: &str,
     ) -> Result<(), String> {
         let checked = (|| {
             if !self.allow_bus_writes {
                 return Err("writes to meters are off; set allow_bus_writes: true in the configuration to allow them".to_string());
             }
-            self.bus_free(self.wired_bus(bus)?)?;
+            // Not while the page's scan has the bus (without the page there is none).
+            if self.wired_web.is_some() {
+                self.bus_free(self.wired_bus(bus)?)?;
+            }
             let configured = match &address {
                 WiredAddress::Primary(a) => MeterAddress::Primary(*a),
                 WiredAddress::Secondary(s) => MeterAddress::Secondary(s.clone()),
@@ -463,7 +473,7 @@ impl Gateway {
         };
         info!(
             bus = %bus,
-            "bus {bus}: setting the meter at {old} to primary address {new} (asked on the web page)"
+            "bus {bus}: setting the meter at {old} to primary address {new} (asked {asked})"
         );
         let done = format!("the meter at {old} now answers at primary address {new}");
         // What becomes of the configured meter, told with the answer.
