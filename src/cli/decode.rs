@@ -148,7 +148,7 @@ pub fn run(args: &DecodeArgs) -> i32 {
     }
     let mut status = 0;
     // `text` is the telegram, or why the line holds none (reported, and the run goes on).
-    let mut report = |label: String, text: Result<&str, String>, decoder: &mut Decoder| -> bool {
+    let mut report = |label: Source, text: Result<&str, String>, decoder: &mut Decoder| -> bool {
         let text = match text {
             Ok(t) => t,
             Err(problem) => {
@@ -181,7 +181,7 @@ pub fn run(args: &DecodeArgs) -> i32 {
         let mut n = 0usize;
         loop {
             n += 1;
-            let label = format!("line {n}");
+            let label = Source::Line(n);
             let kept = match read_bounded_line(&mut input, &mut line, MAX_LINE) {
                 Ok(None) => break,
                 Ok(Some(kept)) => kept,
@@ -219,13 +219,31 @@ pub fn run(args: &DecodeArgs) -> i32 {
         }
     } else {
         for (n, text) in args.hex.iter().enumerate() {
-            if !report(format!("telegram {}", n + 1), Ok(text), &mut decoder) {
+            if !report(Source::Argument(n + 1), Ok(text), &mut decoder) {
                 break;
             }
         }
     }
     let _ = out.flush();
     status
+}
+
+/// Where a telegram came from, for messages: formatted only when there is one to print.
+#[derive(Debug, Clone, Copy)]
+enum Source {
+    /// A line of standard input (from 1).
+    Line(usize),
+    /// A command-line argument (from 1).
+    Argument(usize),
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::Line(n) => write!(f, "line {n}"),
+            Source::Argument(n) => write!(f, "telegram {n}"),
+        }
+    }
 }
 
 /// Longest line `decode` reads from standard input, as the daemon's line inputs: a telegram of
