@@ -1,0 +1,205 @@
+//! Numbers and hex appended to a `String` without `fmt` and without UTF-8 checks: the writers
+//! print several per record, and both cost more than the digits themselves.
+
+use crate::wire::records::Decimal;
+
+/// "00" to "99". Digits are copied out of it as `&str`, so appending them needs no check that
+/// they are UTF-8.
+const PAIRS: &str = concat!(
+    "00010203040506070809",
+    "10111213141516171819",
+    "20212223242526272829",
+    "30313233343536373839",
+    "40414243444546474849",
+    "50515253545556575859",
+    "60616263646566676869",
+    "70717273747576777879",
+    "80818283848586878889",
+    "90919293949596979899",
+);
+
+/// `n` < 100 as two digits.
+fn pair(n: u64) -> &'static str {
+    let i = n as usize * 2;
+    &PAIRS[i..i + 2]
+}
+
+/// `n` < 10,000 without leading zeros.
+#[inline(always)]
+fn push_below_10000(out: &mut String, n: u64) {
+    if n < 10 {
+        out.push(char::from(b'0' + n as u8));
+    } else if n < 100 {
+        out.push_str(pair(n));
+    } else if n < 1000 {
+        out.push(char::from(b'0' + (n / 100) as u8));
+        out.push_str(pair(n % 100));
+    } else {
+        out.push_str(pair(n / 100));
+        out.push_str(pair(n % 100));
+    }
+}
+
+/// Decimal digits of `n`, as `{n}` prints them.
+#[inline]
+pub(crate) fn push_u64(out: &mut String, n: u64) {
+    // Indexes, offsets, storage numbers, tariffs: nearly all below 10,000.
+    if n < 10_000 {
+        push_below_10000(out, n);
+    } else {
+        push_large(out, n);
+    }
+}
+
+fn push_large(out: &mut String, n: u64) {
+    // Groups of four digits, least significant first; u64::MAX has 20 digits.
+    let mut groups = [0u64; 5];
+    let mut count = 0;
+    let mut top = n;
+    while top >= 10_000 {
+        groups[count] = top % 10_000;
+        top /= 10_000;
+        count += 1;
+    }
+    push_below_10000(out, top);
+    for &g in groups[..count].iter().rev() {
+        out.push_str(pair(g / 100));
+        out.push_str(pair(g % 100));
+    }
+}
+
+/// `{n:0width$}`: leading zeros up to `width` digits.
+pub(crate) fn push_u64_padded(out: &mut String, n: u64, width: u32) {
+    // Months, days, hours, minutes, seconds.
+    if width == 2 && n < 100 {
+        out.push_str(pair(n));
+        return;
+    }
+    for _ in digit_count(n)..width {
+        out.push('0');
+    }
+    push_u64(out, n);
+}
+
+pub(crate) fn push_i64(out: &mut String, n: i64) {
+    if n < 0 {
+        out.push('-');
+    }
+    push_u64(out, n.unsigned_abs());
+}
+
+/// Digits of `n` (at least one).
+fn digit_count(mut n: u64) -> u32 {
+    let mut count = 1;
+    while n >= 10 {
+        n /= 10;
+        count += 1;
+    }
+    count
+}
+
+/// What [`Decimal::format`] writes, for the values meters send (a 64-bit mantissa, at most 19
+/// decimals) in integer arithmetic straight into `out`; anything else through `format`.
+pub(crate) fn push_decimal(out: &mut String, d: Decimal) {
+    let (Ok(abs), -19..=100) = (u64::try_from(d.mantissa.unsigned_abs()), d.exponent) else {
+        let mut buf = [0u8; 256];
+        out.push_str(d.format(&mut buf));
+        return;
+    };
+    if d.mantissa < 0 {
+        out.push('-');
+    }
+    if d.exponent >= 0 {
+        push_u64(out, abs);
+        if abs != 0 {
+            for _ in 0..d.exponent {
+                out.push('0');
+            }
+        }
+        return;
+    }
+    let decimals = u32::from(d.exponent.unsigned_abs());
+    let unit = 10u64.pow(decimals);
+    push_u64(out, abs / unit);
+    let mut fraction = abs % unit;
+    if fraction == 0 {
+        return;
+    }
+    // Trailing zeros of the fraction carry no information.
+    let mut len = decimals;
+    while fraction % 10 == 0 {
+        fraction /= 10;
+        len -= 1;
+    }
+    out.push('.');
+    for _ in digit_count(fraction)..len {
+        out.push('0');
+    }
+    push_u64(out, fraction);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn interesting_u64() -> Vec<u64> {
+        let mut v = vec![
+            0, 1, 9, 10, 11, 99, 100, 101, 999, 1000, 9999, 10_000, 10_001,
+        ];
+        v.extend([65_535, 99_999_999, 100_000_000, u64::MAX, u64::MAX - 1]);
+        v.extend((0..64).map(|b| 1u64 << b));
+        v.extend((0..64).map(|b| (1u64 << b) - 1));
+        v.extend((0..20).map(|e| 10u64.pow(e)));
+        v.extend((1..20).map(|e| 10u64.pow(e) - 1));
+        v
+    }
+
+    #[test]
+    fn integers_print_as_rust_prints_them() {
+        for n in interesting_u64() {
+            let mut s = String::new();
+            push_u64(&mut s, n);
+            assert_eq!(s, n.to_string());
+            for i in [n as i64, (n as i64).wrapping_neg()] {
+                s.clear();
+                push_i64(&mut s, i);
+                assert_eq!(s, i.to_string());
+            }
+            for width in [0, 1, 2, 4] {
+                s.clear();
+                push_u64_padded(&mut s, n, width);
+                assert_eq!(s, format!("{n:0width$}", width = width as usize));
+            }
+        }
+        let mut s = String::new();
+        push_i64(&mut s, i64::MIN);
+        assert_eq!(s, i64::MIN.to_string());
+    }
+
+    #[test]
+    fn decimals_print_as_decimal_format_prints_them() {
+        let mut mantissas: Vec<i128> = interesting_u64().into_iter().map(i128::from).collect();
+        mantissas.extend(mantissas.clone().iter().map(|m| -m));
+        mantissas.extend([
+            i128::MAX,
+            i128::MIN,
+            1 << 64,
+            -(1 << 64),
+            5,
+            50,
+            1005,
+            56_108,
+        ]);
+        for &m in &mantissas {
+            for e in [
+                -120, -101, -100, -21, -20, -19, -18, -9, -3, -2, -1, 0, 1, 3, 100, 101,
+            ] {
+                let d = Decimal::new(m, e);
+                let mut s = String::new();
+                push_decimal(&mut s, d);
+                let mut buf = [0u8; 256];
+                assert_eq!(s, d.format(&mut buf), "{m} e{e}");
+            }
+        }
+    }
+}
