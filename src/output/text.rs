@@ -88,6 +88,73 @@ pub(crate) fn push_i64(out: &mut String, n: i64) {
     push_u64(out, n.unsigned_abs());
 }
 
+/// Upper-case hex of `n`, at least `width` digits (`{n:0width$X}`).
+pub(crate) fn push_hex_u64(out: &mut String, n: u64, width: usize) {
+    const HEX: &str = "0123456789ABCDEF";
+    let digits = (64 - n.leading_zeros() as usize)
+        .div_ceil(4)
+        .max(width)
+        .max(1);
+    for i in (0..digits).rev() {
+        let d = if i < 16 {
+            (n >> (i * 4)) as usize & 0xF
+        } else {
+            0
+        };
+        out.push_str(&HEX[d..d + 1]);
+    }
+}
+
+/// `{v:.6}` (C's `%f`) of a finite `v` whose integer part fits 64 bits: the exact binary value
+/// rounded half to even at the sixth decimal, in integer arithmetic. `false` (and nothing
+/// written) for other values.
+pub(crate) fn push_fixed6(out: &mut String, v: f64) -> bool {
+    const SCALE: u128 = 1_000_000;
+    let bits = v.to_bits();
+    let biased = ((bits >> 52) & 0x7FF) as i32;
+    let fraction = bits & ((1 << 52) - 1);
+    if biased == 0x7FF {
+        return false;
+    }
+    // v = ±mantissa × 2^exp exactly.
+    let (mantissa, exp) = if biased == 0 {
+        (fraction, -1074)
+    } else {
+        (fraction | 1 << 52, biased - 1075)
+    };
+    // The value in millionths, rounded.
+    let millionths: u128 = if exp >= 0 {
+        // 2^53 × 2^10 × 10^6 still fits; larger values are left to `fmt`.
+        if exp > 10 {
+            return false;
+        }
+        u128::from(mantissa << exp) * SCALE
+    } else {
+        let shift = exp.unsigned_abs();
+        let n = u128::from(mantissa) * SCALE;
+        if shift >= 128 {
+            // Below 2^-75: less than half a millionth.
+            0
+        } else {
+            let q = n >> shift;
+            let rest = n & ((1 << shift) - 1);
+            let half = 1u128 << (shift - 1);
+            if rest > half || (rest == half && q & 1 == 1) {
+                q + 1
+            } else {
+                q
+            }
+        }
+    };
+    if v.is_sign_negative() {
+        out.push('-');
+    }
+    push_u64(out, (millionths / SCALE) as u64);
+    out.push('.');
+    push_u64_padded(out, (millionths % SCALE) as u64, 6);
+    true
+}
+
 /// Digits of `n` (at least one).
 fn digit_count(mut n: u64) -> u32 {
     let mut count = 1;
@@ -174,6 +241,75 @@ mod tests {
         let mut s = String::new();
         push_i64(&mut s, i64::MIN);
         assert_eq!(s, i64::MIN.to_string());
+    }
+
+    #[test]
+    fn hex_prints_as_rust_prints_it() {
+        for n in interesting_u64() {
+            for width in [0, 1, 2, 4, 8, 17] {
+                let mut s = String::new();
+                push_hex_u64(&mut s, n, width);
+                assert_eq!(s, format!("{n:0width$X}"), "{n} {width}");
+            }
+        }
+    }
+
+    #[test]
+    fn fixed6_prints_as_rust_prints_it() {
+        let mut values = vec![
+            0.0,
+            -0.0,
+            1.0,
+            561.08,
+            0.0078125,
+            0.0234375,
+            2.5e-6,
+            5e-7,
+            1.5,
+            2.5,
+            1e-30,
+            -1e-30,
+            0.005,
+            0.02,
+            2.0,
+            21.536_703_109_741_21,
+            1e15,
+            9.0e15,
+            9.3e18,
+            1e-320,
+            0.1,
+            0.7,
+        ];
+        // Ties at the sixth decimal (odd multiples of 2^-7 and 2^-8) and their neighbours.
+        for k in 0..300u32 {
+            let tie = f64::from(2 * k + 1) / 128.0;
+            values.extend([
+                tie,
+                f64::from(2 * k + 1) / 256.0,
+                tie.next_up(),
+                tie.next_down(),
+            ]);
+        }
+        // A spread of magnitudes and bit patterns (a fixed linear congruential sequence).
+        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+        for _ in 0..20_000 {
+            x = x
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            let v = f64::from_bits(x);
+            values.push(v);
+            // Meter-sized values: a few digits before and after the point.
+            values.push((x >> 11) as f64 / 1e6 / f64::from(1 << (x % 16) as u32));
+        }
+        for v in values {
+            let mut s = String::new();
+            if push_fixed6(&mut s, v) {
+                assert_eq!(s, format!("{v:.6}"), "{v:e}");
+            } else {
+                assert!(s.is_empty());
+                assert!(!v.is_finite() || v.abs() >= 9.0e15, "{v:e} left to fmt");
+            }
+        }
     }
 
     #[test]
