@@ -70,9 +70,14 @@ fn push_large(out: &mut String, n: u64) {
 
 /// `{n:0width$}`: leading zeros up to `width` digits.
 pub(crate) fn push_u64_padded(out: &mut String, n: u64, width: u32) {
-    // Months, days, hours, minutes, seconds.
+    // Months, days, hours, minutes, seconds; years.
     if width == 2 && n < 100 {
         out.push_str(pair(n));
+        return;
+    }
+    if width == 4 && n < 10_000 {
+        out.push_str(pair(n / 100));
+        out.push_str(pair(n % 100));
         return;
     }
     for _ in digit_count(n)..width {
@@ -155,14 +160,50 @@ pub(crate) fn push_fixed6(out: &mut String, v: f64) -> bool {
     true
 }
 
+/// 10^0 to 10^19.
+const POW10: [u64; 20] = {
+    let mut table = [1u64; 20];
+    let mut i = 1;
+    while i < 20 {
+        table[i] = table[i - 1] * 10;
+        i += 1;
+    }
+    table
+};
+
 /// Digits of `n` (at least one).
-fn digit_count(mut n: u64) -> u32 {
+fn digit_count(n: u64) -> u32 {
     let mut count = 1;
-    while n >= 10 {
-        n /= 10;
+    while (count as usize) < POW10.len() && n >= POW10[count as usize] {
         count += 1;
     }
     count
+}
+
+/// `n / 10^decimals` and `n % 10^decimals`. The VIF tables' exponents (1 to 9 decimals) get a
+/// constant divisor each, which the compiler turns into a multiplication; a division by a
+/// variable is several times slower.
+fn split_decimals(n: u64, decimals: u32) -> (u64, u64) {
+    macro_rules! by {
+        ($p:expr) => {
+            (n / $p, n % $p)
+        };
+    }
+    match decimals {
+        1 => by!(10),
+        2 => by!(100),
+        3 => by!(1_000),
+        4 => by!(10_000),
+        5 => by!(100_000),
+        6 => by!(1_000_000),
+        7 => by!(10_000_000),
+        8 => by!(100_000_000),
+        9 => by!(1_000_000_000),
+        _ => {
+            let unit = POW10[decimals as usize % POW10.len()];
+            (n / unit, n % unit)
+        }
+    }
 }
 
 /// What [`Decimal::format`] writes, for the values meters send (a 64-bit mantissa, at most 19
@@ -186,9 +227,8 @@ pub(crate) fn push_decimal(out: &mut String, d: Decimal) {
         return;
     }
     let decimals = u32::from(d.exponent.unsigned_abs());
-    let unit = 10u64.pow(decimals);
-    push_u64(out, abs / unit);
-    let mut fraction = abs % unit;
+    let (whole, mut fraction) = split_decimals(abs, decimals);
+    push_u64(out, whole);
     if fraction == 0 {
         return;
     }
