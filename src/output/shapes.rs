@@ -80,9 +80,9 @@ impl<T> ShapeCache<T> {
     }
 }
 
-/// A multiplicative hash of the key: the keys are not chosen by an attacker who could profit
-/// from collisions (the cache is bounded either way), and SipHash would cost more than the
-/// lookup it serves.
+/// A multiplicative hash of the key. SipHash would cost more than the lookup it serves; its
+/// protection is not needed here: keys come from telegrams, so a sender could craft colliding
+/// ones, but with at most [`CAPACITY`] entries the worst a lookup can cost is a scan of those.
 #[derive(Default)]
 pub(crate) struct KeyHasher(u64);
 
