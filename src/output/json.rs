@@ -1,16 +1,22 @@
 //! Our JSON rendering of a decoded telegram (schema in `docs/json.md`). Written by hand into a
 //! reused `String`: it is on the hot path of `decode` and the daemon, and the shape is fixed.
+//! Most of a record's text depends only on its DIF/VIF bytes and is copied from a per-thread
+//! cache of record shapes ([`super::shapes`]); numbers are written without `fmt`.
 
+use std::cell::RefCell;
 use std::fmt::Write;
 
 use crate::telegram::wireless::WirelessLink;
 use crate::telegram::{Link, Telegram};
 use crate::wire::application::{self, Application, FixedData, Header, Status};
-use crate::wire::datetime::MeterDateTime;
+use crate::wire::datetime::{DateTimeKind, MeterDateTime};
 use crate::wire::hex;
 use crate::wire::medium::Medium;
-use crate::wire::records::{Decimal, RawValue, Record, RecordKind, Value};
+use crate::wire::records::{Decimal, RawValue, Record, RecordKind, Scale, Value};
 use crate::wire::vif::{Combinable, Unit};
+
+use super::shapes::{ShapeCache, ShapeKey};
+use super::text;
 
 /// Appends a JSON string literal.
 pub fn push_str(out: &mut String, s: &str) {
@@ -49,40 +55,12 @@ fn push_hex_byte(out: &mut String, b: u8) {
     out.push('"');
 }
 
-/// Appends a number that is exactly the decimal value, or `null` for non-finite floats.
-fn push_decimal(out: &mut String, d: Decimal) {
-    let mut buf = [0u8; 256];
-    out.push_str(d.format(&mut buf));
-}
-
-/// Integers without going through `fmt` (this runs several times per record).
-fn push_int(out: &mut String, v: i128) {
-    // Indexes, offsets, storage and tariff numbers: small and not negative.
-    let Ok(mut n) = u64::try_from(v) else {
-        push_decimal(out, Decimal::new(v, 0));
-        return;
-    };
-    // Most are one digit (storage, tariff, subunit): no buffer, no UTF-8 check.
-    if n < 10 {
-        out.push(char::from(b'0' + n as u8));
-        return;
-    }
-    let mut buf = [0u8; 20];
-    let mut at = buf.len();
-    loop {
-        at -= 1;
-        buf[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    // ASCII digits, pushed as characters: cheaper than validating them as a string.
-    out.extend(buf[at..].iter().map(|&d| char::from(d)));
-}
-
 fn push_float(out: &mut String, f: f64) {
-    if f.is_finite() {
+    // Whole numbers (zero, above all) print as integers do, without the float machinery of
+    // `fmt`; only -0 keeps its sign there.
+    if f.fract() == 0.0 && f.abs() < 1e15 && !(f == 0.0 && f.is_sign_negative()) {
+        text::push_i64(out, f as i64);
+    } else if f.is_finite() {
         let _ = write!(out, "{f}");
     } else {
         out.push_str("null");
@@ -96,12 +74,58 @@ fn push_meter_text(out: &mut String, text: &[u8]) {
     push_str(out, &s);
 }
 
+/// As `MeterDateTime`'s `Display` writes it (ISO 8601), without `fmt`.
 fn push_datetime(out: &mut String, t: &MeterDateTime) {
-    let _ = write!(out, "\"{t}\"");
+    let two = |out: &mut String, n: u8| text::push_u64_padded(out, u64::from(n), 2);
+    out.push('"');
+    if t.kind != DateTimeKind::Time {
+        text::push_u64_padded(out, u64::from(t.year), 4);
+        out.push('-');
+        two(out, t.month);
+        out.push('-');
+        two(out, t.day);
+    }
+    if matches!(
+        t.kind,
+        DateTimeKind::DateTime | DateTimeKind::DateTimeSeconds
+    ) {
+        out.push('T');
+    }
+    if t.kind != DateTimeKind::Date {
+        two(out, t.hour);
+        out.push(':');
+        two(out, t.minute);
+    }
+    if matches!(t.kind, DateTimeKind::DateTimeSeconds | DateTimeKind::Time) {
+        out.push(':');
+        two(out, t.second);
+    }
+    out.push('"');
+}
+
+/// The three letters of a manufacturer code (characters 64 to 95) as a JSON string.
+fn push_manufacturer(out: &mut String, letters: [u8; 3]) {
+    out.push('"');
+    for b in letters {
+        // Codes 27-31 are not letters: 28 is a backslash, which must be escaped.
+        if b == b'\\' {
+            out.push_str("\\\\");
+        } else {
+            out.push(char::from(b));
+        }
+    }
+    out.push('"');
 }
 
 fn push_status(out: &mut String, status: Status) {
-    let _ = write!(out, "\"status\":\"{:02X}\",\"status_flags\":[", status.0);
+    // Nearly every meter reports no flags.
+    if status.0 == 0 {
+        out.push_str("\"status\":\"00\",\"status_flags\":[]");
+        return;
+    }
+    out.push_str("\"status\":");
+    push_hex_byte(out, status.0);
+    out.push_str(",\"status_flags\":[");
     for (i, f) in status.flags().enumerate() {
         if i > 0 {
             out.push(',');
@@ -111,31 +135,33 @@ fn push_status(out: &mut String, status: Status) {
     out.push(']');
 }
 
+/// `"medium":"…","medium_code":"…"` (or with another key).
 fn push_medium(out: &mut String, key: &str, medium: Medium) {
-    let _ = write!(
-        out,
-        "\"{key}\":\"{}\",\"{key}_code\":\"{:02X}\"",
-        medium.name(),
-        medium.code()
-    );
+    out.push('"');
+    out.push_str(key);
+    out.push_str("\":\"");
+    out.push_str(medium.name());
+    out.push_str("\",\"");
+    out.push_str(key);
+    out.push_str("_code\":");
+    push_hex_byte(out, medium.code());
 }
 
 /// Renders one telegram as a single-line JSON object.
 pub fn render(t: &Telegram<'_>, out: &mut String) {
     match &t.link {
         Link::Wired(l) => {
-            let _ = write!(
-                out,
-                "{{\"kind\":\"wired\",\"link\":{{\"kind\":\"wired\",\"c\":\"{:02X}\",\"a\":{},\"ci\":\"{:02X}\",\"direction\":\"{}\"}}",
-                l.control,
-                l.address,
-                l.ci,
-                if l.master_to_slave() {
-                    "master_to_slave"
-                } else {
-                    "slave_to_master"
-                }
-            );
+            out.push_str("{\"kind\":\"wired\",\"link\":{\"kind\":\"wired\",\"c\":");
+            push_hex_byte(out, l.control);
+            out.push_str(",\"a\":");
+            text::push_u64(out, u64::from(l.address));
+            out.push_str(",\"ci\":");
+            push_hex_byte(out, l.ci);
+            out.push_str(if l.master_to_slave() {
+                ",\"direction\":\"master_to_slave\"}"
+            } else {
+                ",\"direction\":\"slave_to_master\"}"
+            });
         }
         Link::Wireless(l) => render_wireless_link(l, out),
     }
@@ -144,14 +170,13 @@ pub fn render(t: &Telegram<'_>, out: &mut String) {
             out.push_str(",\"header\":");
             render_header(header, out);
             out.push_str(",\"records\":[");
-            for (i, r) in t.records.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                render_record(i, r, out);
-            }
+            render_records(&t.records, out);
             out.push(']');
-            let _ = write!(out, ",\"more_records_follow\":{}", t.more_records_follow());
+            out.push_str(if t.more_records_follow() {
+                ",\"more_records_follow\":true"
+            } else {
+                ",\"more_records_follow\":false"
+            });
             if let Some(e) = &t.record_error {
                 out.push_str(",\"record_error\":");
                 push_str(out, &e.to_string());
@@ -245,8 +270,7 @@ pub fn render_wireless_link(l: &WirelessLink, out: &mut String) {
     out.push_str(",\"c_name\":");
     push_str(out, d.link_control().name());
     out.push_str(",\"manufacturer\":");
-    let letters = d.manufacturer.letters();
-    push_str(out, std::str::from_utf8(&letters).unwrap_or("???"));
+    push_manufacturer(out, d.manufacturer.letters());
     let _ = write!(out, ",\"id\":\"{}\",\"version\":{},", d.id, d.version);
     push_medium(out, "device_type", d.device_type);
     let _ = write!(
@@ -322,17 +346,17 @@ pub fn render_wireless_link(l: &WirelessLink, out: &mut String) {
 fn render_header(h: &Header, out: &mut String) {
     match h {
         Header::Long(h) => {
-            let _ = write!(
-                out,
-                "{{\"type\":\"long\",\"id\":\"{}\",\"manufacturer\":",
-                h.id
-            );
-            // Codes 27-31 are not letters: 28 is a backslash, so the letters must be escaped.
-            let letters = h.manufacturer.letters();
-            push_str(out, std::str::from_utf8(&letters).unwrap_or("???"));
-            let _ = write!(out, ",\"version\":{},", h.version);
+            out.push_str("{\"type\":\"long\",\"id\":\"");
+            hex::push_upper(out, &h.id.0.to_be_bytes());
+            out.push_str("\",\"manufacturer\":");
+            push_manufacturer(out, h.manufacturer.letters());
+            out.push_str(",\"version\":");
+            text::push_u64(out, u64::from(h.version));
+            out.push(',');
             push_medium(out, "medium", h.medium);
-            let _ = write!(out, ",\"access_number\":{},", h.access_number);
+            out.push_str(",\"access_number\":");
+            text::push_u64(out, u64::from(h.access_number));
+            out.push(',');
             push_status(out, h.status);
             out.push_str(",\"signature\":\"");
             hex::push_upper(out, &h.signature.to_be_bytes());
@@ -343,13 +367,13 @@ fn render_header(h: &Header, out: &mut String) {
             out.push_str("\"}");
         }
         Header::Short(h) => {
-            let _ = write!(
-                out,
-                "{{\"type\":\"short\",\"access_number\":{},",
-                h.access_number
-            );
+            out.push_str("{\"type\":\"short\",\"access_number\":");
+            text::push_u64(out, u64::from(h.access_number));
+            out.push(',');
             push_status(out, h.status);
-            let _ = write!(out, ",\"signature\":\"{:04X}\"}}", h.signature);
+            out.push_str(",\"signature\":\"");
+            hex::push_upper(out, &h.signature.to_be_bytes());
+            out.push_str("\"}");
         }
         Header::None => out.push_str("{\"type\":\"none\"}"),
     }
@@ -386,7 +410,9 @@ fn render_fixed(f: &FixedData<'_>, out: &mut String) {
         push_str(out, unit.map(|(_, u, _)| u.symbol()).unwrap_or(""));
         out.push_str(",\"value\":");
         match (raw, unit) {
-            (Some(v), Some((_, _, e))) => push_decimal(out, Decimal::new(i128::from(v), e.into())),
+            (Some(v), Some((_, _, e))) => {
+                text::push_decimal(out, Decimal::new(i128::from(v), e.into()))
+            }
             (Some(v), None) => {
                 let _ = write!(out, "{v}");
             }
@@ -404,20 +430,140 @@ fn render_fixed(f: &FixedData<'_>, out: &mut String) {
     out.push(']');
 }
 
-fn render_record(index: usize, r: &Record<'_>, out: &mut String) {
-    out.push_str("{\"index\":");
-    push_int(out, index as i128);
-    out.push_str(",\"offset\":");
-    push_int(out, r.offset as i128);
+/// The part of a record's JSON that its DIF, DIFEs, VIF and VIFEs fix (see
+/// [`super::shapes`]), and what its value needs to know from them.
+struct Shape {
+    /// From `,"dif":` to `,"value":`, then from the VIFE descriptions to the closing brace.
+    text: String,
+    /// Where the second part starts.
+    tail: usize,
+    time_point: bool,
+    scale: Option<Scale>,
+}
+
+impl Shape {
+    /// The constant text of a data record.
+    fn new(r: &Record<'_>) -> Shape {
+        let mut out = String::with_capacity(160);
+        push_dib(&mut out, r);
+        out.push_str(",\"vif\":\"");
+        if let Some(vif) = r.vif {
+            hex::push_upper(&mut out, &[vif]);
+        }
+        hex::push_upper(&mut out, r.vifes);
+        out.push_str("\",\"storage\":");
+        text::push_u64(&mut out, r.storage);
+        out.push_str(",\"tariff\":");
+        text::push_u64(&mut out, u64::from(r.tariff));
+        out.push_str(",\"subunit\":");
+        text::push_u64(&mut out, u64::from(r.subunit));
+        out.push_str(",\"function\":\"");
+        out.push_str(r.function.name());
+        out.push('"');
+        let vi = r.value_information();
+        out.push_str(",\"quantity\":");
+        match vi {
+            Some(v) => push_str(&mut out, v.description.quantity),
+            None => out.push_str("null"),
+        }
+        out.push_str(",\"unit\":");
+        let unit = vi.map(|v| v.scale().unit).unwrap_or(Unit::None);
+        if !r.plain_text.is_empty() {
+            push_meter_text(&mut out, r.plain_text);
+        } else {
+            push_str(&mut out, unit.symbol());
+        }
+        out.push_str(",\"value\":");
+        let tail = out.len();
+        if let Some(v) = vi {
+            let mut first = true;
+            for c in v.combinable.iter().map(|&b| Combinable::from_code(b)) {
+                out.push_str(if first { ",\"vife\":[" } else { "," });
+                first = false;
+                push_str(&mut out, &c.describe());
+            }
+            if !first {
+                out.push(']');
+            }
+            if let Some(err) = v
+                .combinable
+                .iter()
+                .find_map(|&b| match Combinable::from_code(b) {
+                    Combinable::RecordError(e) => Some(e),
+                    _ => None,
+                })
+            {
+                out.push_str(",\"error\":");
+                push_str(&mut out, err.text());
+            }
+            if !v.manufacturer_vifes.is_empty() {
+                out.push_str(",\"manufacturer_vife\":");
+                push_hex(&mut out, v.manufacturer_vifes);
+            }
+            if v.description.is_reserved() {
+                out.push_str(",\"reserved_vif\":true");
+            }
+        }
+        out.push('}');
+        Shape {
+            text: out,
+            tail,
+            time_point: vi.is_some_and(|v| v.is_time_point()),
+            scale: vi.map(|v| v.scale()),
+        }
+    }
+}
+
+/// `,"dif":"…"` and, when there are DIFEs, `,"dife":"…"`.
+fn push_dib(out: &mut String, r: &Record<'_>) {
     out.push_str(",\"dif\":");
     push_hex_byte(out, r.dif());
     if !r.difes().is_empty() {
         out.push_str(",\"dife\":");
         push_hex(out, r.difes());
     }
+}
+
+/// The records of a variable data structure, with this thread's cache of record shapes when
+/// it is available (it is not while the thread is being torn down).
+fn render_records(records: &[Record<'_>], out: &mut String) {
+    thread_local! {
+        static SHAPES: RefCell<ShapeCache<Shape>> = const { RefCell::new(ShapeCache::new()) };
+    }
+    let mut done = false;
+    let _ = SHAPES.try_with(|cell| {
+        if let Ok(mut shapes) = cell.try_borrow_mut() {
+            for (i, r) in records.iter().enumerate() {
+                render_record(i, r, Some(&mut shapes), out);
+            }
+            done = true;
+        }
+    });
+    if !done {
+        for (i, r) in records.iter().enumerate() {
+            render_record(i, r, None, out);
+        }
+    }
+}
+
+fn render_record(
+    index: usize,
+    r: &Record<'_>,
+    shapes: Option<&mut ShapeCache<Shape>>,
+    out: &mut String,
+) {
+    out.push_str(if index == 0 {
+        "{\"index\":"
+    } else {
+        ",{\"index\":"
+    });
+    text::push_u64(out, index as u64);
+    out.push_str(",\"offset\":");
+    text::push_u64(out, r.offset as u64);
     match r.kind {
         RecordKind::Data => {}
         RecordKind::ManufacturerData | RecordKind::MoreRecordsFollow => {
+            push_dib(out, r);
             out.push_str(",\"type\":");
             push_str(
                 out,
@@ -433,45 +579,28 @@ fn render_record(index: usize, r: &Record<'_>, out: &mut String) {
             return;
         }
         RecordKind::SpecialFunction(dif) => {
+            push_dib(out, r);
             let _ = write!(out, ",\"type\":\"special_function_{dif:02X}\",\"data\":");
             push_hex(out, r.data);
             out.push('}');
             return;
         }
     }
-    out.push_str(",\"vif\":\"");
-    if let Some(vif) = r.vif {
-        hex::push_upper(out, &[vif]);
-    }
-    hex::push_upper(out, r.vifes);
-    out.push_str("\",\"storage\":");
-    push_int(out, i128::from(r.storage));
-    out.push_str(",\"tariff\":");
-    push_int(out, i128::from(r.tariff));
-    out.push_str(",\"subunit\":");
-    push_int(out, i128::from(r.subunit));
-    out.push_str(",\"function\":\"");
-    out.push_str(r.function.name());
-    out.push('"');
-    let vi = r.value_information();
-    out.push_str(",\"quantity\":");
-    match vi {
-        Some(v) => push_str(out, v.description.quantity),
-        None => out.push_str("null"),
-    }
-    out.push_str(",\"unit\":");
-    let unit = vi.map(|v| v.scale().unit).unwrap_or(Unit::None);
-    if !r.plain_text.is_empty() {
-        push_meter_text(out, r.plain_text);
-    } else {
-        push_str(out, unit.symbol());
-    }
-    out.push_str(",\"value\":");
-    let raw = r.raw_value_with(vi.as_ref());
-    let value = r.value_from(raw, vi.as_ref());
+    let made;
+    let shape = match (shapes, ShapeKey::of(r)) {
+        (Some(shapes), Some(key)) => shapes.get_or_make(key, || Shape::new(r)),
+        _ => {
+            made = Shape::new(r);
+            &made
+        }
+    };
+    let (head, tail) = shape.text.split_at(shape.tail);
+    out.push_str(head);
+    let raw = r.raw_value_as(shape.time_point);
+    let value = Record::value_scaled(raw, shape.scale);
     match value {
         Value::None => out.push_str("null"),
-        Value::Decimal(d) => push_decimal(out, d),
+        Value::Decimal(d) => text::push_decimal(out, d),
         Value::Float(f) => push_float(out, f),
         Value::InvalidBcd(d) => push_str(out, d.as_str()),
         Value::DateTime(t) => push_datetime(out, &t),
@@ -481,7 +610,7 @@ fn render_record(index: usize, r: &Record<'_>, out: &mut String) {
     out.push_str(",\"raw\":");
     match raw {
         RawValue::None => out.push_str("null"),
-        RawValue::Integer(i) => push_int(out, i128::from(i)),
+        RawValue::Integer(i) => text::push_i64(out, i),
         RawValue::Real(f) => push_float(out, f64::from(f)),
         RawValue::InvalidBcd(d) => push_str(out, d.as_str()),
         RawValue::DateTime(_) | RawValue::Text(_) | RawValue::Bytes(_) => push_hex(out, r.data),
@@ -494,58 +623,12 @@ fn render_record(index: usize, r: &Record<'_>, out: &mut String) {
             out.push_str(",\"summer_time\":true");
         }
     }
-    if let Some(v) = vi {
-        let mut first = true;
-        for c in v.combinable.iter().map(|&b| Combinable::from_code(b)) {
-            out.push_str(if first { ",\"vife\":[" } else { "," });
-            first = false;
-            push_str(out, &c.describe());
-        }
-        if !first {
-            out.push(']');
-        }
-        if let Some(err) = v
-            .combinable
-            .iter()
-            .find_map(|&b| match Combinable::from_code(b) {
-                Combinable::RecordError(e) => Some(e),
-                _ => None,
-            })
-        {
-            out.push_str(",\"error\":");
-            push_str(out, err.text());
-        }
-        if !v.manufacturer_vifes.is_empty() {
-            out.push_str(",\"manufacturer_vife\":");
-            push_hex(out, v.manufacturer_vifes);
-        }
-        if v.description.is_reserved() {
-            out.push_str(",\"reserved_vif\":true");
-        }
-    }
-    out.push('}');
+    out.push_str(tail);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn integers_print_as_rust_prints_them() {
-        let mut values: Vec<i128> = vec![0, 1, 9, 10, 99, 100, 65_535, -1, -10];
-        values.extend([
-            u64::MAX as i128,
-            u64::MAX as i128 + 1,
-            i128::MIN + 1,
-            i128::MAX,
-        ]);
-        values.extend((0..64).map(|b| 1i128 << b));
-        for v in values {
-            let mut s = String::new();
-            push_int(&mut s, v);
-            assert_eq!(s, v.to_string());
-        }
-    }
 
     #[test]
     fn strings_without_special_characters_are_copied_and_others_escaped() {
@@ -590,6 +673,112 @@ mod tests {
         assert!(
             s.contains("\"vife\":[\"accumulation only if positive\"]"),
             "{s}"
+        );
+    }
+
+    #[test]
+    fn floats_print_as_rust_prints_them() {
+        let values = [
+            0.0,
+            -0.0,
+            1.0,
+            -1.0,
+            35.0,
+            21.536_703_109_741_21,
+            0.1,
+            1e14,
+            1e15,
+            1e16,
+            -1e15,
+            1e-7,
+            0.5,
+            2.5e-3,
+            123_456.0,
+            f64::MAX,
+            f64::MIN_POSITIVE,
+            9_007_199_254_740_993.0,
+        ];
+        for f in values {
+            let mut s = String::new();
+            push_float(&mut s, f);
+            assert_eq!(s, f.to_string(), "{f:?}");
+        }
+        for f in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+            let mut s = String::new();
+            push_float(&mut s, f);
+            assert_eq!(s, "null");
+        }
+    }
+
+    #[test]
+    fn dates_print_as_their_display() {
+        for kind in [
+            DateTimeKind::Date,
+            DateTimeKind::DateTime,
+            DateTimeKind::DateTimeSeconds,
+            DateTimeKind::Time,
+        ] {
+            for (year, month, day, hour, minute, second) in [
+                (2026, 12, 5, 8, 3, 59),
+                (1999, 1, 1, 0, 0, 0),
+                (2127, 15, 31, 31, 63, 63),
+                (0, 0, 0, 0, 0, 0),
+                (65_535, 255, 255, 255, 255, 255),
+            ] {
+                let t = MeterDateTime {
+                    kind,
+                    year,
+                    month,
+                    day,
+                    hour,
+                    minute,
+                    second,
+                    invalid: false,
+                    summer_time: false,
+                };
+                let mut s = String::new();
+                push_datetime(&mut s, &t);
+                assert_eq!(s, format!("\"{t}\""));
+            }
+        }
+    }
+
+    #[test]
+    fn manufacturer_letters_are_escaped_like_any_string() {
+        use crate::wire::manufacturer::Manufacturer;
+        // KAM, then code 28 (a backslash) in the middle, and the highest code (31, `_`).
+        for code in [0x2C2D, 28 << 10 | 28 << 5 | 1, 0x7FFF, 0] {
+            let letters = Manufacturer(code).letters();
+            let mut s = String::new();
+            push_manufacturer(&mut s, letters);
+            let mut want = String::new();
+            push_str(&mut want, std::str::from_utf8(&letters).unwrap());
+            assert_eq!(s, want);
+        }
+    }
+
+    #[test]
+    fn records_from_the_shape_cache_read_as_freshly_rendered_ones() {
+        // Corpus frame `EDC`: shapes that repeat, DIFEs, plain-text units, a date, a special
+        // function (0x0F) at the end.
+        let bytes = hex::decode(
+            "68 AE AE 68 28 01 72 95 08 12 11 83 14 02 04 17 00 00 00 84 00 86 3B 23 00 00 00 84 00 86 3C D1 01 00 00 84 40 86 3B 00 00 00 00 84 40 86 3C 00 00 00 00 85 00 5B 2B 4B AC 41 85 00 5F 20 D7 AC 41 85 40 5B 00 00 B8 42 85 40 5F 00 00 B8 42 85 00 3B 84 00 35 3F 85 40 3B 00 00 00 00 95 00 3B 95 CF B2 43 95 40 3B 00 00 00 00 85 00 2B 00 00 00 00 85 40 2B 00 00 00 00 95 00 2B D3 9F 90 46 95 40 2B 00 00 00 00 04 6D 19 0F 8A 17 84 00 7C 01 43 F3 0D 00 00 84 40 7C 01 43 9D 01 00 00 84 00 7C 01 63 01 00 00 00 84 40 7C 01 63 01 00 00 00 0F 2F 16",
+        )
+        .unwrap();
+        let t = decode_wired(&bytes).unwrap();
+        let mut fresh = String::new();
+        for (i, r) in t.records.iter().enumerate() {
+            render_record(i, r, None, &mut fresh);
+        }
+        // The first rendering fills the cache, the second reads from it.
+        for _ in 0..2 {
+            let mut cached = String::new();
+            render_records(&t.records, &mut cached);
+            assert_eq!(cached, fresh);
+        }
+        assert!(
+            fresh.contains("{\"index\":17,\"offset\":141,\"dif\":\"84\",\"dife\":\"00\",\"vif\":\"7C\",\"storage\":0,\"tariff\":0,\"subunit\":0,\"function\":\"instantaneous\",\"quantity\":\"plain_text_unit\",\"unit\":\"C\",\"value\":3571,\"raw\":3571}"),
+            "{fresh}"
         );
     }
 

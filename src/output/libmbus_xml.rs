@@ -8,11 +8,15 @@
 //! rest of meterbridge never sees these strings. `docs/conformance.md` lists where we knowingly
 //! differ and why.
 //!
-//! The document is assembled as the bytes libmbus would write and converted to text at the end,
-//! so a meter that sends bytes above 0x7F in a text field cannot make us emit invalid UTF-8
-//! (libmbus copies such bytes raw; we read them as ISO-8859-1, which the XML header declares).
+//! The document is written straight into the caller's `String`. Where libmbus would write bytes
+//! that are not UTF-8 (a meter's bytes above 0x7F), the element is assembled as libmbus's bytes
+//! first and read as ISO-8859-1, which the XML header declares, so a meter cannot make us emit
+//! invalid UTF-8. A record's lines other than its value depend only on its DIF/VIF bytes: they
+//! are built once per record shape and copied from a per-thread cache ([`super::shapes`]).
 
 use std::borrow::Cow;
+use std::cell::RefCell;
+use std::thread::LocalKey;
 
 /// `        <tag>…</tag>` with the content (libmbus's own text) through `mbus_str_xml_encode`.
 macro_rules! element {
@@ -34,11 +38,21 @@ macro_rules! wr {
     }};
 }
 
+/// `write!` into a `String`, which cannot fail either.
+macro_rules! ws {
+    ($out:expr, $($arg:tt)*) => {{
+        let _ = std::fmt::Write::write_fmt($out, format_args!($($arg)*));
+    }};
+}
+
 use thiserror::Error;
 
 use crate::telegram::Telegram;
 use crate::wire::application::{Application, FixedData, Header, LongHeader};
 use crate::wire::records::{lvar_len, DataField, Lvar, PlainTextOrder, Record, RecordKind};
+
+use super::shapes::{ShapeCache, ShapeKey};
+use super::text;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum XmlStyle {
@@ -93,9 +107,10 @@ pub fn render(t: &Telegram<'_>, style: XmlStyle, out: &mut String) -> Result<(),
         return Err(XmlError::ControlField(link.control));
     }
     // A 12-record document is about 3 KB: one allocation instead of a series of doublings.
+    out.reserve(1024 + 256 * t.records.len());
     let mut doc = Doc {
-        bytes: Vec::with_capacity(1024 + 256 * t.records.len()),
-        scratch: Vec::with_capacity(128),
+        out,
+        scratch: Vec::new(),
     };
     match (&t.application, link.ci) {
         (Application::Error(e), 0x70) => match style {
@@ -116,7 +131,6 @@ pub fn render(t: &Telegram<'_>, style: XmlStyle, out: &mut String) -> Result<(),
         }
         _ => return Err(XmlError::UnsupportedCi(link.ci)),
     }
-    doc.finish_into(out);
     Ok(())
 }
 
@@ -175,34 +189,26 @@ const UNIT_BUFFER: usize = 128;
 /// `mbus_data_record_value` copies the value into `char buff[768]`.
 const VALUE_BUFFER: usize = 768;
 
-/// The document as libmbus's bytes.
-#[derive(Default)]
-struct Doc {
-    bytes: Vec<u8>,
-    /// Room for one record's unit or value before it is encoded, reused from record to record.
+/// The document being written, and room for an element that needs encoding.
+struct Doc<'a> {
+    out: &'a mut String,
+    /// One element's bytes as libmbus would write them, before they are read as text (see
+    /// [`encode_into`]); reused from element to element.
     scratch: Vec<u8>,
 }
 
-impl Doc {
+impl Doc<'_> {
     fn raw(&mut self, s: &str) {
-        self.bytes.extend_from_slice(s.as_bytes());
+        self.out.push_str(s);
     }
 
     /// `printf("%0*X")`: upper-case hex, at least `width` digits.
-    fn hex(&mut self, mut n: u64, width: usize) {
-        const DIGITS: &[u8; 16] = b"0123456789ABCDEF";
-        let mut digits = [0u8; 16];
-        let mut at = digits.len();
-        while n != 0 || digits.len() - at < width.max(1) {
-            at -= 1;
-            digits[at] = DIGITS[(n & 0xF) as usize];
-            n >>= 4;
-        }
-        self.bytes.extend_from_slice(&digits[at..]);
+    fn hex(&mut self, n: u64, width: usize) {
+        text::push_hex_u64(self.out, n, width);
     }
 
     fn uint(&mut self, n: u64) {
-        push_u64(&mut self.bytes, n);
+        text::push_u64(self.out, n);
     }
 
     /// `{indent}<{tag}>{n}</{tag}>\n`.
@@ -223,33 +229,39 @@ impl Doc {
     }
 
     fn fmt(&mut self, args: std::fmt::Arguments<'_>) {
-        // Straight into the buffer: no temporary string per line (writing to a Vec cannot fail).
-        let _ = std::io::Write::write_fmt(&mut self.bytes, args);
-    }
-
-    /// A value element: its content is the meter's bytes, one character each (see
-    /// [`Source::Meter`]).
-    fn value_element(&mut self, content: &[u8], limit: usize) {
-        self.element_of(
-            "        <Value>",
-            "</Value>\n",
-            content,
-            limit,
-            Source::Meter,
-        );
+        // Writing to a String cannot fail.
+        let _ = std::fmt::Write::write_fmt(self.out, args);
     }
 
     /// `open`, the content through `mbus_str_xml_encode`, `close` (the tags are whole strings,
     /// see [`element!`], so an element is three copies, not seven).
     fn element_of(&mut self, open: &str, close: &str, content: &[u8], limit: usize, src: Source) {
         self.raw(open);
-        xml_encode(&mut self.bytes, content, limit, src);
+        encode_into(self.out, &mut self.scratch, content, limit, src);
         self.raw(close);
     }
+}
 
-    fn finish_into(self, out: &mut String) {
-        push_utf8_or_latin1(out, &self.bytes);
+/// `mbus_str_xml_encode` of `src`, appended to `out` as text. `scratch` holds the encoded
+/// bytes when they need more than a copy.
+fn encode_into(out: &mut String, scratch: &mut Vec<u8>, src: &[u8], limit: usize, source: Source) {
+    // Nearly every text (libmbus's own words, digits, dates) is printable ASCII with nothing to
+    // escape and fits: copied whole. Byte `i` is kept while `i + 6 < limit`, so all of them are
+    // when `len + 6 <= limit`.
+    if src.len() + 6 <= limit && src.iter().all(|&b| needs_no_encoding(b)) {
+        if let Ok(s) = std::str::from_utf8(src) {
+            out.push_str(s);
+            return;
+        }
     }
+    scratch.clear();
+    xml_encode(scratch, src, limit, source);
+    push_utf8_or_latin1(out, scratch);
+}
+
+/// Printable ASCII that `mbus_str_xml_encode` leaves as it is.
+fn needs_no_encoding(b: u8) -> bool {
+    matches!(b, 0x20..=0x7E) && !matches!(b, b'&' | b'<' | b'>' | b'"')
 }
 
 /// Valid UTF-8 sequences stay as they are (libmbus's own strings are UTF-8); any other byte is
@@ -287,17 +299,6 @@ enum Source {
 /// characters become spaces, `& < > "` become entities, and output stops once fewer than seven
 /// bytes of the destination buffer are left (counted in libmbus's bytes: one per meter byte).
 fn xml_encode(out: &mut Vec<u8>, src: &[u8], limit: usize, source: Source) {
-    // Nearly every text (libmbus's own words, digits, dates) is printable ASCII with nothing to
-    // escape and fits: copied whole. Byte `i` is kept while `i + 6 < limit`, so all of them are
-    // when `len + 6 <= limit`.
-    if src.len() + 6 <= limit
-        && src
-            .iter()
-            .all(|&b| matches!(b, 0x20..=0x7E) && !matches!(b, b'&' | b'<' | b'>' | b'"'))
-    {
-        out.extend_from_slice(src);
-        return;
-    }
     let mut len = 0usize;
     for &b in src {
         if b == 0 || len + 6 >= limit {
@@ -318,51 +319,19 @@ fn xml_encode(out: &mut Vec<u8>, src: &[u8], limit: usize, source: Source) {
     }
 }
 
-/// A number in decimal, without the formatting machinery (several per record).
-fn push_u64(out: &mut Vec<u8>, mut n: u64) {
-    // Record numbers, storage numbers, tariffs: mostly one digit.
-    if n < 10 {
-        out.push(b'0' + n as u8);
-        return;
-    }
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[at..]);
-}
-
-/// `printf("%lld")`.
-fn push_i64(out: &mut Vec<u8>, n: i64) {
-    if n < 0 {
-        out.push(b'-');
-    }
-    push_u64(out, n.unsigned_abs());
-}
-
 /// `snprintf` into a buffer of `size` bytes keeps at most `size - 1` of them.
 fn truncated(s: &[u8], size: usize) -> &[u8] {
     &s[..s.len().min(size - 1)]
 }
 
 /// `printf("%f")` of a double.
-fn push_c_fixed6(s: &mut Vec<u8>, v: f64) {
+fn push_c_fixed6(s: &mut String, v: f64) {
     if v.is_nan() {
-        s.extend_from_slice(if v.is_sign_negative() {
-            b"-nan"
-        } else {
-            b"nan"
-        });
+        s.push_str(if v.is_sign_negative() { "-nan" } else { "nan" });
     } else if v.is_infinite() {
-        s.extend_from_slice(if v < 0.0 { b"-inf" } else { b"inf" });
-    } else {
-        wr!(s, "{v:.6}");
+        s.push_str(if v < 0.0 { "-inf" } else { "inf" });
+    } else if !text::push_fixed6(s, v) {
+        ws!(s, "{v:.6}");
     }
 }
 
@@ -424,13 +393,31 @@ fn fixed_data(doc: &mut Doc, f: &FixedData<'_>) {
 }
 
 fn variable_data(doc: &mut Doc, h: &LongHeader, records: &[Record<'_>], style: XmlStyle) {
+    thread_local! {
+        static PLAIN: RefCell<ShapeCache<RecordShape>> = const { RefCell::new(ShapeCache::new()) };
+        static NORMALIZED: RefCell<ShapeCache<RecordShape>> =
+            const { RefCell::new(ShapeCache::new()) };
+    }
+    let shapes: &'static LocalKey<_> = match style {
+        XmlStyle::Plain => &PLAIN,
+        XmlStyle::Normalized => &NORMALIZED,
+    };
     doc.raw(XML_DECLARATION);
     doc.raw("<MBusData>\n\n");
     slave_information(doc, h);
-    for (i, r) in records.iter().enumerate() {
-        match style {
-            XmlStyle::Plain => plain_record(doc, i, r),
-            XmlStyle::Normalized => normalized_record(doc, i, r),
+    // Without the cache (while the thread is being torn down) each shape is built anew.
+    let mut done = false;
+    let _ = shapes.try_with(|cell| {
+        if let Ok(mut shapes) = cell.try_borrow_mut() {
+            for (i, r) in records.iter().enumerate() {
+                record(doc, i, r, style, Some(&mut shapes));
+            }
+            done = true;
+        }
+    });
+    if !done {
+        for (i, r) in records.iter().enumerate() {
+            record(doc, i, r, style, None);
         }
     }
     doc.raw("</MBusData>\n");
@@ -444,7 +431,7 @@ fn slave_information(doc: &mut Doc, h: &LongHeader) {
     doc.raw("        <Id>");
     doc.hex(u64::from(h.id.0), 1);
     doc.raw("</Id>\n        <Manufacturer>");
-    doc.bytes.extend_from_slice(&letters);
+    doc.out.extend(letters.map(char::from));
     doc.raw("</Manufacturer>\n");
     doc.uint_element("Version", u64::from(h.version));
     let product = product_name(m, h.version, h.medium.code(), (h.id.0 >> 24) as u8);
@@ -470,8 +457,74 @@ fn storage_lines(doc: &mut Doc, r: &Record<'_>) {
     }
 }
 
-fn plain_record(doc: &mut Doc, index: usize, r: &Record<'_>) {
+/// A record's lines that its DIF/VIF bytes fix, in one style, and how its value is written.
+struct RecordShape {
+    /// After `<DataRecord id="…">`: function, storage, tariff, device, unit (and quantity)
+    /// lines and the value's opening tag; empty for a record libmbus cannot normalize.
+    text: String,
+    value: ValueRule,
+}
+
+enum ValueRule {
+    /// [`plain_value`].
+    Plain,
+    /// [`normalized_value`] with this scaling.
+    Normalized(Scaling),
+    /// A record libmbus gives up on in normalized form: the element stays empty.
+    None,
+}
+
+impl RecordShape {
+    fn new(r: &Record<'_>, style: XmlStyle) -> RecordShape {
+        let mut text = String::new();
+        let mut doc = Doc {
+            out: &mut text,
+            scratch: Vec::new(),
+        };
+        let value = match style {
+            XmlStyle::Plain => {
+                plain_lines(&mut doc, r);
+                ValueRule::Plain
+            }
+            XmlStyle::Normalized => match normalized_lines(&mut doc, r) {
+                Some(scaling) => ValueRule::Normalized(scaling),
+                None => ValueRule::None,
+            },
+        };
+        if !matches!(value, ValueRule::None) {
+            doc.raw("        <Value>");
+        }
+        RecordShape { text, value }
+    }
+}
+
+fn record(
+    doc: &mut Doc,
+    index: usize,
+    r: &Record<'_>,
+    style: XmlStyle,
+    shapes: Option<&mut ShapeCache<RecordShape>>,
+) {
+    let made;
+    let shape = match (shapes, ShapeKey::of(r)) {
+        (Some(shapes), Some(key)) => shapes.get_or_make(key, || RecordShape::new(r, style)),
+        _ => {
+            made = RecordShape::new(r, style);
+            &made
+        }
+    };
     doc.record_start(index);
+    doc.raw(&shape.text);
+    match shape.value {
+        ValueRule::Plain => plain_value(doc, r),
+        ValueRule::Normalized(scaling) => normalized_value(doc, r, scaling),
+        ValueRule::None => {}
+    }
+    doc.raw("    </DataRecord>\n\n");
+}
+
+/// The lines of a plain record before its value.
+fn plain_lines(doc: &mut Doc, r: &Record<'_>) {
     match r.kind {
         RecordKind::ManufacturerData => {
             doc.raw("        <Function>Manufacturer specific</Function>\n");
@@ -487,44 +540,41 @@ fn plain_record(doc: &mut Doc, index: usize, r: &Record<'_>) {
                 ENCODE_LIMIT,
             );
             storage_lines(doc, r);
-            let mut unit = std::mem::take(&mut doc.scratch);
-            unit.clear();
+            let mut unit = Vec::new();
             plain_unit(r, &mut unit);
             element!(doc, "Unit", truncated(&unit, UNIT_BUFFER), ENCODE_LIMIT,);
-            doc.scratch = unit;
         }
     }
-    let mut value = std::mem::take(&mut doc.scratch);
-    value.clear();
-    plain_value(r, &mut value);
-    doc.value_element(truncated(&value, VALUE_BUFFER), ENCODE_LIMIT);
-    doc.scratch = value;
-    doc.raw("    </DataRecord>\n\n");
 }
 
-fn normalized_record(doc: &mut Doc, index: usize, r: &Record<'_>) {
-    doc.record_start(index);
-    // A record libmbus cannot normalize still gets its (empty) element.
-    if let Some(n) = normalize(r) {
-        element!(doc, "Function", n.function.as_bytes(), ENCODE_LIMIT);
-        if n.special {
-            // DIF 0x0F/0x1F records have storage number 0 and no DIFEs.
-            doc.raw("        <StorageNumber>0</StorageNumber>\n");
-        } else {
-            storage_lines(doc, r);
-        }
-        element!(doc, "Unit", &n.unit, ENCODE_LIMIT);
-        element!(doc, "Quantity", &n.quantity, ENCODE_LIMIT);
-        match n.value {
-            NormValue::Number(v) => {
-                doc.raw("        <Value>");
-                push_c_fixed6(&mut doc.bytes, v);
-                doc.raw("</Value>\n");
-            }
-            NormValue::Text(t) => doc.value_element(&t, ENCODE_LIMIT),
-        }
+/// The lines of a normalized record before its value, and how the value is scaled; `None`
+/// where libmbus gives up on the record (`mbus_parse_variable_record` fails).
+fn normalized_lines(doc: &mut Doc, r: &Record<'_>) -> Option<Scaling> {
+    // Data field 0x8 (selection for readout) and 0xF with the extension bit: no decoding.
+    if r.kind == RecordKind::Data
+        && matches!(r.field, DataField::SelectionForReadout | DataField::Special)
+    {
+        return None;
     }
-    doc.raw("    </DataRecord>\n\n");
+    let (function, special) = match r.kind {
+        RecordKind::ManufacturerData => ("Manufacturer specific", true),
+        RecordKind::MoreRecordsFollow => ("More records follow", true),
+        _ => (function_text(r.dif()), false),
+    };
+    if special {
+        element!(doc, "Function", function.as_bytes(), ENCODE_LIMIT);
+        // DIF 0x0F/0x1F records have storage number 0 and no DIFEs.
+        doc.raw("        <StorageNumber>0</StorageNumber>\n");
+        element!(doc, "Unit", b"", ENCODE_LIMIT);
+        element!(doc, "Quantity", b"", ENCODE_LIMIT);
+        return Some(Scaling::NONE);
+    }
+    let (unit, quantity, scaling) = normalize_vib(r)?;
+    element!(doc, "Function", function.as_bytes(), ENCODE_LIMIT);
+    storage_lines(doc, r);
+    element!(doc, "Unit", &unit, ENCODE_LIMIT);
+    element!(doc, "Quantity", &quantity, ENCODE_LIMIT);
+    Some(scaling)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -560,15 +610,26 @@ struct CDate {
 }
 
 impl CDate {
-    fn date(&self) -> String {
-        format!("{:04}-{:02}-{:02}", self.year, self.month, self.day)
-    }
-
-    fn date_time(&self) -> String {
-        format!(
-            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
-            self.year, self.month, self.day, self.hour, self.minute, self.second
-        )
+    /// `%04d-%02d-%02d`, and with `time` `T%02d:%02d:%02d` after it.
+    fn push(&self, out: &mut String, time: bool) {
+        let field = |out: &mut String, v: i32, width: u32| match u64::try_from(v) {
+            Ok(n) => text::push_u64_padded(out, n, width),
+            // Every field is masked from the data, so this does not happen; printed as C would.
+            Err(_) => ws!(out, "{v:0w$}", w = width as usize),
+        };
+        field(out, self.year, 4);
+        out.push('-');
+        field(out, self.month, 2);
+        out.push('-');
+        field(out, self.day, 2);
+        if time {
+            out.push('T');
+            field(out, self.hour, 2);
+            out.push(':');
+            field(out, self.minute, 2);
+            out.push(':');
+            field(out, self.second, 2);
+        }
     }
 }
 
@@ -720,92 +781,104 @@ fn decode(r: &Record<'_>) -> Decoded {
     }
 }
 
-/// The `<Value>` text of plain XML, appended to `out`.
-fn plain_value(r: &Record<'_>, out: &mut Vec<u8>) {
+/// The `<Value>` content of plain XML and the closing tag. Numbers and dates are ASCII that
+/// `mbus_str_xml_encode` leaves alone and far below the buffer sizes: written directly.
+fn plain_value(doc: &mut Doc, r: &Record<'_>) {
+    let out = &mut *doc.out;
     match decode(r) {
-        Decoded::Int(v) => push_i64(out, v),
+        Decoded::Int(v) => text::push_i64(out, v),
         Decoded::Real(v) => push_c_fixed6(out, f64::from(v)),
         // In error state the digits often hold A-F codes, which only the hex form keeps.
         Decoded::Bcd { decimal, hex } => {
             if r.dif() & 0x30 == 0x30 {
-                wr!(out, "{hex:X}");
+                text::push_hex_u64(out, hex, 1);
             } else {
-                push_i64(out, decimal);
+                text::push_i64(out, decimal);
             }
         }
-        Decoded::Date(t) => out.extend_from_slice(t.date().as_bytes()),
-        Decoded::DateTime(t) => out.extend_from_slice(t.date_time().as_bytes()),
-        Decoded::Text(t) | Decoded::Hex(t) => out.extend_from_slice(&t),
+        Decoded::Date(t) => t.push(out, false),
+        Decoded::DateTime(t) => t.push(out, true),
+        Decoded::Text(t) | Decoded::Hex(t) => encode_into(
+            out,
+            &mut doc.scratch,
+            truncated(&t, VALUE_BUFFER),
+            ENCODE_LIMIT,
+            Source::Meter,
+        ),
         Decoded::Empty => {}
-        Decoded::Unknown => wr!(out, "Unknown DIF (0x{:02x})", r.dif()),
+        Decoded::Unknown => ws!(out, "Unknown DIF (0x{:02x})", r.dif()),
     }
+    doc.raw("</Value>\n");
 }
 
 // ---------------------------------------------------------------------------------------------
 // Normalized records
 
-enum NormValue {
-    Number(f64),
-    Text(Vec<u8>),
-}
-
-struct Normalized {
-    function: &'static str,
-    /// A DIF 0x0F/0x1F record.
-    special: bool,
-    /// libmbus's table text, borrowed; only a plain-text unit is copied.
-    unit: Cow<'static, [u8]>,
-    quantity: Cow<'static, [u8]>,
-    value: NormValue,
-}
-
-/// `mbus_parse_variable_record`; `None` where libmbus gives up on the record.
-fn normalize(r: &Record<'_>) -> Option<Normalized> {
-    let decoded = decode(r);
-    let (function, special) = match r.kind {
-        RecordKind::ManufacturerData => ("Manufacturer specific", true),
-        RecordKind::MoreRecordsFollow => ("More records follow", true),
-        _ => (function_text(r.dif()), false),
-    };
-    let (raw, text) = match decoded {
-        Decoded::Int(v) => (v as f64, None),
-        Decoded::Real(v) => (f64::from(v), None),
-        Decoded::Bcd { decimal, .. } => (decimal as f64, None),
-        Decoded::Date(t) => (0.0, Some(t.date().into_bytes())),
-        Decoded::DateTime(t) => (0.0, Some(format!("{}Z", t.date_time()).into_bytes())),
-        Decoded::Text(t) | Decoded::Hex(t) => (0.0, Some(t)),
-        Decoded::Empty => (0.0, Some(Vec::new())),
-        Decoded::Unknown => return None,
-    };
-    if special {
-        return Some(Normalized {
-            function,
-            special,
-            unit: Cow::Borrowed(b""),
-            quantity: Cow::Borrowed(b""),
-            value: NormValue::Text(text.unwrap_or_default()),
-        });
+/// The `<Value>` content of normalized XML and the closing tag: numbers scaled to base units
+/// and printed with `%f`, dates in ISO 8601, text and hex dumps as they are.
+fn normalized_value(doc: &mut Doc, r: &Record<'_>, scaling: Scaling) {
+    let out = &mut *doc.out;
+    match decode(r) {
+        Decoded::Int(v) => push_c_fixed6(out, scaling.apply(v as f64)),
+        Decoded::Real(v) => push_c_fixed6(out, scaling.apply(f64::from(v))),
+        Decoded::Bcd { decimal, .. } => push_c_fixed6(out, scaling.apply(decimal as f64)),
+        Decoded::Date(t) => t.push(out, false),
+        Decoded::DateTime(t) => {
+            t.push(out, true);
+            out.push('Z');
+        }
+        Decoded::Text(t) | Decoded::Hex(t) => {
+            encode_into(out, &mut doc.scratch, &t, ENCODE_LIMIT, Source::Meter)
+        }
+        // A record with no decoding has no shape with a value (see `normalized_lines`).
+        Decoded::Empty | Decoded::Unknown => {}
     }
-    let (unit, quantity, value) = normalize_vib(r, raw)?;
-    Some(Normalized {
-        function,
-        special,
-        unit,
-        quantity,
-        value: match text {
-            Some(t) => NormValue::Text(t),
-            None => NormValue::Number(value),
-        },
-    })
+    doc.raw("</Value>\n");
 }
 
-type UnitQuantityValue = (Cow<'static, [u8]>, Cow<'static, [u8]>, f64);
+/// How `mbus_vib_unit_normalize` scales a value: by the table's factor (none for a plain-text
+/// unit), then by the first VIFE's correction. Applied in this order, so the result is the
+/// same double as libmbus's.
+#[derive(Clone, Copy)]
+struct Scaling {
+    factor: Option<f64>,
+    correction: Correction,
+}
 
-/// `mbus_vib_unit_normalize`: unit, quantity and the scaled value.
-fn normalize_vib(r: &Record<'_>, value: f64) -> Option<UnitQuantityValue> {
+#[derive(Clone, Copy)]
+enum Correction {
+    None,
+    Multiply(f64),
+    Add(f64),
+}
+
+impl Scaling {
+    const NONE: Scaling = Scaling {
+        factor: None,
+        correction: Correction::None,
+    };
+
+    fn apply(self, raw: f64) -> f64 {
+        let value = match self.factor {
+            Some(f) => raw * f,
+            None => raw,
+        };
+        match self.correction {
+            Correction::None => value,
+            Correction::Multiply(m) => value * m,
+            Correction::Add(a) => value + a,
+        }
+    }
+}
+
+type UnitQuantityScaling = (Cow<'static, [u8]>, Cow<'static, [u8]>, Scaling);
+
+/// `mbus_vib_unit_normalize`: unit, quantity and how the value is scaled; `None` where
+/// libmbus's table has no row.
+fn normalize_vib(r: &Record<'_>) -> Option<UnitQuantityScaling> {
     let vif = r.vif?;
     let first = r.vifes.first().copied();
-    let (unit, quantity, mut value) = match vif {
+    let (unit, quantity, factor) = match vif {
         0xFD | 0xFB => {
             let table = if vif == 0xFD {
                 VifTable::Fd
@@ -816,34 +889,35 @@ fn normalize_vib(r: &Record<'_>, value: f64) -> Option<UnitQuantityValue> {
             (
                 Cow::Borrowed(e.unit.as_bytes()),
                 Cow::Borrowed(e.quantity.as_bytes()),
-                value * e.factor,
+                Some(e.factor),
             )
         }
         0x7C | 0xFC => (
             Cow::Borrowed(b"-".as_slice()),
             Cow::Owned(reversed(r.plain_text)),
-            value,
+            None,
         ),
         _ => {
             let e = scale_entry(VifTable::Primary, vif)?;
             (
                 Cow::Borrowed(e.unit.as_bytes()),
                 Cow::Borrowed(e.quantity.as_bytes()),
-                value * e.factor,
+                Some(e.factor),
             )
         }
     };
     // libmbus looks at the first VIFE only, and only for these correction codes.
+    let mut correction = Correction::None;
     if vif & 0x80 != 0 && vif != 0xFD && vif != 0xFB {
         let vife = first.unwrap_or(0);
-        match vife & 0x7F {
-            0x70..=0x77 => value *= pow(i32::from(vife & 0x07) - 6),
-            0x78..=0x7B => value += pow(i32::from(vife & 0x03) - 3),
-            0x7D => value *= 1000.0,
-            _ => {}
-        }
+        correction = match vife & 0x7F {
+            0x70..=0x77 => Correction::Multiply(pow(i32::from(vife & 0x07) - 6)),
+            0x78..=0x7B => Correction::Add(pow(i32::from(vife & 0x03) - 3)),
+            0x7D => Correction::Multiply(1000.0),
+            _ => Correction::None,
+        };
     }
-    Some((unit, quantity, value))
+    Some((unit, quantity, Scaling { factor, correction }))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1588,15 +1662,22 @@ mod tests {
 
     #[test]
     fn dates() {
-        assert_eq!(decode_time(&[0x5F, 0x1C]).date(), "2010-12-31");
-        assert_eq!(
-            decode_time(&[0x1A, 0x2F, 0x65, 0x11]).date_time(),
-            "2011-01-05T15:26:00"
-        );
-        assert_eq!(
-            decode_time(&[0x80, 0, 0, 0]).date_time(),
-            "1900-01-00T00:00:00"
-        );
+        let text = |b: &[u8], time| {
+            let mut s = String::new();
+            decode_time(b).push(&mut s, time);
+            s
+        };
+        assert_eq!(text(&[0x5F, 0x1C], false), "2010-12-31");
+        assert_eq!(text(&[0x1A, 0x2F, 0x65, 0x11], true), "2011-01-05T15:26:00");
+        assert_eq!(text(&[0x80, 0, 0, 0], true), "1900-01-00T00:00:00");
+        let odd = CDate {
+            year: -1,
+            month: 123,
+            ..CDate::default()
+        };
+        let mut s = String::new();
+        odd.push(&mut s, false);
+        assert_eq!(s, format!("{:04}-{:02}-{:02}", -1, 123, 0));
     }
 
     #[test]
@@ -1608,10 +1689,11 @@ mod tests {
 
     #[test]
     fn c_float_format() {
-        let mut s = Vec::new();
+        let mut s = String::new();
         push_c_fixed6(&mut s, 561.08);
         push_c_fixed6(&mut s, f64::NAN);
-        assert_eq!(s, b"561.080000nan");
+        push_c_fixed6(&mut s, -1e300);
+        assert_eq!(s, format!("561.080000nan{:.6}", -1e300));
     }
 
     #[test]
@@ -1706,6 +1788,29 @@ mod tests {
         let norm = render_bytes(&frame(&data), XmlStyle::Normalized).expect("renders");
         assert!(norm.contains("<Value>12 34</Value>"), "{norm}");
         assert!(norm.contains("<Value>0.005000</Value>"), "{norm}");
+    }
+
+    #[test]
+    fn records_from_the_shape_cache_read_as_libmbus_prints_them() {
+        // Corpus frame `EDC`: shapes that repeat with other values, two plain-text units that
+        // differ only in their text (`C`, `c`), a date, manufacturer data.
+        let hex = include_str!("../../tests/fixtures/libmbus/test-frames/EDC.hex");
+        let bytes = crate::wire::hex::decode(hex).unwrap();
+        for (style, want) in [
+            (
+                XmlStyle::Plain,
+                include_str!("../../tests/fixtures/libmbus/test-frames/EDC.xml"),
+            ),
+            (
+                XmlStyle::Normalized,
+                include_str!("../../tests/fixtures/libmbus/test-frames/EDC.norm.xml"),
+            ),
+        ] {
+            // The first rendering fills this thread's cache, the second reads from it.
+            for _ in 0..2 {
+                assert_eq!(render_bytes(&bytes, style).unwrap(), want);
+            }
+        }
     }
 
     #[test]

@@ -2,4 +2,6 @@
 
 pub mod json;
 pub mod libmbus_xml;
+mod shapes;
+mod text;
 pub mod wmbusmeters;
