@@ -1954,7 +1954,7 @@ pub fn heartbeat_age(dir: &Path) -> Option<Duration> {
 fn without_impossible_values(output: &mut MeterOutput) {
     use crate::drivers::ReadingValue;
     for r in &mut output.readings {
-        let impossible = output.no_value.contains(&r.key)
+        let impossible = output.no_value.iter().any(|k| **k == *r.key)
             || match &r.value {
                 // Not-a-number prints as null: no value either.
                 ReadingValue::Number(n) => !n.is_finite(),

@@ -227,21 +227,21 @@ impl StateCache {
         for r in readings {
             let mut value = r.value.clone();
             if let (ReadingValue::Number(n), Some(a)) =
-                (&value, adjust.iter().find(|a| a.field == r.key))
+                (&value, adjust.iter().find(|a| *a.field == *r.key))
             {
                 value = ReadingValue::Number(n * a.scale + a.offset);
             }
             // A field the telegram left empty keeps its last known value.
             if value == ReadingValue::Null {
-                if let Some(slot) = entry.fields.iter().find(|(k, _)| *k == r.key) {
+                if let Some(slot) = entry.fields.iter().find(|(k, _)| **k == *r.key) {
                     if slot.1 != ReadingValue::Null {
                         continue;
                     }
                 }
             }
-            match entry.fields.iter_mut().find(|(k, _)| *k == r.key) {
+            match entry.fields.iter_mut().find(|(k, _)| **k == *r.key) {
                 Some(slot) => slot.1 = value,
-                None => entry.fields.push((r.key.clone(), value)),
+                None => entry.fields.push((r.key.to_string(), value)),
             }
         }
         entry.telegrams += 1;

@@ -30,7 +30,7 @@ pub struct Driver {
 #[derive(Debug, Clone)]
 struct CompiledField {
     /// JSON key: name plus unit suffix.
-    key: String,
+    key: std::sync::Arc<str>,
     /// Exact DIF..VIF keys; a record matches any of them.
     difvif: Option<Vec<Vec<u8>>>,
     measurement: Option<Function>,
@@ -64,7 +64,9 @@ pub enum ReadingValue {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Reading {
-    pub key: String,
+    /// Shared with the driver's field: every telegram's readings carry their keys without
+    /// copying them.
+    pub key: std::sync::Arc<str>,
     pub value: ReadingValue,
 }
 
@@ -462,7 +464,7 @@ impl Driver {
                 format!("{}_{}", f.name, unit)
             };
             fields.push(CompiledField {
-                key,
+                key: key.into(),
                 difvif,
                 measurement,
                 combinable,
@@ -471,7 +473,7 @@ impl Driver {
             });
         }
         // Formulas and date shifts may only name fields of this driver.
-        let keys: Vec<&str> = fields.iter().map(|c| c.key.as_str()).collect();
+        let keys: Vec<&str> = fields.iter().map(|c| &*c.key).collect();
         for f in &d.fields {
             if let Some(shift) = &f.date_shift {
                 let when_ok = shift
@@ -533,7 +535,7 @@ impl Driver {
 
     /// JSON keys of the fields, in declaration order (hidden ones included).
     pub fn field_keys(&self) -> impl Iterator<Item = &str> {
-        self.fields.iter().map(|f| f.key.as_str())
+        self.fields.iter().map(|f| &*f.key)
     }
 
     /// Decodes the driver's fields from a telegram into the meter's state (no key: a payload
@@ -653,7 +655,7 @@ impl Driver {
                 continue;
             };
             let value = e.eval(&|name| {
-                let j = self.fields.iter().position(|c| c.key == name)?;
+                let j = self.fields.iter().position(|c| *c.key == *name)?;
                 match state.values.get(j)? {
                     Some(ReadingValue::Number(v)) => Some(*v),
                     _ => None,
@@ -669,14 +671,14 @@ impl Driver {
             let Some(shift) = &self.file.fields[i].date_shift else {
                 continue;
             };
-            let Some(j) = self.fields.iter().position(|c| c.key == shift.from) else {
+            let Some(j) = self.fields.iter().position(|c| *c.key == *shift.from) else {
                 continue;
             };
             if let Some(when) = &shift.when {
                 let present = self
                     .fields
                     .iter()
-                    .position(|c| &c.key == when)
+                    .position(|c| *c.key == **when)
                     .is_some_and(|k| state.values[k].is_some());
                 if !present {
                     continue;
@@ -768,7 +770,7 @@ impl Driver {
             .iter()
             .zip(&state.no_value)
             .filter(|(_, marked)| **marked)
-            .map(|(c, _)| c.key.clone())
+            .map(|(c, _)| c.key.to_string())
             .collect()
     }
 
@@ -895,12 +897,15 @@ fn find_record<'r, 'a>(
     f: &Field,
     c: &CompiledField,
 ) -> Option<&'r Record<'a>> {
-    let m = f.matcher.clone().unwrap_or_default();
+    // Borrowed, not cloned: this runs for every field of every telegram (an empty `Match`
+    // allocates nothing).
+    let no_match = Match::default();
+    let m = f.matcher.as_ref().unwrap_or(&no_match);
     let nth = m.nth.unwrap_or(1).max(1);
     t.records
         .iter()
         .filter(|r| r.kind == RecordKind::Data)
-        .filter(|r| record_matches(&m, c, r))
+        .filter(|r| record_matches(m, c, r))
         .nth(nth - 1)
 }
 
@@ -1237,8 +1242,11 @@ pub fn generic_readings(t: &Telegram<'_>) -> Vec<Reading> {
             Value::None => continue,
         };
         // Keep the first record of a name, as drivers do.
-        if !out.iter().any(|o| o.key == key) {
-            out.push(Reading { key, value });
+        if !out.iter().any(|o| *o.key == *key) {
+            out.push(Reading {
+                key: key.into(),
+                value,
+            });
         }
     }
     out

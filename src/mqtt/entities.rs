@@ -750,9 +750,9 @@ mod every_driver {
         let mut c = components_for_driver(d, &o.media, None);
         c.retain(|c| {
             o.readings.iter().any(|r| {
-                r.key == c.value_key
+                *r.key == *c.value_key
                     && r.value != ReadingValue::Null
-                    && !o.no_value.contains(&r.key)
+                    && !o.no_value.iter().any(|k| **k == *r.key)
             })
         });
         c
@@ -820,7 +820,7 @@ mod every_driver {
                     assert_eq!(c.state_class, None, "{what}: a snapshot is no statistic");
                 }
                 if matches!(c.state_class.as_deref(), Some("total" | "total_increasing")) {
-                    let value = o.readings.iter().find(|r| r.key == c.value_key);
+                    let value = o.readings.iter().find(|r| *r.key == *c.value_key);
                     if let Some(ReadingValue::Number(v)) = value.map(|r| &r.value) {
                         assert!(
                             *v >= 0.0 || c.state_class.as_deref() == Some("total"),
@@ -858,7 +858,7 @@ mod every_driver {
                         .as_ref()
                         .is_some_and(|h| h.state_class.starts_with("total"));
                 let sent = o.readings.iter().any(|r| {
-                    r.key == key && matches!(r.value, ReadingValue::Number(v) if v >= 0.0)
+                    *r.key == *key && matches!(r.value, ReadingValue::Number(v) if v >= 0.0)
                 });
                 if !(lifetime_total && sent) {
                     continue;
@@ -895,7 +895,9 @@ mod every_driver {
             outputs.iter().any(|(d, o)| {
                 d.name() == driver
                     && o.no_value.iter().any(|k| k == key)
-                    && o.readings.iter().any(|r| r.key == key && r.value == shown)
+                    && o.readings
+                        .iter()
+                        .any(|r| *r.key == *key && r.value == shown)
             })
         };
         assert!(marked(

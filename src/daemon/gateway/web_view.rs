@@ -266,8 +266,11 @@ impl Gateway {
                     .run
                     .apply(&t, d)
                     .map(|out| {
-                        let fields: Vec<(String, ReadingValue)> =
-                            out.readings.into_iter().map(|r| (r.key, r.value)).collect();
+                        let fields: Vec<(String, ReadingValue)> = out
+                            .readings
+                            .into_iter()
+                            .map(|r| (r.key.to_string(), r.value))
+                            .collect();
                         main_readings(&fields)
                     })
                     .unwrap_or_default(),
@@ -466,8 +469,11 @@ impl Gateway {
         let out = run
             .apply(&telegram, driver)
             .map_err(|e| format!("driver {driver}: {e}"))?;
-        let fields: Vec<(String, ReadingValue)> =
-            out.readings.into_iter().map(|r| (r.key, r.value)).collect();
+        let fields: Vec<(String, ReadingValue)> = out
+            .readings
+            .into_iter()
+            .map(|r| (r.key.to_string(), r.value))
+            .collect();
         let shown: Vec<String> = main_readings(&fields)
             .into_iter()
             .map(|(k, v)| format!("{k} {v}"))
