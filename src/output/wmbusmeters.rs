@@ -112,7 +112,7 @@ fn push_rounded(out: &mut String, v: f64) {
     // Exact: below 10⁹ the count of millionths is below 2⁵³.
     let millionths = (rounded.abs() * 1e6).round() as u64;
     let (whole, mut fraction) = (millionths / 1_000_000, millionths % 1_000_000);
-    push_digits(out, whole, 1);
+    super::text::push_u64(out, whole);
     if fraction != 0 {
         let mut digits = 6;
         while fraction % 10 == 0 {
@@ -120,21 +120,8 @@ fn push_rounded(out: &mut String, v: f64) {
             digits -= 1;
         }
         out.push('.');
-        push_digits(out, fraction, digits);
+        super::text::push_u64_padded(out, fraction, digits);
     }
-}
-
-/// The decimal digits of `n`, left-padded with zeros to `width`.
-fn push_digits(out: &mut String, mut n: u64, width: usize) {
-    let mut digits = [b'0'; 20];
-    let mut start = digits.len();
-    while n > 0 || start == digits.len() {
-        start -= 1;
-        digits[start] = b'0' + (n % 10) as u8;
-        n /= 10;
-    }
-    start = start.min(digits.len().saturating_sub(width));
-    out.extend(digits[start..].iter().map(|&d| char::from(d)));
 }
 
 #[cfg(test)]
