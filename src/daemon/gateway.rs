@@ -864,14 +864,12 @@ impl Gateway {
                 }.with_current_subscriber());
             }
             "set_address" => {
-                let new = body.get("new_address").and_then(|v| v.as_u64()).and_then(|v| u8::try_from(v).ok());
-                let address = match body.get("address") {
-                    Some(serde_json::Value::Number(n)) => n.as_u64().and_then(|v| u8::try_from(v).ok()).map(crate::web::wired::WiredAddress::Primary),
-                    Some(serde_json::Value::String(s)) => Some(crate::web::wired::WiredAddress::Secondary(s.to_ascii_uppercase())),
-                    _ => None,
-                };
+                // Read as the page reads them (primary 0-250, secondary 16 or 8 hex digits).
+                use crate::web::wired::{address_of, WiredAddress};
+                let address = address_of(&body, "address");
+                let new = address_of(&body, "new_address");
                 let bus = text("bus").or_else(|| self.bus_commands.first().map(|(n, _)| n.clone()));
-                let (Some(new), Some(address), Some(bus)) = (new, address, bus) else {
+                let (Ok(address), Ok(WiredAddress::Primary(new)), Some(bus)) = (address, new, bus) else {
                     self.respond(name, serde_json::json!({"ok": false, "error": "give bus, address (primary number or secondary text) and new_address (0-250)"}));
                     return;
                 };

@@ -156,7 +156,7 @@ async fn ask(
 }
 
 /// The `address` of a body: a number is a primary address, text a secondary one.
-fn address_of(body: &serde_json::Value, key: &str) -> Result<WiredAddress, String> {
+pub(crate) fn address_of(body: &serde_json::Value, key: &str) -> Result<WiredAddress, String> {
     match body.get(key) {
         Some(serde_json::Value::Number(n)) => n
             .as_u64()
