@@ -14,7 +14,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use meterbridge::config::{parse_with, ValidateOptions};
-use meterbridge::daemon::gateway::{self, PrintFormat, RunOptions};
 use meterbridge::sim::{BusSim, ServeOptions, SimMeter};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::Value;
@@ -224,17 +223,7 @@ web:
         &ValidateOptions::with_built_in_drivers(),
     )
     .unwrap_or_else(|e| panic!("{e}"));
-    let (stop, stop_rx) = watch::channel(false);
-    let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
-    let options = RunOptions {
-        print: PrintFormat::None,
-        stop: Some(stop_rx),
-        instance: "test".into(),
-        web_bound: Some(bound_tx),
-        ..RunOptions::default()
-    };
-    let task = tokio::spawn(gateway::run(config, options));
-    let web = tokio::time::timeout(WAIT, bound_rx).await.unwrap().unwrap();
+    let support::WebGateway { stop, task, web } = support::start_with_web(config).await;
 
     // At start: the configured meter, not heard yet.
     let list = until(&messages, &devices_topic, |v| {
@@ -455,17 +444,7 @@ web:
         &ValidateOptions::with_built_in_drivers(),
     )
     .unwrap_or_else(|e| panic!("{e}"));
-    let (stop, stop_rx) = watch::channel(false);
-    let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
-    let options = RunOptions {
-        print: PrintFormat::None,
-        stop: Some(stop_rx),
-        instance: "test".into(),
-        web_bound: Some(bound_tx),
-        ..RunOptions::default()
-    };
-    let task = tokio::spawn(gateway::run(config, options));
-    let web = tokio::time::timeout(WAIT, bound_rx).await.unwrap().unwrap();
+    let support::WebGateway { stop, task, web } = support::start_with_web(config).await;
     let page = http(web, "GET", "/", "", "").await.1;
     let token = page
         .split("name=\"csrf-token\" content=\"")

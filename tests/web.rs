@@ -3,13 +3,15 @@
 //! the body limit, the Home Assistant ingress prefix and allowed addresses, passwords, and the
 //! Add flow with its key check, live without a restart and saved owner-only.
 
+mod support;
+
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use meterbridge::config::{parse_with, ValidateOptions};
-use meterbridge::daemon::gateway::{self, PrintFormat, RunOptions};
+use meterbridge::daemon::gateway;
 use serde_json::Value;
 use tokio::sync::watch;
 
@@ -64,20 +66,7 @@ async fn start(tag: &str, telegrams: &[&str], meters: &str, web: &str) -> Runnin
         &ValidateOptions::with_built_in_drivers(),
     )
     .unwrap_or_else(|e| panic!("{e}\n{yaml}"));
-    let (stop, stop_rx) = watch::channel(false);
-    let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
-    let options = RunOptions {
-        print: PrintFormat::None,
-        stop: Some(stop_rx),
-        instance: "test".into(),
-        web_bound: Some(bound_tx),
-        ..RunOptions::default()
-    };
-    let task = tokio::spawn(gateway::run(config, options));
-    let web = tokio::time::timeout(WAIT, bound_rx)
-        .await
-        .expect("the web page did not start")
-        .expect("the gateway stopped before the web page listened");
+    let support::WebGateway { stop, task, web } = support::start_with_web(config).await;
     Running {
         stop,
         task,

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use meterbridge::config::{parse_with, ValidateOptions};
-use meterbridge::daemon::gateway::{self, PrintFormat, RunOptions};
+use meterbridge::daemon::gateway;
 use meterbridge::sim::{BusSim, ServeOptions, SimMeter};
 use serde_json::{json, Value};
 use tokio::sync::watch;
@@ -121,17 +121,7 @@ async fn start(yaml: &str) -> Running {
     let (mut config, _) = parse_with(yaml, "test.yaml", &options).unwrap_or_else(|e| panic!("{e}"));
     // As `run` does: the meters added on the page join the configuration.
     meterbridge::web::added::merge(&mut config, &options).unwrap();
-    let (stop, stop_rx) = watch::channel(false);
-    let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
-    let options = RunOptions {
-        print: PrintFormat::None,
-        stop: Some(stop_rx),
-        instance: "test".into(),
-        web_bound: Some(bound_tx),
-        ..RunOptions::default()
-    };
-    let task = tokio::spawn(gateway::run(config, options));
-    let web = tokio::time::timeout(WAIT, bound_rx).await.unwrap().unwrap();
+    let support::WebGateway { stop, task, web } = support::start_with_web(config).await;
     Running { stop, task, web }
 }
 

@@ -361,3 +361,34 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for CaptureLayer {
         });
     }
 }
+
+/// A gateway running in this process with its web page on a free port, as the web and
+/// bridge tests start it.
+pub struct WebGateway {
+    /// Set to `true` to stop the gateway.
+    pub stop: tokio::sync::watch::Sender<bool>,
+    pub task: tokio::task::JoinHandle<Result<meterbridge::daemon::gateway::GatewayStats, String>>,
+    /// Where the web page listens.
+    pub web: std::net::SocketAddr,
+}
+
+/// Starts `config` (its `web:` section binding port 0) and waits, up to 30 s, until the web
+/// page listens.
+pub async fn start_with_web(config: meterbridge::config::Config) -> WebGateway {
+    use meterbridge::daemon::gateway::{self, PrintFormat, RunOptions};
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
+    let options = RunOptions {
+        print: PrintFormat::None,
+        stop: Some(stop_rx),
+        instance: "test".into(),
+        web_bound: Some(bound_tx),
+        ..RunOptions::default()
+    };
+    let task = tokio::spawn(gateway::run(config, options));
+    let web = tokio::time::timeout(Duration::from_secs(30), bound_rx)
+        .await
+        .expect("the web page did not start")
+        .expect("the gateway stopped before the web page listened");
+    WebGateway { stop, task, web }
+}
