@@ -3,11 +3,10 @@
 //! format, its detection entries, a name or alias used twice) is a build error with the file,
 //! line and column, never a driver silently missing at run time.
 //!
-//! It also writes each driver in compiled form, constant data of the types in
-//! `src/drivers/compiled.rs` (no YAML parser runs, and none of its code is paged in, when a
-//! built-in driver is used), and the index the registry needs to find a driver without
-//! building any: names and aliases, and detection triples. A driver is built from its data on
-//! its first use.
+//! It also writes each driver in packed form (`src/drivers/packed.rs`: no YAML parser runs,
+//! and none of its code is paged in, when a built-in driver is used), and the index the
+//! registry needs to find a driver without building any: names and aliases, and detection
+//! triples. A driver is built from its bytes on its first use.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -18,287 +17,13 @@ use std::path::Path;
 #[path = "src/drivers/model.rs"]
 mod model;
 
-/// The tables the compiled drivers live in (see `src/drivers/compiled.rs`): one string with
-/// every text, and one array per kind of list element. Values refer to them by offset and
-/// length, never by pointer: pointers in static data would need relocating when the program
-/// loads, which touches every page of it in every process.
-#[derive(Default)]
-struct Tables {
-    strings: String,
-    /// Texts already in `strings`, so each distinct text is stored once.
-    seen: std::collections::HashMap<String, String>,
-    str_lists: Vec<String>,
-    fields: Vec<String>,
-    tests: Vec<String>,
-    map: Vec<String>,
-    expected: Vec<String>,
-}
+/// The packed form of a driver, shared with the crate (`src/drivers/packed.rs`): one
+/// definition for writing (here) and reading (at run time).
+#[allow(dead_code)]
+#[path = "src/drivers/packed.rs"]
+mod packed;
 
-/// Writes a value as a Rust expression of its compiled twin (for `src/drivers/model.rs` types),
-/// adding what it refers to to the tables.
-trait Rust {
-    fn rust(&self, t: &mut Tables) -> String;
-}
-
-/// A type whose lists go into one of the tables.
-trait Listed: Rust {
-    fn table(t: &mut Tables) -> &mut Vec<String>;
-}
-
-impl Rust for String {
-    fn rust(&self, t: &mut Tables) -> String {
-        if let Some(s) = t.seen.get(self) {
-            return s.clone();
-        }
-        let s = format!("S({}, {})", t.strings.len(), self.len());
-        t.strings.push_str(self);
-        t.seen.insert(self.clone(), s.clone());
-        s
-    }
-}
-
-impl Listed for String {
-    fn table(t: &mut Tables) -> &mut Vec<String> {
-        &mut t.str_lists
-    }
-}
-
-impl Listed for model::Field {
-    fn table(t: &mut Tables) -> &mut Vec<String> {
-        &mut t.fields
-    }
-}
-
-impl Listed for model::TestCase {
-    fn table(t: &mut Tables) -> &mut Vec<String> {
-        &mut t.tests
-    }
-}
-
-impl Rust for bool {
-    fn rust(&self, _: &mut Tables) -> String {
-        self.to_string()
-    }
-}
-
-macro_rules! integer {
-    ($($t:ty),*) => {$(
-        impl Rust for $t {
-            fn rust(&self, _: &mut Tables) -> String {
-                format!("{self}{}", stringify!($t))
-            }
-        }
-    )*};
-}
-integer!(u64, usize, i32);
-
-impl Rust for f64 {
-    fn rust(&self, _: &mut Tables) -> String {
-        // Debug prints the shortest text that reads back as the same number.
-        if self.is_finite() {
-            format!("{self:?}f64")
-        } else if self.is_nan() {
-            "f64::NAN".into()
-        } else if *self > 0.0 {
-            "f64::INFINITY".into()
-        } else {
-            "f64::NEG_INFINITY".into()
-        }
-    }
-}
-
-/// Security modes (0-31) as a bit set: `plain_security_modes`, `scrambled_security_modes`.
-impl Rust for Vec<u8> {
-    fn rust(&self, _: &mut Tables) -> String {
-        let bits = self
-            .iter()
-            .filter(|m| **m < 32)
-            .fold(0u32, |acc, m| acc | (1u32 << m));
-        format!("{bits}u32")
-    }
-}
-
-impl<T: Rust> Rust for Option<T> {
-    fn rust(&self, t: &mut Tables) -> String {
-        match self {
-            Some(v) => format!("Some({})", v.rust(t)),
-            None => "None".into(),
-        }
-    }
-}
-
-/// A list: its elements go to their table, one after another; the value is where they are.
-fn list(items: Vec<String>, table: &mut Vec<String>) -> String {
-    let at = format!("L({}, {})", table.len(), items.len());
-    table.extend(items);
-    at
-}
-
-impl<T: Listed> Rust for Vec<T> {
-    fn rust(&self, t: &mut Tables) -> String {
-        let items: Vec<String> = self.iter().map(|v| v.rust(t)).collect();
-        list(items, T::table(t))
-    }
-}
-
-impl Rust for BTreeMap<u64, String> {
-    fn rust(&self, t: &mut Tables) -> String {
-        let items: Vec<String> = self
-            .iter()
-            .map(|(k, v)| format!("({}, {})", k.rust(t), v.rust(t)))
-            .collect();
-        list(items, &mut t.map)
-    }
-}
-
-impl Rust for BTreeMap<String, model::serde_json_value::Value> {
-    fn rust(&self, t: &mut Tables) -> String {
-        let items: Vec<String> = self
-            .iter()
-            .map(|(k, v)| format!("({}, {})", k.rust(t), v.rust(t)))
-            .collect();
-        list(items, &mut t.expected)
-    }
-}
-
-/// A constant of `crate::drivers::compiled::$name`, the read-only twin of the model's type.
-/// The fields are listed by destructuring, so a field added to the model and not here does
-/// not build.
-macro_rules! record {
-    ($name:ident { $($field:ident),* $(,)? }) => {
-        impl Rust for model::$name {
-            fn rust(&self, t: &mut Tables) -> String {
-                let model::$name { $($field),* } = self;
-                let mut o = String::from(concat!("C::", stringify!($name), " {"));
-                $(
-                    o.push_str(concat!(stringify!($field), ": "));
-                    o.push_str(&$field.rust(t));
-                    o.push_str(", ");
-                )*
-                o.push('}');
-                o
-            }
-        }
-    };
-}
-
-record!(DriverFile {
-    name,
-    aliases,
-    meter_type,
-    media,
-    info,
-    detect,
-    link_modes,
-    default_fields,
-    tpl_status_bits,
-    decoder,
-    enhanced_identity,
-    plain_security_modes,
-    scrambled_security_modes,
-    scrambling,
-    fields,
-    tests,
-});
-record!(Field {
-    name,
-    quantity,
-    unit,
-    info,
-    matcher,
-    lookup,
-    attributes,
-    scale,
-    formula,
-    from,
-    mask,
-    text_format,
-    width,
-    precision,
-    unsigned,
-    date_shift,
-    null_value,
-    profile,
-    texts,
-    ha,
-});
-record!(DateShift { from, months, when });
-record!(Match {
-    measurement,
-    vif_range,
-    storage,
-    tariff,
-    subunit,
-    difvif,
-    difvif_or,
-    combinable,
-    nth,
-});
-record!(Lookup {
-    name,
-    kind,
-    mask,
-    default,
-    map,
-});
-record!(HaMeta {
-    device_class,
-    state_class,
-    entity_category,
-    icon,
-});
-record!(TestCase {
-    name,
-    id,
-    key,
-    driver,
-    telegrams,
-    expected,
-    comment,
-});
-
-impl Rust for model::Quantity {
-    fn rust(&self, _: &mut Tables) -> String {
-        // Unit variants: Debug is the variant's name.
-        format!("crate::drivers::model::Quantity::{self:?}")
-    }
-}
-
-impl Rust for model::NumberRange {
-    fn rust(&self, t: &mut Tables) -> String {
-        match self {
-            model::NumberRange::One(n) => {
-                format!("crate::drivers::model::NumberRange::One({})", n.rust(t))
-            }
-            model::NumberRange::Range([lo, hi]) => format!(
-                "crate::drivers::model::NumberRange::Range([{}, {}])",
-                lo.rust(t),
-                hi.rust(t)
-            ),
-        }
-    }
-}
-
-impl Rust for model::serde_json_value::Value {
-    fn rust(&self, t: &mut Tables) -> String {
-        use model::serde_json_value::Value;
-        match self {
-            Value::Null => "C::Value::Null".into(),
-            Value::Bool(b) => format!("C::Value::Bool({})", b.rust(t)),
-            Value::Number(n) => format!("C::Value::Number({})", n.rust(t)),
-            Value::Text(s) => format!("C::Value::Text({})", s.rust(t)),
-        }
-    }
-}
-
-/// `static NAME: [TYPE; N] = [...];`
-fn table(out: &mut String, name: &str, ty: &str, items: &[String]) {
-    let _ = writeln!(out, "static {name}: [{ty}; {}] = [", items.len());
-    for i in items {
-        let _ = writeln!(out, "    {i},");
-    }
-    out.push_str("];\n\n");
-}
+use packed::Packed as _;
 
 fn main() {
     link_in_symbol_order();
@@ -314,9 +39,11 @@ fn main() {
         .collect();
     files.sort();
     let mut problems = Vec::new();
-    let mut entries = String::new();
-    let mut tables = Tables::default();
-    let mut drivers = Vec::new();
+    // Every driver's packed bytes, one after another, and every driver's packed test cases.
+    let mut data = Vec::new();
+    let mut tests = Vec::new();
+    // (file, bytes in `data`, bytes in `tests`, has manufacturer security modes) per driver.
+    let mut spans = Vec::new();
     // (manufacturer, driver index, version, device type) of every detection entry.
     let mut triples = Vec::new();
     // Name or alias → index of the driver, for a binary search at run time.
@@ -349,32 +76,44 @@ fn main() {
                 ));
             }
         }
-        drivers.push(parsed.rust(&mut tables));
-        let _ = writeln!(
-            entries,
-            "    BuiltIn {{ file: {file:?}, #[cfg(test)] text: include_str!(concat!(env!(\"CARGO_MANIFEST_DIR\"), \"/drivers/{file}\")), compiled: &DRIVERS[{index}] }},"
-        );
+        let at = data.len();
+        parsed.pack(&mut data);
+        let tests_at = tests.len();
+        parsed.tests.pack(&mut tests);
+        let security_modes =
+            !parsed.plain_security_modes.is_empty() || !parsed.scrambled_security_modes.is_empty();
+        spans.push((
+            file.clone(),
+            (at, data.len() - at),
+            (tests_at, tests.len() - tests_at),
+            security_modes,
+        ));
     }
     if !problems.is_empty() {
         panic!("broken built-in driver files:\n{}", problems.join("\n"));
     }
-    let mut out = String::from("use crate::drivers::compiled::{self as C, L, S};\n\n");
-    table(&mut out, "DRIVERS", "C::DriverFile", &drivers);
-    table(&mut out, "STR_LISTS", "S", &tables.str_lists);
-    table(&mut out, "FIELDS", "C::Field", &tables.fields);
-    table(&mut out, "TESTS", "C::TestCase", &tables.tests);
-    table(&mut out, "MAP", "(u64, S)", &tables.map);
-    table(&mut out, "EXPECTED", "(S, C::Value)", &tables.expected);
-    let _ = writeln!(
-        out,
-        "/// Every text of the compiled drivers.\nstatic STRINGS: &str = {:?};\n",
-        tables.strings
+    // The test cases after every driver: a process that builds drivers maps their bytes,
+    // which are then together.
+    let tests_start = data.len();
+    data.extend_from_slice(&tests);
+    let out_dir = std::env::var("OUT_DIR").unwrap_or_else(|_| ".".into());
+    let packed_path = Path::new(&out_dir).join("drivers.bin");
+    std::fs::write(&packed_path, &data)
+        .unwrap_or_else(|e| panic!("{}: {e}", packed_path.display()));
+    let mut out = String::from(
+        "/// Every built-in driver, packed (src/drivers/packed.rs): the drivers, then their tests.\n\
+         static PACKED: &[u8] = include_bytes!(concat!(env!(\"OUT_DIR\"), \"/drivers.bin\"));\n\n",
     );
-    out.push_str("/// Where the compiled drivers' lists and texts are.\npub static TABLES: C::Tables = C::Tables {\n    strings: STRINGS,\n    str_lists: &STR_LISTS,\n    fields: &FIELDS,\n    tests: &TESTS,\n    map: &MAP,\n    expected: &EXPECTED,\n};\n\n");
     out.push_str(
         "/// Every built-in driver, by file name.\npub static BUILT_IN_DRIVERS: &[BuiltIn] = &[\n",
     );
-    out.push_str(&entries);
+    for (file, (at, len), (tests_at, tests_len), security_modes) in &spans {
+        let _ = writeln!(
+            out,
+            "    BuiltIn {{ file: {file:?}, #[cfg(test)] text: include_str!(concat!(env!(\"CARGO_MANIFEST_DIR\"), \"/drivers/{file}\")), packed: Span({at}, {len}), packed_tests: Span({}, {tests_len}), manufacturer_security_modes: {security_modes} }},",
+            tests_start + tests_at
+        );
+    }
     out.push_str("];\n\n/// Every name and alias (sorted) with its driver's index in `BUILT_IN_DRIVERS`.\npub static BUILT_IN_NAMES: &[(&str, usize)] = &[\n");
     for (name, (index, _)) in &names {
         let _ = writeln!(out, "    ({name:?}, {index}),");
@@ -388,7 +127,6 @@ fn main() {
         );
     }
     out.push_str("];\n");
-    let out_dir = std::env::var("OUT_DIR").unwrap_or_else(|_| ".".into());
     let target = Path::new(&out_dir).join("built_in_drivers.rs");
     std::fs::write(&target, out).unwrap_or_else(|e| panic!("{}: {e}", target.display()));
 }

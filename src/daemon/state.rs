@@ -7,7 +7,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde_json::{Map, Value};
+use serde::{Serialize, Serializer};
+use serde_json::Value;
 use thiserror::Error;
 
 use crate::config::schema::{Emit, FieldAdjust};
@@ -59,6 +60,83 @@ pub struct StateCache {
     meters: HashMap<String, MeterEntry>,
     file: Option<PathBuf>,
     dirty: bool,
+    /// Length of the last snapshot's text, to size the next one.
+    last_snapshot_len: usize,
+}
+
+/// The state file as written: borrowed from the cache and serialized straight to text.
+/// (Building a `serde_json::Value` tree first made every save hold the state three times
+/// over: the cache, the tree of small allocations, and the text; with 100 meters the save was
+/// the daemon's peak of memory.) Fields are in the order of their names, as a JSON object
+/// read into `serde_json::Map` and written back would have them.
+#[derive(Serialize)]
+struct StateFile<'a> {
+    compact_formats: Vec<LayoutView>,
+    meters: MetersView<'a>,
+    version: u32,
+}
+
+#[derive(Serialize)]
+struct LayoutView {
+    layout: String,
+    manufacturer: u16,
+}
+
+/// Meters by key, sorted.
+struct MetersView<'a>(&'a [(&'a String, &'a MeterEntry)]);
+
+impl Serialize for MetersView<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.0.iter().map(|(k, e)| (*k, MeterView::of(e))))
+    }
+}
+
+#[derive(Serialize)]
+struct MeterView<'a> {
+    emitted: FieldsView<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    emitted_at: Option<u64>,
+    fields: FieldsView<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_seen: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rssi_dbm: Option<i16>,
+    telegrams: u64,
+}
+
+impl<'a> MeterView<'a> {
+    fn of(e: &'a MeterEntry) -> MeterView<'a> {
+        MeterView {
+            emitted: FieldsView(&e.emitted),
+            emitted_at: e.emitted_at.map(millis),
+            fields: FieldsView(&e.fields),
+            last_seen: e.last_seen.map(millis),
+            rssi_dbm: e.rssi_dbm,
+            telegrams: e.telegrams,
+        }
+    }
+}
+
+/// Fields as `[[key, value], …]`.
+struct FieldsView<'a>(&'a [(String, ReadingValue)]);
+
+impl Serialize for FieldsView<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(|(k, v)| (k, ValueView(v))))
+    }
+}
+
+/// A number (`null` when not finite, as JSON has no NaN), a text or `null`.
+struct ValueView<'a>(&'a ReadingValue);
+
+impl Serialize for ValueView<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            ReadingValue::Number(n) if n.is_finite() => s.serialize_f64(*n),
+            ReadingValue::Text(t) => s.serialize_str(t),
+            ReadingValue::Number(_) | ReadingValue::Null => s.serialize_unit(),
+        }
+    }
 }
 
 const FILE_NAME: &str = "state.json";
@@ -70,31 +148,12 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StateError + '_ {
     }
 }
 
-fn to_json(v: &ReadingValue) -> Value {
-    match v {
-        ReadingValue::Number(n) => {
-            serde_json::Number::from_f64(*n).map_or(Value::Null, Value::Number)
-        }
-        ReadingValue::Text(t) => Value::String(t.clone()),
-        ReadingValue::Null => Value::Null,
-    }
-}
-
 fn from_json(v: &Value) -> ReadingValue {
     match v {
         Value::Number(n) => n.as_f64().map_or(ReadingValue::Null, ReadingValue::Number),
         Value::String(s) => ReadingValue::Text(s.clone()),
         _ => ReadingValue::Null,
     }
-}
-
-fn fields_to_json(fields: &[(String, ReadingValue)]) -> Value {
-    Value::Array(
-        fields
-            .iter()
-            .map(|(k, v)| Value::Array(vec![Value::String(k.clone()), to_json(v)]))
-            .collect(),
-    )
 }
 
 fn fields_from_json(v: Option<&Value>) -> Vec<(String, ReadingValue)> {
@@ -310,41 +369,31 @@ impl StateCache {
         if !self.dirty {
             return None;
         }
-        let mut meters = Map::new();
-        let mut keys: Vec<&String> = self.meters.keys().collect();
-        keys.sort();
-        for k in keys {
-            let e = &self.meters[k];
-            let mut m = Map::new();
-            m.insert("fields".into(), fields_to_json(&e.fields));
-            m.insert("emitted".into(), fields_to_json(&e.emitted));
-            if let Some(t) = e.emitted_at {
-                m.insert("emitted_at".into(), Value::from(millis(t)));
-            }
-            if let Some(t) = e.last_seen {
-                m.insert("last_seen".into(), Value::from(millis(t)));
-            }
-            m.insert("telegrams".into(), Value::from(e.telegrams));
-            if let Some(r) = e.rssi_dbm {
-                m.insert("rssi_dbm".into(), Value::from(r));
-            }
-            meters.insert(k.clone(), Value::Object(m));
-        }
+        let mut meters: Vec<(&String, &MeterEntry)> = self.meters.iter().collect();
+        meters.sort_by(|a, b| a.0.cmp(b.0));
         let mut layouts: Vec<(u16, String)> = compact
             .learned()
             .map(|(k, l)| (k.manufacturer, hex::encode_upper(l)))
             .collect();
         layouts.sort();
-        let layouts = layouts
-            .into_iter()
-            .map(|(m, l)| serde_json::json!({"manufacturer": m, "layout": l}))
-            .collect();
-        let mut root = Map::new();
-        root.insert("version".into(), Value::from(1));
-        root.insert("meters".into(), Value::Object(meters));
-        root.insert("compact_formats".into(), Value::Array(layouts));
-        let text = Value::Object(root).to_string();
-        self.dirty = false;
+        let file_view = StateFile {
+            compact_formats: layouts
+                .into_iter()
+                .map(|(manufacturer, layout)| LayoutView {
+                    layout,
+                    manufacturer,
+                })
+                .collect(),
+            meters: MetersView(&meters),
+            version: 1,
+        };
+        // Sized like the last one: growing by doubling would hold up to twice the text.
+        let mut text = Vec::with_capacity(self.last_snapshot_len + self.last_snapshot_len / 8);
+        // Writing into a Vec cannot fail, and every value here serializes.
+        if serde_json::to_writer(&mut text, &file_view).is_err() {
+            return None;
+        }
+        self.last_snapshot_len = text.len();
         Some(Snapshot { file, text })
     }
 
@@ -358,7 +407,7 @@ impl StateCache {
 #[derive(Debug)]
 pub struct Snapshot {
     file: PathBuf,
-    text: String,
+    text: Vec<u8>,
 }
 
 impl Snapshot {
@@ -367,7 +416,7 @@ impl Snapshot {
             // The directory may have been missing at start (a mount not there yet).
             std::fs::create_dir_all(dir).map_err(io_err(dir))?;
         }
-        write_atomically(&self.file, self.text.as_bytes())
+        write_atomically(&self.file, &self.text)
     }
 }
 
@@ -584,6 +633,56 @@ mod tests {
             t0,
         );
         assert!(!u.emit);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// The file's layout is what earlier releases wrote and read (`version` 1): keys in name
+    /// order, fields as `[key, value]` pairs, a value that is not a finite number as `null`.
+    #[test]
+    fn the_state_file_keeps_its_layout() {
+        let dir = temp_dir("layout");
+        let t0 = UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
+        let mut compact = CompactFormats::new();
+        compact.insert(0x2C2D, vec![0x04, 0x13]);
+        let (mut c, _) = StateCache::load(&dir, &mut CompactFormats::new());
+        c.update(
+            "b_meter",
+            &[
+                num("total_m3", 6.5),
+                num("flow_m3h", f64::NAN),
+                Reading {
+                    key: "status".into(),
+                    value: ReadingValue::Text("LEAK \"now\"".into()),
+                },
+            ],
+            &[],
+            None,
+            Emit::Changes,
+            t0,
+        );
+        c.update(
+            "a_meter",
+            &[num("total_kwh", 12.0)],
+            &[],
+            Some(-70),
+            Emit::Changes,
+            t0,
+        );
+        c.mark_emitted("a_meter", t0);
+        c.save(&compact).unwrap();
+        let text = std::fs::read_to_string(dir.join(FILE_NAME)).unwrap();
+        assert_eq!(
+            text,
+            concat!(
+                r#"{"compact_formats":[{"layout":"0413","manufacturer":11309}],"meters":{"#,
+                r#""a_meter":{"emitted":[["total_kwh",12.0]],"emitted_at":1700000000123,"#,
+                r#""fields":[["total_kwh",12.0]],"last_seen":1700000000123,"rssi_dbm":-70,"#,
+                r#""telegrams":1},"#,
+                r#""b_meter":{"emitted":[],"fields":[["total_m3",6.5],["flow_m3h",null],"#,
+                r#"["status","LEAK \"now\""]],"last_seen":1700000000123,"telegrams":1}},"#,
+                r#""version":1}"#
+            )
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -2,11 +2,11 @@
 //! from a user folder) that turn a telegram's records into named readings, the way users know
 //! them from wmbusmeters (`total_m3`, `flow_temperature_c`, `status`).
 
-mod compiled;
 pub mod engine;
 pub mod formula;
 pub mod hooks;
 pub mod model;
+mod packed;
 pub mod run;
 
 use std::collections::HashMap;
@@ -18,15 +18,52 @@ pub use engine::{Driver, MeterState, Reading, ReadingValue};
 pub use model::DriverFile;
 
 mod built_in {
-    /// A built-in driver before it is built: what finding it needs and its compiled form.
+    use super::model::{DriverFile, TestCase};
+    use super::packed::{Damaged, Reader};
+
+    /// Where a driver's bytes are in `PACKED`: offset and length.
+    #[derive(Debug, Clone, Copy)]
+    pub struct Span(pub usize, pub usize);
+
+    /// A built-in driver before it is built: what finding it needs and its packed form.
+    #[derive(Debug)]
     pub struct BuiltIn {
         pub file: &'static str,
-        /// The YAML, for the test that compares it with the compiled form; the binary does
+        /// The YAML, for the test that compares it with the packed form; the binary does
         /// not carry it.
         #[cfg(test)]
         pub text: &'static str,
-        /// The file's contents, as parsing `text` gives them (written by build.rs).
-        pub compiled: &'static super::compiled::DriverFile,
+        /// The driver without its test cases (written by build.rs).
+        pub(super) packed: Span,
+        /// Its test cases, kept apart: decoding never reads them.
+        packed_tests: Span,
+        /// Whether it declares `plain_security_modes` or `scrambled_security_modes`.
+        pub manufacturer_security_modes: bool,
+    }
+
+    impl BuiltIn {
+        pub(super) fn bytes(span: Span) -> &'static [u8] {
+            PACKED.get(span.0..span.0 + span.1).unwrap_or_default()
+        }
+
+        /// The driver as its file reads, without its test cases.
+        pub fn model_without_tests(&self) -> Result<DriverFile, Damaged> {
+            Reader::whole(Self::bytes(self.packed))
+        }
+
+        /// The test cases (telegrams, keys, expected readings): read by the simulators and
+        /// `drivers NAME`, never by decoding, so a driver in use does not keep them in memory.
+        pub fn tests(&self) -> Result<Vec<TestCase>, Damaged> {
+            Reader::whole(Self::bytes(self.packed_tests))
+        }
+
+        /// The driver as its file reads, test cases included.
+        pub fn model(&self) -> Result<DriverFile, Damaged> {
+            Ok(DriverFile {
+                tests: self.tests()?,
+                ..self.model_without_tests()?
+            })
+        }
     }
 
     include!(concat!(env!("OUT_DIR"), "/built_in_drivers.rs"));
@@ -48,7 +85,7 @@ pub enum DriverError {
 ///
 /// A built-in driver is built on its first use and kept: a process that decodes a wired frame
 /// builds none, one that names or detects a driver builds that one. build.rs has parsed every
-/// built-in file and written its contents as constant data (`compiled.rs`), so no YAML is
+/// built-in file and written its contents in packed form (`packed.rs`), so no YAML is
 /// parsed at run time, and finding a driver needs no building (names and detection triples
 /// come from its index).
 #[derive(Debug)]
@@ -95,10 +132,11 @@ impl Registry {
         built_in::BUILT_IN_DRIVERS
             .iter()
             .map(|b| {
-                (
-                    b.file,
-                    Driver::compile(b.file, b.compiled.to_model(&built_in::TABLES)),
-                )
+                let driver = b.model().map_err(|e| DriverError::Invalid {
+                    file: b.file.to_string(),
+                    message: e.to_string(),
+                });
+                (b.file, driver.and_then(|d| Driver::compile(b.file, d)))
             })
             .collect()
     }
@@ -176,10 +214,10 @@ impl Registry {
                     // build.rs parsed this file with the same format; what it cannot check
                     // (units, formulas, decoders) `tests/drivers.rs` does for every file, so
                     // this fails only in a build whose tests fail.
-                    let model = entry.compiled.to_model_without_tests(&built_in::TABLES);
+                    let model = entry.model_without_tests().ok()?;
                     Driver::compile(entry.file, model)
                         .ok()
-                        .map(|d| d.with_built_in_tests(entry.compiled))
+                        .map(|d| d.with_built_in_tests(entry))
                 })
                 .as_ref(),
         }
@@ -226,16 +264,13 @@ impl Registry {
     }
 
     /// The drivers that declare manufacturer-specific security modes (`plain_security_modes`
-    /// or `scrambled_security_modes`), building only those: the compiled table says which
+    /// or `scrambled_security_modes`), building only those: the build-time index says which
     /// built-in ones do, so a run does not build all 121 drivers at start to find the few
     /// (building them all took 1.5 MB of heap for one `decode --driver auto`).
     pub fn with_manufacturer_security_modes(&self) -> impl Iterator<Item = &Driver> {
         self.slots()
             .filter(|s| match s {
-                Slot::BuiltIn(b) => {
-                    let c = &built_in::BUILT_IN_DRIVERS[*b].compiled;
-                    c.plain_security_modes != 0 || c.scrambled_security_modes != 0
-                }
+                Slot::BuiltIn(b) => built_in::BUILT_IN_DRIVERS[*b].manufacturer_security_modes,
                 Slot::User(_) => true,
             })
             .filter_map(|s| self.driver(s))
@@ -412,18 +447,43 @@ mod tests {
         );
     }
 
-    /// The compiled form is what parsing the YAML gives, field by field (Debug shows every
-    /// field, and floats as the shortest text that reads back the same).
+    /// The packed form reads back as what parsing the YAML gives, field by field (Debug shows
+    /// every field, and floats as the shortest text that reads back the same).
     #[test]
-    fn compiled_drivers_equal_their_parsed_files() {
+    fn packed_drivers_equal_their_parsed_files() {
         for b in built_in::BUILT_IN_DRIVERS {
             let parsed = Driver::from_yaml(b.file, b.text).expect("parses");
+            let packed = b.model().unwrap_or_else(|e| panic!("{}: {e}", b.file));
             assert_eq!(
-                format!("{:?}", b.compiled.to_model(&built_in::TABLES)),
+                format!("{packed:?}"),
                 format!("{:?}", parsed.file),
                 "{}",
                 b.file
             );
+        }
+    }
+
+    /// A driver's bytes cut short anywhere, or with a byte changed, read as `Damaged` or as
+    /// some driver, never as a panic (the reader works on untrusted lengths and tags).
+    #[test]
+    fn damaged_packed_bytes_never_panic() {
+        let b = built_in::BUILT_IN_DRIVERS
+            .iter()
+            .find(|b| b.file == "kamheat.yaml")
+            .expect("kamheat.yaml");
+        let bytes = built_in::BuiltIn::bytes(b.packed);
+        assert!(bytes.len() > 100);
+        for cut in 0..bytes.len() {
+            assert!(packed::Reader::whole::<DriverFile>(&bytes[..cut]).is_err());
+        }
+        let mut damaged = bytes.to_vec();
+        for i in 0..damaged.len() {
+            for v in [0x00, 0x7f, 0x80, 0xff] {
+                let old = damaged[i];
+                damaged[i] = v;
+                let _ = packed::Reader::whole::<DriverFile>(&damaged);
+                damaged[i] = old;
+            }
         }
     }
 
