@@ -26,7 +26,7 @@ mod packed;
 use packed::Packed as _;
 
 fn main() {
-    link_in_symbol_order();
+    link_release_binary();
     let dir = Path::new("drivers");
     println!("cargo:rerun-if-changed=drivers");
     println!("cargo:rerun-if-changed=src/drivers/model.rs");
@@ -131,17 +131,10 @@ fn main() {
     std::fs::write(&target, out).unwrap_or_else(|e| panic!("{}: {e}", target.display()));
 }
 
-/// Release builds on x86-64 Linux link the functions that common commands run together, in
-/// the order of `link/symbol-order.txt` (written by bench/symbol_order.sh): a process maps its
-/// code a fault-around window or page-cache folio at a time, so scattered functions map most
-/// of the binary (docs/benchmarks.md, "One process per telegram"). Only where the linker is
-/// known to be lld, which reads the file: rust-lld is the default linker for this target from
-/// Rust 1.90; with a linker of the user's choice, or on other targets, nothing changes.
-fn link_in_symbol_order() {
-    const ORDER: &str = "link/symbol-order.txt";
-    println!("cargo:rerun-if-changed={ORDER}");
-    println!("cargo:rerun-if-changed=Cargo.lock");
-    println!("cargo:rerun-if-changed=Cargo.toml");
+/// Release builds on x86-64 Linux, linked by lld: rust-lld is the default linker for this
+/// target from Rust 1.90. With a linker of the user's choice, in other profiles, or on other
+/// targets, nothing changes.
+fn link_release_binary() {
     println!("cargo:rerun-if-env-changed=METERBRIDGE_NO_SYMBOL_ORDER");
     let env = |name: &str| std::env::var(name).unwrap_or_default();
     let flags = env("CARGO_ENCODED_RUSTFLAGS");
@@ -150,7 +143,6 @@ fn link_in_symbol_order() {
         || std::env::var_os("RUSTC_LINKER").is_some()
         || flags.contains("linker")
         || flags.contains("fuse-ld")
-        || std::env::var_os("METERBRIDGE_NO_SYMBOL_ORDER").is_some()
     {
         return;
     }
@@ -169,6 +161,50 @@ fn link_in_symbol_order() {
     if minor.is_none_or(|m| m < 90) {
         return;
     }
+    pack_relative_relocations();
+    if std::env::var_os("METERBRIDGE_NO_SYMBOL_ORDER").is_none() {
+        link_in_symbol_order(&rustc);
+    }
+}
+
+/// The loader's table of places to patch with the load address (about 11,000 of them: vtables,
+/// panic locations, static lists of texts) in the compact RELR form: 260 KB that every process
+/// read at start shrink to a few KB (docs/benchmarks.md, "The daemon with 100 meters").
+/// glibc reads RELR from 2.36 on, and lld then marks the binary as needing it, so an older
+/// glibc refuses it with a message instead of running it unpatched. Only when the glibc it
+/// is built against, this machine's, is that recent (the target is this machine's).
+fn pack_relative_relocations() {
+    if std::env::var("HOST").ok() != std::env::var("TARGET").ok() {
+        return;
+    }
+    // "glibc 2.36"
+    let version = std::process::Command::new("getconf")
+        .arg("GNU_LIBC_VERSION")
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    let mut numbers = version
+        .strip_prefix("glibc ")
+        .unwrap_or_default()
+        .split('.')
+        .map(|n| n.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0));
+    if (major, minor) >= (2, 36) {
+        println!("cargo:rustc-link-arg-bins=-Wl,-z,pack-relative-relocs");
+    }
+}
+
+/// Links the functions that common commands run together, in the order of
+/// `link/symbol-order.txt` (written by bench/symbol_order.sh): a process maps its code a
+/// fault-around window or page-cache folio at a time, so scattered functions map most of the
+/// binary (docs/benchmarks.md, "One process per telegram").
+fn link_in_symbol_order(rustc: &str) {
+    const ORDER: &str = "link/symbol-order.txt";
+    println!("cargo:rerun-if-changed={ORDER}");
+    println!("cargo:rerun-if-changed=Cargo.lock");
+    println!("cargo:rerun-if-changed=Cargo.toml");
+    let env = |name: &str| std::env::var(name).unwrap_or_default();
     let Ok(text) = std::fs::read_to_string(ORDER) else {
         return;
     };
