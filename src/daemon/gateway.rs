@@ -976,7 +976,7 @@ impl Gateway {
             // An empty text is no value either (kamwater's `time_leaking` when it never leaked).
             let empty = matches!(v, crate::drivers::ReadingValue::Text(t) if t.is_empty());
             if *v != crate::drivers::ReadingValue::Null && !empty {
-                keys.insert(k.clone());
+                keys.insert(k.to_string());
             }
         }
         keys.insert("timestamp".to_string());
@@ -1274,7 +1274,7 @@ fn push_reception(json: &mut String, r: &Reception) {
     }
 }
 
-fn fields_json(fields: &[(String, crate::drivers::ReadingValue)]) -> serde_json::Value {
+fn fields_json(fields: &[(Arc<str>, crate::drivers::ReadingValue)]) -> serde_json::Value {
     let mut text = String::from("{");
     for (i, (k, v)) in fields.iter().enumerate() {
         if i > 0 {

@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Serialize, Serializer};
@@ -38,10 +39,11 @@ pub enum StateError {
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct MeterEntry {
-    /// Merged last-known fields in the order the driver declares them.
-    pub fields: Vec<(String, ReadingValue)>,
+    /// Merged last-known fields in the order the driver declares them. The keys are the
+    /// driver's own (`Reading::key`), shared rather than copied per meter.
+    pub fields: Vec<(Arc<str>, ReadingValue)>,
     /// The fields as last emitted, for change detection.
-    emitted: Vec<(String, ReadingValue)>,
+    emitted: Vec<(Arc<str>, ReadingValue)>,
     pub emitted_at: Option<SystemTime>,
     pub last_seen: Option<SystemTime>,
     pub telegrams: u64,
@@ -118,11 +120,11 @@ impl<'a> MeterView<'a> {
 }
 
 /// Fields as `[[key, value], …]`.
-struct FieldsView<'a>(&'a [(String, ReadingValue)]);
+struct FieldsView<'a>(&'a [(Arc<str>, ReadingValue)]);
 
 impl Serialize for FieldsView<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(self.0.iter().map(|(k, v)| (k, ValueView(v))))
+        s.collect_seq(self.0.iter().map(|(k, v)| (&**k, ValueView(v))))
     }
 }
 
@@ -156,7 +158,7 @@ fn from_json(v: &Value) -> ReadingValue {
     }
 }
 
-fn fields_from_json(v: Option<&Value>) -> Vec<(String, ReadingValue)> {
+fn fields_from_json(v: Option<&Value>) -> Vec<(Arc<str>, ReadingValue)> {
     let Some(Value::Array(items)) = v else {
         return Vec::new();
     };
@@ -164,7 +166,7 @@ fn fields_from_json(v: Option<&Value>) -> Vec<(String, ReadingValue)> {
         .iter()
         .filter_map(|item| match item {
             Value::Array(pair) => match pair.as_slice() {
-                [Value::String(k), v] => Some((k.clone(), from_json(v))),
+                [Value::String(k), v] => Some((Arc::from(k.as_str()), from_json(v))),
                 _ => None,
             },
             _ => None,
@@ -300,7 +302,7 @@ impl StateCache {
             }
             match entry.fields.iter_mut().find(|(k, _)| **k == *r.key) {
                 Some(slot) => slot.1 = value,
-                None => entry.fields.push((r.key.to_string(), value)),
+                None => entry.fields.push((r.key.clone(), value)),
             }
         }
         entry.telegrams += 1;
@@ -619,7 +621,7 @@ mod tests {
         let e = c.get("kam_1").unwrap();
         assert_eq!(
             e.fields[0],
-            ("total_m3".to_string(), ReadingValue::Number(6.408))
+            (Arc::from("total_m3"), ReadingValue::Number(6.408))
         );
         assert_eq!(e.telegrams, 1);
         assert_eq!(e.rssi_dbm, Some(-84));

@@ -158,19 +158,19 @@ impl WebState {
 
 /// The readings the overview shows: totals first, then the other numbers, each with its value
 /// as the MQTT state prints it.
-fn main_readings(fields: &[(String, ReadingValue)]) -> Vec<(String, String)> {
-    let mut numbers: Vec<&(String, ReadingValue)> = fields
+fn main_readings<K: AsRef<str>>(fields: &[(K, ReadingValue)]) -> Vec<(String, String)> {
+    let mut numbers: Vec<&(K, ReadingValue)> = fields
         .iter()
         .filter(|(_, v)| matches!(v, ReadingValue::Number(n) if n.is_finite()))
         .collect();
-    numbers.sort_by_key(|(k, _)| !k.starts_with("total"));
+    numbers.sort_by_key(|(k, _)| !k.as_ref().starts_with("total"));
     numbers
         .into_iter()
         .take(MAIN_READINGS)
         .map(|(k, v)| {
             let mut text = String::new();
             push_value(&mut text, v);
-            (k.clone(), text)
+            (k.as_ref().to_string(), text)
         })
         .collect()
 }

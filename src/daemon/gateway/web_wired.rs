@@ -264,7 +264,7 @@ impl Gateway {
                                         text
                                     }
                                 };
-                                (k.clone(), text)
+                                (k.to_string(), text)
                             })
                             .collect()
                     })

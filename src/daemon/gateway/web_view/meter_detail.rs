@@ -22,13 +22,13 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02X}")).collect()
 }
 
-fn field_texts(fields: &[(String, ReadingValue)]) -> Vec<(String, String)> {
+fn field_texts(fields: &[(std::sync::Arc<str>, ReadingValue)]) -> Vec<(String, String)> {
     fields
         .iter()
         .map(|(k, v)| {
             let mut text = String::new();
             push_value(&mut text, v);
-            (k.clone(), text)
+            (k.to_string(), text)
         })
         .collect()
 }
