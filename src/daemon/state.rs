@@ -285,6 +285,10 @@ impl StateCache {
         now: SystemTime,
     ) -> Update {
         let entry = self.meters.entry(meter.to_string()).or_default();
+        if entry.fields.is_empty() {
+            // A meter's first readings: its fields, without the slack of growing one by one.
+            entry.fields.reserve_exact(readings.len());
+        }
         for r in readings {
             let mut value = r.value.clone();
             if let (ReadingValue::Number(n), Some(a)) =

@@ -304,7 +304,8 @@ impl Driver {
             })?),
             None => None,
         };
-        let mut fields = Vec::new();
+        // Kept for as long as the driver is in use: no slack from growing.
+        let mut fields = Vec::with_capacity(d.fields.len());
         for f in &d.fields {
             let where_ = format!("field {:?}", f.name);
             if let Some(from) = &f.from {

@@ -123,8 +123,10 @@ pub struct Field {
     pub info: Option<String>,
     #[serde(default, rename = "match")]
     pub matcher: Option<Match>,
+    /// Boxed, as few fields have one (a `Lookup` is 112 bytes; every built field is kept for
+    /// as long as its driver is in use).
     #[serde(default)]
-    pub lookup: Option<Lookup>,
+    pub lookup: Option<Box<Lookup>>,
     /// `status` (the meter's status text; `OK` when nothing is set), `include_tpl_status`
     /// (add the transport header's status bits), `inject_into_status` (add this field's texts to
     /// the status field), `hide` (decoded but not printed).
@@ -158,8 +160,9 @@ pub struct Field {
     pub unsigned: bool,
     /// Dates: another date field of this driver shifted by whole months; a date on the last
     /// day of its month stays on the last day (`2020-12-31` minus one month is `2020-11-30`).
+    /// Boxed, as few fields have one.
     #[serde(default)]
-    pub date_shift: Option<DateShift>,
+    pub date_shift: Option<Box<DateShift>>,
     /// Numbers: the value (in this field's unit) a meter sends for "no value"; the field
     /// prints `null` then (0x80000000 in a 32-bit litre register is -2147483.648 m3).
     #[serde(default)]

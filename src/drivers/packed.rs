@@ -232,6 +232,15 @@ impl<T: Packed> Packed for Option<T> {
     }
 }
 
+impl<T: Packed> Packed for Box<T> {
+    fn pack(&self, out: &mut Vec<u8>) {
+        (**self).pack(out);
+    }
+    fn unpack(r: &mut Reader<'_>) -> Result<Self, Damaged> {
+        T::unpack(r).map(Box::new)
+    }
+}
+
 impl<T: Packed> Packed for Vec<T> {
     fn pack(&self, out: &mut Vec<u8>) {
         put_uint(out, self.len() as u64);

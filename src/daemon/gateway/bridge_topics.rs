@@ -436,11 +436,9 @@ impl Gateway {
             list.push(found_json(bus, f).into());
         }
         if let Sink::Mqtt { publisher, .. } = &self.sink {
-            publisher.publish(
-                format!("{}/bridge/devices", self.base_topic),
-                serde_json::Value::Array(list).to_string().into_bytes(),
-                true,
-            );
+            // The tree is dropped before the text is queued (and copied to the outage journal).
+            let payload = serde_json::Value::Array(list).to_string().into_bytes();
+            publisher.publish(format!("{}/bridge/devices", self.base_topic), payload, true);
             self.stats.gateway_states += 1;
         }
     }
