@@ -59,22 +59,37 @@ def main():
     version = subprocess.run(["rustc", "-V"], check=True, capture_output=True,
                              text=True).stdout.strip()
     cargo_files = fnv1a64(open("Cargo.toml", "rb").read() + open("Cargo.lock", "rb").read())
+    sources = sources_hash()
     with open(output, "w") as f:
         f.write("# The functions `meterbridge --version`, `decode` and the daemon run, in the order\n"
                 "# the linker places them (lld's --symbol-ordering-file, passed by build.rs for\n"
                 "# release builds): code that runs together shares pages, so a process maps a\n"
-                "# fraction of the binary. Written by bench/symbol_order.sh; regenerate it when\n"
-                "# the compiler, Cargo.toml or Cargo.lock change (the names carry hashes of the\n"
-                "# crates, their versions, features and the profile; build.rs warns). Names\n"
-                "# that no longer exist are skipped by the linker.\n")
+                "# fraction of the binary. Written by bench/symbol_order.sh; regenerate it after\n"
+                "# code changes and when the compiler, Cargo.toml or Cargo.lock change (the names\n"
+                "# carry hashes of the crates, their versions, features and the profile, and of\n"
+                "# the code itself; build.rs warns). Names that no longer exist are skipped by\n"
+                "# the linker.\n")
         f.write(f"# made-for-rustc: {version}\n")
         f.write(f"# made-for-cargo-files: {cargo_files:016x}\n")
+        f.write(f"# made-for-sources: {sources:016x}\n")
         for name, group in groups:
             f.write(f"# {name}: {len(group)} functions\n")
             for n in group:
                 f.write(n + "\n")
     total = sum(len(g) for _, g in groups)
     print(f"{output}: {total} functions in {len(groups)} groups")
+
+
+def sources_hash():
+    """The hash build.rs computes of src/, drivers/ and build.rs (paths and contents)."""
+    files = ["build.rs"]
+    for top in ("src", "drivers"):
+        for root, _, names in os.walk(top):
+            files.extend(os.path.join(root, n) for n in names)
+    data = bytearray()
+    for path in sorted(files):
+        data += path.encode() + b"\0" + open(path, "rb").read() + b"\0"
+    return fnv1a64(data)
 
 
 def fnv1a64(data):
