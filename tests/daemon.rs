@@ -94,6 +94,14 @@ impl Watcher {
         Watcher { messages, client }
     }
 
+    /// Publishes `body` on `topic` (QoS 1), as a client asking the gateway something.
+    async fn send(&self, topic: String, body: &str) {
+        self.client
+            .publish(topic, QoS::AtLeastOnce, false, body.to_string())
+            .await
+            .unwrap();
+    }
+
     fn on(&self, topic: &str) -> Vec<Message> {
         self.messages
             .lock()
@@ -865,17 +873,7 @@ mqtt:
     );
     let watcher = Watcher::start(port, &[format!("{base}/response/#")]).await;
     let running = start_gateway(&yaml);
-    let ask = |name: &str, body: &str| {
-        let client = watcher.client.clone();
-        let topic = format!("{base}/request/{name}");
-        let body = body.to_string();
-        async move {
-            client
-                .publish(topic, QoS::AtLeastOnce, false, body)
-                .await
-                .unwrap()
-        }
-    };
+    let ask = |name: &str, body: &'static str| watcher.send(format!("{base}/request/{name}"), body);
     tokio::time::sleep(Duration::from_millis(800)).await;
 
     ask("read", r#"{"meter": "Heat"}"#).await;
@@ -954,17 +952,7 @@ mqtt:
     );
     let watcher = Watcher::start(port, &[format!("{base}/response/#")]).await;
     let running = start_gateway(&yaml);
-    let ask = |body: &str| {
-        let client = watcher.client.clone();
-        let topic = format!("{base}/request/set_address");
-        let body = body.to_string();
-        async move {
-            client
-                .publish(topic, QoS::AtLeastOnce, false, body)
-                .await
-                .unwrap()
-        }
-    };
+    let ask = |body: &'static str| watcher.send(format!("{base}/request/set_address"), body);
     tokio::time::sleep(Duration::from_millis(800)).await;
     let topic = format!("{base}/response/set_address");
 
