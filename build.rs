@@ -136,7 +136,6 @@ fn main() {
 /// targets, nothing changes.
 fn link_release_binary() {
     println!("cargo:rerun-if-env-changed=METERBRIDGE_NO_SYMBOL_ORDER");
-    let env = |name: &str| std::env::var(name).unwrap_or_default();
     let flags = env("CARGO_ENCODED_RUSTFLAGS");
     if env("PROFILE") != "release"
         || env("TARGET") != "x86_64-unknown-linux-gnu"
@@ -146,19 +145,9 @@ fn link_release_binary() {
     {
         return;
     }
-    let rustc = std::process::Command::new(std::env::var("RUSTC").unwrap_or("rustc".into()))
-        .arg("-V")
-        .output()
-        .ok()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default();
+    let rustc = output_of(&std::env::var("RUSTC").unwrap_or("rustc".into()), "-V");
     // "rustc 1.95.0 (…)": rust-lld links by default from 1.90 on.
-    let minor = rustc
-        .split_whitespace()
-        .nth(1)
-        .and_then(|v| v.split('.').nth(1))
-        .and_then(|m| m.parse::<u32>().ok());
-    if minor.is_none_or(|m| m < 90) {
+    if major_minor(rustc.split_whitespace().nth(1).unwrap_or_default()) < (1, 90) {
         return;
     }
     pack_relative_relocations();
@@ -174,25 +163,33 @@ fn link_release_binary() {
 /// glibc refuses it with a message instead of running it unpatched. Only when the glibc it
 /// is built against, this machine's, is that recent (the target is this machine's).
 fn pack_relative_relocations() {
-    if std::env::var("HOST").ok() != std::env::var("TARGET").ok() {
+    if env("HOST") != env("TARGET") {
         return;
     }
     // "glibc 2.36"
-    let version = std::process::Command::new("getconf")
-        .arg("GNU_LIBC_VERSION")
-        .output()
-        .ok()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default();
-    let mut numbers = version
-        .strip_prefix("glibc ")
-        .unwrap_or_default()
-        .split('.')
-        .map(|n| n.parse::<u32>().unwrap_or(0));
-    let (major, minor) = (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0));
-    if (major, minor) >= (2, 36) {
+    let version = output_of("getconf", "GNU_LIBC_VERSION");
+    if major_minor(version.strip_prefix("glibc ").unwrap_or_default()) >= (2, 36) {
         println!("cargo:rustc-link-arg-bins=-Wl,-z,pack-relative-relocs");
     }
+}
+
+fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_default()
+}
+
+/// What `program arg` prints, trimmed; empty when it cannot run.
+fn output_of(program: &str, arg: &str) -> String {
+    std::process::Command::new(program)
+        .arg(arg)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+/// `1.95.0` → (1, 95); a part that is not a number reads as 0.
+fn major_minor(version: &str) -> (u32, u32) {
+    let mut numbers = version.split('.').map(|n| n.parse::<u32>().unwrap_or(0));
+    (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0))
 }
 
 /// Links the functions that common commands run together, in the order of
@@ -206,7 +203,6 @@ fn link_in_symbol_order(rustc: &str) {
     println!("cargo:rerun-if-changed=Cargo.toml");
     // For the check of the sources below (release builds only: a test build never gets here).
     println!("cargo:rerun-if-changed=src");
-    let env = |name: &str| std::env::var(name).unwrap_or_default();
     let Ok(text) = std::fs::read_to_string(ORDER) else {
         return;
     };
