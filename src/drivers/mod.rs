@@ -25,6 +25,13 @@ mod built_in {
     #[derive(Debug, Clone, Copy)]
     pub struct Span(pub usize, pub usize);
 
+    impl Span {
+        /// Its bytes (none for a span outside `PACKED`, which then reads as `Damaged`).
+        pub(super) fn bytes(self) -> &'static [u8] {
+            PACKED.get(self.0..self.0 + self.1).unwrap_or_default()
+        }
+    }
+
     /// A built-in driver before it is built: what finding it needs and its packed form.
     #[derive(Debug)]
     pub struct BuiltIn {
@@ -42,19 +49,15 @@ mod built_in {
     }
 
     impl BuiltIn {
-        pub(super) fn bytes(span: Span) -> &'static [u8] {
-            PACKED.get(span.0..span.0 + span.1).unwrap_or_default()
-        }
-
         /// The driver as its file reads, without its test cases.
         pub fn model_without_tests(&self) -> Result<DriverFile, Damaged> {
-            Reader::whole(Self::bytes(self.packed))
+            Reader::whole(self.packed.bytes())
         }
 
         /// The test cases (telegrams, keys, expected readings): read by the simulators and
         /// `drivers NAME`, never by decoding, so a driver in use does not keep them in memory.
         pub fn tests(&self) -> Result<Vec<TestCase>, Damaged> {
-            Reader::whole(Self::bytes(self.packed_tests))
+            Reader::whole(self.packed_tests.bytes())
         }
 
         /// The driver as its file reads, test cases included.
@@ -472,7 +475,7 @@ mod tests {
             .iter()
             .find(|b| b.file == "kamheat.yaml")
             .expect("kamheat.yaml");
-        let bytes = built_in::BuiltIn::bytes(b.packed);
+        let bytes = b.packed.bytes();
         assert!(bytes.len() > 100);
         for cut in 0..bytes.len() {
             assert!(packed::Reader::whole::<DriverFile>(&bytes[..cut]).is_err());
